@@ -1,0 +1,128 @@
+"""Subnets of the supernet: description, masks, extraction, exact sizes (ACME.md 3.1, 3.4).
+
+A `SubnetConfig` lists the kept layer indices and, per kept layer, how many
+heads and MLP neurons it keeps. Heads and neurons are kept from the front,
+which is why the supernet is reordered by importance before elastic training.
+"""
+import dataclasses
+import math
+from typing import Tuple
+
+import jax
+import numpy as np
+
+from acme_jax.models.vit import Masks, ViT, _per_layer
+
+
+@dataclasses.dataclass(frozen=True)
+class SubnetConfig:
+  layers: Tuple[int, ...]   # kept layer indices, increasing
+  heads: Tuple[int, ...]    # heads kept, one per kept layer
+  neurons: Tuple[int, ...]  # MLP neurons kept, one per kept layer
+
+  def __post_init__(self):
+    if not (len(self.layers) == len(self.heads) == len(self.neurons)):
+      raise ValueError(f'inconsistent SubnetConfig {self}')
+    if not self.layers:
+      raise ValueError('a subnet keeps at least one layer')
+    if list(self.layers) != sorted(set(self.layers)):
+      raise ValueError(f'kept layers must increase: {self.layers}')
+    if min(self.heads) < 1 or min(self.neurons) < 1:
+      raise ValueError(f'every kept layer needs >= 1 head and neuron: {self}')
+
+
+def num_kept_heads(num_heads: int, width_mult: float) -> int:
+  """round(H * w), Python rounding as in the prototype."""
+  return int(round(num_heads * width_mult))
+
+
+def kept_layer_indices(num_layers: int, depth_mult: float) -> Tuple[int, ...]:
+  """n = round(d * L) layers at floor(i / d): evenly spread, first kept."""
+  n = int(round(depth_mult * num_layers))
+  # The epsilon guards floor() against 3 / 0.75 = 3.9999999.
+  return tuple(int(math.floor(i / depth_mult + 1e-9)) for i in range(n))
+
+
+def from_multipliers(num_layers: int, num_heads: int, mlp_dim: int,
+                     width_mult: float, depth_mult: float) -> SubnetConfig:
+  """The (width, depth) subnet of ACME.md 3.1; widths snap to whole heads."""
+  heads = num_kept_heads(num_heads, width_mult)
+  neurons = int(heads / num_heads * mlp_dim)
+  layers = kept_layer_indices(num_layers, depth_mult)
+  if layers and layers[-1] >= num_layers:
+    raise ValueError(f'depth_mult {depth_mult} keeps layer {layers[-1]} of '
+                     f'{num_layers}')
+  return SubnetConfig(layers, (heads,) * len(layers), (neurons,) * len(layers))
+
+
+def for_model(model: ViT, width_mult: float, depth_mult: float) -> SubnetConfig:
+  return from_multipliers(model.num_layers, model.num_heads, model.mlp_dim,
+                          width_mult, depth_mult)
+
+
+def masks(model: ViT, subnet: SubnetConfig) -> Masks:
+  """Float32 numpy masks for the supernet `model` (heads/neurons from the front)."""
+  heads = np.zeros((model.num_layers, model.num_heads), np.float32)
+  neurons = np.zeros((model.num_layers, model.mlp_dim), np.float32)
+  gates = np.zeros((model.num_layers,), np.float32)
+  for layer, h, f in zip(subnet.layers, subnet.heads, subnet.neurons):
+    if h > model.num_heads or f > model.mlp_dim or layer >= model.num_layers:
+      raise ValueError(f'{subnet} does not fit the supernet')
+    heads[layer, :h] = 1
+    neurons[layer, :f] = 1
+    gates[layer] = 1
+  return Masks(heads, neurons, gates)
+
+
+def stack_masks(mask_list) -> Masks:
+  """Stack masks along a new leading axis (for vmap / scan over subnets)."""
+  return Masks(*(np.stack(parts) for parts in zip(*mask_list)))
+
+
+def _slice_block(block, heads: int, neurons: int):
+  attn = block['attn']
+  return {
+      'ln_attn': block['ln_attn'],
+      'ln_mlp': block['ln_mlp'],
+      'attn': {
+          name: {'kernel': attn[name]['kernel'][:, :heads],
+                 'bias': attn[name]['bias'][:heads]}
+          for name in ('query', 'key', 'value')
+      } | {'out': {'kernel': attn['out']['kernel'][:heads],
+                   'bias': attn['out']['bias']}},
+      'fc1': {'kernel': block['fc1']['kernel'][:, :neurons],
+              'bias': block['fc1']['bias'][:neurons]},
+      'fc2': {'kernel': block['fc2']['kernel'][:neurons],
+              'bias': block['fc2']['bias']},
+  }
+
+
+def extract(model: ViT, params, subnet: SubnetConfig):
+  """Dense sliced parameters of `subnet` and the ViT that runs them."""
+  dense = {name: params[name]
+           for name in ('patch_embed', 'cls', 'pos_embed', 'ln_final', 'head')}
+  for new, (layer, h, f) in enumerate(
+      zip(subnet.layers, subnet.heads, subnet.neurons)):
+    dense[f'block_{new}'] = _slice_block(params[f'block_{layer}'], h, f)
+  head_dims = _per_layer(model.num_heads, model.num_layers)
+  sub_model = model.clone(num_layers=len(subnet.layers),
+                          num_heads=tuple(subnet.heads),
+                          mlp_dim=tuple(subnet.neurons),
+                          head_dim=model.hidden_size // head_dims[0]
+                          if model.head_dim is None else model.head_dim)
+  dense = jax.tree.map(np.asarray, dense)
+  return sub_model, dense
+
+
+def param_count(params) -> int:
+  return int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
+
+
+def param_bytes(params) -> int:
+  return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(params)))
+
+
+def subnet_size(model: ViT, params, subnet: SubnetConfig):
+  """(exact parameter count, bytes) of the extracted subnet."""
+  _, dense = extract(model, params, subnet)
+  return param_count(dense), param_bytes(dense)

@@ -1,0 +1,66 @@
+"""Small training utilities shared by the cloud and device stages."""
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def adamw_with_warmup(learning_rate: float, total_steps: int,
+                      warmup_fraction: float, weight_decay: float,
+                      clip_norm: float) -> optax.GradientTransformation:
+  """AdamW with linear warm-up then linear decay to 0, after global-norm clipping."""
+  total_steps = max(int(total_steps), 1)
+  warmup = max(int(round(warmup_fraction * total_steps)), 1)
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, learning_rate, warmup),
+       optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup, 1))],
+      [warmup])
+  return optax.chain(optax.clip_by_global_norm(clip_norm),
+                     optax.adamw(schedule, weight_decay=weight_decay))
+
+
+def epoch_batches(num_examples: int, batch_size: int,
+                  rng: np.random.Generator) -> Iterator[np.ndarray]:
+  """Shuffled full batches of indices (the ragged tail is dropped, so shapes stay static)."""
+  order = rng.permutation(num_examples)
+  batch_size = min(batch_size, num_examples)
+  for start in range(0, num_examples - batch_size + 1, batch_size):
+    yield order[start:start + batch_size]
+
+
+def padded_batches(num_examples: int, batch_size: int):
+  """Ordered batches padded to a static size: (indices, weights) with 0 weight on padding."""
+  for start in range(0, num_examples, batch_size):
+    idx = np.arange(start, start + batch_size)
+    weights = (idx < num_examples).astype(np.float32)
+    yield np.minimum(idx, num_examples - 1), weights
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def soft_cross_entropy(student_logits, teacher_logits):
+  """Cross-entropy against the teacher's softmax (temperature 1)."""
+  return -jnp.sum(jax.nn.softmax(teacher_logits) *
+                  jax.nn.log_softmax(student_logits), axis=-1)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  return max(num_examples // min(batch_size, num_examples), 1)
+
+
+def random_shift(images: np.ndarray, max_shift: int,
+                 rng: np.random.Generator) -> np.ndarray:
+  """Translate each image by up to `max_shift` pixels (edge-padded): cheap augmentation."""
+  if max_shift <= 0:
+    return images
+  n, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)),
+                  mode='edge')
+  dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+  rows = dy[:, None] + np.arange(h)[None]
+  cols = dx[:, None] + np.arange(w)[None]
+  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]

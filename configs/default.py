@@ -1,0 +1,76 @@
+"""Offline default: ACME on scikit-learn's digits with a tiny ViT supernet.
+
+Runs on a laptop CPU in minutes, no download. The method's numbers are the
+prototype's where they fit this scale; scaled-down values say so.
+
+  python -m experiments.main --config=configs/default.py --workdir=runs/default
+  python -m experiments.main --config=configs/default.py --workdir=runs/w \
+      --config.cloud.width_mults=0.5,1.0 --config.seed=3
+"""
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'digits'           # digits | cifar10 | cifar100 | cars196
+  config.data.image_size = 16           # 8x8 digits upsampled; 4x4 patch grid
+  config.data.data_dir = ''             # TFDS data_dir ('' = TFDS default)
+  config.data.validation_fraction = 0.1  # TFDS datasets: held out of train
+  config.data.max_examples_per_split = 0  # TFDS smoke runs; 0 = all
+  config.data.cloud_fraction = 0.5      # share of train kept by the cloud
+
+  # Tiny ViT supernet (~200k params). Scaled down from ViT-B/16 (12 layers,
+  # 12 heads, 768 hidden, 3072 MLP) to train from scratch here in a minute.
+  config.model = ml_collections.ConfigDict()
+  config.model.patch_size = 4
+  config.model.hidden_size = 64
+  config.model.num_layers = 4
+  config.model.num_heads = 4
+  config.model.mlp_dim = 256
+  config.model.layer_norm_eps = 1e-12   # as google/vit-base-patch16-224
+  config.model.init_checkpoint = ''     # HF ViTForImageClassification dir
+
+  config.cloud = ml_collections.ConfigDict()
+  config.cloud.width_mults = (1.0, 0.75, 0.5, 0.25)  # prototype's lists
+  config.cloud.depth_mults = (1.0, 0.75, 0.5, 0.25)
+  config.cloud.batch_size = 64
+  config.cloud.eval_batch_size = 256
+  config.cloud.reorder = True           # importance reordering (ACME.md 3.3)
+  config.cloud.importance_batches = 8
+
+  # Teacher from scratch on digits; the prototype fine-tunes a pre-trained
+  # ViT-B/16 with lr 2e-5, which is too small for random init.
+  config.cloud.teacher = ml_collections.ConfigDict()
+  config.cloud.teacher.epochs = 60
+  config.cloud.teacher.learning_rate = 1e-3
+  config.cloud.teacher.weight_decay = 0.05
+  config.cloud.teacher.warmup_fraction = 0.1
+  config.cloud.teacher.clip_norm = 1.0
+  config.cloud.teacher.max_shift = 1    # random-shift augmentation (pixels)
+
+  # Elastic distillation, ACME.md 3.3. Prototype: lr 2e-5, 3 epochs; scaled
+  # to lr 5e-4 and more epochs since the tiny model starts far from converged.
+  config.cloud.width_stage = ml_collections.ConfigDict()
+  config.cloud.width_stage.epochs = 15
+  config.cloud.width_stage.learning_rate = 5e-4
+  config.cloud.width_stage.weight_decay = 1e-4
+  config.cloud.width_stage.warmup_fraction = 0.1
+  config.cloud.width_stage.clip_norm = 1.0
+  config.cloud.width_stage.max_shift = 1
+  config.cloud.width_stage.lambda_logits = 1.0   # prototype
+  config.cloud.width_stage.lambda_hidden = 0.1   # prototype
+
+  config.cloud.depth_stage = ml_collections.ConfigDict()
+  config.cloud.depth_stage.epochs = 15
+  config.cloud.depth_stage.learning_rate = 5e-4
+  config.cloud.depth_stage.weight_decay = 1e-4
+  config.cloud.depth_stage.warmup_fraction = 0.1
+  config.cloud.depth_stage.clip_norm = 1.0
+  config.cloud.depth_stage.max_shift = 1
+  config.cloud.depth_stage.lambda_logits = 1.0   # prototype
+  config.cloud.depth_stage.lambda_hidden = 1.0   # prototype
+
+  return config

@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny supernet and a tiny offline config."""
+import jax
+import pytest
+
+from configs import default
+from acme_jax.models import vit
+
+
+@pytest.fixture(scope='session')
+def tiny_vit():
+  """A 3-layer, 4-head supernet on 8x8x1 images with random (not trivial) params."""
+  model = vit.ViT(num_classes=5, patch_size=4, hidden_size=16, num_layers=3,
+                  num_heads=4, mlp_dim=24, head_dim=4)
+  params = vit.init_params(model, jax.random.key(0), (8, 8, 1))
+  # Non-zero biases and non-identity LayerNorms so slicing mistakes show.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = jax.tree.unflatten(tree, [
+      leaf + 0.1 * jax.random.normal(k, leaf.shape) for leaf, k in
+      zip(leaves, keys)])
+  return model, params
+
+
+def tiny_config():
+  """The default config shrunk to seconds: same code paths, toy sizes."""
+  config = default.get_config()
+  config.data.image_size = 8
+  config.model.patch_size = 4
+  config.model.hidden_size = 16
+  config.model.num_layers = 2
+  config.model.num_heads = 2
+  config.model.mlp_dim = 16
+  config.cloud.width_mults = (1.0, 0.5)
+  config.cloud.depth_mults = (1.0, 0.5)
+  config.cloud.importance_batches = 2
+  for stage in (config.cloud.teacher, config.cloud.width_stage,
+                config.cloud.depth_stage):
+    stage.epochs = 1
+  return config

@@ -1,0 +1,67 @@
+"""Config validation and the command line: one clear error per wrong field."""
+import subprocess
+import sys
+
+import pytest
+
+from acme_jax import config as config_lib
+from configs import default
+
+
+def _with(**overrides):
+  config = default.get_config()
+  for path, value in overrides.items():
+    node = config
+    *parents, leaf = path.split('__')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def test_default_config_is_valid():
+  config_lib.validate(default.get_config())
+
+
+@pytest.mark.parametrize('overrides, field', [
+    (dict(data__name='imagenet21k'), 'data.name'),
+    (dict(cloud__width_mults=(1.0, 1.5)), 'cloud.width_mults'),
+    (dict(cloud__width_mults=(1.0, 0.0)), 'cloud.width_mults'),
+    (dict(cloud__depth_mults=()), 'cloud.depth_mults'),
+    (dict(cloud__width_mults=(1.0, 0.1)), 'cloud.width_mults'),  # 0 heads
+    (dict(data__image_size=18), 'data.image_size'),               # 18 % 4
+    (dict(data__cloud_fraction=1.0), 'data.cloud_fraction'),
+    (dict(model__num_heads=3), 'model.num_heads'),                # 64 % 3
+    (dict(cloud__teacher__learning_rate=-1.0),
+     'cloud.teacher.learning_rate'),
+    (dict(cloud__depth_stage__epochs=-1), 'cloud.depth_stage.epochs'),
+    (dict(cloud__batch_size=0), 'cloud.batch_size'),
+])
+def test_invalid_values_name_the_field(overrides, field):
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(_with(**overrides))
+  assert info.value.field == field
+  assert f'config.{field}' in str(info.value)
+
+
+def _main(*args, timeout=120):
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.main', '--config=configs/default.py',
+       *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_command_line_error_is_one_clear_line(tmp_path):
+  result = _main(f'--workdir={tmp_path}', '--config.cloud.width_mults=0.5,1.5')
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1
+  assert 'config.cloud.width_mults' in lines[0] and '1.5' in lines[0]
+  assert '(0, 1]' in lines[0]
+  assert not (tmp_path / 'cloud').exists()  # validated before any work
+
+
+def test_unknown_dataset_from_command_line(tmp_path):
+  result = _main(f'--workdir={tmp_path}', '--config.data.name=mnist')
+  assert result.returncode == 2 and 'config.data.name' in result.stderr
+  assert 'digits' in result.stderr and 'Traceback' not in result.stderr

@@ -1,0 +1,33 @@
+"""The cloud/devices cut of the training set."""
+import numpy as np
+
+from acme_jax import data as data_lib
+from acme_jax.data import digits
+
+
+def test_cloud_and_devices_are_disjoint_and_cover_train():
+  ds = digits.load(8)
+  cloud, devices = data_lib.cloud_device_split(ds.train, 0.5, seed=3)
+  assert not set(cloud.index) & set(devices.index)
+  assert sorted(np.concatenate([cloud.index, devices.index])) == sorted(
+      ds.train.index)
+  # ... and no training sample is also a validation or test sample.
+  held_out = set(ds.validation.index) | set(ds.test.index)
+  assert not (set(cloud.index) | set(devices.index)) & held_out
+  # Stratified: every class is split about in half.
+  for c in range(10):
+    n_cloud = np.sum(cloud.labels == c)
+    n_all = np.sum(ds.train.labels == c)
+    assert abs(n_cloud - n_all / 2) <= 1
+  # Labels travel with their images.
+  by_index = dict(zip(ds.train.index, ds.train.labels))
+  assert all(by_index[i] == l for i, l in zip(cloud.index, cloud.labels))
+
+
+def test_cloud_split_is_seeded():
+  ds = digits.load(8)
+  a, _ = data_lib.cloud_device_split(ds.train, 0.3, seed=1)
+  b, _ = data_lib.cloud_device_split(ds.train, 0.3, seed=1)
+  c, _ = data_lib.cloud_device_split(ds.train, 0.3, seed=2)
+  np.testing.assert_array_equal(a.index, b.index)
+  assert set(a.index) != set(c.index)

@@ -1,0 +1,73 @@
+"""End-to-end smoke test of the main job on a toy config, and resuming."""
+import json
+
+import pytest
+
+from acme_jax import config as config_lib
+from acme_jax import pipeline
+from acme_jax.cloud import elastic, teacher
+from conftest import tiny_config
+
+GRID_KEYS = {'depth_mult', 'width_mult', 'accuracy', 'per_class_accuracy',
+             'params', 'bytes'}
+
+
+def _quiet(*_):
+  pass
+
+
+def test_runs_end_to_end_then_resumes_without_retraining(tmp_path,
+                                                         monkeypatch):
+  config = tiny_config()
+  first = pipeline.run(config, tmp_path, log=_quiet)
+  grid = json.loads((tmp_path / 'cloud/grid.json').read_text())
+  assert len(grid) == 4 and all(GRID_KEYS <= set(r) for r in grid)
+  assert all(len(r['per_class_accuracy']) == 10 for r in grid)
+  assert grid[0]['params'] > grid[-1]['params']
+  assert (tmp_path / 'results.json').exists()
+
+  def fail(*args, **kwargs):
+    raise AssertionError('a finished stage was recomputed')
+
+  monkeypatch.setattr(teacher, 'train_teacher', fail)
+  monkeypatch.setattr(elastic, 'train_elastic', fail)
+  assert pipeline.run(config, tmp_path, log=_quiet) == first
+
+
+def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path,
+                                                             monkeypatch):
+  config = tiny_config()
+  real = elastic.train_elastic
+  calls = []
+
+  def crash_in_depth_stage(*args, **kwargs):
+    calls.append(kwargs['desc'])
+    if kwargs['desc'] == 'depth_stage':
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(elastic, 'train_elastic', crash_in_depth_stage)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(config, tmp_path, log=_quiet)
+  assert not (tmp_path / 'cloud/depth_stage').exists()
+  assert not list((tmp_path / 'cloud').glob('*tmp*'))
+
+  def record(*args, **kwargs):
+    calls.append(kwargs['desc'])
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(elastic, 'train_elastic', record)
+  monkeypatch.setattr(teacher, 'train_teacher',
+                      lambda *a, **k: pytest.fail('teacher retrained'))
+  calls.clear()
+  pipeline.run(config, tmp_path, log=_quiet)
+  assert calls == ['depth_stage']  # the width stage was loaded, not redone
+  assert (tmp_path / 'cloud/grid.json').exists()
+
+
+def test_refuses_a_workdir_made_with_another_config(tmp_path):
+  config = tiny_config()
+  (tmp_path / 'config.json').write_text(json.dumps(
+      json.loads(config.to_json_best_effort()) | {'seed': 99}))
+  with pytest.raises(config_lib.ConfigError, match='seed'):
+    pipeline.run(config, tmp_path, log=_quiet)
