@@ -1,0 +1,201 @@
+"""Size, latency and energy of (depth_mult, width_mult) subnets (ACME.md 4.2).
+
+Two cost models share one interface, `model(depth_mult, width_mult) -> Costs`:
+
+* `PaperCostModel`: the prototype's analytic ViT-B/16 stand-in, needed to
+  reproduce its numbers: size = h * 768 + l * 3.06e6 with h = int(12 w) heads
+  and l = int(12 d) layers (truncation, as the prototype).
+* `ExactCostModel`: the exact parameter count of the extracted subnet of a given
+  ViT, in closed form with the rounding of `models/subnet.from_multipliers`
+  (h = round(H w), l = round(L d)); no parameters are materialised.
+
+Both use the same device-profile formulas for latency and energy:
+P = G_n + dG h l + p G_beta, T = L_n + dL h l, E = k P T.
+"""
+import abc
+import dataclasses
+from typing import NamedTuple, Tuple
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceProfile:
+  """Constants of the latency / energy model; defaults are the prototype's."""
+  g_n: float = 100.0     # G_n: base power
+  delta_g: float = 10.0  # dG: power per (head x layer)
+  l_n: float = 1.0       # L_n: base latency
+  delta_l: float = 0.1   # dL: latency per (head x layer)
+  p: float = 128.0       # p, G_beta: only their product p G_beta enters,
+  g_beta: float = 50.0   # as a constant power term
+  k: float = 10.0        # k: energy scale (the prototype's epochs)
+
+  def power(self, heads, layers) -> np.ndarray:
+    work = np.asarray(heads, np.float64) * np.asarray(layers, np.float64)
+    return self.g_n + self.delta_g * work + self.p * self.g_beta
+
+  def latency(self, heads, layers) -> np.ndarray:
+    work = np.asarray(heads, np.float64) * np.asarray(layers, np.float64)
+    return self.l_n + self.delta_l * work
+
+  def energy(self, heads, layers) -> np.ndarray:
+    return self.k * self.power(heads, layers) * self.latency(heads, layers)
+
+
+class Costs(NamedTuple):
+  """Raw (unnormalised) costs, one entry per queried subnet."""
+  size: np.ndarray     # parameters
+  latency: np.ndarray
+  energy: np.ndarray
+  heads: np.ndarray    # kept heads per kept layer
+  layers: np.ndarray   # kept layers
+
+
+def _ratios(depth_mult, width_mult) -> Tuple[np.ndarray, np.ndarray]:
+  depth = np.asarray(depth_mult, np.float64).reshape(-1)
+  width = np.asarray(width_mult, np.float64).reshape(-1)
+  if depth.shape != width.shape:
+    raise ValueError(f'{depth.size} depth ratios but {width.size} width ratios')
+  for name, values in (('depth_mult', depth), ('width_mult', width)):
+    if not np.all((values >= 0) & (values <= 1)):
+      raise ValueError(f'{name} must lie in [0, 1]')
+  return depth, width
+
+
+class CostModel(abc.ABC):
+  """Maps (depth_mult, width_mult) arrays to `Costs` under a device profile."""
+  profile: DeviceProfile
+
+  @abc.abstractmethod
+  def kept(self, depth: np.ndarray,
+           width: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(kept heads per layer, kept layers), int arrays."""
+
+  @abc.abstractmethod
+  def size_of(self, depth: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Parameter counts."""
+
+  def __call__(self, depth_mult, width_mult) -> Costs:
+    depth, width = _ratios(depth_mult, width_mult)
+    heads, layers = self.kept(depth, width)
+    return Costs(size=self.size_of(depth, width),
+                 latency=self.profile.latency(heads, layers),
+                 energy=self.profile.energy(heads, layers),
+                 heads=heads, layers=layers)
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperCostModel(CostModel):
+  """The prototype's analytic size: h * 768 + l * 3.06e6 (ViT-B/16)."""
+  profile: DeviceProfile = DeviceProfile()
+  full_heads: int = 12
+  full_layers: int = 12
+  params_per_head: float = 768.0
+  params_per_layer: float = 3.06e6
+
+  def kept(self, depth, width):
+    # int() truncation, as the prototype (not subnet.py's round()).
+    heads = np.trunc(self.full_heads * np.asarray(width)).astype(np.int64)
+    layers = np.trunc(self.full_layers * np.asarray(depth)).astype(np.int64)
+    return heads, layers
+
+  def size_of(self, depth, width):
+    heads, layers = self.kept(depth, width)
+    return heads * self.params_per_head + layers * self.params_per_layer
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTArchitecture:
+  """What fixes a ViT supernet's parameter count (see models/vit.py)."""
+  num_layers: int
+  num_heads: int
+  hidden_size: int
+  mlp_dim: int
+  patch_size: int
+  channels: int
+  num_tokens: int   # sequence length incl. the CLS token (pos_embed rows)
+  num_classes: int
+
+  @classmethod
+  def for_images(cls, image_size: int, **fields) -> 'ViTArchitecture':
+    """Derives num_tokens = (image_size / patch_size)^2 + 1 (CLS)."""
+    patches_per_side = image_size // fields['patch_size']
+    return cls(num_tokens=patches_per_side ** 2 + 1, **fields)
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
+          or value < 1:
+        raise ValueError(f'architecture field {field.name} must be a positive '
+                         f'integer, got {value!r}')
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f'hidden_size {self.hidden_size} is not a multiple of '
+                       f'num_heads {self.num_heads}')
+
+
+def subnet_shape(arch: ViTArchitecture, depth_mult: float,
+                 width_mult: float) -> Tuple[int, int, int]:
+  """(heads, neurons, layers) kept, with subnet.from_multipliers' rounding."""
+  heads = int(round(arch.num_heads * float(width_mult)))
+  neurons = int(heads / arch.num_heads * arch.mlp_dim)
+  layers = int(round(float(depth_mult) * arch.num_layers))
+  return heads, neurons, layers
+
+
+def exact_param_count(arch: ViTArchitecture, depth_mult: float,
+                      width_mult: float) -> int:
+  """Parameters of the extracted (width, depth) subnet, in closed form.
+
+  A point with no heads, neurons or layers keeps no encoder block (subnet.py
+  cannot build it); it counts what remains: embeddings, final LN and head.
+  """
+  d, k = arch.hidden_size, arch.num_classes
+  head_dim = d // arch.num_heads
+  embeddings = (arch.patch_size ** 2 * arch.channels * d + d  # patch conv
+                + d + arch.num_tokens * d)                    # cls, pos_embed
+  final = 2 * d + d * k + k                                   # ln_final, head
+  heads, neurons, layers = subnet_shape(arch, depth_mult, width_mult)
+  if heads < 1 or neurons < 1 or layers < 1:
+    return embeddings + final
+  inner = heads * head_dim
+  block = (2 * 2 * d                        # ln_attn, ln_mlp
+           + 3 * (d * inner + inner)        # query, key, value
+           + inner * d + d                  # out
+           + d * neurons + neurons          # fc1
+           + neurons * d + d)               # fc2
+  return embeddings + final + layers * block
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactCostModel(CostModel):
+  """Exact extracted-subnet size; h, l = kept heads per layer, kept layers."""
+  architecture: ViTArchitecture
+  profile: DeviceProfile = DeviceProfile()
+
+  def kept(self, depth, width):
+    shapes = [subnet_shape(self.architecture, dm, wm)
+              for dm, wm in zip(depth, width)]
+    heads = np.array([s[0] for s in shapes], np.int64).reshape(-1)
+    layers = np.array([s[2] for s in shapes], np.int64).reshape(-1)
+    return heads, layers
+
+  def size_of(self, depth, width):
+    return np.array([exact_param_count(self.architecture, dm, wm)
+                     for dm, wm in zip(depth, width)], np.int64).reshape(-1)
+
+
+COST_MODELS = ('paper', 'exact')
+
+
+def make_cost_model(name: str, profile: DeviceProfile = DeviceProfile(),
+                    architecture: ViTArchitecture = None) -> CostModel:
+  """`paper` or `exact` (which needs the supernet's architecture)."""
+  if name == 'paper':
+    return PaperCostModel(profile)
+  if name == 'exact':
+    if architecture is None:
+      raise ValueError('cost model "exact" needs the ViT architecture')
+    return ExactCostModel(architecture, profile)
+  raise ValueError(f'unknown cost model {name!r}; expected one of '
+                   f'{COST_MODELS}')
