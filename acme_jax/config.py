@@ -122,14 +122,13 @@ def validate(config):
   _check(config, 'model.layer_norm_eps', lambda v: _is_number(v) and v > 0,
          'must be a number > 0')
 
-  widths = _multipliers(config, 'cloud.width_mults', heads, 'heads')
+  _multipliers(config, 'cloud.width_mults', heads, 'heads')
   depths = _multipliers(config, 'cloud.depth_mults', layers, 'layers')
   for d in depths:
     kept = subnet_lib.kept_layer_indices(layers, d)
     if kept[-1] >= layers:
       raise ConfigError('cloud.depth_mults', tuple(depths),
                         f'{d} keeps layer index {kept[-1]} of {layers}')
-  del widths
   _positive_int(config, 'cloud.batch_size')
   _positive_int(config, 'cloud.eval_batch_size')
   _check(config, 'cloud.reorder', lambda v: isinstance(v, bool),
@@ -141,4 +140,67 @@ def validate(config):
   _stage(config, 'cloud.depth_stage', elastic=True)
   for stage in ('width_stage', 'depth_stage'):
     _non_negative_int(config, f'cloud.{stage}.max_shift')
+  _validate_selection_and_system(config, heads, layers)
   return config
+
+
+def _validate_selection_and_system(config, heads, layers):
+  from acme_jax.data import partition
+  from acme_jax.selection import costs
+  _check(config, 'selection.cost_model', lambda v: v in costs.COST_MODELS,
+         f'must be one of {", ".join(costs.COST_MODELS)}')
+  _check(config, 'selection.grid_size', lambda v: _is_int(v) and v >= 2,
+         'must be an integer >= 2')
+  _positive_int(config, 'selection.cells')
+  _check(config, 'selection.sigma', lambda v: _is_number(v) and v >= 0,
+         'must be a number >= 0')
+  _fraction(config, 'selection.size_constraint', high_open=False)
+  _check(config, 'selection.front', lambda v: v in ('pfg', 'non_dominated'),
+         'must be pfg or non_dominated')
+  if len(config.cloud.width_mults) < 3 or len(config.cloud.depth_mults) < 3:
+    field = ('cloud.width_mults' if len(config.cloud.width_mults) < 3
+             else 'cloud.depth_mults')
+    raise ConfigError(field, tuple(_get(config, field)),
+                      'the degree-2 accuracy predictor needs at least 3 '
+                      'distinct widths and 3 distinct depths')
+
+  edges = _positive_int(config, 'system.num_edges')
+  per_edge = _check(config, 'system.devices_per_edge',
+                    lambda v: len(v) in (1, edges) and all(
+                        _is_int(x) and x > 0 for x in v),
+                    f'must be one positive count, or one per edge ({edges})')
+  num_devices = (per_edge[0] * edges if len(per_edge) == 1 else sum(per_edge))
+  allowance = _non_negative_int(config, 'system.header_allowance')
+  _check(config, 'system.budget_draw', lambda v: v in ('linspace', 'uniform'),
+         'must be linspace or uniform')
+  budgets = _check(config, 'system.budgets',
+                   lambda v: len(v) in (0, num_devices) and all(
+                       _is_int(b) and b > 0 for b in v),
+                   f'must be empty (drawn) or {num_devices} positive integers')
+  if budgets:
+    from acme_jax.pipeline import smallest_backbone
+    smallest = smallest_backbone(config, data_lib.NUM_CLASSES[
+        config.data.name]) + allowance
+    low = min(budgets)
+    if low < smallest:
+      raise ConfigError(
+          'system.budgets', tuple(budgets),
+          f'budget {low} is below the smallest subnet plus header allowance '
+          f'({smallest} parameters); every budget must be >= {smallest}')
+  _check(config, 'system.partition', lambda v: v in partition.SCHEMES,
+         f'must be one of {", ".join(partition.SCHEMES)}')
+  _check(config, 'system.dirichlet_alpha', lambda v: _is_number(v) and v > 0,
+         'must be a number > 0')
+  _positive_int(config, 'system.shards_per_device')
+  _fraction(config, 'system.fraction_per_class', high_open=False)
+  _fraction(config, 'system.local_val_fraction', low_open=False)
+  _fraction(config, 'system.local_test_fraction', low_open=False)
+  if (config.system.local_val_fraction + config.system.local_test_fraction
+      >= 1):
+    raise ConfigError('system.local_test_fraction',
+                      config.system.local_test_fraction,
+                      'local_val_fraction + local_test_fraction must be < 1')
+  for name, value in config.system.profile.items():
+    if not (_is_number(value) and value >= 0):
+      raise ConfigError(f'system.profile.{name}', value,
+                        'must be a number >= 0')

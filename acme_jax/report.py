@@ -31,3 +31,91 @@ def grid_table(grid) -> str:
       [[f"{r['depth_mult']:g}", f"{r['width_mult']:g}", f"{r['params']:,}",
         f"{r['accuracy']:.3f}", f"{r['test_accuracy']:.3f}",
         f"{r['teacher_cut_test_accuracy']:.3f}"] for r in grid])
+
+
+def _mb(n) -> str:
+  return f'{n / 1e6:,.3f}'
+
+
+def devices_table(devices) -> str:
+  return markdown_table(
+      ['device', 'edge', 'budget', 'depth', 'width', 'backbone params',
+       'predicted acc', 'hist-weighted pred', 'probe test acc', 'local n'],
+      [[d['device'], d['edge'], f"{d['budget']:,}", f"{d['depth_mult']:g}",
+        f"{d['width_mult']:g}", f"{d['params']:,}",
+        f"{d['predicted_accuracy']:.3f}",
+        f"{d['histogram_weighted_predicted_accuracy']:.3f}",
+        f"{d['linear_probe_test_accuracy']:.3f}",
+        '/'.join(str(n) for n in d['local_samples'])] for d in devices])
+
+
+def ledger_table(summary) -> str:
+  """Bytes by kind (hop-weighted), ACME vs centralized, and the ratio."""
+  kinds = list(summary['acme']['by_kind'])
+  rows = [[k, _mb(summary['acme']['by_kind'][k]),
+           _mb(summary['centralized']['by_kind'][k])] for k in kinds]
+  rows.append(['**total**', _mb(summary['acme']['total']),
+               _mb(summary['centralized']['total'])])
+  return (markdown_table(['kind', 'ACME MB', 'centralized MB'], rows) +
+          f"\n\nACME / centralized = {summary['ratio']:.4f} "
+          f"(hop-weighted; unweighted {summary['ratio_unweighted']:.4f})")
+
+
+def picks_table(selection) -> str:
+  fields = ['depth_mult', 'width_mult', 'accuracy', 'size', 'latency',
+            'energy', 'tradeoff', 'mer', 'eer']
+
+  def fmt(v):
+    return 'n/a' if v is None else f'{v:.3f}'
+
+  return markdown_table(['pick'] + fields, [
+      [name] + [fmt(p[f]) for f in fields]
+      for name, p in selection['picks'].items()])
+
+
+def markdown_report(results) -> str:
+  """The whole report as one markdown document (what `report.md` holds)."""
+  sel = results['selection']
+  gain = sel['tradeoff_gain_vs_highest_accuracy']
+  parts = [
+      f"# ACME on {results['dataset']}",
+      '## Cloud: measured subnet grid',
+      grid_table(results['cloud']['grid']),
+      '## Selection: PFG and baselines (normalised values)',
+      picks_table(sel),
+      f"Trade-off gain of PFG vs highest accuracy: "
+      f"{'n/a' if gain is None else f'{gain:+.1%}'}",
+      '## Devices: backbone chosen at the edge',
+      devices_table(results['devices']),
+      '## Communication ledger',
+      ledger_table(results['ledger']),
+  ]
+  for section in ('headers', 'aggregation'):
+    if section in results and section + '_table' in results:
+      parts += [f'## {section.title()}', results[section + '_table']]
+  return '\n\n'.join(parts) + '\n'
+
+
+def pareto_figure(selection, devices):
+  """Predicted accuracy vs size over the fine grid, front and device picks."""
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  grid = selection['grid']
+  params = [p / 1e3 for p in grid['params']]
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  ax.scatter(params, grid['accuracy'], s=8, c='0.75', label='fine grid')
+  front = [i for i, f in enumerate(grid['on_front']) if f]
+  ax.scatter([params[i] for i in front], [grid['accuracy'][i] for i in front],
+             s=16, c='tab:blue', label='front')
+  ax.scatter([d['params'] / 1e3 for d in devices],
+             [d['predicted_accuracy'] for d in devices], s=90, marker='*',
+             c='tab:red', label='device picks', zorder=3)
+  for d in devices:
+    ax.annotate(str(d['device']), (d['params'] / 1e3, d['predicted_accuracy']),
+                textcoords='offset points', xytext=(4, 4), fontsize=8)
+  ax.set_xlabel('backbone parameters (thousands)')
+  ax.set_ylabel('predicted accuracy')
+  ax.set_title('Pareto Front Grid and edge choices')
+  ax.legend(loc='lower right')
+  return fig

@@ -73,4 +73,31 @@ def get_config():
   config.cloud.depth_stage.lambda_logits = 1.0   # prototype
   config.cloud.depth_stage.lambda_hidden = 1.0   # prototype
 
+  # Selection at the cloud (ACME.md 4): prototype values.
+  config.selection = ml_collections.ConfigDict()
+  config.selection.cost_model = 'exact'   # exact | paper (ViT-B/16 stand-in)
+  config.selection.grid_size = 20         # G: predict on a G x G ratio grid
+  config.selection.cells = 10             # K
+  config.selection.sigma = 1e-6
+  config.selection.size_constraint = 0.8  # normalised, for the cloud's picks
+  config.selection.front = 'pfg'          # pfg | non_dominated (sent to edges)
+
+  # Devices and edges (ACME.md 1, 6). Budgets in parameters (backbone +
+  # header); () = spread over [smallest, largest] grid subnet + allowance.
+  config.system = ml_collections.ConfigDict()
+  config.system.num_edges = 2
+  config.system.devices_per_edge = (3,)   # one count for all, or one per edge
+  config.system.budgets = ()
+  config.system.budget_draw = 'linspace'  # linspace | uniform (seeded)
+  config.system.header_allowance = 15000  # parameters reserved for the header
+  config.system.partition = 'dirichlet'   # iid | dirichlet | shards | IID | C2..C4
+  config.system.dirichlet_alpha = 0.5
+  config.system.shards_per_device = 2
+  config.system.fraction_per_class = 0.1  # category setups (prototype: 10%)
+  config.system.local_val_fraction = 0.2
+  config.system.local_test_fraction = 0.2
+  config.system.profile = ml_collections.ConfigDict(dict(
+      g_n=100.0, delta_g=10.0, l_n=1.0, delta_l=0.1, p=128.0, g_beta=50.0,
+      k=10.0))                            # ACME.md 4.2, prototype constants
+
   return config

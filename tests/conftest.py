@@ -27,11 +27,12 @@ def tiny_config():
   config.data.image_size = 8
   config.model.patch_size = 4
   config.model.hidden_size = 16
-  config.model.num_layers = 2
-  config.model.num_heads = 2
+  config.model.num_layers = 3
+  config.model.num_heads = 4
   config.model.mlp_dim = 16
-  config.cloud.width_mults = (1.0, 0.5)
-  config.cloud.depth_mults = (1.0, 0.5)
+  config.cloud.width_mults = (1.0, 0.5, 0.25)
+  config.cloud.depth_mults = (1.0, 2 / 3, 1 / 3)
+  config.system.header_allowance = 1000
   config.cloud.importance_batches = 2
   for stage in (config.cloud.teacher, config.cloud.width_stage,
                 config.cloud.depth_stage):

@@ -36,6 +36,10 @@ def test_default_config_is_valid():
      'cloud.teacher.learning_rate'),
     (dict(cloud__depth_stage__epochs=-1), 'cloud.depth_stage.epochs'),
     (dict(cloud__batch_size=0), 'cloud.batch_size'),
+    (dict(system__partition='pathological'), 'system.partition'),
+    (dict(system__budgets=(10**6,) * 5), 'system.budgets'),  # 6 devices
+    (dict(selection__cost_model='flops'), 'selection.cost_model'),
+    (dict(cloud__depth_mults=(1.0, 0.5)), 'cloud.depth_mults'),
 ])
 def test_invalid_values_name_the_field(overrides, field):
   with pytest.raises(config_lib.ConfigError) as info:
@@ -65,3 +69,14 @@ def test_unknown_dataset_from_command_line(tmp_path):
   result = _main(f'--workdir={tmp_path}', '--config.data.name=mnist')
   assert result.returncode == 2 and 'config.data.name' in result.stderr
   assert 'digits' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_budget_below_the_smallest_subnet_is_refused():
+  # Smallest grid subnet (depth 0.25, width 0.25) of the default tiny ViT has
+  # 15,802 params; with the 15,000 header allowance a budget needs 30,802.
+  config = _with(system__budgets=(30_801,) + (10**6,) * 5)
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(config)
+  assert info.value.field == 'system.budgets'
+  assert '30802' in str(info.value) and '30801' in str(info.value)
+  config_lib.validate(_with(system__budgets=(30_802,) + (10**6,) * 5))

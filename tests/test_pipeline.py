@@ -21,10 +21,25 @@ def test_runs_end_to_end_then_resumes_without_retraining(tmp_path,
   config = tiny_config()
   first = pipeline.run(config, tmp_path, log=_quiet)
   grid = json.loads((tmp_path / 'cloud/grid.json').read_text())
-  assert len(grid) == 4 and all(GRID_KEYS <= set(r) for r in grid)
+  assert len(grid) == 9 and all(GRID_KEYS <= set(r) for r in grid)
   assert all(len(r['per_class_accuracy']) == 10 for r in grid)
   assert grid[0]['params'] > grid[-1]['params']
-  assert (tmp_path / 'results.json').exists()
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert len(results['devices']) == 6  # 2 edges x 3 devices
+  for device in results['devices']:
+    # The chosen backbone plus the header allowance fits the budget, and its
+    # parameter count is what the ledger shipped.
+    assert (device['params'] + config.system.header_allowance
+            <= device['budget'])
+    assert device['bytes'] == 4 * device['params']
+    assert sum(device['label_histogram']) == device['local_samples'][0]
+  ledger = results['ledger']
+  assert ledger['acme_raw_data_off_device'] == 0
+  assert ledger['acme']['by_kind']['backbone'] > 0
+  assert ledger['ratio'] == pytest.approx(
+      ledger['acme']['total'] / ledger['centralized']['total'])
+  for name in ('report.md', 'pareto.png', 'selection.json', 'ledger.json'):
+    assert (tmp_path / name).stat().st_size > 0
 
   def fail(*args, **kwargs):
     raise AssertionError('a finished stage was recomputed')
@@ -67,7 +82,8 @@ def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path,
 
 def test_refuses_a_workdir_made_with_another_config(tmp_path):
   config = tiny_config()
-  (tmp_path / 'config.json').write_text(json.dumps(
+  (tmp_path / 'cloud').mkdir()
+  (tmp_path / 'cloud/config.json').write_text(json.dumps(
       json.loads(config.to_json_best_effort()) | {'seed': 99}))
   with pytest.raises(config_lib.ConfigError, match='seed'):
     pipeline.run(config, tmp_path, log=_quiet)

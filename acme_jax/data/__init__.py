@@ -34,3 +34,17 @@ def cloud_device_split(train: Split, cloud_fraction: float, seed: int):
   cloud = rng.permutation(np.concatenate(cloud))
   devices = rng.permutation(np.concatenate(devices))
   return train.take(cloud), train.take(devices)
+
+
+# Image channels per dataset, needed before loading (config validation, plan).
+_CHANNELS = {'digits': 1, 'cifar10': 3, 'cifar100': 3, 'cars196': 3}
+NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'cars196': 196}
+
+
+def channels(name: str) -> int:
+  return _CHANNELS[name]
+
+# Training-set sizes of the TFDS sources (and digits' fixed train split), for
+# the plan tool, which sizes a run from shapes alone without loading data.
+TRAIN_EXAMPLES = {'digits': 1257, 'cifar10': 50000, 'cifar100': 50000,
+                  'cars196': 8144}

@@ -1,0 +1,49 @@
+"""Frozen-backbone features, computed once per device and cached (ACME.md 5).
+
+The backbone is frozen on the device, so its hidden states are computed once
+and every later step (linear probe, header search, pruning) reads the cache.
+Features come from the masked supernet: one compiled program for every
+device's backbone, with the same numbers as the extracted subnet.
+"""
+import functools
+
+import jax
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from acme_jax import training
+from acme_jax.models.vit import Masks, ViT
+
+
+@functools.lru_cache(maxsize=None)
+def _tokens_fn(model: ViT):
+  return jax.jit(lambda p, x, m: model.apply({'params': p}, x, m)['tokens'])
+
+
+def backbone_tokens(model: ViT, params, masks: Masks, images: np.ndarray,
+                    batch_size: int = 256) -> np.ndarray:
+  """Final-LayerNorm tokens (N, T, D) of `images` through the masked backbone."""
+  forward = _tokens_fn(model)
+  out = []
+  for idx, _ in training.padded_batches(len(images), batch_size):
+    out.append(np.asarray(forward(params, images[idx], masks)))
+  return np.concatenate(out)[:len(images)]
+
+
+def token_grid(tokens: np.ndarray) -> np.ndarray:
+  """Patch tokens without CLS as a grid: (N, P, P, D) if square, else (N, T, D)."""
+  patches = tokens[:, 1:]
+  n, t, d = patches.shape
+  side = int(round(np.sqrt(t)))
+  if side * side == t:
+    return patches.reshape(n, side, side, d)
+  return patches
+
+
+def linear_probe_accuracy(train_x, train_y, test_x, test_y, seed: int) -> float:
+  """Test accuracy of a logistic-regression probe fitted on frozen features."""
+  if len(np.unique(train_y)) < 2:  # a one-class device: the probe is constant
+    return float(np.mean(test_y == train_y[0]))
+  probe = LogisticRegression(max_iter=2000, random_state=seed)
+  probe.fit(train_x, train_y)
+  return float(np.mean(probe.predict(test_x) == test_y))

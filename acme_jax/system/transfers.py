@@ -1,0 +1,54 @@
+"""What crosses the tiers in ACME and in the centralized baseline (ACME.md 7).
+
+Shared by the pipeline (real payloads: pytrees of arrays) and the plan tool
+(byte counts from shapes), so both compute the ledger the same way.
+"""
+from typing import Mapping
+
+from acme_jax.system.ledger import Ledger, centralized_ledger
+from acme_jax.system.topology import Topology
+
+
+def deliver_backbones(ledger: Ledger, topology: Topology, front,
+                      histograms: Mapping, backbones: Mapping,
+                      device_backbone: Mapping):
+  """The downward pass: front to edges, histograms up, backbones down.
+
+  Args:
+    front: payload sent once to every edge (the candidate table).
+    histograms: device id -> label-histogram payload (device -> edge).
+    backbones: backbone key -> payload (its extracted params).
+    device_backbone: device id -> backbone key. Each edge receives each
+      distinct backbone its devices need once, then forwards one copy per device.
+  """
+  for edge in topology.edges:
+    devices = [d.id for d in topology.devices_of(edge)]
+    ledger.send('cloud', ('edge', edge), 'front', front)
+    for device in devices:
+      ledger.send(('device', device), ('edge', edge), 'histogram',
+                  histograms[device])
+    for key in sorted({device_backbone[d] for d in devices}):
+      ledger.send('cloud', ('edge', edge), 'backbone', backbones[key])
+    for device in devices:
+      ledger.send(('edge', edge), ('device', device), 'backbone',
+                  backbones[device_backbone[device]])
+
+
+def report_metrics(ledger: Ledger, topology: Topology, metrics: Mapping,
+                   round_: int = 0):
+  """The closing pass: device metrics to the edge, the edge's summary to the cloud."""
+  for edge in topology.edges:
+    devices = [d.id for d in topology.devices_of(edge)]
+    for device in devices:
+      ledger.send(('device', device), ('edge', edge), 'metrics',
+                  metrics[device], round=round_)
+    ledger.send(('edge', edge), 'cloud', 'metrics',
+                [metrics[d] for d in devices], round=round_)
+
+
+def centralized(topology: Topology, raw_data_bytes: Mapping,
+                model_bytes: Mapping) -> Ledger:
+  """Every device uploads its raw training data and downloads its finished model."""
+  ids = [d.id for d in topology.devices]
+  return centralized_ledger(ids, {i: raw_data_bytes[i] for i in ids},
+                            {i: model_bytes[i] for i in ids})

@@ -1,0 +1,117 @@
+"""Plan mode: the communication ledger of a full-size run from shapes alone.
+
+  python -m acme_jax.tools.plan --config=configs/cifar100_vit_b16.py
+
+No training, no data: model sizes come from the exact closed-form parameter
+count, device data sizes from the configured partition applied to a balanced
+label array of the dataset's training-set size, and backbones are chosen as
+the largest grid subnet within each budget (no accuracies exist yet; accuracy
+grows with size on every measured grid). Prints bytes by kind for ACME and the
+centralized baseline, and the ratio, with the assumptions it rests on.
+"""
+import sys
+
+import numpy as np
+from absl import app
+from ml_collections import config_flags
+
+from acme_jax import config as config_lib
+from acme_jax import data as data_lib
+from acme_jax import pipeline
+from acme_jax import report
+from acme_jax.data import partition
+from acme_jax.edge import choice
+from acme_jax.selection import costs
+from acme_jax.system import ledger as ledger_lib
+from acme_jax.system import transfers
+
+_CONFIG = config_flags.DEFINE_config_file('config', None,
+                                          'Path to a configs/*.py file.')
+
+FLOAT32 = 4
+SIGNATURE_SAMPLES = 200
+
+
+def plan(config) -> dict:
+  """Ledger comparison (as `ledger.compare`) plus the plan's facts."""
+  config_lib.validate(config)
+  name = config.data.name
+  num_classes = data_lib.NUM_CLASSES[name]
+  arch = pipeline.architecture(config, num_classes)
+  grid = [{'depth_mult': d, 'width_mult': w,
+           'params': costs.exact_param_count(arch, d, w)}
+          for d in config.cloud.depth_mults for w in config.cloud.width_mults]
+  topology = pipeline.build_topology(config, grid)
+
+  # Balanced labels of the training set, minus the cloud's share.
+  n_train = data_lib.TRAIN_EXAMPLES[name]
+  per_class_devices = int(round((1 - config.data.cloud_fraction) *
+                                (n_train // num_classes)))
+  labels = np.repeat(np.arange(num_classes), per_class_devices)
+  sys_c = config.system
+  parts = partition.partition(labels, topology.num_devices, sys_c.partition,
+                              config.seed, alpha=sys_c.dirichlet_alpha,
+                              shards_per_device=sys_c.shards_per_device,
+                              fraction_per_class=sys_c.fraction_per_class,
+                              num_classes=num_classes)
+  train_counts = {
+      i: len(partition.local_splits(idx, labels, config.seed + i,
+                                    sys_c.local_val_fraction,
+                                    sys_c.local_test_fraction)[0])
+      for i, idx in enumerate(parts)}
+
+  params = [g['params'] for g in grid]
+  proxy = np.tile(np.asarray(params, float)[:, None] / max(params),
+                  (1, num_classes))  # accuracy proxy: grows with size
+  picks = choice.choose_backbones(
+      params, proxy, np.ones((topology.num_devices, num_classes)),
+      [d.budget for d in topology.devices], sys_c.header_allowance)
+
+  ledger = ledger_lib.Ledger()
+  front_bytes = len(grid) * (5 + num_classes) * FLOAT32
+  transfers.deliver_backbones(
+      ledger, topology, front_bytes,
+      {d.id: num_classes * FLOAT32 for d in topology.devices},
+      {i: p * FLOAT32 for i, p in enumerate(params)},
+      {d.id: pick.candidate for d, pick in zip(topology.devices, picks)})
+  transfers.report_metrics(ledger, topology,
+                           {d.id: 2 * FLOAT32 for d in topology.devices})
+  pixels = config.data.image_size ** 2 * data_lib.channels(name)
+  raw = {i: n * (pixels + 4) for i, n in train_counts.items()}  # uint8 + label
+  models = {d.id: pick.params * FLOAT32
+            for d, pick in zip(topology.devices, picks)}
+  summary = ledger_lib.compare(
+      ledger, transfers.centralized(topology, raw, models))
+  summary['devices'] = [
+      {'device': d.id, 'budget': d.budget, 'train_samples': train_counts[d.id],
+       'depth_mult': grid[p.candidate]['depth_mult'],
+       'width_mult': grid[p.candidate]['width_mult'], 'params': p.params}
+      for d, p in zip(topology.devices, picks)]
+  return summary
+
+
+def main(argv):
+  del argv
+  try:
+    summary = plan(_CONFIG.value)
+  except (config_lib.ConfigError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  config = _CONFIG.value
+  print(report.markdown_table(
+      ['device', 'budget', 'train samples', 'depth', 'width', 'backbone params'],
+      [[d['device'], f"{d['budget']:,}", d['train_samples'],
+        f"{d['depth_mult']:g}", f"{d['width_mult']:g}", f"{d['params']:,}"]
+       for d in summary['devices']]))
+  print()
+  print(report.ledger_table(summary))
+  print(f"\nAssumptions: {config.data.name} uploaded as uint8 at "
+        f"{config.data.image_size}x{config.data.image_size} (the resolution "
+        f"the model consumes) plus a 4-byte label; float32 weights; "
+        f"device<->cloud = 2 hops, other links 1 hop (bytes x hops); "
+        f"backbones = largest grid subnet within budget - header allowance "
+        f"({config.system.header_allowance:,}); header rounds not included.")
+
+
+if __name__ == '__main__':
+  app.run(main)

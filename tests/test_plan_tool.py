@@ -1,0 +1,34 @@
+"""Plan mode: the full-size ledger from shapes alone, in seconds."""
+import subprocess
+import sys
+
+import pytest
+
+from acme_jax.tools import plan
+from configs import cifar100_vit_b16
+
+
+def test_plan_of_the_paper_setup():
+  summary = plan.plan(cifar100_vit_b16.get_config())
+  assert len(summary['devices']) == 5
+  # ViT-B/16 at full width and depth, exactly: 85,875,556 params with a
+  # 100-class head (86,567,656 with ImageNet's 1000 classes).
+  assert max(d['params'] for d in summary['devices']) <= 85_875_556
+  # Each C4 user: 25 classes x round(10% x 250 device-side samples) = 625,
+  # minus the local validation and test splits (20% + 20%).
+  assert all(d['train_samples'] == 375 for d in summary['devices'])
+  raw = summary['centralized']['by_kind']['raw_data']
+  assert raw == 2 * 5 * 375 * (224 * 224 * 3 + 4)  # 2 hops, uint8 + label
+  assert summary['acme']['by_kind']['raw_data'] == 0
+  assert summary['ratio'] == pytest.approx(
+      summary['acme']['total'] / summary['centralized']['total'])
+
+
+def test_plan_command_prints_the_table():
+  result = subprocess.run(
+      [sys.executable, '-m', 'acme_jax.tools.plan',
+       '--config=configs/cifar100_vit_b16.py'],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert 'ACME / centralized =' in result.stdout
+  assert 'raw_data' in result.stdout and 'Assumptions' in result.stdout
