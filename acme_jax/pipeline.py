@@ -8,12 +8,17 @@
       system    topology (edges, devices, budgets), non-IID device data
       edge      per-device backbone from budget + label histogram; backbones
                 shipped (ledger); linear probe of each backbone on local data
+      device    cached backbone features -> header NAS within the budget
+      rounds    device <-> edge personalized aggregation, pruning, fine-tuning
       ledger    ACME vs the centralized baseline
+      compare   headers: NAS vs fixed heads over backbone depths;
+                aggregation: the five modes over the IID/C2/C3/C4 setups
 
 Each stage is a pure function from its inputs (and a key or seed) to its
 outputs; this module alone reads and writes the workdir, so a rerun with the
 same workdir loads every finished stage instead of redoing it.
 """
+import dataclasses
 import json
 import time
 
@@ -27,8 +32,8 @@ from acme_jax import report
 from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import elastic, grid, importance, teacher
 from acme_jax.data import partition
-from acme_jax.device import features
-from acme_jax.edge import choice
+from acme_jax.device import customize, features
+from acme_jax.edge import choice, rounds, similarity
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models import vit
 from acme_jax.selection import costs, pareto, predictor
@@ -37,7 +42,7 @@ from acme_jax.system import topology as topology_lib
 from acme_jax.system import transfers
 
 # Independent PRNG streams per stage, so adding a stage never shifts another's.
-_TEACHER_INIT, _HEAD_INIT = 0, 1
+_TEACHER_INIT, _HEAD_INIT, _DEVICES, _HEADERS, _AGGREGATION = range(5)
 
 
 # The cached cloud stages depend on these config sections only; later stages
@@ -258,13 +263,15 @@ def build_topology(config, grid_records) -> topology_lib.Topology:
                                      device_profile(config), seed=config.seed)
 
 
-def device_splits(config, device_data, num_devices: int, num_classes: int):
+def device_splits(config, device_data, num_devices: int, num_classes: int,
+                  scheme=None, fraction_per_class=None):
   """Each device's local (train, val, test) Splits from the configured partition."""
   sys_c = config.system
   parts = partition.partition(
-      device_data.labels, num_devices, sys_c.partition, config.seed,
+      device_data.labels, num_devices, scheme or sys_c.partition, config.seed,
       alpha=sys_c.dirichlet_alpha, shards_per_device=sys_c.shards_per_device,
-      fraction_per_class=sys_c.fraction_per_class, num_classes=num_classes)
+      fraction_per_class=fraction_per_class or sys_c.fraction_per_class,
+      num_classes=num_classes)
   splits = []
   for device, idx in enumerate(parts):
     local = partition.local_splits(idx, device_data.labels, config.seed + device,
@@ -274,9 +281,8 @@ def device_splits(config, device_data, num_devices: int, num_classes: int):
   return splits
 
 
-def run_edge(config, cloud, selection, topology, splits, num_classes, log):
-  """Edge choice per device, backbone delivery (ledger), linear probes."""
-  model, supernet = cloud['model'], cloud['supernet']
+def edge_choice(config, selection, topology, splits, num_classes):
+  """(label histograms, picks): each device's backbone chosen at its edge."""
   cands = selection['candidates']
   histograms = [partition.label_histogram(train.labels, num_classes)
                 for train, _, _ in splits]
@@ -284,6 +290,15 @@ def run_edge(config, cloud, selection, topology, splits, num_classes, log):
       [c['params'] for c in cands], [c['predicted_per_class'] for c in cands],
       histograms, [d.budget for d in topology.devices],
       config.system.header_allowance, on_front=[c['on_front'] for c in cands])
+  return histograms, picks
+
+
+def run_edge(config, cloud, selection, topology, splits, num_classes, log):
+  """Edge choice per device, backbone delivery (ledger), linear probes."""
+  model, supernet = cloud['model'], cloud['supernet']
+  cands = selection['candidates']
+  histograms, picks = edge_choice(config, selection, topology, splits,
+                                  num_classes)
 
   ledger = ledger_lib.Ledger()
   backbones, device_backbone, records = {}, {}, []
@@ -325,10 +340,192 @@ def run_edge(config, cloud, selection, topology, splits, num_classes, log):
   return records, ledger, backbones, device_backbone
 
 
+# The comparison experiments depend on everything but the engine strategy.
+COMPARISON_SECTIONS = CLOUD_SECTIONS + ('selection', 'system', 'header',
+                                       'baselines', 'aggregation')
+
+
+def cached_stage(wd: workdir_lib.Workdir, name: str, sections, compute):
+  """`compute()` once per config of `sections`; reruns load the saved value."""
+  path = wd / name
+  fingerprint = _config_subset(wd.config, sections)
+  if path.exists():
+    saved = workdir_lib.read_json(path)
+    if saved.get('config') == fingerprint:
+      return saved['value']
+  workdir_lib.atomic_write_json(path, {'config': fingerprint,
+                                       'value': compute()})
+  return workdir_lib.read_json(path)['value']
+
+
+def _signature(config, model, supernet, reference_masks, train, num_classes,
+               seed):
+  if config.aggregation.signature == 'histogram':
+    return similarity.histogram_signature(train.labels, num_classes)
+  cls = features.backbone_tokens(model, supernet, reference_masks,
+                                 train.images)[:, 0]
+  n = config.aggregation.signature_samples
+  labels = train.labels
+  if len(labels) < n:
+    # The prototype needs n samples per device; smaller devices resample with
+    # replacement so every signature has the same shape (JS compares entries).
+    idx = np.random.default_rng(seed).choice(len(labels), n, replace=True)
+    cls, labels = cls[idx], labels[idx]
+  return similarity.feature_signature(cls, n, seed, labels=labels)
+
+
+def _self_weight(config):
+  w = config.aggregation.self_weight
+  return None if w < 0 else w
+
+
+def prepare_headers(config, cloud, topology, splits, choices, key,
+                    num_classes, ledger=None):
+  """Per device: cached features of its backbone, NAS header within budget,
+  data signature. Returns (DeviceHeaders, NAS results)."""
+  model, supernet = cloud['model'], cloud['supernet']
+  c = config.cloud
+  reference = subnet_lib.for_model(model, min(c.width_mults),
+                                   min(c.depth_mults))
+  reference_masks = subnet_lib.masks(model, reference)
+  if ledger is not None and config.aggregation.signature == 'features':
+    # Feature signatures need one common reference backbone on every device.
+    ref_params = subnet_lib.extract(model, supernet, reference)[1]
+    for edge in topology.edges:
+      ledger.send('cloud', ('edge', edge), 'backbone', ref_params)
+      for d in topology.devices_of(edge):
+        ledger.send(('edge', edge), ('device', d.id), 'backbone', ref_params)
+  device_headers, results = [], []
+  for device, (width, depth, backbone_params) in zip(topology.devices,
+                                                     choices):
+    sub = subnet_lib.for_model(model, width, depth)
+    local = customize.local_features(model, supernet, sub, splits[device.id])
+    result = customize.search_header(
+        config, local, num_classes, jax.random.fold_in(key, device.id),
+        device.budget - backbone_params,
+        customize.header_layers(config, width, depth))
+    signature = _signature(config, model, supernet, reference_masks,
+                           splits[device.id][0], num_classes,
+                           config.seed + device.id)
+    device_headers.append(rounds.DeviceHeader(
+        device.id, device.edge_id, result['header'], result['state'],
+        np.asarray(result['arch']), np.ones(config.header.num_channels,
+                                            np.float32),
+        local.x_train, local.y_train, local.x_val, local.y_val, local.x_test,
+        local.y_test, signature))
+    results.append(result)
+  return device_headers, results
+
+
+def _run_rounds(config, device_headers, mode, key, ledger=None):
+  a = config.aggregation
+  return rounds.run_rounds(
+      device_headers, mode, rounds=a.rounds, prune_ratio=a.prune_ratio,
+      local_epochs=a.local_epochs, finetune_epochs=a.finetune_epochs, key=key,
+      signature_kind=a.signature, temperature=a.temperature,
+      self_weight=_self_weight(config), ledger=ledger,
+      train_kwargs=customize.train_kwargs(config))
+
+
+def run_devices(config, cloud, topology, splits, devices, ledger, key,
+                num_classes, log):
+  """Header NAS on every device's backbone, then ACME's aggregation rounds.
+
+  Updates the device records in place; returns each device's final header
+  parameter count.
+  """
+  choices = [(d['width_mult'], d['depth_mult'], d['params']) for d in devices]
+  device_headers, results = prepare_headers(
+      config, cloud, topology, splits, choices, key, num_classes, ledger)
+  for record, result in zip(devices, results):
+    record.update(header_arch=np.asarray(result['arch']).tolist(),
+                  nas_header_params=result['header_params'],
+                  nas_test_accuracy=result['test_accuracy'])
+  _run_rounds(config, device_headers, config.aggregation.mode,
+              jax.random.fold_in(key, 1 << 20), ledger)
+  final = {}
+  for record, dh in zip(devices, device_headers):
+    header_params = dh.header_params()
+    record.update(header_params=header_params,
+                  total_params=record['params'] + header_params,
+                  test_accuracy=dh.test_accuracy(),
+                  channels_kept=int(dh.gates.sum()))
+    if record['total_params'] > record['budget']:
+      raise AssertionError(f'device {record["device"]} exceeds its budget')
+    final[record['device']] = header_params
+    log(f'[device] {record["device"]}: header {header_params:,} params '
+        f'(NAS {record["nas_header_params"]:,}), total '
+        f'{record["total_params"]:,} <= {record["budget"]:,}; test accuracy '
+        f'{record["nas_test_accuracy"]:.3f} after NAS, '
+        f'{record["test_accuracy"]:.3f} after {config.aggregation.rounds} '
+        f'{config.aggregation.mode} rounds')
+  return final
+
+
+def compare_headers(config, cloud, topology, splits, key, num_classes, log):
+  """NAS header vs fixed heads on full-width backbones at each depth fraction."""
+  model, supernet = cloud['model'], cloud['supernet']
+  rows = []
+  for depth in config.baselines.depth_fractions:
+    sub = subnet_lib.for_model(model, 1.0, depth)
+    locals_ = [customize.local_features(model, supernet, sub, splits[d.id])
+               for d in topology.devices]
+    nas_acc = [customize.search_header(
+        config, local, num_classes, jax.random.fold_in(key, d.id),
+        config.system.header_allowance,
+        customize.header_layers(config, 1.0, depth))['test_accuracy']
+               for d, local in zip(topology.devices, locals_)]
+    fixed = customize.baseline_accuracies(config, locals_, num_classes,
+                                          config.seed)
+    row = {'depth_fraction': depth, 'acme_nas': float(np.mean(nas_acc))}
+    row.update({k: float(np.mean(v['test_accuracy'])) for k, v in
+                fixed.items()})
+    row['params'] = {k: int(np.mean(v['params'])) for k, v in fixed.items()}
+    rows.append(row)
+    log(f'[headers] depth {depth:g}: ' + ', '.join(
+        f'{k} {row[k]:.3f}' for k in ('acme_nas',) + tuple(fixed)))
+  heads = ('acme_nas',) + tuple(config.baselines.kinds)
+  average = {k: float(np.mean([r[k] for r in rows])) for k in heads}
+  return {'by_depth': rows, 'average': average,
+          'acme_gain': {k: average['acme_nas'] - average[k]
+                        for k in config.baselines.kinds}}
+
+
+def compare_aggregation(config, cloud, selection, topology, device_data, key,
+                        num_classes, log):
+  """Mean device test accuracy of every mode on every non-IID setup."""
+  a = config.aggregation
+  by_setup = {}
+  for s, setup in enumerate(a.setups):
+    splits = device_splits(config, device_data, topology.num_devices,
+                           num_classes, scheme=setup,
+                           fraction_per_class=a.fraction_per_class)
+    _, picks = edge_choice(config, selection, topology, splits, num_classes)
+    cands = selection['candidates']
+    choices = [(cands[p.candidate]['width_mult'],
+                cands[p.candidate]['depth_mult'], p.params) for p in picks]
+    setup_key = jax.random.fold_in(key, s)
+    base, _ = prepare_headers(config, cloud, topology, splits, choices,
+                              setup_key, num_classes)
+    by_setup[setup] = {}
+    for m, mode in enumerate(a.modes):
+      devices = [dataclasses.replace(d, gates=d.gates.copy()) for d in base]
+      _run_rounds(config, devices, mode, jax.random.fold_in(setup_key, 99 + m))
+      by_setup[setup][mode] = float(np.mean([d.test_accuracy()
+                                             for d in devices]))
+    log(f'[aggregation] {setup}: ' + ', '.join(
+        f'{k} {v:.3f}' for k, v in by_setup[setup].items()))
+  gains = {setup: {mode: acc - accs['wo_pruning'] for mode, acc in accs.items()
+                   if mode != 'wo_pruning'}
+           for setup, accs in by_setup.items() if 'wo_pruning' in accs}
+  return {'by_setup': by_setup, 'gain_vs_wo_pruning': gains}
+
+
 def run(config: ml_collections.ConfigDict, workdir, log=print):
   """Run (or resume) ACME on `config`, writing everything under `workdir`."""
   config_lib.validate(config)
   wd = workdir_lib.Workdir(workdir)
+  wd.config = config
   _check_same_config(wd, config)
   key = jax.random.key(config.seed)
 
@@ -351,15 +548,28 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
                          dataset.num_classes)
   devices, ledger, backbones, device_backbone = run_edge(
       config, cloud, selection, topology, splits, dataset.num_classes, log)
+  final_headers = run_devices(config, cloud, topology, splits, devices, ledger,
+                              jax.random.fold_in(key, _DEVICES),
+                              dataset.num_classes, log)
   transfers.report_metrics(ledger, topology, {
-      d['device']: np.asarray([d['linear_probe_test_accuracy'], d['params']],
+      d['device']: np.asarray([d['test_accuracy'], d['total_params']],
                               np.float32) for d in devices})
   centralized = transfers.centralized(
       topology,
       {d.id: splits[d.id][0].raw_bytes() for d in topology.devices},
-      {d.id: subnet_lib.param_bytes(backbones[device_backbone[d.id]])
-       for d in topology.devices})
+      {d.id: subnet_lib.param_bytes(backbones[device_backbone[d.id]]) +
+       4 * final_headers[d.id] for d in topology.devices})
   ledger_summary = ledger_lib.compare(ledger, centralized)
+
+  headers = cached_stage(
+      wd, 'headers.json', COMPARISON_SECTIONS, lambda: compare_headers(
+          config, cloud, topology, splits, jax.random.fold_in(key, _HEADERS),
+          dataset.num_classes, log))
+  aggregation = cached_stage(
+      wd, 'aggregation.json', COMPARISON_SECTIONS,
+      lambda: compare_aggregation(
+          config, cloud, selection, topology, device_data,
+          jax.random.fold_in(key, _AGGREGATION), dataset.num_classes, log))
 
   results = {
       'dataset': dataset.name,
@@ -371,6 +581,8 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
                     ('picks', 'tradeoff_gain_vs_highest_accuracy')},
       'devices': devices,
       'ledger': ledger_summary,
+      'headers': headers,
+      'aggregation': aggregation,
   }
   workdir_lib.atomic_write_json(wd / 'ledger.json', ledger.to_records())
   workdir_lib.atomic_write_text(wd / 'cloud/grid.md',
@@ -381,8 +593,14 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
       results))
   workdir_lib.atomic_save_figure(wd / 'pareto.png', report.pareto_figure(
       selection, devices))
+  workdir_lib.atomic_save_figure(wd / 'headers.png',
+                                 report.headers_figure(headers))
+  workdir_lib.atomic_save_figure(wd / 'aggregation.png',
+                                 report.aggregation_figure(aggregation))
   log('\n' + report.grid_table(results['cloud']['grid']))
   log('\n' + report.devices_table(devices))
   log('\n' + report.ledger_table(ledger_summary))
+  log('\n' + report.headers_table(headers))
+  log('\n' + report.aggregation_table(aggregation))
   log(f'\nresults: {wd / "results.json"}, report: {wd / "report.md"}')
   return results

@@ -38,15 +38,82 @@ def _mb(n) -> str:
 
 
 def devices_table(devices) -> str:
+  final = 'test_accuracy' in devices[0]
+  extra = (['header params', 'total / budget', 'NAS test acc', 'final test acc']
+           if final else [])
   return markdown_table(
-      ['device', 'edge', 'budget', 'depth', 'width', 'backbone params',
-       'predicted acc', 'hist-weighted pred', 'probe test acc', 'local n'],
-      [[d['device'], d['edge'], f"{d['budget']:,}", f"{d['depth_mult']:g}",
-        f"{d['width_mult']:g}", f"{d['params']:,}",
-        f"{d['predicted_accuracy']:.3f}",
+      ['device', 'edge', 'depth', 'width', 'backbone params', 'predicted acc',
+       'hist-weighted pred', 'probe test acc', 'local n'] + extra,
+      [[d['device'], d['edge'], f"{d['depth_mult']:g}", f"{d['width_mult']:g}",
+        f"{d['params']:,}", f"{d['predicted_accuracy']:.3f}",
         f"{d['histogram_weighted_predicted_accuracy']:.3f}",
         f"{d['linear_probe_test_accuracy']:.3f}",
-        '/'.join(str(n) for n in d['local_samples'])] for d in devices])
+        '/'.join(str(n) for n in d['local_samples'])] +
+       ([f"{d['header_params']:,}",
+         f"{d['total_params']:,} / {d['budget']:,}",
+         f"{d['nas_test_accuracy']:.3f}", f"{d['test_accuracy']:.3f}"]
+        if final else []) for d in devices])
+
+
+def headers_table(headers) -> str:
+  """Test accuracy by backbone depth fraction, NAS header vs fixed heads."""
+  kinds = list(headers['average'])
+  rows = [[f"{r['depth_fraction']:g}"] + [f'{r[k]:.3f}' for k in kinds]
+          for r in headers['by_depth']]
+  rows.append(['**average**'] + [f"{headers['average'][k]:.3f}"
+                                 for k in kinds])
+  rows.append(['ACME gain'] + [''] + [
+      f"{headers['acme_gain'][k]:+.3f}" for k in kinds[1:]])
+  return markdown_table(['depth fraction'] + kinds, rows)
+
+
+def aggregation_table(aggregation) -> str:
+  """Mean device test accuracy per mode and setup, gain over wo_pruning."""
+  setups = list(aggregation['by_setup'])
+  modes = list(aggregation['by_setup'][setups[0]])
+  rows = []
+  for setup in setups:
+    accs = aggregation['by_setup'][setup]
+    gains = aggregation['gain_vs_wo_pruning'].get(setup, {})
+    rows.append([setup] + [
+        f'{accs[m]:.3f}' + (f' ({gains[m]:+.3f})' if m in gains else '')
+        for m in modes])
+  return markdown_table(['setup'] + modes, rows)
+
+
+def headers_figure(headers):
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  depths = [r['depth_fraction'] for r in headers['by_depth']]
+  for kind in headers['average']:
+    ax.plot(depths, [r[kind] for r in headers['by_depth']], marker='o',
+            lw=2.5 if kind == 'acme_nas' else 1.2, label=kind)
+  ax.set_xlabel('backbone depth fraction (full width)')
+  ax.set_ylabel('mean device test accuracy')
+  ax.set_title('Header: ACME NAS vs fixed early-exit heads')
+  ax.legend()
+  return fig
+
+
+def aggregation_figure(aggregation):
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  setups = list(aggregation['by_setup'])
+  modes = list(aggregation['by_setup'][setups[0]])
+  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+  width = 0.8 / len(modes)
+  for m, mode in enumerate(modes):
+    ax.bar([i + m * width for i in range(len(setups))],
+           [aggregation['by_setup'][s][mode] for s in setups], width,
+           label=mode)
+  ax.set_xticks([i + 0.4 - width / 2 for i in range(len(setups))], setups)
+  ax.set_ylabel('mean device test accuracy')
+  ax.set_title('Personalized architecture aggregation')
+  ax.legend(fontsize=8)
+  return fig
 
 
 def ledger_table(summary) -> str:
@@ -90,9 +157,12 @@ def markdown_report(results) -> str:
       '## Communication ledger',
       ledger_table(results['ledger']),
   ]
-  for section in ('headers', 'aggregation'):
-    if section in results and section + '_table' in results:
-      parts += [f'## {section.title()}', results[section + '_table']]
+  if 'headers' in results:
+    parts += ['## Headers: NAS vs fixed heads (mean device test accuracy)',
+              headers_table(results['headers'])]
+  if 'aggregation' in results:
+    parts += ['## Aggregation modes (mean device test accuracy; gain over '
+              'wo_pruning)', aggregation_table(results['aggregation'])]
   return '\n\n'.join(parts) + '\n'
 
 

@@ -100,4 +100,52 @@ def get_config():
       g_n=100.0, delta_g=10.0, l_n=1.0, delta_l=0.1, p=128.0, g_beta=50.0,
       k=10.0))                            # ACME.md 4.2, prototype constants
 
+  # Header NAS on devices (ACME.md 5). Scaled down from the prototype where
+  # noted, to fit tiny local datasets (~70 samples) and minutes of CPU.
+  config.header = ml_collections.ConfigDict()
+  config.header.num_channels = 32         # prototype 256
+  config.header.num_nodes = 3             # nodes per ENAS cell (ENAS: 5)
+  config.header.num_layers = 0            # 0 = prototype rule: 1 if w*d > .25 else 3
+  config.header.search_epochs = 8
+  config.header.finetune_epochs = 12
+  config.header.batch_size = 32
+  config.header.lr_max = 0.1              # prototype: cosine 0.1 -> 5e-4, SGDR
+  config.header.lr_min = 5e-4
+  config.header.momentum = 0.9            # prototype
+  config.header.weight_decay = 1e-4       # prototype
+  config.header.dropout_rate = 0.1        # prototype
+  config.header.controller_hidden = 100   # prototype
+  config.header.temperature = 5.0         # prototype
+  config.header.tanh_constant = 1.1       # prototype
+  config.header.controller_lr = 0.0035
+  config.header.controller_steps_per_epoch = 10  # scaled from ENAS's 30
+  config.header.entropy_weight = 1e-4     # prototype
+  config.header.baseline_decay = 0.99     # prototype
+  config.header.num_final_archs = 8
+
+  # Fixed-head baselines, trained for the same epochs as search + fine-tune.
+  config.baselines = ml_collections.ConfigDict()
+  config.baselines.kinds = ('linear', 'mlp', 'mixer', 'cnn_project')
+  config.baselines.learning_rate = 1e-3
+  config.baselines.depth_fractions = (1.0, 0.75, 0.5, 0.25)
+
+  # Personalized architecture aggregation (ACME.md 6).
+  config.aggregation = ml_collections.ConfigDict()
+  config.aggregation.rounds = 2
+  config.aggregation.prune_ratio = 0.3    # prototype: 10-50%
+  config.aggregation.local_epochs = 4
+  config.aggregation.finetune_epochs = 4
+  config.aggregation.signature = 'features'  # features | histogram
+  config.aggregation.signature_samples = 200  # prototype
+  config.aggregation.temperature = 1.0    # prototype (plain softmax)
+  config.aggregation.self_weight = -1.0   # < 0: no override (prototype)
+  config.aggregation.mode = 'pruning_per_emd'  # ACME, for the main devices
+  config.aggregation.modes = ('wo_pruning', 'pruning_alone', 'pruning_avg',
+                              'pruning_per_js', 'pruning_per_emd')
+  config.aggregation.setups = ('IID', 'C2', 'C3', 'C4')
+  config.aggregation.fraction_per_class = 0.15  # prototype 10%; digits is tiny
+
+  config.engine = ml_collections.ConfigDict()
+  config.engine.strategy = 'auto'         # auto | loop | vmap | sharded
+
   return config

@@ -1,0 +1,97 @@
+"""The device side of the loop: cached backbone features and the header search.
+
+Glue between the config and the device modules (features, nas, heads), shared
+by the main flow and the comparison experiments in the pipeline.
+"""
+import dataclasses
+
+import jax
+import numpy as np
+
+from acme_jax.device import features, heads
+from acme_jax.device import header as header_lib
+from acme_jax.device import nas
+from acme_jax.models import subnet as subnet_lib
+
+
+@dataclasses.dataclass
+class LocalFeatures:
+  """One device's cached backbone outputs: header grids and CLS tokens."""
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  cls_train: np.ndarray
+
+
+def local_features(model, supernet, sub: subnet_lib.SubnetConfig,
+                   splits) -> LocalFeatures:
+  """Runs the frozen backbone once over a device's train/val/test data."""
+  masks = subnet_lib.masks(model, sub)
+  tokens = [features.backbone_tokens(model, supernet, masks, s.images)
+            for s in splits]
+  grids = [features.token_grid(t) for t in tokens]
+  train, val, test = splits
+  return LocalFeatures(grids[0], train.labels, grids[1], val.labels, grids[2],
+                       test.labels, tokens[0][:, 0])
+
+
+def header_layers(config, width_mult: float, depth_mult: float) -> int:
+  if config.header.num_layers:
+    return config.header.num_layers
+  return header_lib.default_num_layers(width_mult, depth_mult)
+
+
+def search_header(config, local: LocalFeatures, num_classes: int, key,
+                  max_header_params: int, num_layers: int) -> dict:
+  """NAS on cached features, then fine-tuning of the best architecture."""
+  h = config.header
+  search_key, finetune_key = jax.random.split(key)
+  result = nas.search(
+      local.x_train, local.y_train, local.x_val, local.y_val, num_classes,
+      search_key, num_channels=h.num_channels, num_nodes=h.num_nodes,
+      num_layers=num_layers, max_header_params=max_header_params,
+      epochs=h.search_epochs, batch_size=h.batch_size, lr_max=h.lr_max,
+      lr_min=h.lr_min, momentum=h.momentum, weight_decay=h.weight_decay,
+      dropout_rate=h.dropout_rate, controller_hidden=h.controller_hidden,
+      temperature=h.temperature, tanh_constant=h.tanh_constant,
+      controller_lr=h.controller_lr,
+      controller_steps_per_epoch=h.controller_steps_per_epoch,
+      entropy_weight=h.entropy_weight, baseline_decay=h.baseline_decay,
+      num_final_archs=h.num_final_archs)
+  result = nas.finetune(result, local.x_train, local.y_train, local.x_val,
+                        local.y_val, finetune_key, epochs=h.finetune_epochs,
+                        batch_size=h.batch_size, momentum=h.momentum,
+                        weight_decay=h.weight_decay)
+  steps = nas.child_steps(result['header'], h.momentum, h.weight_decay)
+  gates = np.ones((h.num_channels,), np.float32)
+  result['test_accuracy'] = nas.accuracy(steps, result['state'],
+                                         np.asarray(result['arch'], np.int32),
+                                         gates, local.x_test, local.y_test)
+  return result
+
+
+def train_kwargs(config) -> dict:
+  h = config.header
+  return dict(batch_size=h.batch_size, momentum=h.momentum,
+              weight_decay=h.weight_decay)
+
+
+def baseline_accuracies(config, locals_, num_classes: int, seed: int) -> dict:
+  """Test accuracy per device of every fixed head, same epochs as the NAS header."""
+  h = config.header
+  sizes = {'mlp': dict(hidden=h.num_channels * 2),
+           'mixer': dict(token_hidden=h.num_channels // 2,
+                         channel_hidden=h.num_channels * 2),
+           'cnn_project': dict(channels=h.num_channels)}
+  data = [(l.x_train, l.y_train, l.x_test, l.y_test) for l in locals_]
+  out = {}
+  for kind in config.baselines.kinds:
+    acc, params = heads.train_and_test(
+        kind, num_classes, data, epochs=h.search_epochs + h.finetune_epochs,
+        batch_size=h.batch_size, learning_rate=config.baselines.learning_rate,
+        seed=seed, strategy=config.engine.strategy, **sizes.get(kind, {}))
+    out[kind] = {'test_accuracy': acc, 'params': params}
+  return out
