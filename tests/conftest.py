@@ -37,4 +37,15 @@ def tiny_config():
   for stage in (config.cloud.teacher, config.cloud.width_stage,
                 config.cloud.depth_stage):
     stage.epochs = 1
+  config.header.num_channels = 8
+  config.header.num_nodes = 2
+  config.header.search_epochs = 1
+  config.header.finetune_epochs = 1
+  config.header.controller_steps_per_epoch = 2
+  config.header.num_final_archs = 2
+  config.baselines.depth_fractions = (1.0, 1 / 3)
+  config.aggregation.rounds = 1
+  config.aggregation.local_epochs = 1
+  config.aggregation.finetune_epochs = 1
+  config.aggregation.setups = ('IID', 'C4')
   return config

@@ -28,9 +28,12 @@ def test_runs_end_to_end_then_resumes_without_retraining(tmp_path,
   assert len(results['devices']) == 6  # 2 edges x 3 devices
   for device in results['devices']:
     # The chosen backbone plus the header allowance fits the budget, and its
-    # parameter count is what the ledger shipped.
+    # parameter count is what the ledger shipped; so does the final header.
     assert (device['params'] + config.system.header_allowance
             <= device['budget'])
+    assert device['total_params'] == device['params'] + device['header_params']
+    assert device['total_params'] <= device['budget']
+    assert device['header_params'] <= device['nas_header_params']
     assert device['bytes'] == 4 * device['params']
     assert sum(device['label_histogram']) == device['local_samples'][0]
   ledger = results['ledger']
@@ -38,7 +41,19 @@ def test_runs_end_to_end_then_resumes_without_retraining(tmp_path,
   assert ledger['acme']['by_kind']['backbone'] > 0
   assert ledger['ratio'] == pytest.approx(
       ledger['acme']['total'] / ledger['centralized']['total'])
-  for name in ('report.md', 'pareto.png', 'selection.json', 'ledger.json'):
+  records = json.loads((tmp_path / 'ledger.json').read_text())
+  kinds = {r['kind'] for r in records}
+  assert {'signature', 'importance', 'backbone', 'front'} <= kinds
+  assert not any(r['kind'] == 'raw_data' for r in records)  # stays on device
+  assert set(results['headers']['average']) == {
+      'acme_nas', 'linear', 'mlp', 'mixer', 'cnn_project'}
+  assert [r['depth_fraction'] for r in results['headers']['by_depth']] == [
+      1.0, pytest.approx(1 / 3)]
+  assert set(results['aggregation']['by_setup']) == {'IID', 'C4'}
+  assert set(results['aggregation']['by_setup']['C4']) == set(
+      config.aggregation.modes)
+  for name in ('report.md', 'pareto.png', 'selection.json', 'ledger.json',
+               'headers.png', 'aggregation.png'):
     assert (tmp_path / name).stat().st_size > 0
 
   def fail(*args, **kwargs):

@@ -1,0 +1,74 @@
+"""Device <-> edge aggregation rounds: pruning schedule, modes, ledger records."""
+import jax
+import numpy as np
+import pytest
+
+from acme_jax.device import header as header_lib
+from acme_jax.device import nas
+from acme_jax.edge import rounds
+from acme_jax.system.ledger import Ledger
+
+C = 8  # header channels
+
+
+def _devices(num=4, seed=0):
+  rng = np.random.default_rng(seed)
+  header = header_lib.Header(num_classes=3, num_channels=C, num_nodes=2,
+                             num_layers=1)
+  steps = nas.child_steps(header)
+  state = nas.init_child(header, steps, (1, 2, 2, 6), seed)
+  arch = header_lib.smallest_arch(2)
+  arch[:, 1] = 0  # sep conv 3x3 everywhere: channels carry weights
+  out = []
+  for d in range(num):
+    y = rng.integers(0, 3, 24)
+    x = (rng.normal(size=(24, 2, 2, 6)) + y[:, None, None, None]).astype(
+        np.float32)
+    sig = rng.normal(size=(20, 6)).astype(np.float32) + d
+    out.append(rounds.DeviceHeader(
+        d, d // 2, header, state, arch.copy(), np.ones(C, np.float32),
+        x[:16], y[:16], x[16:20], y[16:20], x[20:], y[20:], sig))
+  return out
+
+
+@pytest.mark.parametrize('mode', ['pruning_alone', 'pruning_avg',
+                                  'pruning_per_emd'])
+def test_pruning_reaches_the_ratio_and_records_every_exchange(mode):
+  ledger = Ledger()
+  devices = rounds.run_rounds(_devices(), mode, rounds=2, prune_ratio=0.5,
+                              local_epochs=1, finetune_epochs=1,
+                              key=jax.random.key(0), ledger=ledger,
+                              train_kwargs=dict(batch_size=8))
+  for d in devices:
+    assert d.gates.sum() == C // 2          # 25% after round 1, 50% after 2
+    full = header_lib.header_param_count(d.arch, C, feature_dim=6,
+                                         num_classes=3, grid_rank=2)
+    assert d.header_params() < full
+  kinds = [r.kind for r in ledger]
+  assert kinds.count('importance') == 4 * 2 * 2  # 4 devices, 2 rounds, up+down
+  assert kinds.count('signature') == (4 if mode == 'pruning_per_emd' else 0)
+  assert 'raw_data' not in kinds
+  for r in ledger:
+    if r.kind == 'importance':
+      assert r.bytes == C * 4               # one float32 per channel
+      # Aggregation stays within each edge: devices 0,1 -> edge 0, 2,3 -> 1.
+      device = r.src_id if r.src_tier == 'device' else r.dst_id
+      edge = r.dst_id if r.src_tier == 'device' else r.src_id
+      assert edge == device // 2
+
+
+def test_without_pruning_nothing_is_pruned_or_exchanged():
+  ledger = Ledger()
+  devices = rounds.run_rounds(_devices(), 'wo_pruning', rounds=2,
+                              prune_ratio=0.5, local_epochs=1,
+                              finetune_epochs=1, key=jax.random.key(0),
+                              ledger=ledger, train_kwargs=dict(batch_size=8))
+  assert all(d.gates.sum() == C for d in devices)
+  assert len(ledger) == 0
+  assert all(0 <= d.test_accuracy() <= 1 for d in devices)
+
+
+def test_unknown_mode_is_refused():
+  with pytest.raises(ValueError, match='unknown mode'):
+    rounds.run_rounds(_devices(1), 'fedprox', rounds=1, prune_ratio=0.1,
+                      local_epochs=1, finetune_epochs=1, key=jax.random.key(0))
