@@ -141,7 +141,70 @@ def validate(config):
   for stage in ('width_stage', 'depth_stage'):
     _non_negative_int(config, f'cloud.{stage}.max_shift')
   _validate_selection_and_system(config, heads, layers)
+  _validate_device_sections(config)
   return config
+
+
+def _validate_device_sections(config):
+  from acme_jax.data import partition
+  from acme_jax.device import header as header_lib
+  from acme_jax.edge import similarity
+  from acme_jax.system import engine
+  for name in ('num_channels', 'num_nodes', 'batch_size', 'controller_hidden',
+               'num_final_archs'):
+    _positive_int(config, f'header.{name}')
+  for name in ('num_layers', 'search_epochs', 'finetune_epochs',
+               'controller_steps_per_epoch'):
+    _non_negative_int(config, f'header.{name}')
+  for name in ('lr_max', 'lr_min', 'temperature', 'tanh_constant',
+               'controller_lr'):
+    _check(config, f'header.{name}', lambda v: _is_number(v) and v > 0,
+           'must be a number > 0')
+  for name in ('weight_decay', 'entropy_weight'):
+    _check(config, f'header.{name}', lambda v: _is_number(v) and v >= 0,
+           'must be a number >= 0')
+  _fraction(config, 'header.momentum', low_open=False)
+  _fraction(config, 'header.dropout_rate', low_open=False)
+  _fraction(config, 'header.baseline_decay', low_open=False)
+
+  kinds = tuple(header_lib.BASELINES)
+  _check(config, 'baselines.kinds', lambda v: all(k in kinds for k in v),
+         f'must list some of {", ".join(kinds)}')
+  _check(config, 'baselines.learning_rate', lambda v: _is_number(v) and v > 0,
+         'must be a number > 0')
+  _check(config, 'baselines.depth_fractions',
+         lambda v: len(v) > 0 and all(_is_number(x) and 0 < x <= 1 and
+                                      round(x * config.model.num_layers) >= 1
+                                      for x in v),
+         'must be a non-empty list of numbers in (0, 1] that each keep at '
+         'least one layer')
+
+  a = 'aggregation'
+  _non_negative_int(config, f'{a}.rounds')
+  _fraction(config, f'{a}.prune_ratio', low_open=False)
+  _non_negative_int(config, f'{a}.local_epochs')
+  _non_negative_int(config, f'{a}.finetune_epochs')
+  _check(config, f'{a}.signature',
+         lambda v: v in similarity.SIGNATURE_KINDS,
+         f'must be one of {", ".join(similarity.SIGNATURE_KINDS)}')
+  _positive_int(config, f'{a}.signature_samples')
+  _check(config, f'{a}.temperature', lambda v: _is_number(v) and v > 0,
+         'must be a number > 0')
+  _check(config, f'{a}.self_weight', lambda v: _is_number(v) and v < 1,
+         'must be < 1 (negative = no override)')
+  _check(config, f'{a}.mode', lambda v: v in similarity.MODES,
+         f'must be one of {", ".join(similarity.MODES)}')
+  _check(config, f'{a}.modes',
+         lambda v: len(v) > 0 and all(m in similarity.MODES for m in v),
+         f'must list some of {", ".join(similarity.MODES)}')
+  _check(config, f'{a}.setups',
+         lambda v: len(v) > 0 and all(m in partition.SCHEMES for m in v),
+         f'must list some of {", ".join(partition.SCHEMES)}')
+  _fraction(config, f'{a}.fraction_per_class', high_open=False)
+  _check(config, f'{a}.test_on', lambda v: v in ('local', 'class_matched'),
+         'must be local or class_matched')
+  _check(config, 'engine.strategy', lambda v: v in engine.STRATEGIES,
+         f'must be one of {", ".join(engine.STRATEGIES)}')
 
 
 def _validate_selection_and_system(config, heads, layers):

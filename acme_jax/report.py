@@ -110,6 +110,9 @@ def aggregation_figure(aggregation):
            [aggregation['by_setup'][s][mode] for s in setups], width,
            label=mode)
   ax.set_xticks([i + 0.4 - width / 2 for i in range(len(setups))], setups)
+  values = [v for accs in aggregation['by_setup'].values()
+            for v in accs.values()]
+  ax.set_ylim(max(0.0, min(values) - 0.1), min(1.0, max(values) + 0.05))
   ax.set_ylabel('mean device test accuracy')
   ax.set_title('Personalized architecture aggregation')
   ax.legend(fontsize=8)

@@ -144,6 +144,9 @@ def get_config():
                               'pruning_per_js', 'pruning_per_emd')
   config.aggregation.setups = ('IID', 'C2', 'C3', 'C4')
   config.aggregation.fraction_per_class = 0.15  # prototype 10%; digits is tiny
+  # Device test sets in the comparison: 'local' (its own ~10 held-out samples)
+  # or 'class_matched' (the test split's samples of the device's classes).
+  config.aggregation.test_on = 'class_matched'
 
   config.engine = ml_collections.ConfigDict()
   config.engine.strategy = 'auto'         # auto | loop | vmap | sharded

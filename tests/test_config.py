@@ -40,6 +40,11 @@ def test_default_config_is_valid():
     (dict(system__budgets=(10**6,) * 5), 'system.budgets'),  # 6 devices
     (dict(selection__cost_model='flops'), 'selection.cost_model'),
     (dict(cloud__depth_mults=(1.0, 0.5)), 'cloud.depth_mults'),
+    (dict(aggregation__mode='fedavg'), 'aggregation.mode'),
+    (dict(aggregation__setups=('C9',)), 'aggregation.setups'),
+    (dict(baselines__kinds=('linear', 'resnet')), 'baselines.kinds'),
+    (dict(engine__strategy='pmap'), 'engine.strategy'),
+    (dict(header__num_channels=0), 'header.num_channels'),
 ])
 def test_invalid_values_name_the_field(overrides, field):
   with pytest.raises(config_lib.ConfigError) as info:

@@ -3,6 +3,7 @@ import jax
 import numpy as np
 import pytest
 
+from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas
 from acme_jax.edge import rounds
@@ -25,9 +26,11 @@ def _devices(num=4, seed=0):
     x = (rng.normal(size=(24, 2, 2, 6)) + y[:, None, None, None]).astype(
         np.float32)
     sig = rng.normal(size=(20, 6)).astype(np.float32) + d
+    local = features.LocalFeatures(x[:16], y[:16], x[16:20], y[16:20],
+                                   x[20:], y[20:], x[:16, 0, 0])
     out.append(rounds.DeviceHeader(
-        d, d // 2, header, state, arch.copy(), np.ones(C, np.float32),
-        x[:16], y[:16], x[16:20], y[16:20], x[20:], y[20:], sig))
+        d, d // 2, header, state, arch.copy(), np.ones(C, np.float32), local,
+        sig))
   return out
 
 

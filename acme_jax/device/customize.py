@@ -3,8 +3,6 @@
 Glue between the config and the device modules (features, nas, heads), shared
 by the main flow and the comparison experiments in the pipeline.
 """
-import dataclasses
-
 import jax
 import numpy as np
 
@@ -14,27 +12,15 @@ from acme_jax.device import nas
 from acme_jax.models import subnet as subnet_lib
 
 
-@dataclasses.dataclass
-class LocalFeatures:
-  """One device's cached backbone outputs: header grids and CLS tokens."""
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_val: np.ndarray
-  y_val: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
-  cls_train: np.ndarray
-
-
 def local_features(model, supernet, sub: subnet_lib.SubnetConfig,
-                   splits) -> LocalFeatures:
+                   splits) -> features.LocalFeatures:
   """Runs the frozen backbone once over a device's train/val/test data."""
   masks = subnet_lib.masks(model, sub)
   tokens = [features.backbone_tokens(model, supernet, masks, s.images)
             for s in splits]
   grids = [features.token_grid(t) for t in tokens]
   train, val, test = splits
-  return LocalFeatures(grids[0], train.labels, grids[1], val.labels, grids[2],
+  return features.LocalFeatures(grids[0], train.labels, grids[1], val.labels, grids[2],
                        test.labels, tokens[0][:, 0])
 
 
@@ -44,7 +30,7 @@ def header_layers(config, width_mult: float, depth_mult: float) -> int:
   return header_lib.default_num_layers(width_mult, depth_mult)
 
 
-def search_header(config, local: LocalFeatures, num_classes: int, key,
+def search_header(config, local: features.LocalFeatures, num_classes: int, key,
                   max_header_params: int, num_layers: int) -> dict:
   """NAS on cached features, then fine-tuning of the best architecture."""
   h = config.header

@@ -5,6 +5,7 @@ and every later step (linear probe, header search, pruning) reads the cache.
 Features come from the masked supernet: one compiled program for every
 device's backbone, with the same numbers as the extracted subnet.
 """
+import dataclasses
 import functools
 
 import jax
@@ -13,6 +14,18 @@ from sklearn.linear_model import LogisticRegression
 
 from acme_jax import training
 from acme_jax.models.vit import Masks, ViT
+
+
+@dataclasses.dataclass
+class LocalFeatures:
+  """One device's cached backbone outputs: header grids and CLS tokens."""
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  cls_train: np.ndarray
 
 
 @functools.lru_cache(maxsize=None)

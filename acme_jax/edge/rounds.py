@@ -16,6 +16,7 @@ import numpy as np
 
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas, prune
+from acme_jax.device.features import LocalFeatures
 from acme_jax.edge import aggregate, similarity
 from acme_jax.system.ledger import Ledger
 
@@ -29,23 +30,20 @@ class DeviceHeader:
   state: nas.ChildState
   arch: np.ndarray
   gates: np.ndarray
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_val: np.ndarray
-  y_val: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
+  data: LocalFeatures
   signature: Optional[np.ndarray] = None
 
   def header_params(self) -> int:
-    return prune.pruned_param_count(
-        self.header, self.arch, self.gates, feature_dim=self.x_train.shape[-1],
-        grid_rank=self.x_train.ndim - 2)
+    x = self.data.x_train
+    return prune.pruned_param_count(self.header, self.arch, self.gates,
+                                    feature_dim=x.shape[-1],
+                                    grid_rank=x.ndim - 2)
 
   def test_accuracy(self) -> float:
     steps = nas.child_steps(self.header)
     return nas.accuracy(steps, self.state, jnp.asarray(self.arch, jnp.int32),
-                        jnp.asarray(self.gates), self.x_test, self.y_test)
+                        jnp.asarray(self.gates), self.data.x_test,
+                        self.data.y_test)
 
 
 def run_rounds(devices: List[DeviceHeader], mode: str, *, rounds: int,
@@ -63,13 +61,13 @@ def run_rounds(devices: List[DeviceHeader], mode: str, *, rounds: int,
     for d in devices:
       key, sub = jax.random.split(key)
       importances[d.device], d.state = prune.taylor_importance(
-          d.header, d.state, d.arch, d.x_train, d.y_train,
+          d.header, d.state, d.arch, d.data.x_train, d.data.y_train,
           epochs=local_epochs, key=sub, gates=d.gates, **train_kwargs)
     if mode == 'wo_pruning':
       for d in devices:
         key, sub = jax.random.split(key)
         d.state = nas.train_header(d.header, d.state, d.arch, d.gates,
-                                   d.x_train, d.y_train,
+                                   d.data.x_train, d.data.y_train,
                                    epochs=finetune_epochs, key=sub,
                                    **train_kwargs)
       continue
@@ -78,7 +76,7 @@ def run_rounds(devices: List[DeviceHeader], mode: str, *, rounds: int,
       members = [d for d in devices if d.edge == edge]
       weights = similarity.mode_weights(
           mode, signatures=[m.signature for m in members] if personalized
-          else None, data_sizes=[len(m.y_train) for m in members],
+          else None, data_sizes=[len(m.data.y_train) for m in members],
           num_devices=len(members), signature_kind=signature_kind,
           temperature=temperature, self_weight=self_weight)
       stacked = np.stack([importances[m.device] for m in members])
@@ -98,8 +96,9 @@ def run_rounds(devices: List[DeviceHeader], mode: str, *, rounds: int,
     for d in devices:
       key, sub = jax.random.split(key)
       out = prune.prune_and_finetune(
-          d.header, d.state, d.arch, aggregated[d.device], ratio, d.x_train,
-          d.y_train, d.x_val, d.y_val, epochs=finetune_epochs, key=sub,
+          d.header, d.state, d.arch, aggregated[d.device], ratio,
+          d.data.x_train, d.data.y_train, d.data.x_val, d.data.y_val,
+          epochs=finetune_epochs, key=sub,
           current_gates=d.gates, **train_kwargs)
       d.gates, d.state = out['gates'], out['state']
   return devices
