@@ -390,11 +390,8 @@ def prepare_headers(config, cloud, topology, splits, choices, key,
   reference_masks = subnet_lib.masks(model, reference)
   if ledger is not None and config.aggregation.signature == 'features':
     # Feature signatures need one common reference backbone on every device.
-    ref_params = subnet_lib.extract(model, supernet, reference)[1]
-    for edge in topology.edges:
-      ledger.send('cloud', ('edge', edge), 'backbone', ref_params)
-      for d in topology.devices_of(edge):
-        ledger.send(('edge', edge), ('device', d.id), 'backbone', ref_params)
+    transfers.deliver_reference_backbone(
+        ledger, topology, subnet_lib.extract(model, supernet, reference)[1])
   device_headers, results = [], []
   for device, (width, depth, backbone_params) in zip(topology.devices,
                                                      choices):

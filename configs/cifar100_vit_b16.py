@@ -46,4 +46,15 @@ def get_config():
   config.system.partition = 'C4'
   config.system.fraction_per_class = 0.1
   config.system.header_allowance = 1_500_000
+
+  # Header NAS at the prototype's scale.
+  config.header.num_channels = 256
+  config.header.num_nodes = 5
+  config.header.search_epochs = 20
+  config.header.finetune_epochs = 20
+  config.header.batch_size = 64
+  config.header.controller_steps_per_epoch = 30
+  config.baselines.depth_fractions = (1.0, 0.83, 0.67, 0.5, 0.33, 0.17)
+  config.aggregation.fraction_per_class = 0.1   # prototype
+  config.aggregation.test_on = 'local'
   return config

@@ -20,6 +20,10 @@ def test_plan_of_the_paper_setup():
   raw = summary['centralized']['by_kind']['raw_data']
   assert raw == 2 * 5 * 375 * (224 * 224 * 3 + 4)  # 2 hops, uint8 + label
   assert summary['acme']['by_kind']['raw_data'] == 0
+  # Header rounds: 5 signatures of 200 x 768 float32, once; 2 rounds of a
+  # 256-channel float32 importance vector up and down per device.
+  assert summary['acme']['by_kind']['signature'] == 5 * 200 * 768 * 4
+  assert summary['acme']['by_kind']['importance'] == 5 * 2 * 2 * 256 * 4
   assert summary['ratio'] == pytest.approx(
       summary['acme']['total'] / summary['centralized']['total'])
 

@@ -34,6 +34,14 @@ def deliver_backbones(ledger: Ledger, topology: Topology, front,
                   backbones[device_backbone[device]])
 
 
+def deliver_reference_backbone(ledger: Ledger, topology: Topology, backbone):
+  """One common backbone to every device (for feature signatures, ACME.md 6)."""
+  for edge in topology.edges:
+    ledger.send('cloud', ('edge', edge), 'backbone', backbone)
+    for device in topology.devices_of(edge):
+      ledger.send(('edge', edge), ('device', device.id), 'backbone', backbone)
+
+
 def report_metrics(ledger: Ledger, topology: Topology, metrics: Mapping,
                    round_: int = 0):
   """The closing pass: device metrics to the edge, the edge's summary to the cloud."""

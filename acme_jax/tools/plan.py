@@ -6,8 +6,9 @@ No training, no data: model sizes come from the exact closed-form parameter
 count, device data sizes from the configured partition applied to a balanced
 label array of the dataset's training-set size, and backbones are chosen as
 the largest grid subnet within each budget (no accuracies exist yet; accuracy
-grows with size on every measured grid). Prints bytes by kind for ACME and the
-centralized baseline, and the ratio, with the assumptions it rests on.
+grows with size on every measured grid). The header rounds are counted as
+the pipeline records them. Prints bytes by kind for ACME and the centralized
+baseline, and the ratio, with the assumptions it rests on.
 """
 import sys
 
@@ -30,6 +31,29 @@ _CONFIG = config_flags.DEFINE_config_file('config', None,
 
 FLOAT32 = 4
 SIGNATURE_SAMPLES = 200
+
+
+def record_header_rounds(config, ledger, topology, arch):
+  """The device <-> edge rounds of ACME.md 6, as the pipeline records them."""
+  a = config.aggregation
+  if a.mode == 'wo_pruning' or a.rounds == 0:
+    return
+  personalized = a.mode in ('pruning_per_js', 'pruning_per_emd')
+  if personalized and a.signature == 'features':
+    # One common reference backbone (the smallest grid subnet) per device.
+    reference = FLOAT32 * costs.exact_param_count(
+        arch, min(config.cloud.depth_mults), min(config.cloud.width_mults))
+    transfers.deliver_reference_backbone(ledger, topology, reference)
+  signature = (a.signature_samples * arch.hidden_size
+               if a.signature == 'features' else arch.num_classes) * FLOAT32
+  importance = config.header.num_channels * FLOAT32
+  for r in range(a.rounds):
+    for d in topology.devices:
+      edge = ('edge', d.edge_id)
+      if personalized and r == 0:
+        ledger.send(('device', d.id), edge, 'signature', signature, round=r)
+      ledger.send(('device', d.id), edge, 'importance', importance, round=r)
+      ledger.send(edge, ('device', d.id), 'importance', importance, round=r)
 
 
 def plan(config) -> dict:
@@ -74,6 +98,7 @@ def plan(config) -> dict:
       {d.id: num_classes * FLOAT32 for d in topology.devices},
       {i: p * FLOAT32 for i, p in enumerate(params)},
       {d.id: pick.candidate for d, pick in zip(topology.devices, picks)})
+  record_header_rounds(config, ledger, topology, arch)
   transfers.report_metrics(ledger, topology,
                            {d.id: 2 * FLOAT32 for d in topology.devices})
   pixels = config.data.image_size ** 2 * data_lib.channels(name)
@@ -110,7 +135,9 @@ def main(argv):
         f"the model consumes) plus a 4-byte label; float32 weights; "
         f"device<->cloud = 2 hops, other links 1 hop (bytes x hops); "
         f"backbones = largest grid subnet within budget - header allowance "
-        f"({config.system.header_allowance:,}); header rounds not included.")
+        f"({config.system.header_allowance:,}); {config.aggregation.rounds} "
+        f"{config.aggregation.mode} rounds with {config.aggregation.signature} "
+        f"signatures; the centralized download counts backbones only.")
 
 
 if __name__ == '__main__':
