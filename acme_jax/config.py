@@ -170,8 +170,9 @@ def _validate_device_sections(config):
   kinds = tuple(header_lib.BASELINES)
   _check(config, 'baselines.kinds', lambda v: all(k in kinds for k in v),
          f'must list some of {", ".join(kinds)}')
-  _check(config, 'baselines.learning_rate', lambda v: _is_number(v) and v > 0,
-         'must be a number > 0')
+  _check(config, 'baselines.learning_rates',
+         lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
+         'must be a non-empty list of numbers > 0')
   _check(config, 'baselines.depth_fractions',
          lambda v: len(v) > 0 and all(_is_number(x) and 0 < x <= 1 and
                                       round(x * config.model.num_layers) >= 1

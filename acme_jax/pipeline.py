@@ -398,7 +398,8 @@ def prepare_headers(config, cloud, topology, splits, choices, key,
     sub = subnet_lib.for_model(model, width, depth)
     local = customize.local_features(model, supernet, sub, splits[device.id])
     result = customize.search_header(
-        config, local, num_classes, jax.random.fold_in(key, device.id),
+        config, local, num_classes,
+        jax.random.fold_in(jax.random.fold_in(key, 0), device.id),
         device.budget - backbone_params,
         customize.header_layers(config, width, depth))
     signature = _signature(config, model, supernet, reference_masks,
@@ -437,7 +438,7 @@ def run_devices(config, cloud, topology, splits, devices, ledger, key,
                   nas_header_params=result['header_params'],
                   nas_test_accuracy=result['test_accuracy'])
   _run_rounds(config, device_headers, config.aggregation.mode,
-              jax.random.fold_in(key, 1 << 20), ledger)
+              jax.random.fold_in(key, 1), ledger)
   final = {}
   for record, dh in zip(devices, device_headers):
     header_params = dh.header_params()
@@ -465,6 +466,7 @@ def compare_headers(config, cloud, topology, splits, key, num_classes, log):
     sub = subnet_lib.for_model(model, 1.0, depth)
     locals_ = [customize.local_features(model, supernet, sub, splits[d.id])
                for d in topology.devices]
+    # The same per-device key at every depth: only the backbone changes.
     nas_acc = [customize.search_header(
         config, local, num_classes, jax.random.fold_in(key, d.id),
         config.system.header_allowance,
@@ -476,6 +478,7 @@ def compare_headers(config, cloud, topology, splits, key, num_classes, log):
     row.update({k: float(np.mean(v['test_accuracy'])) for k, v in
                 fixed.items()})
     row['params'] = {k: int(np.mean(v['params'])) for k, v in fixed.items()}
+    row['learning_rate'] = {k: v['learning_rate'] for k, v in fixed.items()}
     rows.append(row)
     log(f'[headers] depth {depth:g}: ' + ', '.join(
         f'{k} {row[k]:.3f}' for k in ('acme_nas',) + tuple(fixed)))
@@ -521,7 +524,8 @@ def compare_aggregation(config, cloud, selection, topology, device_data, test,
     by_setup[setup] = {}
     for m, mode in enumerate(a.modes):
       devices = [dataclasses.replace(d, gates=d.gates.copy()) for d in base]
-      _run_rounds(config, devices, mode, jax.random.fold_in(setup_key, 99 + m))
+      _run_rounds(config, devices, mode,
+                  jax.random.fold_in(jax.random.fold_in(setup_key, 1), m))
       by_setup[setup][mode] = float(np.mean([d.test_accuracy()
                                              for d in devices]))
     log(f'[aggregation] {setup}: ' + ', '.join(
@@ -557,19 +561,29 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
   topology = build_topology(config, cloud['grid'])
   splits = device_splits(config, device_data, topology.num_devices,
                          dataset.num_classes)
-  devices, ledger, backbones, device_backbone = run_edge(
-      config, cloud, selection, topology, splits, dataset.num_classes, log)
-  final_headers = run_devices(config, cloud, topology, splits, devices, ledger,
-                              jax.random.fold_in(key, _DEVICES),
-                              dataset.num_classes, log)
-  transfers.report_metrics(ledger, topology, {
-      d['device']: np.asarray([d['test_accuracy'], d['total_params']],
-                              np.float32) for d in devices})
+
+  def customize_devices():
+    devices, ledger, backbones, device_backbone = run_edge(
+        config, cloud, selection, topology, splits, dataset.num_classes, log)
+    final_headers = run_devices(config, cloud, topology, splits, devices,
+                                ledger, jax.random.fold_in(key, _DEVICES),
+                                dataset.num_classes, log)
+    transfers.report_metrics(ledger, topology, {
+        d['device']: np.asarray([d['test_accuracy'], d['total_params']],
+                                np.float32) for d in devices})
+    model_bytes = [subnet_lib.param_bytes(backbones[device_backbone[d.id]]) +
+                   4 * final_headers[d.id] for d in topology.devices]
+    return {'devices': devices, 'ledger': ledger.to_records(),
+            'model_bytes': model_bytes}
+
+  customized = cached_stage(wd, 'devices.json', COMPARISON_SECTIONS,
+                            customize_devices)
+  devices = customized['devices']
+  ledger = ledger_lib.Ledger.from_records(customized['ledger'])
   centralized = transfers.centralized(
       topology,
       {d.id: splits[d.id][0].raw_bytes() for d in topology.devices},
-      {d.id: subnet_lib.param_bytes(backbones[device_backbone[d.id]]) +
-       4 * final_headers[d.id] for d in topology.devices})
+      {d.id: customized['model_bytes'][d.id] for d in topology.devices})
   ledger_summary = ledger_lib.compare(ledger, centralized)
 
   headers = cached_stage(

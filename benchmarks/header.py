@@ -40,8 +40,9 @@ def main(_):
   h = config.header
   header = header_lib.Header(ds.num_classes, h.num_channels, h.num_nodes, 1)
   steps = nas.child_steps(header, h.momentum, h.weight_decay)
+  patch_grid = features.patch_grid(model, ds.image_shape)
   grid = features.token_grid(features.backbone_tokens(
-      model, params, masks, images[:1]))
+      model, params, masks, images[:1]), patch_grid)
   start_state = nas.init_child(header, steps, grid.shape, 0)
   arch = np.asarray(header_lib.smallest_arch(h.num_nodes))
   arch[:, 1] = 0  # separable convs: a realistic header cost
@@ -53,7 +54,7 @@ def main(_):
 
   def cached():
     tokens = features.backbone_tokens(model, params, masks, images)
-    cache = features.token_grid(tokens)
+    cache = features.token_grid(tokens, patch_grid)
     state = start_state
     for idx in batches[1:]:
       state, _ = steps.train(state, arch, gates, cache[idx], labels[idx],
@@ -81,7 +82,7 @@ def main(_):
                                     features.token_grid(
                                         features.backbone_tokens(
                                             model, params, masks,
-                                            images[idx])),
+                                            images[idx]), patch_grid),
                                     labels[idx], 0.05, key))
   jax.block_until_ready(recompute_step(start_state, images[idx], labels[idx]))
 
@@ -95,10 +96,10 @@ def main(_):
   # differently batched programs, which 200 SGD steps then amplify).
   idx = batches[1]
   cache = features.token_grid(features.backbone_tokens(model, params, masks,
-                                                       images))
+                                                       images), patch_grid)
   fresh = model.apply({'params': params}, images[idx], masks)['tokens']
   diff = float(np.max(np.abs(cache[idx] - features.token_grid(
-      np.asarray(fresh)))))
+      np.asarray(fresh), patch_grid))))
   base = timings['cached features'][0]
   print(f'{_STEPS.value} header steps, batch {h.batch_size}, '
         f'{_SAMPLES.value} local samples, backbone {model.num_layers} layers '

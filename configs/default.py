@@ -123,10 +123,11 @@ def get_config():
   config.header.baseline_decay = 0.99     # prototype
   config.header.num_final_archs = 8
 
-  # Fixed-head baselines, trained for the same epochs as search + fine-tune.
+  # Fixed-head baselines (AdamW), trained for the same epochs as search +
+  # fine-tune, each with its best learning rate on local validation data.
   config.baselines = ml_collections.ConfigDict()
   config.baselines.kinds = ('linear', 'mlp', 'mixer', 'cnn_project')
-  config.baselines.learning_rate = 1e-3
+  config.baselines.learning_rates = (1e-3, 3e-3, 1e-2, 3e-2)  # best on val
   config.baselines.depth_fractions = (1.0, 0.75, 0.5, 0.25)
 
   # Personalized architecture aggregation (ACME.md 6).

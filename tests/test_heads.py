@@ -1,8 +1,11 @@
 """Fixed-head baselines through the client engine."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from acme_jax.device import heads
+from acme_jax.device.features import LocalFeatures
 
 
 def _device_data(num=3, seed=0):
@@ -16,7 +19,8 @@ def _device_data(num=3, seed=0):
     x = rng.normal(size=(n, 2, 2, 8))
     x[np.arange(n), :, :, y] += 3.0
     x = x.astype(np.float32)
-    out.append((x[:30], y[:30], x[30:], y[30:]))
+    out.append(LocalFeatures(x[:30], y[:30], x[30:35], y[30:35], x[35:],
+                             y[35:], x[:30, 0, 0]))
   return out
 
 
@@ -32,17 +36,28 @@ def test_padded_batches_mark_padding_and_cover_every_sample():
 @pytest.mark.parametrize('kind, learning_rate', [
     ('linear', 5e-2), ('mlp', 1e-2), ('mixer', 1e-2), ('cnn_project', 1e-2)])
 def test_each_head_learns_separable_features(kind, learning_rate):
-  acc, params = heads.train_and_test(kind, 3, _device_data(), epochs=40,
-                                     batch_size=8, learning_rate=learning_rate,
-                                     seed=0)
-  assert len(acc) == 3 and min(params) > 0
-  assert np.mean(acc) > 0.8  # chance is 1/3
+  out = heads.train_and_test(kind, 3, _device_data(), epochs=40,
+                             batch_size=8, learning_rate=learning_rate, seed=0)
+  assert len(out['test_accuracy']) == 3 and min(out['params']) > 0
+  assert np.mean(out['test_accuracy']) > 0.8  # chance is 1/3
+
+
+def test_devices_smaller_than_a_batch_share_the_compiled_step():
+  # Local data on both sides of the batch size (the engine needs one shape).
+  data = [dataclasses.replace(d, x_train=d.x_train[:n], y_train=d.y_train[:n])
+          for d, n in zip(_device_data(), (5, 30, 12))]
+  out = heads.train_and_test('mlp', 3, data, epochs=2, batch_size=16,
+                             learning_rate=1e-2, seed=0)
+  assert len(out['test_accuracy']) == 3
+  batches = heads.make_batches(data[0].x_train, data[0].y_train, 16, 1, 0)
+  assert len(batches) == 1 and batches[0]['x'].shape[0] == 16
+  assert batches[0]['w'].sum() == 5
 
 
 def test_strategies_agree():
   data = _device_data()
-  loop, _ = heads.train_and_test('mlp', 3, data, epochs=3, batch_size=8,
-                                 learning_rate=1e-2, seed=1, strategy='loop')
-  vmap, _ = heads.train_and_test('mlp', 3, data, epochs=3, batch_size=8,
-                                 learning_rate=1e-2, seed=1, strategy='vmap')
-  assert loop == vmap
+  loop = heads.train_and_test('mlp', 3, data, epochs=3, batch_size=8,
+                              learning_rate=1e-2, seed=1, strategy='loop')
+  vmap = heads.train_and_test('mlp', 3, data, epochs=3, batch_size=8,
+                              learning_rate=1e-2, seed=1, strategy='vmap')
+  assert loop['test_accuracy'] == vmap['test_accuracy']

@@ -29,6 +29,14 @@ def test_jax_arrays_and_byte_counts():
   assert ledger.send(('edge', 1), ('device', 2), 'front', 1000).bytes == 1000
 
 
+def test_hops_follow_from_the_tiers():
+  ledger = L.Ledger()
+  assert ledger.send(('device', 0), 'cloud', 'metrics', 8).hops == 2
+  assert ledger.send('cloud', ('device', 0), 'backbone', 8).hops == 2
+  assert ledger.send('cloud', ('edge', 0), 'front', 8).hops == 1
+  assert ledger.send(('edge', 0), ('device', 3), 'backbone', 8).hops == 1
+
+
 def test_hop_weighting_and_totals():
   ledger = L.Ledger()
   ledger.send(('device', 0), ('edge', 0), 'importance', 100, round=1)
@@ -50,6 +58,9 @@ def test_hop_weighting_and_totals():
     (lambda l: l.send('cloud', ('server', 0), 'front', 1), 'unknown tier'),
     (lambda l: l.send('edge', ('device', 0), 'front', 1), 'omit its id'),
     (lambda l: l.send('cloud', ('edge', 0), 'front', 1, hops=0), 'hops'),
+    (lambda l: l.send('cloud', ('edge', 0), 'front', 1, hops=2), 'hops=1'),
+    (lambda l: l.send(('device', 0), 'cloud', 'metrics', 1, hops=1),
+     'hops=2'),
     (lambda l: l.send('cloud', ('edge', 0), 'front', -1), '>= 0'),
     (lambda l: l.send(('edge', 0), ('edge', 0), 'front', 1), 'two different'),
 ])

@@ -6,6 +6,8 @@ import pytest
 from acme_jax import config as config_lib
 from acme_jax import pipeline
 from acme_jax.cloud import elastic, teacher
+from acme_jax.device import nas
+from acme_jax.edge import rounds
 from conftest import tiny_config
 
 GRID_KEYS = {'depth_mult', 'width_mult', 'accuracy', 'per_class_accuracy',
@@ -61,6 +63,8 @@ def test_runs_end_to_end_then_resumes_without_retraining(tmp_path,
 
   monkeypatch.setattr(teacher, 'train_teacher', fail)
   monkeypatch.setattr(elastic, 'train_elastic', fail)
+  monkeypatch.setattr(nas, 'search', fail)
+  monkeypatch.setattr(rounds, 'run_rounds', fail)
   assert pipeline.run(config, tmp_path, log=_quiet) == first
 
 

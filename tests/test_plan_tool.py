@@ -14,11 +14,13 @@ def test_plan_of_the_paper_setup():
   # ViT-B/16 at full width and depth, exactly: 85,875,556 params with a
   # 100-class head (86,567,656 with ImageNet's 1000 classes).
   assert max(d['params'] for d in summary['devices']) <= 85_875_556
-  # Each C4 user: 25 classes x round(10% x 250 device-side samples) = 625,
-  # minus the local validation and test splits (20% + 20%).
-  assert all(d['train_samples'] == 375 for d in summary['devices'])
+  # CIFAR-100 train: 500 per class, 10% held out for validation -> 450, the
+  # cloud keeps half -> 225 on the device side. Each C4 user: 25 classes x
+  # floor(10% x 225) = 550 samples, minus local validation and test (20% +
+  # 20%) -> 330 for training.
+  assert all(d['train_samples'] == 330 for d in summary['devices'])
   raw = summary['centralized']['by_kind']['raw_data']
-  assert raw == 2 * 5 * 375 * (224 * 224 * 3 + 4)  # 2 hops, uint8 + label
+  assert raw == 2 * 5 * 330 * (224 * 224 * 3 + 4)  # 2 hops, uint8 + label
   assert summary['acme']['by_kind']['raw_data'] == 0
   # Header rounds: 5 signatures of 200 x 768 float32, once; 2 rounds of a
   # 256-channel float32 importance vector up and down per device.

@@ -75,3 +75,47 @@ def test_unknown_mode_is_refused():
   with pytest.raises(ValueError, match='unknown mode'):
     rounds.run_rounds(_devices(1), 'fedprox', rounds=1, prune_ratio=0.1,
                       local_epochs=1, finetune_epochs=1, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize('mode', ['pruning_alone', 'pruning_avg',
+                                  'pruning_per_emd'])
+def test_each_device_prunes_by_its_edges_weighted_importances(mode,
+                                                              monkeypatch):
+  """The importance a device prunes by is sum_i W[k, i] I_i over its edge."""
+  from acme_jax.device import prune
+  from acme_jax.edge import similarity
+  devices = _devices()
+  own = {d.device: np.arange(C, dtype=np.float32)[::-1] * (d.device + 1) +
+         np.eye(C, dtype=np.float32)[d.device] * 50 for d in devices}
+  by_data = {id(d.data.x_train): d.device for d in devices}
+  used = {}
+
+  def fixed_importance(header, state, arch, x, y, **kwargs):
+    return own[by_data[id(x)]], state
+
+  def capture(header, state, arch, importance, ratio, x, *args, **kwargs):
+    used[by_data[id(x)]] = np.asarray(importance)
+    gates = prune.prune_gates(importance, ratio, kwargs.get('current_gates'))
+    return {'gates': gates, 'state': state}
+
+  monkeypatch.setattr(prune, 'taylor_importance', fixed_importance)
+  monkeypatch.setattr(prune, 'prune_and_finetune', capture)
+  rounds.run_rounds(devices, mode, rounds=1, prune_ratio=0.25, local_epochs=1,
+                    finetune_epochs=1, key=jax.random.key(0))
+  for edge in (0, 1):
+    members = [d for d in devices if d.edge == edge]
+    stacked = np.stack([own[m.device] for m in members])
+    if mode == 'pruning_alone':
+      weights = np.eye(2)
+    elif mode == 'pruning_avg':
+      sizes = np.array([len(m.data.y_train) for m in members], float)
+      weights = np.tile(sizes / sizes.sum(), (2, 1))
+    else:
+      weights = similarity.mode_weights(
+          mode, signatures=[m.signature for m in members])
+      assert not np.allclose(weights, np.eye(2))
+    for k, m in enumerate(members):
+      np.testing.assert_allclose(used[m.device], weights[k] @ stacked,
+                                 rtol=1e-5)
+      expected_gates = prune.prune_gates(weights[k] @ stacked, 0.25)
+      np.testing.assert_array_equal(m.gates, expected_gates)

@@ -18,7 +18,8 @@ def local_features(model, supernet, sub: subnet_lib.SubnetConfig,
   masks = subnet_lib.masks(model, sub)
   tokens = [features.backbone_tokens(model, supernet, masks, s.images)
             for s in splits]
-  grids = [features.token_grid(t) for t in tokens]
+  grid = features.patch_grid(model, splits[0].images.shape[1:])
+  grids = [features.token_grid(t, grid) for t in tokens]
   train, val, test = splits
   return features.LocalFeatures(grids[0], train.labels, grids[1], val.labels, grids[2],
                        test.labels, tokens[0][:, 0])
@@ -66,18 +67,25 @@ def train_kwargs(config) -> dict:
 
 
 def baseline_accuracies(config, locals_, num_classes: int, seed: int) -> dict:
-  """Test accuracy per device of every fixed head, same epochs as the NAS header."""
+  """Every fixed head on every device, for the same epochs as the NAS header.
+
+  Each head gets its best learning rate from `baselines.learning_rates`, by
+  mean local validation accuracy (the NAS header also selects on validation).
+  """
   h = config.header
   sizes = {'mlp': dict(hidden=h.num_channels * 2),
            'mixer': dict(token_hidden=h.num_channels // 2,
                          channel_hidden=h.num_channels * 2),
            'cnn_project': dict(channels=h.num_channels)}
-  data = [(l.x_train, l.y_train, l.x_test, l.y_test) for l in locals_]
   out = {}
   for kind in config.baselines.kinds:
-    acc, params = heads.train_and_test(
-        kind, num_classes, data, epochs=h.search_epochs + h.finetune_epochs,
-        batch_size=h.batch_size, learning_rate=config.baselines.learning_rate,
-        seed=seed, strategy=config.engine.strategy, **sizes.get(kind, {}))
-    out[kind] = {'test_accuracy': acc, 'params': params}
+    runs = [heads.train_and_test(
+        kind, num_classes, locals_, epochs=h.search_epochs + h.finetune_epochs,
+        batch_size=h.batch_size, learning_rate=lr, seed=seed,
+        strategy=config.engine.strategy, **sizes.get(kind, {}))
+            for lr in config.baselines.learning_rates]
+    best = max(range(len(runs)),
+               key=lambda i: (np.mean(runs[i]['val_accuracy']), -i))
+    out[kind] = dict(runs[best],
+                     learning_rate=config.baselines.learning_rates[best])
   return out

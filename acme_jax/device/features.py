@@ -43,14 +43,23 @@ def backbone_tokens(model: ViT, params, masks: Masks, images: np.ndarray,
   return np.concatenate(out)[:len(images)]
 
 
-def token_grid(tokens: np.ndarray) -> np.ndarray:
-  """Patch tokens without CLS as a grid: (N, P, P, D) if square, else (N, T, D)."""
+def token_grid(tokens: np.ndarray, grid_shape=None) -> np.ndarray:
+  """Tokens without CLS as the header's grid.
+
+  `grid_shape` is the backbone's patch grid, e.g. (H / p, W / p) for images:
+  (N, *grid_shape, D). Without one (text) the tokens stay a 1-D sequence
+  (N, T, D).
+  """
   patches = tokens[:, 1:]
-  n, t, d = patches.shape
-  side = int(round(np.sqrt(t)))
-  if side * side == t:
-    return patches.reshape(n, side, side, d)
-  return patches
+  if grid_shape is None:
+    return patches
+  return patches.reshape((patches.shape[0],) + tuple(grid_shape) +
+                         (patches.shape[-1],))
+
+
+def patch_grid(model: ViT, image_shape) -> tuple:
+  """The (rows, cols) patch grid a ViT makes of images of shape (H, W, C)."""
+  return (image_shape[0] // model.patch_size, image_shape[1] // model.patch_size)
 
 
 def linear_probe_accuracy(train_x, train_y, test_x, test_y, seed: int) -> float:

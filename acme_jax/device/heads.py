@@ -19,10 +19,14 @@ from acme_jax.system import engine
 
 
 def make_batches(features, labels, batch_size: int, epochs: int, seed: int):
-  """Shuffled epochs of padded batches {x, y, w}; w = 0 marks padding."""
+  """Shuffled epochs of padded batches {x, y, w}; w = 0 marks padding.
+
+  Every batch has `batch_size` rows whatever the device's data size, so one
+  compiled step serves every device.
+  """
   rng = np.random.default_rng(seed)
   n = len(labels)
-  size = min(batch_size, n)
+  size = batch_size
   batches = []
   for _ in range(epochs):
     order = rng.permutation(n)
@@ -69,18 +73,19 @@ def _functions(module, learning_rate: float, total_steps: int):
 
 def train_and_test(kind: str, num_classes: int, device_data: Sequence,
                    *, epochs: int, batch_size: int, learning_rate: float,
-                   seed: int, strategy: str = 'auto', **module_kwargs):
-  """Train one fixed head per device; returns (test accuracies, param counts).
+                   seed: int, strategy: str = 'auto', **module_kwargs) -> dict:
+  """Train one fixed head per device on its cached features.
 
-  device_data: per device (train_x, train_y, test_x, test_y), features shaped
-  (N, *grid, D), the same grid and D for every device.
+  device_data: per device a `features.LocalFeatures` (the same grid and D for
+  every device). Returns per-device lists 'val_accuracy', 'test_accuracy'
+  and 'params'.
   """
   module = header_lib.BASELINES[kind](num_classes, **module_kwargs)
-  batches = [make_batches(x, y, batch_size, epochs, seed + i)
-             for i, (x, y, _, _) in enumerate(device_data)]
+  batches = [make_batches(d.x_train, d.y_train, batch_size, epochs, seed + i)
+             for i, d in enumerate(device_data)]
   total = max(len(b) for b in batches)
   init, step, final, predict = _functions(module, learning_rate, total)
-  sample = device_data[0][0][:1]
+  sample = device_data[0].x_train[:1]
   inputs = []
   for i in range(len(device_data)):
     key = jax.random.fold_in(jax.random.key(seed), i)
@@ -88,7 +93,14 @@ def train_and_test(kind: str, num_classes: int, device_data: Sequence,
     inputs.append((params, jax.random.fold_in(key, 1)))
   trained = engine.for_each_device(init, step, final, inputs, batches,
                                    strategy=strategy)
-  accuracies = [float(np.mean(np.asarray(predict(p, tx)) == ty))
-                for p, (_, _, tx, ty) in zip(trained, device_data)]
-  counts = [header_lib.count_params(p) for p in trained]
-  return accuracies, counts
+
+  def accuracy(p, x, y):
+    return float(np.mean(np.asarray(predict(p, x)) == y)) if len(y) else 0.0
+
+  return {
+      'val_accuracy': [accuracy(p, d.x_val, d.y_val)
+                       for p, d in zip(trained, device_data)],
+      'test_accuracy': [accuracy(p, d.x_test, d.y_test)
+                        for p, d in zip(trained, device_data)],
+      'params': [header_lib.count_params(p) for p in trained],
+  }

@@ -59,6 +59,11 @@ class Transfer:
 Endpoint = Union[str, Sequence]
 
 
+def tier_hops(src_tier: str, dst_tier: str) -> int:
+  """Network hops between tiers: device <-> cloud goes via an edge (2), else 1."""
+  return 2 if {src_tier, dst_tier} == {'device', 'cloud'} else 1
+
+
 def endpoint(value: Endpoint) -> tuple:
   """(tier, id) from ('device', 3), ['edge', 0] (JSON) or 'cloud' (the one cloud, id 0)."""
   if isinstance(value, str):
@@ -107,12 +112,19 @@ class Ledger:
     return record
 
   def send(self, src: Endpoint, dst: Endpoint, kind: str, payload, *,
-           round: int = 0, hops: int = 1) -> Transfer:
-    """Record `payload` (pytree of arrays, or an int byte count) going src -> dst."""
+           round: int = 0, hops: int = None) -> Transfer:
+    """Record `payload` (pytree of arrays, or an int byte count) going src -> dst.
+
+    Hops follow from the tiers (`tier_hops`); a `hops` that disagrees is refused.
+    """
     src_tier, src_id = endpoint(src)
     dst_tier, dst_id = endpoint(dst)
+    expected = tier_hops(src_tier, dst_tier)
+    if hops is not None and hops != expected:
+      raise ValueError(f'{src_tier} -> {dst_tier} has hops={expected}, not '
+                       f'hops={hops}')
     return self.add(Transfer(round, src_tier, src_id, dst_tier, dst_id, kind,
-                             payload_bytes(payload), hops))
+                             payload_bytes(payload), expected))
 
   def _sum(self, key, weighted: bool) -> dict:
     totals = {}

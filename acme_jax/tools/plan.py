@@ -69,6 +69,8 @@ def plan(config) -> dict:
 
   # Balanced labels of the training set, minus the cloud's share.
   n_train = data_lib.TRAIN_EXAMPLES[name]
+  if name in data_lib.TFDS:  # the loader holds validation out of train
+    n_train = int(round(n_train * (1 - config.data.validation_fraction)))
   per_class_devices = int(round((1 - config.data.cloud_fraction) *
                                 (n_train // num_classes)))
   labels = np.repeat(np.arange(num_classes), per_class_devices)
