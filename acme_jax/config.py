@@ -157,7 +157,7 @@ def _validate_device_sections(config):
                'controller_steps_per_epoch'):
     _non_negative_int(config, f'header.{name}')
   for name in ('lr_max', 'lr_min', 'temperature', 'tanh_constant',
-               'controller_lr'):
+               'controller_lr', 'lr_period', 'lr_period_mult', 'grad_clip'):
     _check(config, f'header.{name}', lambda v: _is_number(v) and v > 0,
            'must be a number > 0')
   for name in ('weight_decay', 'entropy_weight'):
@@ -202,6 +202,7 @@ def _validate_device_sections(config):
          lambda v: len(v) > 0 and all(m in partition.SCHEMES for m in v),
          f'must list some of {", ".join(partition.SCHEMES)}')
   _fraction(config, f'{a}.fraction_per_class', high_open=False)
+  _positive_int(config, f'{a}.repeats')
   _check(config, f'{a}.test_on', lambda v: v in ('local', 'class_matched'),
          'must be local or class_matched')
   _check(config, 'engine.strategy', lambda v: v in engine.STRATEGIES,
@@ -221,12 +222,6 @@ def _validate_selection_and_system(config, heads, layers):
   _fraction(config, 'selection.size_constraint', high_open=False)
   _check(config, 'selection.front', lambda v: v in ('pfg', 'non_dominated'),
          'must be pfg or non_dominated')
-  if len(config.cloud.width_mults) < 3 or len(config.cloud.depth_mults) < 3:
-    field = ('cloud.width_mults' if len(config.cloud.width_mults) < 3
-             else 'cloud.depth_mults')
-    raise ConfigError(field, tuple(_get(config, field)),
-                      'the degree-2 accuracy predictor needs at least 3 '
-                      'distinct widths and 3 distinct depths')
 
   edges = _positive_int(config, 'system.num_edges')
   per_edge = _check(config, 'system.devices_per_edge',

@@ -188,10 +188,11 @@ def run_selection(config, grid_records, arch: costs.ViTArchitecture) -> dict:
   depth = np.array([r['depth_mult'] for r in grid_records])
   width = np.array([r['width_mult'] for r in grid_records])
   overall = predictor.fit(depth, width,
-                          np.array([r['accuracy'] for r in grid_records]))
+                          np.array([r['accuracy'] for r in grid_records]),
+                          reduce_degree=True)
   per_class = predictor.fit(depth, width, np.array([
       [r['accuracy'] if a is None else a for a in r['per_class_accuracy']]
-      for r in grid_records]))
+      for r in grid_records]), reduce_degree=True)
   d, w, acc = predictor.predict_grid(overall, s.grid_size)
   raw = costs.make_cost_model(s.cost_model, device_profile(config), arch)(d, w)
   cands = pareto.candidates(d, w, acc, raw.size, raw.latency, raw.energy)
@@ -507,7 +508,7 @@ def compare_aggregation(config, cloud, selection, topology, device_data, test,
                         key, num_classes, log):
   """Mean device test accuracy of every mode on every non-IID setup."""
   a = config.aggregation
-  by_setup = {}
+  by_setup, spread = {}, {}
   for s, setup in enumerate(a.setups):
     splits = device_splits(config, device_data, topology.num_devices,
                            num_classes, scheme=setup,
@@ -521,19 +522,25 @@ def compare_aggregation(config, cloud, selection, topology, device_data, test,
     setup_key = jax.random.fold_in(key, s)
     base, _ = prepare_headers(config, cloud, topology, splits, choices,
                               setup_key, num_classes)
-    by_setup[setup] = {}
-    for m, mode in enumerate(a.modes):
-      devices = [dataclasses.replace(d, gates=d.gates.copy()) for d in base]
-      _run_rounds(config, devices, mode,
-                  jax.random.fold_in(jax.random.fold_in(setup_key, 1), m))
-      by_setup[setup][mode] = float(np.mean([d.test_accuracy()
-                                             for d in devices]))
+    # Paired comparison: every mode starts from the same headers and uses the
+    # same training keys, so differences between modes come from the mode.
+    # Repeats average over independent keys.
+    accs = {mode: [] for mode in a.modes}
+    for repeat in range(a.repeats):
+      rounds_key = jax.random.fold_in(jax.random.fold_in(setup_key, 1), repeat)
+      for mode in a.modes:
+        devices = [dataclasses.replace(d, gates=d.gates.copy()) for d in base]
+        _run_rounds(config, devices, mode, rounds_key)
+        accs[mode].append(float(np.mean([d.test_accuracy() for d in devices])))
+    by_setup[setup] = {mode: float(np.mean(v)) for mode, v in accs.items()}
+    spread[setup] = {mode: float(np.std(v)) for mode, v in accs.items()}
     log(f'[aggregation] {setup}: ' + ', '.join(
         f'{k} {v:.3f}' for k, v in by_setup[setup].items()))
   gains = {setup: {mode: acc - accs['wo_pruning'] for mode, acc in accs.items()
                    if mode != 'wo_pruning'}
            for setup, accs in by_setup.items() if 'wo_pruning' in accs}
-  return {'by_setup': by_setup, 'gain_vs_wo_pruning': gains}
+  return {'by_setup': by_setup, 'gain_vs_wo_pruning': gains,
+          'std_over_repeats': spread, 'repeats': a.repeats}
 
 
 def run(config: ml_collections.ConfigDict, workdir, log=print):

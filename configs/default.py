@@ -111,6 +111,9 @@ def get_config():
   config.header.batch_size = 32
   config.header.lr_max = 0.1              # prototype: cosine 0.1 -> 5e-4, SGDR
   config.header.lr_min = 5e-4
+  config.header.lr_period = 10            # SGDR: first cycle (epochs), then
+  config.header.lr_period_mult = 2        # each cycle twice as long
+  config.header.grad_clip = 5.0           # ENAS child gradient clipping
   config.header.momentum = 0.9            # prototype
   config.header.weight_decay = 1e-4       # prototype
   config.header.dropout_rate = 0.1        # prototype
@@ -148,6 +151,7 @@ def get_config():
   # Device test sets in the comparison: 'local' (its own ~10 held-out samples)
   # or 'class_matched' (the test split's samples of the device's classes).
   config.aggregation.test_on = 'class_matched'
+  config.aggregation.repeats = 1          # average the comparison over seeds
 
   config.engine = ml_collections.ConfigDict()
   config.engine.strategy = 'auto'         # auto | loop | vmap | sharded

@@ -19,6 +19,8 @@ from acme_jax import pipeline
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a configs/*.py file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
+_VALIDATE_ONLY = flags.DEFINE_bool(
+    'validate_only', False, 'Validate the config, print it and exit.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -27,6 +29,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   try:
+    if _VALIDATE_ONLY.value:
+      config_lib.validate(_CONFIG.value)
+      print(_CONFIG.value)
+      return
     pipeline.run(_CONFIG.value, _WORKDIR.value)
   except config_lib.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)

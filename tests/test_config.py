@@ -39,7 +39,6 @@ def test_default_config_is_valid():
     (dict(system__partition='pathological'), 'system.partition'),
     (dict(system__budgets=(10**6,) * 5), 'system.budgets'),  # 6 devices
     (dict(selection__cost_model='flops'), 'selection.cost_model'),
-    (dict(cloud__depth_mults=(1.0, 0.5)), 'cloud.depth_mults'),
     (dict(aggregation__mode='fedavg'), 'aggregation.mode'),
     (dict(aggregation__setups=('C9',)), 'aggregation.setups'),
     (dict(baselines__kinds=('linear', 'resnet')), 'baselines.kinds'),
@@ -68,6 +67,15 @@ def test_command_line_error_is_one_clear_line(tmp_path):
   assert 'config.cloud.width_mults' in lines[0] and '1.5' in lines[0]
   assert '(0, 1]' in lines[0]
   assert not (tmp_path / 'cloud').exists()  # validated before any work
+
+
+def test_command_line_overrides_are_applied(tmp_path):
+  result = _main(f'--workdir={tmp_path}', '--config.cloud.width_mults=0.5,1.0',
+                 '--config.seed=3', '--validate_only')
+  assert result.returncode == 0, result.stderr
+  assert 'width_mults: !!python/tuple\n  - 0.5\n  - 1.0' in result.stdout
+  assert 'seed: 3' in result.stdout
+  assert not (tmp_path / 'cloud').exists()
 
 
 def test_unknown_dataset_from_command_line(tmp_path):

@@ -323,3 +323,17 @@ def test_select_all_on_prototype_table():
   # Every PFG front point is strictly inside the latency / energy range.
   assert np.all(grid.latency[selection.front] > 0)
   assert np.all(grid.latency[selection.front] < 1)
+
+
+def test_reduced_degree_fit_with_two_widths():
+  # Two measured widths cannot fix a w^2 term: the reduced fit drops it and
+  # recovers an exact surface that is linear in w.
+  depth, width = np.meshgrid([0.25, 0.5, 0.75, 1.0], [0.5, 1.0])
+  depth, width = depth.ravel(), width.ravel()
+  truth = 0.2 + 0.3 * depth - 0.1 * depth ** 2 + 0.4 * width + 0.05 * depth * width
+  with pytest.raises(ValueError, match='quadratic'):
+    predictor.fit(depth, width, truth)
+  surface = predictor.fit(depth, width, truth, reduce_degree=True)
+  assert surface.coefficients[5] == 0.0
+  np.testing.assert_allclose(surface.coefficients,
+                             [0.2, 0.3, 0.4, -0.1, 0.05, 0.0], atol=1e-10)

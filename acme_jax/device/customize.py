@@ -41,7 +41,9 @@ def search_header(config, local: features.LocalFeatures, num_classes: int, key,
       search_key, num_channels=h.num_channels, num_nodes=h.num_nodes,
       num_layers=num_layers, max_header_params=max_header_params,
       epochs=h.search_epochs, batch_size=h.batch_size, lr_max=h.lr_max,
-      lr_min=h.lr_min, momentum=h.momentum, weight_decay=h.weight_decay,
+      lr_min=h.lr_min, lr_period=h.lr_period,
+      lr_period_mult=h.lr_period_mult, momentum=h.momentum,
+      weight_decay=h.weight_decay, grad_clip=h.grad_clip,
       dropout_rate=h.dropout_rate, controller_hidden=h.controller_hidden,
       temperature=h.temperature, tanh_constant=h.tanh_constant,
       controller_lr=h.controller_lr,
@@ -51,8 +53,9 @@ def search_header(config, local: features.LocalFeatures, num_classes: int, key,
   result = nas.finetune(result, local.x_train, local.y_train, local.x_val,
                         local.y_val, finetune_key, epochs=h.finetune_epochs,
                         batch_size=h.batch_size, momentum=h.momentum,
-                        weight_decay=h.weight_decay)
-  steps = nas.child_steps(result['header'], h.momentum, h.weight_decay)
+                        weight_decay=h.weight_decay, grad_clip=h.grad_clip)
+  steps = nas.child_steps(result['header'], h.momentum, h.weight_decay,
+                          h.grad_clip)
   gates = np.ones((h.num_channels,), np.float32)
   result['test_accuracy'] = nas.accuracy(steps, result['state'],
                                          np.asarray(result['arch'], np.int32),
@@ -63,7 +66,7 @@ def search_header(config, local: features.LocalFeatures, num_classes: int, key,
 def train_kwargs(config) -> dict:
   h = config.header
   return dict(batch_size=h.batch_size, momentum=h.momentum,
-              weight_decay=h.weight_decay)
+              weight_decay=h.weight_decay, grad_clip=h.grad_clip)
 
 
 def baseline_accuracies(config, locals_, num_classes: int, seed: int) -> dict:

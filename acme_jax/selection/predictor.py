@@ -34,18 +34,42 @@ class QuadraticSurface:
     return np.clip(values, 0.0, 1.0) if clip else values
 
 
-def fit(depth_mult, width_mult, accuracy) -> QuadraticSurface:
+def _kept_terms(depth, width) -> np.ndarray:
+  """Which of 1, d, w, d^2, dw, w^2 the measured levels can determine.
+
+  An axis measured at 2 levels supports a linear term only; at 1 level, no
+  term at all (and no cross term).
+  """
+  d_levels, w_levels = len(np.unique(depth)), len(np.unique(width))
+  return np.array([True, d_levels > 1, w_levels > 1, d_levels > 2,
+                   d_levels > 1 and w_levels > 1, w_levels > 2])
+
+
+def fit(depth_mult, width_mult, accuracy,
+        reduce_degree: bool = False) -> QuadraticSurface:
   """Least-squares quadratic through the measured points.
 
   Args:
     depth_mult: (N,) measured depth ratios.
     width_mult: (N,) measured width ratios.
     accuracy: (N,) accuracies, or (N, C) per-class accuracies.
+    reduce_degree: drop the terms an axis with fewer than 3 measured levels
+      cannot determine (e.g. widths (0.5, 1.0) fit linearly in w) instead of
+      raising; the dropped coefficients are 0.
 
   Raises:
     ValueError: fewer than 6 points, non-finite values, or points that do not
-      determine a quadratic (e.g. only two distinct depths).
+      determine a quadratic (e.g. only two distinct depths), unless
+      `reduce_degree`.
   """
+  if reduce_degree:
+    x = features(depth_mult, width_mult)
+    kept = _kept_terms(x[:, 1], x[:, 2])
+    y = np.asarray(accuracy, np.float64)
+    solved, *_ = np.linalg.lstsq(x[:, kept], y, rcond=None)
+    coefficients = np.zeros((NUM_FEATURES,) + y.shape[1:])
+    coefficients[kept] = solved
+    return QuadraticSurface(coefficients)
   x = features(depth_mult, width_mult)
   y = np.asarray(accuracy, np.float64)
   if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
