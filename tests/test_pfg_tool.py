@@ -7,18 +7,14 @@ import sys
 
 import pytest
 
+from conftest import constructed_grid
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PICKS = ('pfg', 'highest_accuracy', 'largest_size', 'random', 'traverse',
          'worst')
 FIELDS = {'width_mult', 'depth_mult', 'accuracy', 'size', 'latency', 'energy',
           'tradeoff', 'mer', 'eer'}
-PROTOTYPE_ROWS = [  # depth_mult, width_mult, accuracy: the prototype's grid
-    (1.0, 1.0, 0.9207), (1.0, 0.75, 0.906), (1.0, 0.5, 0.8677),
-    (1.0, 0.25, 0.7054), (0.75, 1.0, 0.8955), (0.75, 0.75, 0.8723),
-    (0.75, 0.5, 0.8075), (0.75, 0.25, 0.6206), (0.5, 1.0, 0.7921),
-    (0.5, 0.75, 0.7337), (0.5, 0.5, 0.6401), (0.5, 0.25, 0.4236),
-    (0.25, 1.0, 0.4381), (0.25, 0.75, 0.399), (0.25, 0.5, 0.3375),
-    (0.25, 0.25, 0.2262)]
+MEASURED_ROWS = constructed_grid()  # 16 rows, like the prototype's grid
 TINY_ARCH = json.dumps({'num_layers': 4, 'num_heads': 4, 'hidden_size': 64,
                         'mlp_dim': 256, 'patch_size': 4, 'image_size': 16,
                         'channels': 1, 'num_classes': 10})
@@ -39,7 +35,7 @@ def _run(*args):
 
 @pytest.fixture
 def measured(tmp_path):
-  return _write_csv(tmp_path / 'grid.csv', PROTOTYPE_ROWS)
+  return _write_csv(tmp_path / 'grid.csv', MEASURED_ROWS)
 
 
 def _check_result(result, size_constraint):
@@ -60,9 +56,17 @@ def test_paper_cost_model(measured):
   assert proc.returncode == 0, proc.stderr
   result = json.loads(proc.stdout)
   _check_result(result, 0.8)
-  # Prototype table, paper costs: PFG's trade-off is ~29% above the
-  # highest-accuracy pick's (the paper: "nearly 30%").
-  assert 0.25 < result['tradeoff_gain_vs_highest_accuracy'] < 0.35
+  # The command agrees with the library run in-process on the same table.
+  from acme_jax.selection import costs, pareto, predictor
+  d_m, w_m, a_m = zip(*MEASURED_ROWS)
+  d, w, acc = predictor.predict_grid(predictor.fit(d_m, w_m, a_m), 20)
+  raw = costs.PaperCostModel()(d, w)
+  grid = pareto.candidates(d, w, acc, raw.size, raw.latency, raw.energy)
+  picks = pareto.select_all(grid, 0.8, seed=3).picks
+  for name, index in picks.items():
+    assert result[name]['depth_mult'] == pytest.approx(grid.depth_mult[index])
+    assert result[name]['width_mult'] == pytest.approx(grid.width_mult[index])
+    assert result[name]['accuracy'] == pytest.approx(grid.accuracy[index])
 
 
 @pytest.mark.parametrize('source', ['config', 'arch'])
@@ -76,7 +80,7 @@ def test_exact_cost_model(measured, source):
 
 
 def test_extra_columns_are_ignored(tmp_path):
-  rows = [row + (7,) for row in PROTOTYPE_ROWS]
+  rows = [row + (7,) for row in MEASURED_ROWS]
   path = _write_csv(tmp_path / 'wide.csv', rows,
                     'depth_mult,width_mult,accuracy,params')
   proc = _run(f'--measured={path}')
@@ -100,7 +104,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize('case', sorted(BAD_INPUTS))
 def test_bad_input_gives_one_line(tmp_path, case):
   header, args, expected = BAD_INPUTS[case]
-  rows = list(PROTOTYPE_ROWS)
+  rows = list(MEASURED_ROWS)
   if case == 'non-numeric':
     rows[3] = (1.0, 'wide', 0.7)
   if case == 'fewer than 6 rows':
