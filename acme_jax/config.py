@@ -163,6 +163,9 @@ def _validate_device_sections(config):
   for name in ('weight_decay', 'entropy_weight'):
     _check(config, f'header.{name}', lambda v: _is_number(v) and v >= 0,
            'must be a number >= 0')
+  _check(config, 'header.finetune_lrs',
+         lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
+         'must be a non-empty list of numbers > 0')
   _fraction(config, 'header.momentum', low_open=False)
   _fraction(config, 'header.dropout_rate', low_open=False)
   _fraction(config, 'header.baseline_decay', low_open=False)

@@ -108,6 +108,7 @@ def get_config():
   config.header.num_layers = 0            # 0 = prototype rule: 1 if w*d > .25 else 3
   config.header.search_epochs = 8
   config.header.finetune_epochs = 12
+  config.header.finetune_lrs = (0.01, 0.03, 0.1)  # peak lr, best on local val
   config.header.batch_size = 32
   config.header.lr_max = 0.1              # prototype: cosine 0.1 -> 5e-4, SGDR
   config.header.lr_min = 5e-4

@@ -50,10 +50,16 @@ def search_header(config, local: features.LocalFeatures, num_classes: int, key,
       controller_steps_per_epoch=h.controller_steps_per_epoch,
       entropy_weight=h.entropy_weight, baseline_decay=h.baseline_decay,
       num_final_archs=h.num_final_archs)
-  result = nas.finetune(result, local.x_train, local.y_train, local.x_val,
+  # Fine-tune the best architecture at each configured peak learning rate and
+  # keep the one best on local validation (the fixed heads get the same).
+  tuned = [nas.finetune(result, local.x_train, local.y_train, local.x_val,
                         local.y_val, finetune_key, epochs=h.finetune_epochs,
-                        batch_size=h.batch_size, momentum=h.momentum,
-                        weight_decay=h.weight_decay, grad_clip=h.grad_clip)
+                        batch_size=h.batch_size, lr_max=lr, lr_min=h.lr_min,
+                        momentum=h.momentum, weight_decay=h.weight_decay,
+                        grad_clip=h.grad_clip)
+           for lr in h.finetune_lrs]
+  best = max(range(len(tuned)), key=lambda i: (tuned[i]['val_accuracy'], -i))
+  result = dict(tuned[best], finetune_lr=h.finetune_lrs[best])
   steps = nas.child_steps(result['header'], h.momentum, h.weight_decay,
                           h.grad_clip)
   gates = np.ones((h.num_channels,), np.float32)
