@@ -1,5 +1,4 @@
 """Controller sampling / scoring, a tiny search, and the parameter budget."""
-import time
 
 import jax
 import numpy as np
@@ -55,12 +54,10 @@ def test_tiny_search_beats_chance_within_budget():
   x_train, y_train = separable_data(192, 0)
   x_val, y_val = separable_data(96, 1)
   budget = 400  # C=8: stem+head = 107; one 2-D sep3 adds 152, sep5 280
-  start = time.time()
   result = nas.search(x_train, y_train, x_val, y_val, 3, jax.random.key(0),
                       num_channels=8, num_nodes=NODES, epochs=3,
                       batch_size=32, controller_steps_per_epoch=5,
                       num_final_archs=4, max_header_params=budget)
-  assert time.time() - start < 60
   assert result['val_accuracy'] > 0.6  # chance is 1/3
   assert result['header_params'] <= budget
   for arch, _ in result['candidates']:
