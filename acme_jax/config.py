@@ -140,7 +140,7 @@ def validate(config):
   _stage(config, 'cloud.depth_stage', elastic=True)
   for stage in ('width_stage', 'depth_stage'):
     _non_negative_int(config, f'cloud.{stage}.max_shift')
-  _validate_selection_and_system(config, heads, layers)
+  _validate_selection_and_system(config)
   _validate_device_sections(config)
   return config
 
@@ -212,7 +212,7 @@ def _validate_device_sections(config):
          f'must be one of {", ".join(engine.STRATEGIES)}')
 
 
-def _validate_selection_and_system(config, heads, layers):
+def _validate_selection_and_system(config):
   from acme_jax.data import partition
   from acme_jax.selection import costs
   _check(config, 'selection.cost_model', lambda v: v in costs.COST_MODELS,

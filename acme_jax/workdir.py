@@ -8,6 +8,7 @@ and a rerun loads what is done instead of redoing it.
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 from typing import Any, Callable
 
@@ -82,19 +83,20 @@ class Workdir:
     return read_json(path)
 
   def cached_params(self, name: str, compute: Callable[[], Any], like):
-    """Restore the orbax checkpoint `name` (a pytree shaped like `like`), or compute and save it."""
+    """Restore the checkpoint `name` (a pytree shaped like `like`), or compute and save it.
+
+    Orbax commits a checkpoint by writing `_CHECKPOINT_METADATA` and renaming
+    its temporary directory; anything else at the path is a leftover from an
+    interrupted write and is replaced.
+    """
     path = self / name
-    if (path / '_CHECKPOINT_METADATA').exists() or _finalized(path):
+    if (path / '_CHECKPOINT_METADATA').exists():
       return restore(path, like)
+    if path.exists():
+      shutil.rmtree(path)
     params = compute()
     save(path, params)
     return params
-
-
-def _finalized(path: pathlib.Path) -> bool:
-  # Orbax writes into a temporary directory and renames it when done, so a
-  # directory at the final path is a complete checkpoint.
-  return path.is_dir() and any(path.iterdir())
 
 
 def save(path, params):

@@ -1,5 +1,4 @@
 """Edge backbone choice: budgets respected, data-aware, ties to the smaller."""
-import numpy as np
 import pytest
 
 from acme_jax.edge import choice

@@ -71,7 +71,6 @@ def test_tiny_search_beats_chance_within_budget():
 
 def test_budget_falls_back_to_smallest_feasible_arch():
   x_train, y_train = separable_data(64, 2)
-  header = header_lib.Header(3, 8, NODES)
   smallest = header_lib.header_param_count(
       header_lib.smallest_arch(NODES), 8, feature_dim=8, num_classes=3)
   result = nas.search(x_train, y_train, x_train, y_train, 3,

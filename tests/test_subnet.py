@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from acme_jax.models import subnet, vit
+from acme_jax.models import subnet
 
 
 def test_multipliers_follow_acme_rules_on_vit_b():
