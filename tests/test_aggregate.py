@@ -3,7 +3,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from acme_jax.edge import aggregate as A
 from acme_jax.edge import similarity as S
@@ -57,39 +56,3 @@ def test_aggregation_compiles_once_for_repeated_rounds():
   for _ in range(5):
     A.aggregate_importances(rng.uniform(size=(5, 5)).astype(np.float32), tree())
   assert A.aggregate_importances._cache_size() == before
-
-
-def test_num_kept():
-  assert A.num_kept(100, 0.29) == 71  # not 72 from 0.29 * 100 = 28.999...
-  assert A.num_kept(10, 0.3) == 7
-  assert A.num_kept(10, 0.0) == 10
-  assert A.num_kept(10, 1.0) == 1  # at least one channel survives
-  assert A.num_kept(3, 0.5) == 2
-  with pytest.raises(ValueError, match='ratio'):
-    A.num_kept(10, 1.5)
-
-
-@settings(max_examples=25, deadline=None)
-@given(d=st.integers(1, 4), c=st.integers(1, 20),
-       ratio=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 1.0]),
-       seed=st.integers(0, 2**16))
-def test_prune_masks_keep_the_top_channels(d, c, ratio, seed):
-  imp = np.random.default_rng(seed).permutation(d * c).reshape(d, c)
-  imp = imp.astype(np.float32)
-  masks = np.asarray(A.prune_masks(imp, ratio))
-  keep = A.num_kept(c, ratio)
-  assert masks.shape == (d, c)
-  assert set(np.unique(masks)) <= {0.0, 1.0}
-  np.testing.assert_array_equal(masks.sum(1), keep)
-  for row, m in zip(imp, masks):
-    assert row[m == 1].min() > row[m == 0].max(initial=-np.inf)
-
-
-def test_prune_masks_ties_keep_lower_index_and_pytree():
-  imp = jnp.array([[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 2.0, 2.0]])
-  masks = A.prune_masks(imp, 0.5)
-  np.testing.assert_array_equal(masks, [[1, 1, 0, 0], [0, 1, 1, 0]])
-  tree = {'x': imp, 'y': jnp.array([[3.0, 1.0, 2.0]])}
-  out = A.prune_masks(tree, 0.34)
-  np.testing.assert_array_equal(out['y'], [[1, 0, 1]])
-  np.testing.assert_array_equal(out['x'], [[1, 1, 1, 0], [0, 1, 1, 1]])

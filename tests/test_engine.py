@@ -101,10 +101,11 @@ def test_masked_step_keeps_the_state_bit_for_bit():
   state = init(inputs[0])
   state = step(state, batches[0][0])  # non-zero momentum
   garbage = {'x': jnp.full((BATCH, FEATURES), jnp.nan), 'y': jnp.full(BATCH, jnp.inf)}
-  kept = jax.jit(E.masked_step(step))(state, garbage, False)
+  with_consts = lambda s, b, c: step(s, b)  # noqa: E731
+  kept = jax.jit(E.masked_step(with_consts))(state, garbage, False, ())
   for old, new in zip(jax.tree.leaves(state), jax.tree.leaves(kept)):
     np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
-  moved = jax.jit(E.masked_step(step))(state, batches[0][0], True)
+  moved = jax.jit(E.masked_step(with_consts))(state, batches[0][0], True, ())
   assert max_difference([moved], [step(state, batches[0][0])]) < 1e-6
 
 

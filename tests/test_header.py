@@ -1,6 +1,4 @@
-"""Header search space: shapes, one program for all archs, gates, param counts."""
-import functools
-
+"""The prototype's ENAS child: extraction, exact sizes, gates, ops, one program."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,126 +6,195 @@ import pytest
 
 from acme_jax.device import header as header_lib
 
-NODES, CHANNELS, CLASSES, DIM = 3, 6, 4, 5
+CLASSES, DIM, CHANNELS, NODES = 3, 5, 6, 3
 
 
-def random_arch(rng, num_nodes=NODES):
+def spec(rank=2, max_layers=3):
+  return header_lib.Spec(num_classes=CLASSES, feature_dim=DIM, grid_rank=rank,
+                         num_channels=CHANNELS, num_nodes=NODES,
+                         max_layers=max_layers, dropout_rate=0.0)
+
+
+def random_arch(rng):
   return np.array([[rng.integers(0, n + 2), rng.integers(0, 6),
                     rng.integers(0, n + 2), rng.integers(0, 6)]
-                   for n in range(num_nodes)], np.int32)
+                   for n in range(NODES)], np.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def forward(header, variables, x, arch=None, gates=None, norm_from_batch=False):
-  """Jitted apply: eager `nn.switch` would compile op by op."""
-  return header.apply(variables, x, arch, gates,
-                      norm_from_batch=norm_from_batch,
-                      mutable=['batch_stats'])[0]
+def random_gates(s, rng, keep=0.6):
+  return {k: (rng.random(shape) < keep).astype(np.float32)
+          for k, shape in header_lib.gate_shapes(s).items()}
 
 
-def make(num_layers=1, **kw):
-  return header_lib.Header(CLASSES, CHANNELS, NODES, num_layers, **kw)
+def perturbed(s, seed):
+  """Variables with non-trivial norms and running statistics."""
+  v = header_lib.init_variables(s, seed)
+  rng = np.random.default_rng(seed)
+  jitter = lambda tree, scale: jax.tree.map(  # noqa: E731
+      lambda a: a + scale * rng.standard_normal(a.shape).astype(a.dtype), tree)
+  stats = {'stem_mean': v['batch_stats']['stem_mean'] + 0.3,
+           'stem_var': v['batch_stats']['stem_var'] * 1.7}
+  return {'params': jitter(v['params'], 0.1), 'batch_stats': stats}
 
 
-@pytest.mark.parametrize('grid', [(4, 4), (7,)])
-def test_shapes_and_one_compile_for_many_archs(grid):
-  header = make(num_layers=2)
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(3,) + grid + (DIM,)),
-                  jnp.float32)
-  variables = header_lib.init_variables(header, x.shape)
+_APPLY = {}
+
+
+def apply(s, variables, x, arch, n_layers, gates, weights=None):
+  if s not in _APPLY:
+    header = header_lib.Header(s)
+    _APPLY[s] = jax.jit(lambda v, x, a, n, g, w: header.apply(v, x, a, n, g, w))
+  w = np.ones(len(x), np.float32) if weights is None else weights
+  return np.asarray(_APPLY[s](variables, x, arch, n_layers, gates, w))
+
+
+@pytest.mark.parametrize('rank', [2, 1])
+def test_extracted_header_equals_the_gated_search_header(rank):
+  s = spec(rank, max_layers=3)
+  rng = np.random.default_rng(rank)
+  x = rng.standard_normal((5,) + (4,) * rank + (DIM,)).astype(np.float32)
+  v = perturbed(s, 0)
+  for trial in range(3 if rank == 2 else 2):
+    arch = random_arch(rng)
+    n_layers = int(rng.integers(1, 4))
+    gates = random_gates(s, rng) if trial else header_lib.full_gates(s)
+    dense, dense_vars = header_lib.extract(s, v, arch, n_layers, gates)
+    np.testing.assert_allclose(dense.apply(dense_vars, x), apply(
+        s, v, x, arch, n_layers, gates), rtol=1e-4, atol=1e-5)
+    # The exact count is the extracted header's parameter count.
+    assert int(header_lib.param_count(s, arch, n_layers, gates)) == \
+        header_lib.count_params(dense_vars['params'])
+
+
+def test_param_count_by_hand():
+  """One sep3 on node 0 branch a, everything else pools, 2 cells, 2-D grid."""
+  s = spec(2, max_layers=3)
+  arch = np.array([[0, 0, 1, 2], [2, 3, 2, 2], [3, 2, 3, 3]], np.int32)
+  c, d, k = CHANNELS, DIM, CLASSES
+  stem = d * c + 2 * c
+  sep3 = 2 * (9 * c + c * c + 2 * c)
+  loose = 1  # only node 2 (entry 4) is read by no one
+  cell = sep3 + loose * c * c + 2 * c
+  assert int(header_lib.param_count(s, arch, 2)) == stem + 2 * cell + c * k + k
+  # Unused entries are loose ends too: here cell input 1 and node 0.
+  arch2 = np.array([[0, 2, 0, 2], [0, 3, 0, 3], [3, 2, 0, 2]], np.int32)
+  assert np.asarray(header_lib.loose_ends(arch2)).tolist() == [0, 1, 1, 0, 1]
+  assert int(header_lib.param_count(s, arch2, 1)) == \
+      stem + 3 * c * c + 2 * c + c * k + k
+
+
+def test_smallest_arch_is_cheapest_and_one_loose_end():
+  s = spec()
+  smallest = header_lib.smallest_arch(NODES)
+  header_lib.validate_arch(smallest, NODES)
+  assert float(np.sum(header_lib.loose_ends(smallest))) == 1
+  rng = np.random.default_rng(0)
+  low = int(header_lib.param_count(s, smallest, 3))
+  assert all(int(header_lib.param_count(s, random_arch(rng), 3)) >= low
+             for _ in range(20))
+
+
+def test_depthwise_equals_a_grouped_convolution():
+  rng = np.random.default_rng(0)
+  for rank, k in ((2, 3), (2, 5), (1, 3), (2, 1)):
+    x = rng.standard_normal((2,) + (5,) * rank + (4,)).astype(np.float32)
+    kernel = rng.standard_normal((k,) * rank + (4,)).astype(np.float32)
+    spatial = 'HW'[:rank] if rank == 2 else 'W'
+    reference = jax.lax.conv_general_dilated(
+        x, kernel[..., None, :], (1,) * rank, 'SAME', feature_group_count=4,
+        dimension_numbers=(f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+    np.testing.assert_allclose(header_lib._depthwise(x, kernel), reference,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_pools_match_torch_semantics():
+  """avg_pool counts zero padding (torch's count_include_pad=True)."""
+  x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+  avg = np.asarray(header_lib._pool(x, 'avg'))[0, :, :, 0]
+  assert avg[0, 0] == pytest.approx((0 + 1 + 3 + 4) / 9)
+  assert avg[1, 1] == pytest.approx(np.arange(9.0).mean())
+  mx = np.asarray(header_lib._pool(-x, 'max'))[0, :, :, 0]
+  assert mx[2, 2] == -4.0  # padding never wins a max
+
+
+def test_skipped_cells_are_identity():
+  """A 5-cell header running 2 cells equals a 2-cell header on its first two
+  cells' weights (cells past n_layers are skipped)."""
+  big, small = spec(max_layers=5), spec(max_layers=2)
+  v = perturbed(big, 1)
+  sliced = jax.tree_util.tree_map_with_path(
+      lambda path, a: a[:2] if path[0].key.startswith(('sep', 'final_'))
+      else a, v['params'])
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((4, 3, 3, DIM)).astype(np.float32)
+  arch = random_arch(rng)
+  gates_big = random_gates(big, rng)
+  gates_small = {'stem': gates_big['stem'], 'cells': gates_big['cells'][:2],
+                 'final': gates_big['final'][:2]}
+  np.testing.assert_allclose(
+      apply(big, v, x, arch, 2, gates_big),
+      apply(small, {'params': sliced, 'batch_stats': v['batch_stats']}, x,
+            arch, 2, gates_small), rtol=1e-5, atol=1e-6)
+
+
+def test_each_node_input_has_its_own_conv_weights():
+  """The prototype keeps a separate op per (node, branch, input): the
+  gradient of a sep3 reading input 1 lands on slot (node 0, input 1) only."""
+  s = spec(max_layers=3)
+  v = perturbed(s, 3)
+  header = header_lib.Header(s)
+  x = np.random.default_rng(3).standard_normal((4, 3, 3, DIM)).astype(
+      np.float32)
+  arch = np.array([[1, 0, 1, 2], [2, 2, 2, 2], [3, 2, 3, 2]], np.int32)
+  grads = jax.grad(lambda p: header.apply(
+      {'params': p, 'batch_stats': v['batch_stats']}, x, arch, 1,
+      header_lib.full_gates(s)).sum())(v['params'])
+  norms = np.abs(np.asarray(grads['sep3_pw'])).sum(axis=(-2, -1))
+  used = np.zeros_like(norms, bool)
+  used[0, 0, 1, 0] = True  # layer 0, node 0, input 1, branch a (both reps)
+  assert np.all(norms[~used] == 0) and np.all(norms[used] > 0)
+  assert np.abs(np.asarray(grads['sep5_pw'])).sum() == 0
+
+
+def test_padding_rows_never_change_real_rows():
+  """Cell BatchNorm statistics use only weighted (real) rows."""
+  s = spec()
+  v = perturbed(s, 4)
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((5, 3, 3, DIM)).astype(np.float32)
+  arch = np.array([[0, 0, 1, 1], [2, 4, 0, 0], [3, 1, 2, 5]], np.int32)
+  gates = header_lib.full_gates(s)
+  padded = np.concatenate([x, 100 * rng.standard_normal(x[:3].shape).astype(
+      np.float32)])
+  weights = np.r_[np.ones(5), np.zeros(3)].astype(np.float32)
+  np.testing.assert_allclose(apply(s, v, padded, arch, 3, gates, weights)[:5],
+                             apply(s, v, x, arch, 3, gates), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_one_program_for_every_arch_layer_count_and_gate_state():
+  s = spec(max_layers=4)
+  header = header_lib.Header(s)
   traces = []
 
   @jax.jit
-  def forward(variables, arch, gates, x):
+  def run(v, x, arch, n, gates):
     traces.append(1)
-    return header.apply(variables, x, arch, gates)
+    return header.apply(v, x, arch, n, gates)
 
-  rng = np.random.default_rng(1)
-  outputs = set()
-  for _ in range(6):
-    out = forward(variables, random_arch(rng), jnp.ones(CHANNELS), x)
-    assert out.shape == (3, CLASSES)
-    assert np.all(np.isfinite(out))
-    outputs.add(np.asarray(out).tobytes())
-  assert len(traces) == 1
-  assert len(outputs) > 1  # the architecture really changes the program's output
+  v = header_lib.init_variables(s, 5)
+  rng = np.random.default_rng(5)
+  x = rng.standard_normal((2, 3, 3, DIM)).astype(np.float32)
+  outs = {run(v, x, random_arch(rng), int(rng.integers(1, 5)),
+              random_gates(s, rng)).tobytes() for _ in range(6)}
+  assert len(traces) == 1 and len(outs) > 1
 
 
-def test_zero_gate_cuts_channel_everywhere():
-  header = make(num_layers=2)
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 3, DIM)),
-                  jnp.float32)
-  variables = header_lib.init_variables(header, x.shape)
-  gates = jnp.ones(CHANNELS).at[2].set(0.0)
-  arch = np.array([[0, 0, 1, 1], [2, 4, 0, 3], [3, 2, 1, 5]], np.int32)
-  perturbed = jax.tree_util.tree_map(lambda a: a, variables)
-  params = dict(perturbed['params'])
-  params['stem'] = {'kernel': params['stem']['kernel'].at[:, 2].add(5.0)}
-  perturbed = dict(perturbed, params=params)
-  for train_norm in (False, True):
-    outs = [forward(header, v, x, arch, gates, train_norm)
-            for v in (variables, perturbed)]
-    np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
-  ungated = [forward(header, v, x, arch) for v in (variables, perturbed)]
-  assert not np.allclose(ungated[0], ungated[1])
-
-
-@pytest.mark.parametrize('grid', [(3, 3), (5,)])
-def test_param_count_matches_extracted_header(grid):
-  header = make(num_layers=2)
-  rng = np.random.default_rng(2)
-  x = jnp.asarray(rng.normal(size=(2,) + grid + (DIM,)), jnp.float32)
-  variables = header_lib.init_variables(header, x.shape)
-  # Give the norms non-trivial running statistics.
-  variables['batch_stats'] = jax.tree_util.tree_map(
-      lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype),
-      variables['batch_stats'])
-  for _ in range(3):
-    arch = random_arch(rng)
-    gates = np.ones(CHANNELS, np.float32)
-    gates[rng.choice(CHANNELS, 2, replace=False)] = 0
-    fixed, extracted = header_lib.extract(header, variables, arch, gates)
-    expected = header_lib.header_param_count(
-        arch, 4, feature_dim=DIM, num_classes=CLASSES, grid_rank=len(grid),
-        num_layers=2)
-    assert header_lib.count_params(extracted['params']) == expected
-    dense = header_lib.init_variables(fixed, x.shape)
-    assert header_lib.count_params(dense['params']) == expected
-    assert (jax.tree_util.tree_structure(dense) ==
-            jax.tree_util.tree_structure(extracted))
-    np.testing.assert_allclose(forward(fixed, extracted, x),
-                               forward(header, variables, x, arch, gates),
-                               rtol=1e-4, atol=1e-5)
-
-
-def test_param_count_closed_form():
-  # Two sep3 (2-D: 9K + K^2 + 2K each), one sep1 (K + K^2 + 2K), rest free.
-  arch = np.array([[0, 0, 1, 2], [0, 0, 2, 4], [1, 5, 3, 3]])
-  k, d, m = 10, 7, 3
-  stem_head = d * k + 2 * k + k * m + m
-  cell = 2 * (9 * k + k * k + 2 * k) + (k + k * k + 2 * k)
-  assert header_lib.header_param_count(
-      arch, k, feature_dim=d, num_classes=m, grid_rank=2,
-      num_layers=3) == stem_head + 3 * cell
-  cell_1d = 2 * (3 * k + k * k + 2 * k) + (k + k * k + 2 * k)
-  assert header_lib.header_param_count(
-      arch, k, feature_dim=d, num_classes=m, grid_rank=1,
-      num_layers=1) == stem_head + cell_1d
-
-
-def test_loose_ends_and_validation():
-  arch = np.array([[0, 0, 1, 0], [2, 0, 0, 0], [1, 0, 1, 0]])
-  np.testing.assert_array_equal(header_lib.loose_ends(arch), [0, 1, 1])
-  with pytest.raises(ValueError):
-    header_lib.validate_arch(np.array([[2, 0, 0, 0]] * 3), 3)
-
-
-@pytest.mark.parametrize('name', sorted(header_lib.BASELINES))
-@pytest.mark.parametrize('grid', [(4, 4), (6,)])
-def test_fixed_heads_run(name, grid):
-  model = header_lib.BASELINES[name](num_classes=CLASSES)
-  x = jnp.ones((2,) + grid + (DIM,))
-  variables = jax.jit(model.init)(jax.random.key(0), x)
-  out = jax.jit(functools.partial(model.apply, train=True))(
-      variables, x, rngs={'dropout': jax.random.key(1)})
-  assert out.shape == (2, CLASSES)
+def test_active_gates_follow_the_arch():
+  s = spec(max_layers=3)
+  arch = np.array([[0, 0, 1, 2], [2, 5, 0, 4], [3, 3, 1, 1]], np.int32)
+  active = jax.tree.map(np.asarray, header_lib.active_gates(s, arch, 2))
+  sep = np.array([[1, 0], [0, 1], [0, 1]], bool)  # sep3|pool, id|sep1, ...
+  assert np.all(active['cells'][:2] == sep[None, :, :, None, None])
+  assert np.all(active['cells'][2] == 0)
+  assert active['final'].sum(1).tolist() == [CHANNELS, CHANNELS, 0]

@@ -1,94 +1,100 @@
-"""Controller sampling / scoring, a tiny search, and the parameter budget."""
+"""Header search: a tiny search, budgets, one program for all devices and
+data sizes, and the prototype's learning-rate schedule."""
+import math
 
 import jax
 import numpy as np
+import pytest
 
+from acme_jax.device import controller as controller_lib
+from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas
+from acme_jax.system import engine
 
-NODES = 3
+CLASSES, DIM, CHANNELS, NODES = 3, 6, 8, 3
+SPEC = header_lib.Spec(num_classes=CLASSES, feature_dim=DIM, grid_rank=2,
+                       num_channels=CHANNELS, num_nodes=NODES, max_layers=5)
+CFG = nas.NasConfig(SPEC, controller_lib.Controller(NODES, hidden=16))
 
 
-def separable_data(n, seed, grid=(4, 4), dim=8, classes=3):
+def separable(n, seed):
   rng = np.random.default_rng(seed)
-  labels = rng.integers(0, classes, n)
-  means = np.random.default_rng(123).normal(0, 1, (classes, dim))
-  x = rng.normal(0, 1, (n,) + grid + (dim,)) + 0.8 * means[labels][
-      :, None, None, :].reshape((n,) + (1,) * len(grid) + (dim,))
-  return x.astype(np.float32), labels.astype(np.int32)
+  y = rng.integers(0, CLASSES, n)
+  means = np.random.default_rng(123).normal(0, 1, (CLASSES, DIM))
+  x = rng.normal(0, 1, (n, 3, 3, DIM)) + 1.5 * means[y][:, None, None, :]
+  return x.astype(np.float32), y.astype(np.int32)
 
 
-def test_controller_samples_valid_archs_and_scores_them():
-  controller = nas.Controller(NODES)
-  params = nas.init_controller(controller, seed=0)
-  sample, _, _ = nas.controller_steps(controller)
-  score = jax.jit(lambda p, a: controller.apply(p, None, a))
-  seen = set()
-  for i in range(8):
-    arch, log_prob, entropy = sample(params, jax.random.key(i))
-    arch = np.asarray(arch)
-    assert arch.shape == (NODES, 4)
-    header_lib.validate_arch(arch, NODES)
-    assert float(entropy) > 0 and float(log_prob) < 0
-    _, recomputed, entropy2 = score(params, arch)
-    np.testing.assert_allclose(recomputed, log_prob, rtol=1e-5)
-    np.testing.assert_allclose(entropy2, entropy, rtol=1e-5)
-    seen.add(arch.tobytes())
-  assert len(seen) > 1
+def local(n, seed):
+  x, y = separable(n, seed)
+  a, b = int(0.6 * n), int(0.8 * n)
+  return features.LocalFeatures(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:],
+                                x[:a, 0, 0])
 
 
-def test_controller_update_raises_rewarded_arch_probability():
-  controller = nas.Controller(NODES)
-  params = nas.init_controller(controller, seed=1)
-  sample, update, optimizer = nas.controller_steps(controller)
-  arch = np.asarray(sample(params, jax.random.key(0))[0])
-  score = jax.jit(lambda p, a: controller.apply(p, None, a)[1])
-  before = float(score(params, arch))
-  opt_state = optimizer.init(params)
-  for _ in range(5):
-    params, opt_state = update(params, opt_state, arch, 1.0)
-  assert float(score(params, arch)) > before
+def test_search_fits_budgets_in_one_program_whatever_the_data_sizes():
+  locals_ = [local(n, i) for i, n in enumerate((40, 66, 100))]
+  data, sizes = nas.device_data(locals_)
+  smallest = int(header_lib.param_count(SPEC, header_lib.smallest_arch(NODES),
+                                        3))
+  limits = [smallest + 600, smallest + 2000, 10**6]
+  hp = nas.SearchHparams(epochs=3, batch_size=16,
+                         controller_steps_per_epoch=4)
+  before = engine.trace_counts().get('loop.step', 0)
+  found = nas.search(CFG, hp, data, sizes,
+                     [jax.random.key(i) for i in range(3)], limits, [3, 5, 3],
+                     strategy='loop')
+  # train, controller and evaluation steps: one program each for all three
+  # devices, although each has its own data size, budget and layer count.
+  assert engine.trace_counts()['loop.step'] - before == 3
+  # Fine-tuning the found archs reuses the search's train step.
+  nas.train_fixed(CFG, [r['state'] for r in found], data, sizes,
+                  [jax.random.key(5)] * 3, epochs=1, batch_size=16,
+                  lr_max=0.05, lr_min=5e-4, lr_period=10, lr_period_mult=2,
+                  strategy='loop')
+  assert engine.trace_counts()['loop.step'] - before == 3
+  for result, limit in zip(found, limits):
+    header_lib.validate_arch(result['arch'], NODES)
+    assert result['header_params'] <= limit
+    assert result['header_params'] == int(header_lib.param_count(
+        SPEC, result['arch'], result['n_layers']))
+  assert [r['n_layers'] for r in found] == [3, 5, 3]
+  # The shared weights already beat chance (1/3) on validation data.
+  assert np.mean([r['val_accuracy'] for r in found]) > 0.5
 
 
-def test_tiny_search_beats_chance_within_budget():
-  x_train, y_train = separable_data(192, 0)
-  x_val, y_val = separable_data(96, 1)
-  budget = 400  # C=8: stem+head = 107; one 2-D sep3 adds 152, sep5 280
-  result = nas.search(x_train, y_train, x_val, y_val, 3, jax.random.key(0),
-                      num_channels=8, num_nodes=NODES, epochs=3,
-                      batch_size=32, controller_steps_per_epoch=5,
-                      num_final_archs=4, max_header_params=budget)
-  assert result['val_accuracy'] > 0.6  # chance is 1/3
-  assert result['header_params'] <= budget
-  for arch, _ in result['candidates']:
-    assert nas.Budget(result['header'], x_train.shape, budget).feasible(arch)
-  assert result['header_params'] == header_lib.header_param_count(
-      result['arch'], 8, feature_dim=8, num_classes=3, grid_rank=2)
-  tuned = nas.finetune(result, x_train, y_train, x_val, y_val,
-                       jax.random.key(1), epochs=2, batch_size=32)
-  assert tuned['val_accuracy'] > 0.6
+def test_sgdr_is_the_prototype_scheduler():
+  """utils.LRScheduler of the prototype, transcribed."""
+
+  class LRScheduler:
+    def __init__(self):
+      self.last_lr_reset, self.lr_t0 = 0, 10
+
+    def update(self, epoch):
+      t_curr = epoch - self.last_lr_reset
+      if t_curr == self.lr_t0:
+        self.last_lr_reset = epoch
+        self.lr_t0 *= 2
+      rate = t_curr / self.lr_t0 * math.pi
+      return 5e-4 + 0.5 * (0.1 - 5e-4) * (1.0 + math.cos(rate))
+
+  scheduler = LRScheduler()
+  for epoch in range(75):
+    assert nas.sgdr(epoch, 0.1, 5e-4, 10, 2) == pytest.approx(
+        scheduler.update(epoch))
 
 
-def test_budget_falls_back_to_smallest_feasible_arch():
-  x_train, y_train = separable_data(64, 2)
-  smallest = header_lib.header_param_count(
-      header_lib.smallest_arch(NODES), 8, feature_dim=8, num_classes=3)
-  result = nas.search(x_train, y_train, x_train, y_train, 3,
-                      jax.random.key(3), num_channels=8, num_nodes=NODES,
-                      epochs=1, batch_size=32, controller_steps_per_epoch=2,
-                      num_final_archs=2, max_header_params=smallest)
-  assert result['header_params'] == smallest
-  try:
-    nas.search(x_train, y_train, x_train, y_train, 3, jax.random.key(3),
-               num_channels=8, num_nodes=NODES, epochs=1,
-               max_header_params=smallest - 1)
-  except ValueError as error:
-    assert 'max_header_params' in str(error)
-  else:
-    raise AssertionError('an impossible budget must be refused')
-
-
-def test_sgdr_restarts():
-  lr = [nas.sgdr_learning_rate(s, 1, 0.1, 5e-4, 2, 2) for s in range(7)]
-  assert lr[0] == 0.1 and lr[2] == 0.1  # restart after 2 epochs
-  assert lr[1] < 0.1 and lr[3] < lr[2] and lr[6] == 0.1  # then 4 epochs
+def test_first_controller_step_has_zero_advantage():
+  """baseline starts at the first reward (prototype), so the first update
+  leaves the controller unchanged."""
+  (data,), (sizes,) = nas.device_data([local(30, 0)])
+  state = nas.init_state(CFG, jax.random.key(0), 10**6, 3)
+  batch = {'idx': nas.split_rows(sizes, 'val')[:6],
+           'w': np.ones(6, np.float32)}
+  step = jax.jit(nas.programs(CFG).controller_step)
+  after = step(state, batch, data)
+  assert float(after.has_baseline) == 1.0
+  for a, b in zip(jax.tree.leaves(after.ctrl_params),
+                  jax.tree.leaves(state.ctrl_params)):
+    np.testing.assert_array_equal(a, b)

@@ -1,82 +1,115 @@
-"""Taylor gate importance, gate pruning and the pruned parameter count."""
+"""Taylor importance on the header's gates and global gate pruning."""
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from acme_jax import training
+from acme_jax.device import controller as controller_lib
 from acme_jax.device import header as header_lib
-from acme_jax.device import nas
-from acme_jax.device import prune
+from acme_jax.device import nas, prune
 
-CHANNELS, NODES, CLASSES, DIM = 6, 2, 3, 5
-HEADER = header_lib.Header(CLASSES, CHANNELS, NODES, 1, dropout_rate=0.0)
-ARCH = np.array([[0, 0, 1, 2], [2, 4, 0, 5]], np.int32)  # sep3, pool, sep1, id
+CLASSES, DIM, CHANNELS, NODES = 3, 5, 4, 2
+SPEC = header_lib.Spec(num_classes=CLASSES, feature_dim=DIM, grid_rank=2,
+                       num_channels=CHANNELS, num_nodes=NODES, max_layers=3,
+                       dropout_rate=0.0)
+CFG = nas.NasConfig(SPEC, controller_lib.Controller(NODES, hidden=8))
+ARCH = np.array([[0, 0, 1, 2], [2, 4, 0, 5]], np.int32)  # sep3 pool sep1 id
 
 
-def setup(n=24, seed=0):
+def data(n=12, seed=0):
   rng = np.random.default_rng(seed)
-  x = rng.normal(size=(n, 3, 3, DIM)).astype(np.float32)
+  x = rng.standard_normal((n, 3, 3, DIM)).astype(np.float32)
   y = rng.integers(0, CLASSES, n).astype(np.int32)
-  steps = nas.child_steps(HEADER)
-  return x, y, nas.init_child(HEADER, steps, x.shape, seed)
+  return x, y
 
 
-def test_gate_gradient_matches_finite_differences():
-  x, y, state = setup()
-  gates = np.ones(CHANNELS, np.float32)
-  _, grad = prune.gate_gradient(HEADER, state, ARCH, gates, x, y)
-  eps = 1e-2
-  for c in range(CHANNELS):
-    up, down = gates.copy(), gates.copy()
-    up[c] += eps
-    down[c] -= eps
-    numeric = (float(prune.gate_gradient(HEADER, state, ARCH, up, x, y)[0]) -
-               float(prune.gate_gradient(HEADER, state, ARCH, down, x, y)[0])
-               ) / (2 * eps)
-    np.testing.assert_allclose(grad[c], numeric, rtol=0.05, atol=2e-4)
+def test_taylor_importance_is_squared_gate_times_gradient():
+  """One full-batch step through the engine: the importance is
+  (g dL/dg)^2 of the training-mode loss at the starting weights."""
+  x, y = data()
+  gates = header_lib.full_gates(SPEC)
+  gates['cells'][0, 0, 0, 1, 2] = 0.0  # a pruned channel: importance 0
+  state = nas.init_state(CFG, jax.random.key(0), 10**6, 2, arch=ARCH,
+                         gates=gates)
+  consts = nas.DeviceData(np.concatenate([x, x[:4]]), np.r_[y, y[:4]])
+  trained, = nas.train_fixed(
+      CFG, [state], [consts], [{'train': 12, 'val': 0, 'test': 0}],
+      [jax.random.key(0)], epochs=1, batch_size=12, lr_max=0.1, lr_min=0.1,
+      lr_period=10, lr_period_mult=2, strategy='loop')
+  imp = nas.importance(trained)
+  header = header_lib.Header(SPEC)
+  child = state.child
+
+  def traced_loss(g):
+    logits, _ = header.apply(
+        {'params': child.params, 'batch_stats': child.batch_stats}, x, ARCH,
+        2, g, jnp.ones(12), train=True, rngs={'dropout': jax.random.key(0)},
+        mutable=['batch_stats'])
+    return training.cross_entropy(logits, y).mean()
+
+  def loss(g):
+    return float(traced_loss(jax.tree.map(jnp.asarray, g)))
+
+  # The gate gradient, directly: checked by central finite differences
+  # where it is large enough for them, then squared by the engine run.
+  grad = jax.grad(traced_loss)(jax.tree.map(jnp.asarray, gates))
+  eps = 3e-3
+  for leaf, index in (('stem', (1,)), ('final', (1, 3))):
+    up = jax.tree.map(np.copy, gates)
+    down = jax.tree.map(np.copy, gates)
+    up[leaf][index] += eps
+    down[leaf][index] -= eps
+    fd = (loss(up) - loss(down)) / (2 * eps)
+    assert float(grad[leaf][index]) == pytest.approx(fd, rel=0.03)
+  for leaf in ('stem', 'cells', 'final'):
+    taylor = np.asarray(gates[leaf]) * np.asarray(grad[leaf])
+    np.testing.assert_allclose(imp['squared'][leaf], taylor ** 2, rtol=1e-4,
+                               atol=1e-10)
+    np.testing.assert_allclose(imp['abs_sum'][leaf], np.abs(taylor),
+                               rtol=1e-4, atol=1e-8)
+  assert imp['squared']['cells'][0, 0, 0, 1, 2] == 0.0
+  # A pool slot has no gates in use: its importance is exactly 0.
+  assert np.all(imp['squared']['cells'][:, 0, 1] == 0)
 
 
-def test_importance_is_abs_gate_gradient_and_zero_for_dead_channel():
-  x, y, state = setup()
-  arch = header_lib.smallest_arch(NODES)  # per-channel ops only
-  params = dict(state.params)
-  params['classifier'] = dict(params['classifier'],
-                              kernel=params['classifier']['kernel'].at[4].set(0))
-  state = state._replace(params=params)
-  importance, _ = prune.taylor_importance(
-      HEADER, state, arch, x, y, epochs=1, key=jax.random.key(0),
-      batch_size=len(y), lr_max=0.0, lr_min=0.0)
-  _, grad = prune.gate_gradient(HEADER, state, arch, np.ones(CHANNELS), x, y)
-  np.testing.assert_allclose(importance, np.abs(grad), rtol=1e-4, atol=1e-7)
-  assert importance[4] == 0.0
-  assert np.all(np.delete(importance, 4) > 0)
+def test_pruning_ranks_all_used_gate_channels_together():
+  active = prune.active_gates(SPEC, ARCH, 2)
+  n_active = int(sum(a.sum() for a in jax.tree.leaves(active)))
+  rng = np.random.default_rng(0)
+  importance = jax.tree.map(lambda a: rng.random(a.shape) + 1.0, active)
+  # The lowest scores sit in an unused slot (never pruned) and in cell 1's
+  # final gate (pruned first).
+  importance['cells'][:, 0, 1] = 0.0
+  importance['final'][1, :3] = [0.1, 0.2, 0.3]
+  gates = prune.prune_gates(importance, active, 3.0 / n_active)
+  assert gates['final'][1].tolist() == [0, 0, 0, 1]
+  assert prune.live_fraction(gates, active) == pytest.approx(
+      1 - 3.0 / n_active)
+  off = sum(((np.asarray(g) == 0) & (a > 0)).sum()
+            for g, a in zip(jax.tree.leaves(gates), jax.tree.leaves(active)))
+  assert off == 3
+  # Already-off channels stay off and count towards the next ratio.
+  importance['final'][1, :3] = 9.0
+  again = prune.prune_gates(importance, active, 4.0 / n_active, gates)
+  assert again['final'][1].tolist() == [0, 0, 0, 1]
+  assert prune.live_fraction(again, active) == pytest.approx(
+      1 - 4.0 / n_active)
 
 
-def test_prune_gates_counts_and_order():
-  importance = np.array([0.5, 0.1, 0.9, 0.3, 0.0, 0.7])
-  gates = prune.prune_gates(importance, 0.5)
-  np.testing.assert_array_equal(gates, [1, 0, 1, 0, 0, 1])
-  assert prune.prune_gates(importance, 0.0).sum() == 6
-  assert prune.prune_gates(importance, 0.99).sum() == 1
-  # Channels already off stay off and count towards the ratio.
-  current = np.array([1, 1, 0, 1, 1, 1])
-  gates = prune.prune_gates(importance, 1 / 3, current)
-  np.testing.assert_array_equal(gates, [1, 1, 0, 1, 0, 1])
+def test_pruned_header_is_smaller_by_the_channels_it_drops():
+  full = int(header_lib.param_count(SPEC, ARCH, 2))
+  gates = header_lib.full_gates(SPEC)
+  gates['final'][1, 0] = 0.0  # last cell's output channel 0
+  loose = int(np.sum(np.asarray(header_lib.loose_ends(ARCH))))
+  # That cell's 1x1 conv column, its BN pair and the classifier row go.
+  expected = full - (loose * CHANNELS + 2 + CLASSES)
+  assert int(header_lib.param_count(SPEC, ARCH, 2, gates)) == expected
 
 
-def test_prune_and_finetune_shrinks_header():
-  x, y, state = setup(48)
-  importance, state = prune.taylor_importance(
-      HEADER, state, ARCH, x, y, epochs=1, key=jax.random.key(0),
-      batch_size=16)
-  assert importance.shape == (CHANNELS,)
-  result = prune.prune_and_finetune(HEADER, state, ARCH, importance, 0.5, x, y,
-                                    x, y, epochs=1, key=jax.random.key(1),
-                                    batch_size=16)
-  assert result['gates'].sum() == CHANNELS - 3
-  full = prune.pruned_param_count(HEADER, ARCH, np.ones(CHANNELS),
-                                  feature_dim=DIM, grid_rank=2)
-  assert result['header_params'] < full
-  _, extracted = header_lib.extract(
-      HEADER, {'params': result['state'].params,
-               'batch_stats': result['state'].batch_stats},
-      ARCH, result['gates'])
-  assert header_lib.count_params(extracted['params']) == result['header_params']
+def test_num_pruned_guards_float_error():
+  assert prune.num_pruned(100, 0.29) == 29
+  assert prune.num_pruned(10, 0.3) == 3
+  assert prune.num_pruned(10, 0.0) == 0
+  with pytest.raises(ValueError):
+    prune.num_pruned(10, 1.0)

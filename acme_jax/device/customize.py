@@ -1,78 +1,133 @@
-"""The device side of the loop: cached backbone features and the header search.
+"""The device side of the loop, from the config: cached features, header NAS,
+fine-tuning and the fixed-head baselines, for many devices at once.
 
-Glue between the config and the device modules (features, nas, heads), shared
-by the main flow and the comparison experiments in the pipeline.
+Glue between the config and the device modules (features, nas, heads); the
+main loop and the comparison experiments call these.
 """
+from typing import Callable, List, Optional, Sequence
+
 import jax
 import numpy as np
 
+from acme_jax.device import controller as controller_lib
 from acme_jax.device import features, heads
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas
+from acme_jax.edge import rounds
 from acme_jax.models import subnet as subnet_lib
 
 
-def local_features(model, supernet, sub: subnet_lib.SubnetConfig,
+def local_features(config, model, supernet, sub: subnet_lib.SubnetConfig,
                    splits) -> features.LocalFeatures:
   """Runs the frozen backbone once over a device's train/val/test data."""
   masks = subnet_lib.masks(model, sub)
-  tokens = [features.backbone_tokens(model, supernet, masks, s.images)
+  tokens = [features.backbone_tokens(model, supernet, masks, s.images,
+                                     source=config.header.features_from)
             for s in splits]
   grid = features.patch_grid(model, splits[0].images.shape[1:])
   grids = [features.token_grid(t, grid) for t in tokens]
   train, val, test = splits
-  return features.LocalFeatures(grids[0], train.labels, grids[1], val.labels, grids[2],
-                       test.labels, tokens[0][:, 0])
+  return features.LocalFeatures(grids[0], train.labels, grids[1], val.labels,
+                                grids[2], test.labels, tokens[0][:, 0])
 
 
-def header_layers(config, width_mult: float, depth_mult: float) -> int:
-  if config.header.num_layers:
-    return config.header.num_layers
-  return header_lib.default_num_layers(width_mult, depth_mult)
+def header_cells(config, width_mult: float, depth_mult: float) -> int:
+  """Cells of a device's header: num_layers + 2 (prototype's child)."""
+  layers = config.header.num_layers or header_lib.default_num_layers(
+      width_mult, depth_mult)
+  return layers + 2
 
 
-def search_header(config, local: features.LocalFeatures, num_classes: int, key,
-                  max_header_params: int, num_layers: int) -> dict:
-  """NAS on cached features, then fine-tuning of the best architecture."""
+def max_cells(config) -> int:
+  return (config.header.num_layers or 3) + 2
+
+
+def nas_config(config, feature_shape, num_classes: int) -> nas.NasConfig:
+  """The static NasConfig for features of shape (..., *grid, D)."""
   h = config.header
-  search_key, finetune_key = jax.random.split(key)
-  result = nas.search(
-      local.x_train, local.y_train, local.x_val, local.y_val, num_classes,
-      search_key, num_channels=h.num_channels, num_nodes=h.num_nodes,
-      num_layers=num_layers, max_header_params=max_header_params,
-      epochs=h.search_epochs, batch_size=h.batch_size, lr_max=h.lr_max,
-      lr_min=h.lr_min, lr_period=h.lr_period,
-      lr_period_mult=h.lr_period_mult, momentum=h.momentum,
-      weight_decay=h.weight_decay, grad_clip=h.grad_clip,
-      dropout_rate=h.dropout_rate, controller_hidden=h.controller_hidden,
-      temperature=h.temperature, tanh_constant=h.tanh_constant,
-      controller_lr=h.controller_lr,
-      controller_steps_per_epoch=h.controller_steps_per_epoch,
+  spec = header_lib.Spec(
+      num_classes=num_classes, feature_dim=int(feature_shape[-1]),
+      grid_rank=len(feature_shape) - 2, num_channels=h.num_channels,
+      num_nodes=h.num_nodes, max_layers=max_cells(config),
+      dropout_rate=h.dropout_rate)
+  ctrl = controller_lib.Controller(
+      h.num_nodes, hidden=h.controller_hidden, temperature=h.temperature,
+      tanh_constant=h.tanh_constant, op_tanh_reduce=h.op_tanh_reduce)
+  return nas.NasConfig(
+      spec, ctrl, momentum=h.momentum, weight_decay=h.weight_decay,
+      grad_clip=h.grad_clip, controller_lr=h.controller_lr,
       entropy_weight=h.entropy_weight, baseline_decay=h.baseline_decay,
-      num_final_archs=h.num_final_archs)
-  # Fine-tune the best architecture at each configured peak learning rate and
-  # keep the one best on local validation (the fixed heads get the same).
-  tuned = [nas.finetune(result, local.x_train, local.y_train, local.x_val,
-                        local.y_val, finetune_key, epochs=h.finetune_epochs,
-                        batch_size=h.batch_size, lr_max=lr, lr_min=h.lr_min,
-                        momentum=h.momentum, weight_decay=h.weight_decay,
-                        grad_clip=h.grad_clip)
-           for lr in h.finetune_lrs]
-  best = max(range(len(tuned)), key=lambda i: (tuned[i]['val_accuracy'], -i))
-  result = dict(tuned[best], finetune_lr=h.finetune_lrs[best])
-  steps = nas.child_steps(result['header'], h.momentum, h.weight_decay,
-                          h.grad_clip)
-  gates = np.ones((h.num_channels,), np.float32)
-  result['test_accuracy'] = nas.accuracy(steps, result['state'],
-                                         np.asarray(result['arch'], np.int32),
-                                         gates, local.x_test, local.y_test)
-  return result
+      reward_scale=h.reward_scale)
 
 
-def train_kwargs(config) -> dict:
+def search_hparams(config) -> nas.SearchHparams:
   h = config.header
-  return dict(batch_size=h.batch_size, momentum=h.momentum,
-              weight_decay=h.weight_decay, grad_clip=h.grad_clip)
+  return nas.SearchHparams(
+      epochs=h.search_epochs, batch_size=h.batch_size, lr_max=h.lr_max,
+      lr_min=h.lr_min, lr_period=h.lr_period, lr_period_mult=h.lr_period_mult,
+      controller_steps_per_epoch=h.controller_steps_per_epoch,
+      derive=h.derive, num_final_archs=h.num_final_archs)
+
+
+def schedule(config) -> rounds.TrainSchedule:
+  h = config.header
+  return rounds.TrainSchedule(h.batch_size, h.lr_min, h.lr_period,
+                              h.lr_period_mult)
+
+
+def search_headers(config, locals_: Sequence[features.LocalFeatures],
+                   num_classes: int, keys, limits: Sequence[int],
+                   cells: Sequence[int], device_ids: Sequence[int],
+                   edge_ids: Sequence[int],
+                   log: Optional[Callable[[str], None]] = None
+                   ) -> List[rounds.DeviceHeader]:
+  """NAS within each device's header budget, then fine-tuning of the found
+  architecture at every `header.finetune_lrs` peak, keeping the one best on
+  local validation (the fixed heads choose their learning rate the same
+  way). Returns the devices' headers, ready for the aggregation rounds, each
+  with `.result` = {arch, n_layers, nas_header_params, val_accuracy,
+  test_accuracy, finetune_lr, search_val_accuracy, history}.
+  """
+  h = config.header
+  strategy = config.engine.strategy
+  cfg = nas_config(config, locals_[0].x_train.shape, num_classes)
+  data, sizes = nas.device_data(locals_)
+  for limit, n in zip(limits, cells):
+    smallest = int(header_lib.param_count(
+        cfg.spec, header_lib.smallest_arch(cfg.spec.num_nodes), n))
+    if limit < smallest:
+      raise ValueError(f'a header budget of {limit} parameters is below the '
+                       f'smallest header ({smallest} with {n} cells and '
+                       f'{cfg.spec.num_channels} channels)')
+  found = nas.search(cfg, search_hparams(config), data, sizes, keys, limits,
+                     cells, strategy, log)
+  tune_keys = [jax.random.fold_in(k, 11) for k in keys]
+  candidates = []
+  for lr in h.finetune_lrs:
+    tuned = nas.train_fixed(
+        cfg, [f['state'] for f in found], data, sizes, tune_keys,
+        epochs=h.finetune_epochs, batch_size=h.batch_size, lr_max=lr,
+        lr_min=h.lr_min, lr_period=h.lr_period,
+        lr_period_mult=h.lr_period_mult, strategy=strategy)
+    val = nas.evaluate(cfg, tuned, data, sizes, 'val', h.batch_size, strategy)
+    candidates.append((tuned, val))
+  out = []
+  for d, f in enumerate(found):
+    best = max(range(len(candidates)),
+               key=lambda i: (candidates[i][1][d], -i))
+    out.append(rounds.DeviceHeader(
+        device=device_ids[d], edge=edge_ids[d], state=candidates[best][0][d],
+        lr=float(h.finetune_lrs[best]), data=data[d], sizes=sizes[d],
+        result={'arch': f['arch'].tolist(), 'n_layers': cells[d],
+                'nas_header_params': f['header_params'],
+                'search_val_accuracy': f['val_accuracy'],
+                'val_accuracy': float(candidates[best][1][d]),
+                'finetune_lr': float(h.finetune_lrs[best]),
+                'history': f['history']}))
+  test = rounds.test_accuracy(cfg, out, h.batch_size, strategy)
+  for d, acc in zip(out, test):
+    d.result['test_accuracy'] = float(acc)
+  return out
 
 
 def baseline_accuracies(config, locals_, num_classes: int, seed: int) -> dict:

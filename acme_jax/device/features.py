@@ -28,15 +28,34 @@ class LocalFeatures:
   cls_train: np.ndarray
 
 
+FEATURE_SOURCES = ('last_hidden', 'final_norm')
+
+
 @functools.lru_cache(maxsize=None)
-def _tokens_fn(model: ViT):
-  return jax.jit(lambda p, x, m: model.apply({'params': p}, x, m)['tokens'])
+def _tokens_fn(model: ViT, source: str):
+  if source not in FEATURE_SOURCES:
+    raise ValueError(f'feature source must be one of {FEATURE_SOURCES}, got '
+                     f'{source!r}')
+
+  def forward(params, x, masks):
+    out = model.apply({'params': params}, x, masks)
+    return out['hidden'][-1] if source == 'last_hidden' else out['tokens']
+
+  return jax.jit(forward)
 
 
 def backbone_tokens(model: ViT, params, masks: Masks, images: np.ndarray,
-                    batch_size: int = 256) -> np.ndarray:
-  """Final-LayerNorm tokens (N, T, D) of `images` through the masked backbone."""
-  forward = _tokens_fn(model)
+                    batch_size: int = 256,
+                    source: str = 'last_hidden') -> np.ndarray:
+  """Tokens (N, T, D) of `images` through the masked backbone.
+
+  `source` 'last_hidden': the last encoder block's output before the final
+  LayerNorm (HF `hidden_states[-1]`, what the prototype's header and
+  signatures read); 'final_norm': after it (HF `last_hidden_state`). With
+  dropped layers the last block is the identity, so `hidden[-1]` is the last
+  kept layer's output.
+  """
+  forward = _tokens_fn(model, source)
   out = []
   for idx, _ in training.padded_batches(len(images), batch_size):
     out.append(np.asarray(forward(params, images[idx], masks)))

@@ -8,21 +8,94 @@ with fewer batches with exact no-op steps.
 import functools
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from acme_jax import training
-from acme_jax.device import header as header_lib
 from acme_jax.system import engine
 
 
-def make_batches(features, labels, batch_size: int, epochs: int, seed: int):
-  """Shuffled epochs of padded batches {x, y, w}; w = 0 marks padding.
+def _grid_rank(features) -> int:
+  rank = features.ndim - 2
+  if rank not in (1, 2):
+    raise ValueError(f'features must be (B, T, D) or (B, P, P, D), got '
+                     f'{features.shape}')
+  return rank
+
+
+def _mean_tokens(features):
+  return features.mean(axis=tuple(range(1, features.ndim - 1)))
+
+
+class Linear(nn.Module):
+  """Early-exit baseline: mean-pool tokens, linear."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, features, train: bool = False):
+    return nn.Dense(self.num_classes)(_mean_tokens(features))
+
+
+class MLP(nn.Module):
+  """Baseline: mean-pool, hidden layer, classes."""
+  num_classes: int
+  hidden: int = 256
+  dropout_rate: float = 0.1
+
+  @nn.compact
+  def __call__(self, features, train: bool = False):
+    x = nn.relu(nn.Dense(self.hidden)(_mean_tokens(features)))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+class Mixer(nn.Module):
+  """Baseline: one MLP-Mixer block (token then channel mixing), pool, linear."""
+  num_classes: int
+  token_hidden: int = 64
+  channel_hidden: int = 256
+
+  @nn.compact
+  def __call__(self, features, train: bool = False):
+    _grid_rank(features)
+    x = features.reshape(features.shape[0], -1, features.shape[-1])
+    y = nn.LayerNorm()(x).swapaxes(1, 2)
+    y = nn.Dense(x.shape[1])(nn.gelu(nn.Dense(self.token_hidden)(y)))
+    x = x + y.swapaxes(1, 2)
+    y = nn.LayerNorm()(x)
+    x = x + nn.Dense(x.shape[-1])(nn.gelu(nn.Dense(self.channel_hidden)(y)))
+    return nn.Dense(self.num_classes)(nn.LayerNorm()(x).mean(1))
+
+
+class CNNProject(nn.Module):
+  """Baseline: 1x1 conv projection, 3x3 conv (3 for text), pool, linear."""
+  num_classes: int
+  channels: int = 128
+
+  @nn.compact
+  def __call__(self, features, train: bool = False):
+    rank = _grid_rank(features)
+    x = nn.relu(nn.Dense(self.channels)(features))
+    x = nn.relu(nn.Conv(self.channels, (3,) * rank, padding='SAME')(x))
+    return nn.Dense(self.num_classes)(_mean_tokens(x))
+
+
+BASELINES = {'linear': Linear, 'mlp': MLP, 'mixer': Mixer,
+             'cnn_project': CNNProject}
+
+
+
+
+def make_batches(features, labels, batch_size: int, epochs: int, seed: int,
+                 learning_rates=None):
+  """Shuffled epochs of padded batches {x, y, w, lr}; w = 0 marks padding.
 
   Every batch has `batch_size` rows whatever the device's data size, so one
-  compiled step serves every device.
+  compiled step serves every device; `learning_rates` gives each step's rate
+  (data, not a constant baked into the program).
   """
   rng = np.random.default_rng(seed)
   n = len(labels)
@@ -37,14 +110,23 @@ def make_batches(features, labels, batch_size: int, epochs: int, seed: int):
       idx = np.concatenate([idx, np.repeat(idx[:1], size - len(idx))])
       batches.append({'x': features[idx], 'y': labels[idx].astype(np.int32),
                       'w': w})
+  rates = (np.zeros(len(batches)) if learning_rates is None
+           else learning_rates(len(batches)))
+  for batch, rate in zip(batches, rates):
+    batch['lr'] = np.float32(rate)
   return batches
 
 
+WEIGHT_DECAY = 1e-4
+
+
 @functools.lru_cache(maxsize=None)
-def _functions(module, learning_rate: float, total_steps: int):
-  """init/step/final for one head module; cached so the engine compiles once."""
-  tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, total_steps),
-                   weight_decay=1e-4)
+def _functions(module):
+  """init/step/final/predict for one head module: AdamW with the learning
+  rate read from each batch, so every rate and schedule length shares one
+  compiled program."""
+  tx = optax.chain(optax.scale_by_adam(),
+                   optax.add_decayed_weights(WEIGHT_DECAY))
 
   def init(device_input):
     params, key = device_input
@@ -62,29 +144,47 @@ def _functions(module, learning_rate: float, total_steps: int):
 
     grads = jax.grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, key
+    params = jax.tree.map(lambda p, u: p - batch['lr'] * u, params, updates)
+    return params, opt_state, key
 
   def final(state):
     return state[0]
 
-  predict = jax.jit(lambda p, x: jnp.argmax(module.apply({'params': p}, x), -1))
-  return init, step, final, predict
+  @jax.jit
+  def correct(p, x, y, w):
+    return jnp.sum((jnp.argmax(module.apply({'params': p}, x), -1) == y) * w)
+
+  return init, step, final, correct
+
+
+def accuracy(correct, params, x, y, batch_size: int) -> float:
+  """Accuracy over a whole set in padded fixed-size batches (one compile)."""
+  if not len(y):
+    return 0.0
+  hits = 0.0
+  for idx, w in training.padded_batches(len(y), batch_size):
+    hits += float(correct(params, x[idx], y[idx], w))
+  return hits / len(y)
 
 
 def train_and_test(kind: str, num_classes: int, device_data: Sequence,
                    *, epochs: int, batch_size: int, learning_rate: float,
                    seed: int, strategy: str = 'auto', **module_kwargs) -> dict:
-  """Train one fixed head per device on its cached features.
+  """Train one fixed head per device on its cached features (AdamW, cosine
+  decay from `learning_rate` over the longest device's steps).
 
   device_data: per device a `features.LocalFeatures` (the same grid and D for
   every device). Returns per-device lists 'val_accuracy', 'test_accuracy'
   and 'params'.
   """
-  module = header_lib.BASELINES[kind](num_classes, **module_kwargs)
-  batches = [make_batches(d.x_train, d.y_train, batch_size, epochs, seed + i)
-             for i, d in enumerate(device_data)]
-  total = max(len(b) for b in batches)
-  init, step, final, predict = _functions(module, learning_rate, total)
+  module = BASELINES[kind](num_classes, **module_kwargs)
+  steps = max(len(d.y_train) for d in device_data)
+  total = -(-steps // batch_size) * epochs
+  schedule = optax.cosine_decay_schedule(learning_rate, total)
+  rates = lambda n: [schedule(i) for i in range(n)]  # noqa: E731
+  batches = [make_batches(d.x_train, d.y_train, batch_size, epochs, seed + i,
+                          rates) for i, d in enumerate(device_data)]
+  init, step, final, correct = _functions(module)
   sample = device_data[0].x_train[:1]
   inputs = []
   for i in range(len(device_data)):
@@ -93,14 +193,14 @@ def train_and_test(kind: str, num_classes: int, device_data: Sequence,
     inputs.append((params, jax.random.fold_in(key, 1)))
   trained = engine.for_each_device(init, step, final, inputs, batches,
                                    strategy=strategy)
-
-  def accuracy(p, x, y):
-    return float(np.mean(np.asarray(predict(p, x)) == y)) if len(y) else 0.0
-
   return {
-      'val_accuracy': [accuracy(p, d.x_val, d.y_val)
+      'val_accuracy': [accuracy(correct, p, d.x_val, d.y_val, batch_size)
                        for p, d in zip(trained, device_data)],
-      'test_accuracy': [accuracy(p, d.x_test, d.y_test)
+      'test_accuracy': [accuracy(correct, p, d.x_test, d.y_test, batch_size)
                         for p, d in zip(trained, device_data)],
-      'params': [header_lib.count_params(p) for p in trained],
+      'params': [count_params(p) for p in trained],
   }
+
+
+def count_params(params) -> int:
+  return int(sum(np.size(p) for p in jax.tree.leaves(params)))

@@ -1,22 +1,37 @@
-"""Header search on cached features: ENAS micro search with REINFORCE (ACME.md 5).
+"""Header search on cached features: the prototype's ENAS loop (ACME.md 5).
 
-Architectures are data, so the jitted steps built by `child_steps` and
-`controller_steps` (cached per module config) serve every sampled architecture
-and every device whose features have the same shape.
+Per epoch (`train_search.py`): the shared child trains one minibatch per
+sampled architecture (SGD, momentum 0.9, weight decay 1e-4, learning rate
+constant within an epoch from cosine annealing with warm restarts); then the
+controller takes REINFORCE steps, each on a batch of local validation data,
+with reward = accuracy (in percent, as the prototype) + entropy_weight *
+entropy against a moving-average baseline. An architecture whose header would
+exceed the device's budget is never trained: the child resamples (up to
+`resample_tries` draws, else the cheapest cell) and the controller gets
+reward 0 for it.
 
-Loop per epoch: train the shared child one minibatch per sampled architecture
-(SGD, momentum, weight decay, cosine lr with warm restarts), then train the
-controller with reward = validation accuracy + entropy_weight * entropy against
-a moving-average baseline. At the end, the best of `num_final_archs` sampled
-architectures (validation accuracy) is returned; `finetune` trains it further
-from the shared weights. No architecture over `max_header_params` is ever
-trained as the final pick or returned.
+The final architecture (`derive`): 'prototype' keeps, per epoch, the arch
+sampled at the step where the epoch's running train accuracy peaked,
+validates it on all local validation data, and returns the best over epochs;
+'sample' draws `num_final_archs` archs from the trained controller and keeps
+the best on validation (ENAS's derive step).
+
+Everything per device is a pure step over (state, batch, consts). One
+`DeviceState` holds a device's child weights and optimizer, controller,
+baseline, budget, layer count, current architecture and gates, Taylor
+importance sums and PRNG key; the consts hold its cached features (train,
+then validation, then test rows, padded to a bucketed row count); batches
+are row indices with 0/1 sample weights and a learning rate. Three programs
+serve the whole device stage: `train_step` (search, fine-tuning and the
+rounds' local training), `controller_step` and `eval_step`.
+`acme_jax.system.engine` runs them for many devices at once (loop, vmap or
+sharded), so one compiled program serves every device, architecture,
+pruning state and data size in a bucket.
 """
 import dataclasses
 import functools
 import math
-import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +39,27 @@ import numpy as np
 import optax
 
 from acme_jax import training
+from acme_jax.device import controller as controller_lib
 from acme_jax.device import header as header_lib
+from acme_jax.system import engine
+
+DERIVES = ('prototype', 'sample')
+SPLITS = ('train', 'val', 'test')
+
+
+@dataclasses.dataclass(frozen=True)
+class NasConfig:
+  """Static hyperparameters of the device stage: one compile per NasConfig."""
+  spec: header_lib.Spec
+  controller: controller_lib.Controller
+  momentum: float = 0.9
+  weight_decay: float = 1e-4
+  grad_clip: float = 0.0         # 0 = none (prototype); ENAS clips at 5
+  controller_lr: float = 0.0025  # prototype
+  entropy_weight: float = 1e-4
+  baseline_decay: float = 0.99
+  reward_scale: float = 100.0    # prototype rewards accuracy in percent
+  resample_tries: int = 10
 
 
 class ChildState(NamedTuple):
@@ -33,378 +68,427 @@ class ChildState(NamedTuple):
   opt_state: optax.OptState
 
 
-@dataclasses.dataclass(frozen=True)
-class Controller:
-  """LSTM policy over (input_a, op_a, input_b, op_b) per node.
-
-  Pure functions over a params dict, scanned over the 4 * num_nodes decisions
-  (one compiled step body). `apply(params, key, arch=None)` -> (arch,
-  log_prob, entropy); with `arch` given it scores that architecture (teacher
-  forcing) instead of sampling.
-  """
-  num_nodes: int
-  num_ops: int = header_lib.NUM_OPS
-  hidden: int = 100
-  temperature: float = 5.0
-  tanh_constant: float = 1.1
-
-  def shapes(self):
-    h, n = self.hidden, self.num_nodes + 1
-    return {'lstm_x': (h, 4 * h), 'lstm_h': (h, 4 * h), 'lstm_b': (4 * h,),
-            'input_embed': (n, h), 'op_embed': (self.num_ops, h),
-            'input_head_w': (h, n), 'input_head_b': (n,),
-            'op_head_w': (h, self.num_ops), 'op_head_b': (self.num_ops,),
-            'start': (h,)}
-
-  def apply(self, params, key=None, arch=None):
-    width = max(self.num_nodes + 1, self.num_ops)
-    steps = 4 * self.num_nodes
-    node, column = jnp.divmod(jnp.arange(steps), 4)
-    is_op = column % 2 == 1
-    valid = jnp.where(is_op[:, None], jnp.arange(width) < self.num_ops,
-                      jnp.arange(width) < node[:, None] + 2)
-    forced = (jnp.zeros(steps, jnp.int32) if arch is None
-              else jnp.asarray(arch, jnp.int32).reshape(-1))
-    keys = jax.random.split(jax.random.key(0) if key is None else key, steps)
-    pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) +  # noqa: E731
-                            [(0, width - a.shape[-1])])
-
-    def step(carry, inputs):
-      x, h, c = carry
-      op_step, mask, forced_action, step_key = inputs
-      z = x @ params['lstm_x'] + h @ params['lstm_h'] + params['lstm_b']
-      i, f, g, o = jnp.split(z, 4)
-      c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-      h = jax.nn.sigmoid(o) * jnp.tanh(c)
-      logits = jnp.where(
-          op_step, pad(h @ params['op_head_w'] + params['op_head_b']),
-          pad(h @ params['input_head_w'] + params['input_head_b']))
-      logits = self.tanh_constant * jnp.tanh(logits / self.temperature)
-      logits = jnp.where(mask, logits, -1e9)
-      logp = jax.nn.log_softmax(logits)
-      action = (jax.random.categorical(step_key, logits) if arch is None
-                else forced_action)
-      entropy = -jnp.sum(jnp.where(mask, jnp.exp(logp) * logp, 0.0))
-      x = jnp.where(op_step, params['op_embed'][jnp.minimum(
-          action, self.num_ops - 1)], params['input_embed'][jnp.minimum(
-              action, self.num_nodes)])
-      return (x, h, c), (action, logp[action], entropy)
-
-    zeros = jnp.zeros(self.hidden)
-    _, (actions, logps, entropies) = jax.lax.scan(
-        step, (params['start'], zeros, zeros), (is_op, valid, forced, keys))
-    return (actions.reshape(self.num_nodes, 4).astype(jnp.int32),
-            logps.sum(), entropies.sum())
+class DeviceState(NamedTuple):
+  child: ChildState
+  ctrl_params: dict
+  ctrl_opt: optax.OptState
+  baseline: jax.Array       # moving-average reward
+  has_baseline: jax.Array   # 0 until the first controller step
+  key: jax.Array
+  limit: jax.Array          # max header parameters on this device
+  n_layers: jax.Array       # cells this device's header uses
+  arch: jax.Array           # the fixed architecture (when not sampling)
+  gates: dict               # 0/1 gate channels (header.gate_shapes)
+  seen_correct: jax.Array   # this epoch's running train accuracy ...
+  seen_count: jax.Array
+  best_running: jax.Array   # ... its peak, and the arch sampled there
+  epoch_arch: jax.Array
+  taylor_squared: dict      # sums over steps of (g dL/dg)^2 ...
+  taylor_linear: dict       # ... and of g dL/dg, per gate channel
+  steps: jax.Array
 
 
-def init_controller(controller: Controller, seed: int = 0):
-  """Uniform(-0.1, 0.1) parameters (ENAS), built on the host."""
-  rng = np.random.default_rng(seed)
-  return {name: jnp.asarray(rng.uniform(-0.1, 0.1, shape), jnp.float32)
-          for name, shape in controller.shapes().items()}
+class DeviceData(NamedTuple):
+  """One device's cached features (consts): train rows, then validation,
+  then test, then padding, to a row count shared by a group of devices."""
+  x: np.ndarray
+  y: np.ndarray
 
 
-@functools.lru_cache(maxsize=None)
-def controller_steps(controller: Controller, learning_rate: float = 0.0035):
-  """Jitted (sample, update, optimizer) for one controller config.
-
-  sample(params, key) -> (arch, log_prob, entropy);
-  update(params, opt_state, arch, advantage) -> (params, opt_state).
-  """
-  optimizer = optax.adam(learning_rate)
-
-  @jax.jit
-  def sample(params, key):
-    return controller.apply(params, key)
-
-  @jax.jit
-  def update(params, opt_state, arch, advantage):
-    def loss(p):
-      _, log_prob, _ = controller.apply(p, None, arch)
-      return -advantage * log_prob
-    grads = jax.grad(loss)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  return sample, update, optimizer
+def bucket(rows: int) -> int:
+  """Rows padded to the next power of two, at least 256: devices, stages and
+  experiments with similar data sizes then share compiled programs."""
+  return max(256, 1 << (max(rows, 1) - 1).bit_length())
 
 
-class ChildSteps(NamedTuple):
-  optimizer: optax.GradientTransformation
-  train: Callable  # (state, arch, gates, x, y, lr, key) -> state, metrics
-  evaluate: Callable  # (state, arch, gates, x, y, w, norm_from_batch) -> sums
+def split_rows(sizes: dict, split: str) -> np.ndarray:
+  """The consts rows of `split` for a device with `sizes` real rows."""
+  start = sum(sizes[s] for s in SPLITS[:SPLITS.index(split)])
+  return np.arange(start, start + sizes[split], dtype=np.int32)
 
 
-@functools.lru_cache(maxsize=None)
-def child_steps(header: header_lib.Header, momentum: float = 0.9,
-                weight_decay: float = 1e-4,
-                grad_clip: float = 5.0) -> ChildSteps:
-  """Jitted train / eval steps for one header config; arch and gates are data.
-
-  `train` also returns the loss gradient w.r.t. the gates (Taylor importance).
-  The learning rate is an argument, so any schedule reuses the same program.
-  """
-  optimizer = optax.chain(optax.clip_by_global_norm(grad_clip),
-                          optax.add_decayed_weights(weight_decay),
-                          optax.trace(momentum))
-
-  @jax.jit
-  def train(state, arch, gates, x, y, lr, key):
-    def loss_fn(params, gates):
-      logits, new = header.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, x, arch,
-          gates, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
-      loss = training.cross_entropy(logits, y).mean()
-      return loss, (logits, new['batch_stats'])
-    (loss, (logits, stats)), (grads, gate_grad) = jax.value_and_grad(
-        loss_fn, argnums=(0, 1), has_aux=True)(state.params, gates)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = jax.tree_util.tree_map(lambda p, u: p - lr * u, state.params,
-                                    updates)
-    accuracy = (logits.argmax(-1) == y).mean()
-    return ChildState(params, stats, opt_state), {
-        'loss': loss, 'accuracy': accuracy, 'gate_grad': gate_grad}
-
-  @functools.partial(jax.jit, static_argnames='norm_from_batch')
-  def evaluate(state, arch, gates, x, y, weights, norm_from_batch=False):
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    if norm_from_batch:
-      logits, _ = header.apply(variables, x, arch, gates, norm_from_batch=True,
-                               mutable=['batch_stats'])
-    else:
-      logits = header.apply(variables, x, arch, gates)
-    correct = (logits.argmax(-1) == y).astype(jnp.float32)
-    return jnp.sum(correct * weights), jnp.sum(weights)
-
-  return ChildSteps(optimizer, train, evaluate)
+def device_data(locals_, dtype=np.float32):
+  """(DeviceData per device, real sizes per device): every device's splits
+  stacked in one array, padded (copies of row 0, weight 0) to one bucket."""
+  sizes = [{s: len(getattr(l, f'y_{s}')) for s in SPLITS} for l in locals_]
+  rows = bucket(max(sum(s.values()) for s in sizes))
+  data = []
+  for local in locals_:
+    x = np.concatenate([np.asarray(getattr(local, f'x_{s}'), dtype)
+                        for s in SPLITS])
+    y = np.concatenate([np.asarray(getattr(local, f'y_{s}'), np.int32)
+                        for s in SPLITS])
+    pad = rows - len(y)
+    data.append(DeviceData(np.concatenate([x, np.repeat(x[:1], pad, 0)]),
+                           np.concatenate([y, np.repeat(y[:1], pad)])))
+  return data, sizes
 
 
-def init_child(header: header_lib.Header, steps: ChildSteps, features_shape,
-               seed: int = 0) -> ChildState:
-  variables = header_lib.init_variables(header, features_shape, seed)
+def child_optimizer(cfg: NasConfig) -> optax.GradientTransformation:
+  """torch SGD(momentum, weight_decay) without the learning rate (a batch
+  field), after optional global-norm clipping."""
+  parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip else []
+  return optax.chain(*parts, optax.add_decayed_weights(cfg.weight_decay),
+                     optax.trace(cfg.momentum))
+
+
+def init_child(cfg: NasConfig, seed: int) -> ChildState:
+  variables = header_lib.init_variables(cfg.spec, seed)
   return ChildState(variables['params'], variables['batch_stats'],
-                    steps.optimizer.init(variables['params']))
+                    child_optimizer(cfg).init(variables['params']))
 
 
-def sgdr_learning_rate(step: int, steps_per_epoch: int, lr_max: float = 0.1,
-                       lr_min: float = 5e-4, period: float = 10,
-                       period_mult: float = 2) -> float:
-  """Cosine annealing with warm restarts (periods in epochs, as in ENAS)."""
-  epoch = step / max(steps_per_epoch, 1)
-  while epoch >= period:
-    epoch -= period
-    period *= period_mult
-  return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * epoch /
-                                                          period))
+def init_state(cfg: NasConfig, key, limit: int, n_layers: int, child=None,
+               arch=None, gates=None) -> DeviceState:
+  """A device's state: fresh child (or `child`) and controller, its budget,
+  layer count, architecture (default: the cheapest) and gates (default: all
+  on)."""
+  seeds, key = jax.random.split(key)
+  child_seed, ctrl_seed = (int(s) for s in jax.random.randint(
+      seeds, (2,), 0, 2**31 - 1))
+  ctrl_params = cfg.controller.init(ctrl_seed)
+  gates = header_lib.full_gates(cfg.spec) if gates is None else gates
+  gates = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), gates)
+  zeros = jax.tree.map(jnp.zeros_like, gates)
+  smallest = header_lib.smallest_arch(cfg.spec.num_nodes)
+  return DeviceState(
+      child=init_child(cfg, child_seed) if child is None else child,
+      ctrl_params=ctrl_params,
+      ctrl_opt=controller_lib.optimizer(cfg.controller_lr).init(ctrl_params),
+      baseline=jnp.zeros(()), has_baseline=jnp.zeros(()), key=key,
+      limit=jnp.asarray(limit, jnp.int32),
+      n_layers=jnp.asarray(n_layers, jnp.int32),
+      arch=jnp.asarray(smallest if arch is None else arch, jnp.int32),
+      gates=gates, seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
+      best_running=jnp.zeros(()), epoch_arch=jnp.asarray(smallest),
+      taylor_squared=zeros, taylor_linear=zeros, steps=jnp.zeros(()))
 
 
-def accuracy(steps: ChildSteps, state: ChildState, arch, gates, features,
-             labels, batch_size: int = 256, norm_from_batch=False) -> float:
-  """Accuracy over a whole set in padded fixed-size batches."""
-  correct = total = 0.0
-  batch_size = min(batch_size, len(labels))
-  for idx, weights in training.padded_batches(len(labels), batch_size):
-    c, t = steps.evaluate(state, arch, gates, features[idx], labels[idx],
-                          weights, norm_from_batch=norm_from_batch)
-    correct, total = correct + float(c), total + float(t)
-  return correct / max(total, 1.0)
+# ----------------------------------------------------------- pure functions
 
 
-class Budget:
-  """Exact header parameter counts against `max_header_params`."""
+def train_child(cfg: NasConfig, child: ChildState, arch, n_layers, gates, x, y,
+                w, lr, key):
+  """One SGD step of the header; returns (child, correct, dL/dgates)."""
+  header = header_lib.Header(cfg.spec)
 
-  def __init__(self, header: header_lib.Header, feature_shape,
-               max_header_params: Optional[int], num_channels_kept=None):
-    self.kwargs = dict(feature_dim=int(feature_shape[-1]),
-                       num_classes=header.num_classes,
-                       grid_rank=len(feature_shape) - 2,
-                       num_layers=header.num_layers)
-    self.channels = (header.num_channels if num_channels_kept is None
-                     else num_channels_kept)
-    self.limit = max_header_params
-    self.smallest = header_lib.smallest_arch(header.num_nodes)
-    if not self.feasible(self.smallest):
-      raise ValueError(
-          f'max_header_params={max_header_params} is below the smallest '
-          f'header ({self.count(self.smallest)} params with '
-          f'{self.channels} channels): lower num_channels')
+  def loss_fn(params, gates):
+    logits, new = header.apply(
+        {'params': params, 'batch_stats': child.batch_stats}, x, arch,
+        n_layers, gates, w, train=True, rngs={'dropout': key},
+        mutable=['batch_stats'])
+    loss = jnp.sum(training.cross_entropy(logits, y) * w) / jnp.maximum(
+        jnp.sum(w), 1.0)
+    correct = jnp.sum((jnp.argmax(logits, -1) == y) * w)
+    return loss, (new['batch_stats'], correct)
 
-  def count(self, arch) -> int:
-    return header_lib.header_param_count(arch, self.channels, **self.kwargs)
-
-  def feasible(self, arch) -> bool:
-    return self.limit is None or self.count(arch) <= self.limit
+  (_, (stats, correct)), (grads, gate_grads) = jax.value_and_grad(
+      loss_fn, argnums=(0, 1), has_aux=True)(child.params, gates)
+  updates, opt_state = child_optimizer(cfg).update(grads, child.opt_state,
+                                                   child.params)
+  params = jax.tree.map(lambda p, u: p - lr * u, child.params, updates)
+  return ChildState(params, stats, opt_state), correct, gate_grads
 
 
-def search(features_train, labels_train, features_val, labels_val,
-           num_classes: int, key, *, num_channels: int = 256,
-           num_nodes: int = 5, num_layers: int = 1,
-           max_header_params: Optional[int] = None, epochs: int = 10,
-           batch_size: int = 128, eval_batch_size: int = 256,
-           lr_max: float = 0.1, lr_min: float = 5e-4,
-           lr_period: float = 10, lr_period_mult: float = 2,
-           momentum: float = 0.9, weight_decay: float = 1e-4,
-           grad_clip: float = 5.0, dropout_rate: float = 0.1,
-           controller_hidden: int = 100, temperature: float = 5.0,
-           tanh_constant: float = 1.1, controller_lr: float = 0.0035,
-           controller_steps_per_epoch: int = 30,
-           entropy_weight: float = 1e-4, baseline_decay: float = 0.99,
-           num_final_archs: int = 10, max_resamples: int = 10,
-           log: Optional[Callable[[str], None]] = None) -> dict:
-  """ENAS search on cached features (N, *grid, D); returns the best header.
+def eval_sums(cfg: NasConfig, child: ChildState, arch, n_layers, gates, x, y,
+              w):
+  """(correct, total) in evaluation mode: stem running statistics, cell
+  batch statistics (the prototype's model.eval()), no dropout."""
+  logits = header_lib.Header(cfg.spec).apply(
+      {'params': child.params, 'batch_stats': child.batch_stats}, x, arch,
+      n_layers, gates, w)
+  return jnp.sum((jnp.argmax(logits, -1) == y) * w), jnp.sum(w)
 
-  Result: arch (num_nodes, 4) int array, val_accuracy (shared weights, batch
-  norm statistics), header_params (exact, all C channels), header (module),
-  state (shared ChildState, the start for `finetune`), controller (params),
-  history (per-epoch dicts), seconds.
+
+def fits(cfg: NasConfig, limit, n_layers):
+  return lambda arch: header_lib.param_count(cfg.spec, arch, n_layers) <= limit
+
+
+class Programs(NamedTuple):
+  train_step: Callable       # (DeviceState, batch, consts) -> DeviceState
+  controller_step: Callable  # (DeviceState, batch, consts) -> DeviceState
+  eval_step: Callable        # ((DeviceState, sums), batch, consts) -> same
+  sample_archs: Callable     # (DeviceState, count) -> archs
+
+
+@functools.lru_cache(maxsize=None)
+def programs(cfg: NasConfig) -> Programs:
+  """The jittable per-device steps of the device stage for one NasConfig."""
+  smallest = header_lib.smallest_arch(cfg.spec.num_nodes)
+  tx = controller_lib.optimizer(cfg.controller_lr)
+
+  def train_step(state: DeviceState, batch, consts):
+    """One child step: on a freshly sampled arch within budget (batch
+    'sample' = 1, the search) or on the state's arch with its gates."""
+    key, arch_key, drop_key = jax.random.split(state.key, 3)
+    arch = jax.lax.cond(
+        batch['sample'] > 0,
+        lambda: controller_lib.sample_within(
+            cfg.controller, state.ctrl_params, arch_key,
+            fits(cfg, state.limit, state.n_layers), smallest,
+            cfg.resample_tries),
+        lambda: state.arch)
+    x, y = consts.x[batch['idx']], consts.y[batch['idx']]
+    child, correct, gate_grads = train_child(
+        cfg, state.child, arch, state.n_layers, state.gates, x, y,
+        batch['w'], batch['lr'], drop_key)
+    seen_correct = state.seen_correct + correct
+    seen_count = state.seen_count + jnp.sum(batch['w'])
+    running = seen_correct / jnp.maximum(seen_count, 1.0)
+    better = running > state.best_running
+    # First-order Taylor on each gate (NVlabs method 22): (g * dL/dg)^2.
+    taylor = jax.tree.map(jnp.multiply, state.gates, gate_grads)
+    return state._replace(
+        child=child, key=key, seen_correct=seen_correct,
+        seen_count=seen_count,
+        best_running=jnp.where(better, running, state.best_running),
+        epoch_arch=jnp.where(better, arch, state.epoch_arch),
+        taylor_squared=jax.tree.map(lambda s, t: s + t ** 2,
+                                    state.taylor_squared, taylor),
+        taylor_linear=jax.tree.map(jnp.add, state.taylor_linear, taylor),
+        steps=state.steps + 1)
+
+  def controller_step(state: DeviceState, batch, consts):
+    key, arch_key = jax.random.split(state.key)
+    arch, _, entropy = cfg.controller.sample(state.ctrl_params, arch_key)
+    x, y = consts.x[batch['idx']], consts.y[batch['idx']]
+    correct, total = eval_sums(cfg, state.child, arch, state.n_layers,
+                               state.gates, x, y, batch['w'])
+    feasible = fits(cfg, state.limit, state.n_layers)(arch)
+    reward = (jnp.where(feasible, cfg.reward_scale * correct / total, 0.0) +
+              cfg.entropy_weight * entropy)
+    baseline = jnp.where(state.has_baseline > 0, state.baseline - (
+        1 - cfg.baseline_decay) * (state.baseline - reward), reward)
+    grads = controller_lib.reinforce_grads(
+        cfg.controller, state.ctrl_params, arch, reward - baseline)
+    updates, ctrl_opt = tx.update(grads, state.ctrl_opt, state.ctrl_params)
+    return state._replace(
+        ctrl_params=optax.apply_updates(state.ctrl_params, updates),
+        ctrl_opt=ctrl_opt, baseline=baseline, has_baseline=jnp.ones(()),
+        key=key)
+
+  def eval_step(carry, batch, consts):
+    state, sums = carry
+    x, y = consts.x[batch['idx']], consts.y[batch['idx']]
+    c, t = eval_sums(cfg, state.child, state.arch, state.n_layers,
+                     state.gates, x, y, batch['w'])
+    return state, sums + jnp.stack([c, t])
+
+  def sample_archs(state: DeviceState, count: int):
+    keys = jax.random.split(jax.random.fold_in(state.key, 7), count)
+    return jax.vmap(lambda k: cfg.controller.sample(state.ctrl_params, k)[0])(
+        keys)
+
+  return Programs(train_step, controller_step, eval_step, sample_archs)
+
+
+def _identity(x):
+  return x
+
+
+def _with_sums(state):
+  return state, jnp.zeros(2)
+
+
+def _sums(carry):
+  return carry[1]
+
+
+# ------------------------------------------------------------ host drivers
+
+
+def sgdr(epoch: int, lr_max: float, lr_min: float, period: int,
+         period_mult: int) -> float:
+  """The prototype's per-epoch cosine annealing with warm restarts
+  (`utils.LRScheduler`), state machine included: at a restart epoch it has
+  already doubled the period, so that epoch gets the middle of the new
+  cycle's curve, and the next starts near lr_max."""
+  last_reset, t0, t_curr = 0, period, 0
+  for e in range(epoch + 1):
+    t_curr = e - last_reset
+    if t_curr == t0:
+      last_reset = e
+      t0 *= period_mult
+  rate = t_curr / t0 * math.pi
+  return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(rate))
+
+
+def index_batches(rows: np.ndarray, batch_size: int,
+                  rng: Optional[np.random.Generator], **fields) -> list:
+  """Batches of `batch_size` consts rows (shuffled when `rng`), the last
+  padded with rows[0] at weight 0; every batch carries `fields` too."""
+  order = rng.permutation(rows) if rng is not None else np.asarray(rows)
+  out = []
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    w = np.zeros(batch_size, np.float32)
+    w[:len(idx)] = 1.0
+    pad = np.full(batch_size - len(idx), order[0], np.int32)
+    out.append({'idx': np.concatenate([idx, pad]).astype(np.int32), 'w': w,
+                **fields})
+  return out
+
+
+def random_batch(rows: np.ndarray, batch_size: int,
+                 rng: np.random.Generator) -> dict:
+  """A batch of min(len(rows), batch_size) distinct random rows, padded."""
+  take = min(len(rows), batch_size)
+  idx = np.full(batch_size, rows[0], np.int32)
+  idx[:take] = rng.choice(rows, take, replace=False)
+  w = np.zeros(batch_size, np.float32)
+  w[:take] = 1.0
+  return {'idx': idx, 'w': w}
+
+
+def _seeded_rng(key, salt: int) -> np.random.Generator:
+  return np.random.default_rng(int(jax.random.randint(
+      jax.random.fold_in(key, salt), (), 0, 2**31 - 1)))
+
+
+def evaluate(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
+             split: str, batch_size: int, strategy: str) -> np.ndarray:
+  """Accuracy of each state's (arch, gates) header on its `split`."""
+  p = programs(cfg)
+  batches = [index_batches(split_rows(s, split), batch_size, None)
+             for s in sizes]
+  sums = engine.for_each_device(_with_sums, p.eval_step, _sums, list(states),
+                                batches, device_consts=data,
+                                strategy=strategy)
+  return np.array([float(s[0]) / max(float(s[1]), 1.0) for s in sums])
+
+
+def with_arch(states, archs):
+  return [s._replace(arch=jnp.asarray(a, jnp.int32))
+          for s, a in zip(states, archs)]
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHparams:
+  epochs: int = 10
+  batch_size: int = 128
+  lr_max: float = 0.1
+  lr_min: float = 5e-4
+  lr_period: int = 10
+  lr_period_mult: int = 2
+  controller_steps_per_epoch: int = 300
+  derive: str = 'prototype'
+  num_final_archs: int = 10
+
+
+def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
+           sizes: Sequence[dict], keys, limits: Sequence[int],
+           n_layers: Sequence[int], strategy: str = 'auto',
+           log: Optional[Callable[[str], None]] = None) -> List[dict]:
+  """ENAS search for every device; returns per device {arch, val_accuracy,
+  n_layers, header_params, state (DeviceState, the shared weights), history}.
+
+  `sizes[d]` = {'train': n, 'val': n, 'test': n} real rows of device d.
   """
-  start_time = time.time()
-  features_train = np.asarray(features_train, np.float32)
-  features_val = np.asarray(features_val, np.float32)
-  labels_train = np.asarray(labels_train, np.int32)
-  labels_val = np.asarray(labels_val, np.int32)
-  header = header_lib.Header(num_classes, num_channels, num_nodes, num_layers,
-                             dropout_rate)
-  budget = Budget(header, features_train.shape, max_header_params)
-  steps = child_steps(header, momentum, weight_decay, grad_clip)
-  controller = Controller(num_nodes, hidden=controller_hidden,
-                          temperature=temperature,
-                          tanh_constant=tanh_constant)
-  sample, update, ctrl_opt = controller_steps(controller, controller_lr)
-  seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-  rng = np.random.default_rng(seed)
-  state = init_child(header, steps, features_train.shape, seed)
-  ctrl_params = init_controller(controller, seed)
-  ctrl_state = ctrl_opt.init(ctrl_params)
-  gates = jnp.ones((num_channels,), jnp.float32)
-  per_epoch = training.steps_per_epoch(len(labels_train), batch_size)
-  val_batch = min(batch_size, len(labels_val))
-  key = jax.random.key(seed)
-  baseline = None
-  history = []
-
-  def feasible_sample(key):
-    for _ in range(max_resamples):
-      key, sub = jax.random.split(key)
-      arch = np.asarray(sample(ctrl_params, sub)[0])
-      if budget.feasible(arch):
-        return arch
-    return budget.smallest
-
-  step = 0
-  for epoch in range(epochs):
-    losses, accs = [], []
-    for idx in training.epoch_batches(len(labels_train), batch_size, rng):
-      key, sample_key, dropout_key = jax.random.split(key, 3)
-      arch = feasible_sample(sample_key)
-      lr = sgdr_learning_rate(step, per_epoch, lr_max, lr_min, lr_period,
-                              lr_period_mult)
-      state, metrics = steps.train(state, arch, gates, features_train[idx],
-                                   labels_train[idx], lr, dropout_key)
-      losses.append(metrics['loss'])
-      accs.append(metrics['accuracy'])
-      step += 1
-    rewards, val_accs = [], []
-    for _ in range(controller_steps_per_epoch):
-      key, sub = jax.random.split(key)
-      arch, _, entropy = sample(ctrl_params, sub)
-      if budget.feasible(np.asarray(arch)):
-        idx = rng.choice(len(labels_val), val_batch, replace=False)
-        c, t = steps.evaluate(state, arch, gates, features_val[idx],
-                              labels_val[idx], np.ones(val_batch, np.float32),
-                              norm_from_batch=True)
-        val_acc = float(c) / float(t)
-      else:
-        val_acc = 0.0  # over budget: the worst reward teaches avoidance
-      reward = val_acc + entropy_weight * float(entropy)
-      baseline = reward if baseline is None else (
-          baseline_decay * baseline + (1 - baseline_decay) * reward)
-      ctrl_params, ctrl_state = update(ctrl_params, ctrl_state, arch,
-                                       reward - baseline)
-      rewards.append(reward)
-      val_accs.append(val_acc)
-    record = {'epoch': epoch, 'child_loss': float(np.mean(losses)),
-              'child_accuracy': float(np.mean(accs)),
-              'reward': float(np.mean(rewards)) if rewards else None,
-              'sampled_val_accuracy': (float(np.mean(val_accs))
-                                       if val_accs else None),
-              'baseline': baseline, 'seconds': time.time() - start_time}
-    history.append(record)
+  if hp.derive not in DERIVES:
+    raise ValueError(f'derive must be one of {DERIVES}, got {hp.derive!r}')
+  p = programs(cfg)
+  states = [init_state(cfg, k, l, n) for k, l, n in zip(keys, limits,
+                                                        n_layers)]
+  rngs = [_seeded_rng(k, 1) for k in keys]
+  best = [(-1.0, None)] * len(states)
+  history = [[] for _ in states]
+  for epoch in range(hp.epochs):
+    lr = np.float32(sgdr(epoch, hp.lr_max, hp.lr_min, hp.lr_period,
+                         hp.lr_period_mult))
+    states = [s._replace(seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
+                         best_running=jnp.zeros(())) for s in states]
+    child_batches = [index_batches(split_rows(n, 'train'), hp.batch_size, rng,
+                                   lr=lr, sample=np.int32(1))
+                     for n, rng in zip(sizes, rngs)]
+    states = engine.for_each_device(_identity, p.train_step, _identity,
+                                    states, child_batches, device_consts=data,
+                                    strategy=strategy)
+    ctrl_batches = [[random_batch(split_rows(n, 'val'), hp.batch_size, rng)
+                     for _ in range(hp.controller_steps_per_epoch)]
+                    for n, rng in zip(sizes, rngs)]
+    states = engine.for_each_device(_identity, p.controller_step, _identity,
+                                    states, ctrl_batches, device_consts=data,
+                                    strategy=strategy)
+    if hp.derive == 'prototype':
+      archs = [np.asarray(s.epoch_arch) for s in states]
+      accs = evaluate(cfg, with_arch(states, archs), data, sizes, 'val',
+                      hp.batch_size, strategy)
+      best = [(a, arch) if a > b[0] else b
+              for a, arch, b in zip(accs, archs, best)]
+    for d, s in enumerate(states):
+      history[d].append({'epoch': epoch, 'lr': float(lr),
+                         'train_accuracy': float(s.seen_correct /
+                                                 max(float(s.seen_count), 1)),
+                         'baseline': float(s.baseline)})
     if log:
-      log(f'nas epoch {epoch}: {record}')
+      log(f'nas epoch {epoch + 1}/{hp.epochs}: mean train accuracy '
+          f'{np.mean([h[-1]["train_accuracy"] for h in history]):.3f}')
 
-  candidates = {}
-  for _ in range(num_final_archs):
-    key, sub = jax.random.split(key)
-    arch = np.asarray(sample(ctrl_params, sub)[0])
-    if budget.feasible(arch):
-      candidates[arch.tobytes()] = arch
-  if not candidates:
-    candidates[budget.smallest.tobytes()] = budget.smallest
-  scored = [(accuracy(steps, state, arch, gates, features_val, labels_val,
-                      eval_batch_size, norm_from_batch=True), i, arch)
-            for i, arch in enumerate(candidates.values())]
-  best_acc, _, best = max(scored, key=lambda t: (t[0], -t[1]))
-  return {'arch': best, 'val_accuracy': best_acc,
-          'header_params': budget.count(best), 'header': header,
-          'state': state, 'controller': ctrl_params, 'history': history,
-          'candidates': [(a.tolist(), acc) for acc, _, a in scored],
-          'seconds': time.time() - start_time}
+  if hp.derive == 'sample':
+    candidates = [np.asarray(p.sample_archs(s, hp.num_final_archs))
+                  for s in states]
+    scored = []
+    for i in range(hp.num_final_archs):
+      archs = [c[i] for c in candidates]
+      scored.append((evaluate(cfg, with_arch(states, archs), data, sizes,
+                              'val', hp.batch_size, strategy), archs))
+    best = []
+    for d, s in enumerate(states):
+      ok_fits = fits(cfg, s.limit, s.n_layers)
+      # Highest validation accuracy among feasible draws; ties: first drawn.
+      ok = [(accs[d], -i, archs[d]) for i, (accs, archs) in enumerate(scored)
+            if bool(ok_fits(archs[d]))]
+      top = max(ok, key=lambda t: t[:2]) if ok else None
+      best.append((top[0], top[2]) if top else (0.0, None))
 
-
-def train_header(header: header_lib.Header, state: ChildState, arch, gates,
-                 features_train, labels_train, *, epochs: int, key,
-                 batch_size: int = 128, lr_max: float = 0.05,
-                 lr_min: float = 5e-4, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, grad_clip: float = 5.0,
-                 on_step: Optional[Callable[[dict], None]] = None):
-  """Train one fixed architecture (cosine lr, one cycle); returns the state.
-
-  `on_step(metrics)` sees each step's metrics (incl. `gate_grad`).
-  """
-  steps = child_steps(header, momentum, weight_decay, grad_clip)
-  features_train = np.asarray(features_train, np.float32)
-  labels_train = np.asarray(labels_train, np.int32)
-  arch = jnp.asarray(arch, jnp.int32)
-  gates = jnp.asarray(gates, jnp.float32)
-  seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-  rng = np.random.default_rng(seed)
-  per_epoch = training.steps_per_epoch(len(labels_train), batch_size)
-  total = max(epochs * per_epoch, 1)
-  step = 0
-  for _ in range(epochs):
-    for idx in training.epoch_batches(len(labels_train), batch_size, rng):
-      key, sub = jax.random.split(key)
-      lr = lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * step /
-                                                            total))
-      state, metrics = steps.train(state, arch, gates, features_train[idx],
-                                   labels_train[idx], lr, sub)
-      if on_step is not None:
-        on_step(metrics)
-      step += 1
-  return state
+  results = []
+  for d, s in enumerate(states):
+    acc, arch = best[d]
+    if arch is None or not bool(fits(cfg, s.limit, s.n_layers)(arch)):
+      arch = header_lib.smallest_arch(cfg.spec.num_nodes)
+    arch = np.asarray(arch, np.int32)
+    results.append({'arch': arch, 'val_accuracy': float(acc),
+                    'n_layers': int(s.n_layers),
+                    'header_params': int(header_lib.param_count(
+                        cfg.spec, arch, int(s.n_layers))),
+                    'state': s._replace(arch=jnp.asarray(arch)),
+                    'history': history[d]})
+  return results
 
 
-def finetune(result: dict, features_train, labels_train, features_val,
-             labels_val, key, *, epochs: int = 10, gates=None,
-             batch_size: int = 128, lr_max: float = 0.05,
-             lr_min: float = 5e-4, eval_batch_size: int = 256,
-             **train_kwargs) -> dict:
-  """Fine-tune `result['arch']` from the shared weights of `search`.
+def train_fixed(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
+                keys, *, epochs: int, batch_size: int, lr_max, lr_min: float,
+                lr_period: int, lr_period_mult: int,
+                strategy: str = 'auto') -> List[DeviceState]:
+  """Train each state's fixed arch with its fixed gates (fine-tuning and the
+  rounds' local training); `lr_max` is one peak or one per device. The
+  returned states' Taylor sums cover exactly these steps (`importance`)."""
+  p = programs(cfg)
+  peaks = (list(lr_max) if isinstance(lr_max, (list, tuple, np.ndarray))
+           else [lr_max] * len(states))
+  batches = []
+  for n, key, peak in zip(sizes, keys, peaks):
+    rng = _seeded_rng(key, 2)
+    device = []
+    for epoch in range(epochs):
+      lr = np.float32(sgdr(epoch, peak, lr_min, lr_period, lr_period_mult))
+      device += index_batches(split_rows(n, 'train'), batch_size, rng, lr=lr,
+                              sample=np.int32(0))
+    batches.append(device)
+  zeros = jax.tree.map(jnp.zeros_like, states[0].taylor_squared)
+  start = [s._replace(key=jax.random.fold_in(k, 3), taylor_squared=zeros,
+                      taylor_linear=zeros, steps=jnp.zeros(()))
+           for s, k in zip(states, keys)]
+  return engine.for_each_device(_identity, p.train_step, _identity, start,
+                                batches, device_consts=data,
+                                strategy=strategy)
 
-  Returns a copy of `result` with the new `state`, `val_accuracy` (running
-  norm statistics, i.e. deployment mode) and `finetune_epochs`.
-  """
-  header = result['header']
-  gates = (jnp.ones((header.num_channels,), jnp.float32) if gates is None
-           else jnp.asarray(gates, jnp.float32))
-  state = train_header(header, result['state'], result['arch'], gates,
-                       features_train, labels_train, epochs=epochs, key=key,
-                       batch_size=batch_size, lr_max=lr_max, lr_min=lr_min,
-                       **train_kwargs)
-  steps = child_steps(header, *(train_kwargs.get(k, d) for k, d in (
-      ('momentum', 0.9), ('weight_decay', 1e-4), ('grad_clip', 5.0))))
-  val = accuracy(steps, state, jnp.asarray(result['arch'], jnp.int32), gates,
-                 np.asarray(features_val, np.float32),
-                 np.asarray(labels_val, np.int32), eval_batch_size)
-  return dict(result, state=state, val_accuracy=val, finetune_epochs=epochs)
+
+def importance(state: DeviceState) -> dict:
+  """{'squared': mean over minibatches of (g dL/dg)^2 (NVlabs), 'abs_sum':
+  |sum of g dL/dg| / minibatches}, each shaped like the gates."""
+  steps = max(float(state.steps), 1.0)
+  return {'squared': jax.tree.map(lambda v: np.asarray(v) / steps,
+                                  state.taylor_squared),
+          'abs_sum': jax.tree.map(lambda v: np.abs(np.asarray(v)) / steps,
+                                  state.taylor_linear)}

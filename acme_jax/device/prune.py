@@ -1,122 +1,72 @@
 """Channel pruning of the final header by first-order Taylor importance (ACME.md 6).
 
-The header's one gate vector g (C,) multiplies every C-channel feature, so
-dL/dg_c sums the channel's effect over every place it appears; |dL/dg_c * g_c|
-accumulated over local training steps (NVlabs Taylor pruning) is the channel's
-importance. Every device's vector has length C, whatever its architecture, so
-the edge can average them.
-"""
-import functools
-from typing import Optional
+Every conv of the header has a 0/1 gate per output channel
+(`header.gate_shapes`); the importance of a gate channel is the NVlabs
+Taylor criterion on the gate (their method 22, which the prototype's
+`pruning_engine.py` runs): (g_c * dL/dg_c)^2 per minibatch, averaged over
+the minibatches of local training (`nas.train_fixed`). The unsquared
+|sum g dL/dg| is kept as an option (`squared=False`), computed from the same
+gradients.
 
+All devices share one gate layout (stem, cells by layer/node/branch/conv,
+cell outputs), so the edge can mix their importance pytrees position by
+position, whatever each device's architecture; a device then prunes only
+gates its own architecture uses. Pruning ranks all of a device's live gate
+channels together (NVlabs' one global threshold across layers) and turns off
+the lowest until the requested fraction of them is off.
+"""
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from acme_jax import training
 from acme_jax.device import header as header_lib
-from acme_jax.device import nas
 
 
-def taylor_importance(header: header_lib.Header, state: nas.ChildState, arch,
-                      features_train, labels_train, *, epochs: int, key,
-                      gates=None, **train_kwargs):
-  """Train with fixed gates, accumulating |grad_g * g| per step.
+def num_pruned(num_units: int, ratio: float) -> int:
+  """floor(ratio * n) (the 1e-9 guards 0.29 * 100 = 28.999...), < n."""
+  if not 0.0 <= ratio < 1.0:
+    raise ValueError(f'prune ratio must be in [0, 1), got {ratio}')
+  return min(int(np.floor(ratio * num_units + 1e-9)), max(num_units - 1, 0))
 
-  Returns (importance (C,) numpy, mean over steps; the trained state).
-  Gates default to all ones; pruned (0) channels get importance 0.
+
+def prune_gates(importance, active, ratio: float, current=None) -> dict:
+  """0/1 gates (numpy pytree) pruning `ratio` of the `active` gate channels.
+
+  `importance`, `active` and `current` share the gate pytree structure.
+  Channels already off in `current` stay off and count towards the ratio.
+  Ties prune the channel that comes first in the flattened layout.
   """
-  gates = (np.ones((header.num_channels,), np.float32) if gates is None
-           else np.asarray(gates, np.float32))
-  total = []
-
-  def on_step(metrics):
-    total.append(jnp.abs(metrics['gate_grad'] * gates))
-
-  state = nas.train_header(header, state, arch, gates, features_train,
-                           labels_train, epochs=epochs, key=key,
-                           on_step=on_step, **train_kwargs)
-  importance = (np.asarray(jnp.stack(total).mean(0)) if total
-                else np.zeros_like(gates))
-  return importance, state
-
-
-def prune_gates(importance, ratio: float, current_gates=None) -> np.ndarray:
-  """0/1 gates with the lowest-importance floor(ratio * C) channels removed.
-
-  Channels already off in `current_gates` are counted first (they stay off).
-  At least one channel is always kept.
-  """
-  importance = np.asarray(importance, np.float64)
-  num_channels = importance.size
-  if not 0 <= ratio < 1:
-    raise ValueError(f'ratio must be in [0, 1), got {ratio}')
-  num_pruned = min(int(np.floor(ratio * num_channels + 1e-9)),
-                   num_channels - 1)
-  score = importance.copy()
-  if current_gates is not None:
-    off = np.asarray(current_gates) <= 0
-    num_pruned = max(num_pruned, int(off.sum()))
-    score[off] = -np.inf
-  order = np.argsort(score, kind='stable')
-  gates = np.ones(num_channels, np.float32)
-  gates[order[:num_pruned]] = 0.0
-  return gates
+  imp, treedef = jax.tree.flatten(jax.tree.map(
+      lambda a: np.asarray(a, np.float64), importance))
+  act = [np.asarray(a) > 0 for a in jax.tree.leaves(active)]
+  cur = ([np.asarray(c) > 0 for c in jax.tree.leaves(current)]
+         if current is not None else act)
+  flat_imp = np.concatenate([i.ravel() for i in imp])
+  flat_act = np.concatenate([a.ravel() for a in act])
+  flat_cur = np.concatenate([c.ravel() for c in cur]) & flat_act
+  candidates = np.flatnonzero(flat_act)
+  target = num_pruned(candidates.size, ratio)
+  off_already = int((~flat_cur[candidates]).sum())
+  score = np.where(flat_cur, flat_imp, -np.inf)[candidates]
+  order = candidates[np.argsort(score, kind='stable')]
+  keep = flat_cur.copy()
+  keep[order[:max(target, off_already)]] = False
+  gates, start = [], 0
+  for a in act:
+    gates.append(keep[start:start + a.size].reshape(a.shape).astype(
+        np.float32))
+    start += a.size
+  return jax.tree.unflatten(treedef, gates)
 
 
-def pruned_param_count(header: header_lib.Header, arch, gates, *,
-                       feature_dim: int, grid_rank: int) -> int:
-  """Exact parameter count of the extracted header keeping `gates`' channels."""
-  return header_lib.header_param_count(
-      arch, int((np.asarray(gates) > 0).sum()), feature_dim=feature_dim,
-      num_classes=header.num_classes, grid_rank=grid_rank,
-      num_layers=header.num_layers)
+def live_fraction(gates, active) -> float:
+  """Share of the used gate channels still on."""
+  on = sum(float(np.sum((np.asarray(g) > 0) & (np.asarray(a) > 0)))
+           for g, a in zip(jax.tree.leaves(gates), jax.tree.leaves(active)))
+  total = sum(float(np.sum(np.asarray(a) > 0)) for a in jax.tree.leaves(active))
+  return on / max(total, 1.0)
 
 
-def prune_and_finetune(header: header_lib.Header, state: nas.ChildState, arch,
-                       importance, ratio: float, features_train, labels_train,
-                       features_val, labels_val, *, epochs: int, key,
-                       current_gates=None, eval_batch_size: int = 256,
-                       **train_kwargs) -> dict:
-  """Prune by `importance` (own or edge-aggregated), fine-tune with fixed gates.
-
-  Returns gates, state, val_accuracy (deployment mode) and header_params.
-  """
-  gates = prune_gates(importance, ratio, current_gates)
-  state = nas.train_header(header, state, arch, gates, features_train,
-                           labels_train, epochs=epochs, key=key,
-                           **train_kwargs)
-  steps = nas.child_steps(header, *(train_kwargs.get(k, d) for k, d in (
-      ('momentum', 0.9), ('weight_decay', 1e-4), ('grad_clip', 5.0))))
-  val = nas.accuracy(steps, state, jnp.asarray(arch, jnp.int32),
-                     jnp.asarray(gates), np.asarray(features_val, np.float32),
-                     np.asarray(labels_val, np.int32), eval_batch_size)
-  features_shape = np.shape(features_train)
-  return {'gates': gates, 'state': state, 'val_accuracy': val,
-          'header_params': pruned_param_count(
-              header, arch, gates, feature_dim=features_shape[-1],
-              grid_rank=len(features_shape) - 2)}
-
-
-@functools.lru_cache(maxsize=None)
-def _gate_loss_and_grad(header: header_lib.Header):
-
-  @jax.jit
-  def fn(state, arch, gates, features, labels, key):
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-
-    def loss(g):
-      logits, _ = header.apply(variables, features, arch, g, train=True,
-                               rngs={'dropout': key}, mutable=['batch_stats'])
-      return training.cross_entropy(logits, labels).mean()
-    return jax.value_and_grad(loss)(gates)
-  return fn
-
-
-def gate_gradient(header: header_lib.Header, state: nas.ChildState, arch,
-                  gates, features, labels, key: Optional[jax.Array] = None):
-  """(loss, dL/dg) on one batch in training mode, updating nothing."""
-  key = jax.random.key(0) if key is None else key
-  return _gate_loss_and_grad(header)(
-      state, jnp.asarray(arch, jnp.int32), jnp.asarray(gates, jnp.float32),
-      jnp.asarray(features, jnp.float32), jnp.asarray(labels, jnp.int32), key)
+def active_gates(spec: header_lib.Spec, arch, n_layers: int) -> dict:
+  """Numpy pytree: 1 for gate channels `arch` with `n_layers` uses."""
+  return jax.tree.map(np.asarray, header_lib.active_gates(
+      spec, np.asarray(arch), n_layers))

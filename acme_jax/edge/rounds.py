@@ -1,11 +1,17 @@
 """Device <-> edge rounds of personalized architecture aggregation (ACME.md 6).
 
 Round r: every device trains its header locally while accumulating Taylor
-channel importance; its edge returns I'_k = sum_i W[k, i] I_i over the edge's
-devices (W from the aggregation mode); each device prunes its lowest-I'_k
-channels (the pruned fraction grows to `prune_ratio` over the rounds) and
-fine-tunes. `wo_pruning` trains for the same number of epochs and never prunes.
-Every exchange is recorded in the ledger when one is given.
+importance on its gates; its edge returns I'_k = sum_i W[k, i] I_i over the
+edge's devices (W from the aggregation mode); each device turns off its
+lowest-I'_k gate channels until `prune_ratio * (r + 1) / rounds` of the
+channels its architecture uses are off, and fine-tunes with the gates fixed.
+`wo_pruning` trains for the same number of epochs and never prunes.
+
+All devices' training runs through the client engine (one program for every
+device, architecture and pruning state); each device's randomness is folded
+from its id, so results do not depend on the engine strategy or on which
+devices run beside it. Every exchange is recorded in the ledger when one is
+given.
 """
 import dataclasses
 from typing import List, Optional
@@ -16,89 +22,129 @@ import numpy as np
 
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas, prune
-from acme_jax.device.features import LocalFeatures
 from acme_jax.edge import aggregate, similarity
 from acme_jax.system.ledger import Ledger
+
+TAYLOR = ('squared', 'abs_sum')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSchedule:
+  """How the rounds train: batch size and the SGDR schedule of each phase
+  (its peak is each device's own fine-tuning learning rate)."""
+  batch_size: int = 128
+  lr_min: float = 5e-4
+  lr_period: int = 10
+  lr_period_mult: int = 2
 
 
 @dataclasses.dataclass
 class DeviceHeader:
-  """One device's header and local data (cached backbone features)."""
+  """One device's searched header (its `nas.DeviceState`: weights, arch,
+  layer count, gates), learning rate, cached data and signature."""
   device: int
   edge: int
-  header: header_lib.Header
-  state: nas.ChildState
-  arch: np.ndarray
-  gates: np.ndarray
-  data: LocalFeatures
+  state: nas.DeviceState
+  lr: float                 # peak learning rate chosen at fine-tuning
+  data: nas.DeviceData      # padded cached features (engine consts)
+  sizes: dict               # real rows per split
   signature: Optional[np.ndarray] = None
+  result: dict = dataclasses.field(default_factory=dict)  # what NAS found
 
-  def header_params(self) -> int:
-    x = self.data.x_train
-    return prune.pruned_param_count(self.header, self.arch, self.gates,
-                                    feature_dim=x.shape[-1],
-                                    grid_rank=x.ndim - 2)
+  @property
+  def arch(self) -> np.ndarray:
+    return np.asarray(self.state.arch)
 
-  def test_accuracy(self) -> float:
-    steps = nas.child_steps(self.header)
-    return nas.accuracy(steps, self.state, jnp.asarray(self.arch, jnp.int32),
-                        jnp.asarray(self.gates), self.data.x_test,
-                        self.data.y_test)
+  @property
+  def n_layers(self) -> int:
+    return int(self.state.n_layers)
+
+  @property
+  def gates(self) -> dict:
+    return jax.tree.map(np.asarray, self.state.gates)
+
+  def header_params(self, spec: header_lib.Spec) -> int:
+    return int(header_lib.param_count(spec, self.arch, self.n_layers,
+                                      self.gates))
 
 
-def run_rounds(devices: List[DeviceHeader], mode: str, *, rounds: int,
+def train(cfg: nas.NasConfig, schedule: TrainSchedule, devices, epochs: int,
+          key, strategy: str):
+  """Trains every device for `epochs` with its gates; returns importances."""
+  states = nas.train_fixed(
+      cfg, [d.state for d in devices], [d.data for d in devices],
+      [d.sizes for d in devices],
+      [jax.random.fold_in(key, d.device) for d in devices], epochs=epochs,
+      batch_size=schedule.batch_size, lr_max=[d.lr for d in devices],
+      lr_min=schedule.lr_min, lr_period=schedule.lr_period,
+      lr_period_mult=schedule.lr_period_mult, strategy=strategy)
+  for d, state in zip(devices, states):
+    d.state = state
+  return [nas.importance(s) for s in states]
+
+
+def test_accuracy(cfg: nas.NasConfig, devices, batch_size: int,
+                  strategy: str) -> np.ndarray:
+  return nas.evaluate(cfg, [d.state for d in devices],
+                      [d.data for d in devices], [d.sizes for d in devices],
+                      'test', batch_size, strategy)
+
+
+def run_rounds(cfg: nas.NasConfig, schedule: TrainSchedule,
+               devices: List[DeviceHeader], mode: str, *, rounds: int,
                prune_ratio: float, local_epochs: int, finetune_epochs: int,
-               key, signature_kind: str = 'features', temperature: float = 1.0,
-               self_weight: Optional[float] = None,
-               ledger: Optional[Ledger] = None, train_kwargs=None):
+               key, signature_kind: str = 'features',
+               temperature: float = 1.0, self_weight: Optional[float] = None,
+               js_variant: str = 'standard', taylor: str = 'squared',
+               ledger: Optional[Ledger] = None, strategy: str = 'auto'):
   """Runs `rounds` rounds of `mode` in place on `devices`; returns them."""
   if mode not in similarity.MODES:
     raise ValueError(f'unknown mode {mode!r}; allowed: {similarity.MODES}')
-  train_kwargs = dict(train_kwargs or {})
+  if taylor not in TAYLOR:
+    raise ValueError(f'unknown taylor criterion {taylor!r}; allowed: {TAYLOR}')
   personalized = mode in ('pruning_per_js', 'pruning_per_emd')
   for r in range(rounds):
-    importances = {}
-    for d in devices:
-      key, sub = jax.random.split(key)
-      importances[d.device], d.state = prune.taylor_importance(
-          d.header, d.state, d.arch, d.data.x_train, d.data.y_train,
-          epochs=local_epochs, key=sub, gates=d.gates, **train_kwargs)
+    round_key = jax.random.fold_in(key, r)
+    importances = train(cfg, schedule, devices, local_epochs,
+                        jax.random.fold_in(round_key, 0), strategy)
     if mode == 'wo_pruning':
-      for d in devices:
-        key, sub = jax.random.split(key)
-        d.state = nas.train_header(d.header, d.state, d.arch, d.gates,
-                                   d.data.x_train, d.data.y_train,
-                                   epochs=finetune_epochs, key=sub,
-                                   **train_kwargs)
+      train(cfg, schedule, devices, finetune_epochs,
+            jax.random.fold_in(round_key, 1), strategy)
       continue
+    own = {d.device: imp[taylor] for d, imp in zip(devices, importances)}
     aggregated = {}
     for edge in sorted({d.edge for d in devices}):
       members = [d for d in devices if d.edge == edge]
       weights = similarity.mode_weights(
           mode, signatures=[m.signature for m in members] if personalized
-          else None, data_sizes=[len(m.data.y_train) for m in members],
+          else None, data_sizes=[m.sizes['train'] for m in members],
           num_devices=len(members), signature_kind=signature_kind,
-          temperature=temperature, self_weight=self_weight)
-      stacked = np.stack([importances[m.device] for m in members])
-      result = np.asarray(aggregate.aggregate_importances(
-          jnp.asarray(weights, jnp.float32), jnp.asarray(stacked)))
+          temperature=temperature, self_weight=self_weight,
+          js_variant=js_variant)
+      stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
+                             *[own[m.device] for m in members])
+      mixed = aggregate.aggregate_importances(
+          jnp.asarray(weights, jnp.float32), stacked)
       for k, m in enumerate(members):
-        aggregated[m.device] = result[k]
+        aggregated[m.device] = jax.tree.map(lambda a: np.asarray(a[k]), mixed)
         if ledger is not None:
           if personalized and r == 0:
             ledger.send(('device', m.device), ('edge', edge), 'signature',
                         np.asarray(m.signature, np.float32), round=r)
           ledger.send(('device', m.device), ('edge', edge), 'importance',
-                      importances[m.device].astype(np.float32), round=r)
+                      _float32(own[m.device]), round=r)
           ledger.send(('edge', edge), ('device', m.device), 'importance',
-                      result[k].astype(np.float32), round=r)
+                      _float32(aggregated[m.device]), round=r)
     ratio = prune_ratio * (r + 1) / rounds
     for d in devices:
-      key, sub = jax.random.split(key)
-      out = prune.prune_and_finetune(
-          d.header, d.state, d.arch, aggregated[d.device], ratio,
-          d.data.x_train, d.data.y_train, d.data.x_val, d.data.y_val,
-          epochs=finetune_epochs, key=sub,
-          current_gates=d.gates, **train_kwargs)
-      d.gates, d.state = out['gates'], out['state']
+      gates = prune.prune_gates(
+          aggregated[d.device], prune.active_gates(cfg.spec, d.arch,
+                                                   d.n_layers), ratio, d.gates)
+      d.state = d.state._replace(gates=jax.tree.map(jnp.asarray, gates))
+    train(cfg, schedule, devices, finetune_epochs,
+          jax.random.fold_in(round_key, 1), strategy)
   return devices
+
+
+def _float32(tree):
+  return jax.tree.map(lambda a: np.asarray(a, np.float32), tree)

@@ -63,14 +63,15 @@ def _counted(name: str, fn: Callable) -> Callable:
 
 
 def masked_step(step: Callable) -> Callable:
-  """Turns step(state, batch) into step(state, batch, valid) that pads exactly.
+  """Turns step(state, batch, consts) into step(state, batch, valid, consts)
+  that pads exactly.
 
   With valid False the returned state is the old state bit for bit (a select, not
   arithmetic), whatever the batch holds, so padding never changes results.
   """
 
-  def step_or_keep(state, batch, valid):
-    new_state = step(state, batch)
+  def step_or_keep(state, batch, valid, consts):
+    new_state = step(state, batch, consts)
     return jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_state,
                         state)
 
@@ -172,6 +173,12 @@ def _stack_inputs(device_inputs: Sequence[Any], num_rows: int):
   return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *rows)
 
 
+@functools.lru_cache(maxsize=None)
+def _with_consts(step):
+  """step(state, batch) as step(state, batch, consts) (consts unused)."""
+  return lambda state, batch, consts: step(state, batch)
+
+
 @functools.lru_cache(maxsize=32)
 def _loop_functions(init, step, final):
   """Jitted init/step/final, cached so repeated calls (rounds) reuse compiles."""
@@ -184,12 +191,12 @@ def _per_device_program(init, step, final):
   """init -> scan of masked steps -> final, for one device."""
   step_or_keep = masked_step(step)
 
-  def run(device_input, batches, mask):
+  def run(device_input, batches, mask, consts):
     state = init(device_input)
     if batches is not None:
       def body(state, xs):
         batch, valid = xs
-        return step_or_keep(state, batch, valid), None
+        return step_or_keep(state, batch, valid, consts), None
       state, _ = jax.lax.scan(body, state, (batches, mask))
     return final(state)
 
@@ -224,12 +231,14 @@ def default_mesh() -> Mesh:
 
 def for_each_device(init: Callable, step: Callable, final: Callable,
                     device_inputs: Sequence[Any], device_batches: Sequence[Any], *,
+                    device_consts: Optional[Sequence[Any]] = None,
                     strategy: str = 'auto', mesh: Optional[Mesh] = None) -> List[Any]:
   """Runs init -> step per batch -> final for every device; returns the outputs.
 
   Args:
     init: device_input -> state.
-    step: (state, batch) -> state; same structure, shapes and dtypes out as in.
+    step: (state, batch) -> state, or (state, batch, consts) -> state when
+      `device_consts` is given; same structure, shapes and dtypes out as in.
     final: state -> output.
     device_inputs: one pytree per device (params, PRNG key, device id...). The
       stacked strategies need the same structure and shapes for all devices.
@@ -237,6 +246,9 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
       leading batch axis (a `list` always means a list of batches). Counts may
       differ; every batch must have the same structure, shapes and dtypes.
     strategy: 'loop', 'vmap', 'sharded' or 'auto' (`choose_strategy`).
+    device_consts: optional per-device pytrees read by every step but never
+      changed (e.g. cached features): passed to `step`, not carried through
+      its scan, so the stacked strategies do not copy them each step.
     mesh: for 'sharded', a Mesh with a 'devices' axis; default all devices.
       Passing one makes 'auto' pick 'sharded'.
 
@@ -257,14 +269,21 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
 
   per_device = [_batch_list(batches) for batches in device_batches]
   _check_batches(per_device)
+  if device_consts is None:
+    step = _with_consts(step)
+    device_consts = [()] * num_devices
+  elif len(device_consts) != num_devices:
+    raise ValueError(f'{len(device_consts)} device consts for {num_devices} '
+                     f'devices')
 
   if strategy == 'loop':
     init_fn, step_fn, final_fn = _loop_functions(init, step, final)
     outputs = []
-    for device_input, batches in zip(device_inputs, per_device):
+    for device_input, batches, consts in zip(device_inputs, per_device,
+                                             device_consts):
       state = init_fn(device_input)
       for batch in batches:
-        state = step_fn(state, batch)
+        state = step_fn(state, batch, consts)
       outputs.append(final_fn(state))
     return outputs
 
@@ -280,5 +299,6 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
     num_rows = -(-num_devices // shards) * shards
     run = _sharded_function(init, step, final, mesh)
   batches, mask = _stack_padded(per_device, num_steps, num_rows)
-  stacked_outputs = run(_stack_inputs(device_inputs, num_rows), batches, mask)
+  stacked_outputs = run(_stack_inputs(device_inputs, num_rows), batches, mask,
+                        _stack_inputs(device_consts, num_rows))
   return unstack(stacked_outputs, num_devices)
