@@ -7,10 +7,19 @@ import numpy as np
 import optax
 
 
+def decay_mask(params):
+  """True for weights AdamW decays: not biases, not LayerNorm scales (the
+  prototype's and HF's no_decay = ['bias', 'LayerNorm.weight'])."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) not in ('bias', 'scale'),
+      params)
+
+
 def adamw_with_warmup(learning_rate: float, total_steps: int,
                       warmup_fraction: float, weight_decay: float,
                       clip_norm: float) -> optax.GradientTransformation:
-  """AdamW with linear warm-up then linear decay to 0, after global-norm clipping."""
+  """AdamW with linear warm-up then linear decay to 0, after global-norm
+  clipping; biases and LayerNorm scales are not decayed (`decay_mask`)."""
   total_steps = max(int(total_steps), 1)
   warmup = max(int(round(warmup_fraction * total_steps)), 1)
   schedule = optax.join_schedules(
@@ -18,7 +27,8 @@ def adamw_with_warmup(learning_rate: float, total_steps: int,
        optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup, 1))],
       [warmup])
   return optax.chain(optax.clip_by_global_norm(clip_norm),
-                     optax.adamw(schedule, weight_decay=weight_decay))
+                     optax.adamw(schedule, weight_decay=weight_decay,
+                                 mask=decay_mask))
 
 
 def epoch_batches(num_examples: int, batch_size: int,

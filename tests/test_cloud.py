@@ -52,8 +52,55 @@ def test_reordered_importance_is_sorted_and_smallest_width_keeps_top_heads(
     np.testing.assert_array_equal(q_new, q_old[:, top])
 
 
+def _reference_importance(model, params, data, batch_size, batches):
+  """DynaBERT / the prototype's `compute_neuron_head_importance`, loop by
+  loop: gradients of the batch-mean loss accumulate across batches (no
+  zero_grad), and each batch adds |G(head mask)| and, per neuron,
+  |sum_in w1 G(w1) + b1 G(b1)| + |sum_out w2 G(w2)|."""
+  masks = vit.full_masks(model)
+
+  def loss(p, head_mask, images, labels):
+    out = model.apply({'params': p}, images, masks._replace(heads=head_mask))
+    return optax.softmax_cross_entropy_with_integer_labels(
+        out['logits'], labels).mean()
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  cum_p = jax.tree.map(lambda a: np.zeros(a.shape, np.float64), params)
+  cum_h = np.zeros(masks.heads.shape)
+  heads = np.zeros(masks.heads.shape)
+  neurons = np.zeros(masks.neurons.shape)
+  for b in range(batches):
+    sl = slice(b * batch_size, (b + 1) * batch_size)
+    g_p, g_h = grad(params, masks.heads, data.images[sl], data.labels[sl])
+    cum_p = jax.tree.map(lambda c, g: c + np.asarray(g, np.float64), cum_p,
+                         g_p)
+    cum_h += np.asarray(g_h, np.float64)
+    heads += np.abs(cum_h)
+    for layer in range(model.num_layers):
+      w, g = params[f'block_{layer}'], cum_p[f'block_{layer}']
+      w1, b1 = np.asarray(w['fc1']['kernel']), np.asarray(w['fc1']['bias'])
+      w2 = np.asarray(w['fc2']['kernel'])
+      for j in range(w1.shape[1]):
+        incoming = sum(w1[d, j] * g['fc1']['kernel'][d, j]
+                       for d in range(w1.shape[0])) + b1[j] * g['fc1']['bias'][j]
+        outgoing = sum(w2[j, d] * g['fc2']['kernel'][j, d]
+                       for d in range(w2.shape[1]))
+        neurons[layer, j] += abs(incoming) + abs(outgoing)
+  return heads, neurons
+
+
+def test_importance_is_dynabert_accumulated_over_batches(tiny_vit):
+  model, params = tiny_vit
+  data = _split(n=24)
+  heads, neurons = importance.importance_scores(model, params, data, 8, 3)
+  ref_heads, ref_neurons = _reference_importance(model, params, data, 8, 3)
+  np.testing.assert_allclose(heads, ref_heads, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(neurons, ref_neurons, rtol=1e-4, atol=1e-7)
+
+
 def test_head_importance_is_abs_mask_gradient(tiny_vit):
-  """Independent check with finite differences on one head's mask."""
+  """Independent check with finite differences on one head's mask (one
+  batch: the cumulative gradient is that batch's)."""
   model, params = tiny_vit
   data = _split(n=8)
   heads, _ = importance.importance_scores(model, params, data, 8, 1)
@@ -62,7 +109,7 @@ def test_head_importance_is_abs_mask_gradient(tiny_vit):
   def loss(head_mask):
     out = model.apply({'params': params}, data.images,
                       masks._replace(heads=head_mask))
-    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
         out['logits'], data.labels))
 
   eps = 1e-2
@@ -80,32 +127,65 @@ def test_block_end_weights():
       elastic.block_end_weights(jnp.ones(4)), [1, 1, 1, 1])
 
 
-def test_elastic_step_sums_subnet_gradients_in_one_compile(tiny_vit):
+def _dense(model, params, width, depth, with_head=True):
+  """Differentiable extraction (jnp slicing): the dense subnet's params."""
+  sub = subnet.for_model(model, width, depth)
+  dense = {k: params[k] for k in ('patch_embed', 'cls', 'pos_embed',
+                                  'ln_final', 'head')}
+  for new, (layer, h, f) in enumerate(zip(sub.layers, sub.heads,
+                                          sub.neurons)):
+    dense[f'block_{new}'] = subnet._slice_block(params[f'block_{layer}'], h, f)
+  return model.clone(num_layers=len(sub.layers), num_heads=sub.heads,
+                     mlp_dim=sub.neurons, head_dim=model.hidden_size //
+                     model.num_heads), dense, sub
+
+
+def _reference_stage_loss(model, params, teacher, images, depths, widths,
+                          matched, lam_logits, lam_hidden):
+  """Sum over the stage's subnets, each run as its own dense model: softCE
+  against its teacher + embedding MSE + the MSE of each kept layer's output
+  against the teacher's state at the end of the block it replaces."""
+  total = 0.0
+  for d in sorted(depths, reverse=True):
+    for w in sorted(widths, reverse=True):
+      t_model, t_params, _ = _dense(model, teacher, w if matched else 1.0, 1.0)
+      t_out = t_model.apply({'params': t_params}, images)
+      s_model, s_params, sub = _dense(model, params, w, d)
+      out = s_model.apply({'params': s_params}, images)
+      loss = lam_logits * jnp.mean(-jnp.sum(
+          jax.nn.softmax(t_out['logits']) * jax.nn.log_softmax(out['logits']),
+          -1))
+      hidden = jnp.mean((out['embeddings'] - t_out['embeddings']) ** 2)
+      ends = [nxt - 1 for nxt in sub.layers[1:]] + [model.num_layers - 1]
+      for i, end in enumerate(ends):
+        hidden += jnp.mean((out['hidden'][i] - t_out['hidden'][end]) ** 2)
+      total += loss + lam_hidden * hidden
+  return total
+
+
+@pytest.mark.parametrize('matched', [True, False])
+def test_elastic_step_equals_a_loop_over_dense_subnets(tiny_vit, matched):
   model, params = tiny_vit
   images = jnp.asarray(_split(n=6).images)
-  masks = elastic.stage_subnets(model, (1.0, 1 / 3), (1.0, 0.5))
+  depths, widths = (1.0, 1 / 3), (1.0, 0.5)
+  masks = elastic.stage_subnets(model, depths, widths)
+  teachers = elastic.stage_teachers(model, depths, widths, matched)
   tx = optax.sgd(1.0)  # update = -grad, so the step exposes the gradient sum
   step = elastic.make_elastic_step(model, tx, 1.0, 0.5)
   teacher = jax.tree.map(lambda x: x * 1.1, params)
-  new, _, losses = step(params, tx.init(params), teacher, images, masks)
-  assert losses.shape == (4,)
-
-  def reference_loss(p):
-    t = model.apply({'params': teacher}, images)
-    total = 0.0
-    for i in range(4):
-      m = jax.tree.map(lambda x: x[i], masks)
-      out = model.apply({'params': p}, images, m)
-      total += elastic.distillation_loss(out, t, m, 1.0, 0.5)
-    return total
-
-  ref_grads = jax.grad(reference_loss)(params)
+  new, _, losses = step(params, tx.init(params), teacher, images, masks,
+                        *teachers)
+  reference = lambda p: _reference_stage_loss(  # noqa: E731
+      model, p, teacher, images, depths, widths, matched, 1.0, 0.5)
+  np.testing.assert_allclose(float(np.sum(losses)), float(reference(params)),
+                             rtol=1e-5)
+  ref_grads = jax.grad(reference)(params)
   got = jax.tree.map(lambda a, b: a - b, params, new)
   for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref_grads)):
-    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-5)
   # A different subnet list of the same length reuses the compiled step.
   step(params, tx.init(params), teacher, images,
-       elastic.stage_subnets(model, (2 / 3, 1 / 3), (0.75, 0.25)))
+       elastic.stage_subnets(model, (2 / 3, 1 / 3), (0.75, 0.25)), *teachers)
   assert step._cache_size() == 1
 
 
@@ -141,3 +221,20 @@ def test_grid_accuracy_matches_a_direct_count(tiny_vit):
     assert r['params'] == subnet.subnet_size(
         model, params, subnet.for_model(model, r['width_mult'],
                                         r['depth_mult']))[0]
+
+
+def test_adamw_does_not_decay_biases_or_layernorm_scales(tiny_vit):
+  """The prototype's (and HF's) no_decay = ['bias', 'LayerNorm.weight']."""
+  from acme_jax import training
+  _, params = tiny_vit
+  tx = training.adamw_with_warmup(0.1, 10, 0.0, weight_decay=0.5,
+                                  clip_norm=1.0)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  _, state = tx.update(zeros, tx.init(params), params)  # lr is 0 at step 0
+  updates, _ = tx.update(zeros, state, params)
+  # With zero gradients only the decay moves a weight: -lr * wd * w.
+  decayed = jax.tree_util.tree_map_with_path(
+      lambda path, u: bool(np.any(np.asarray(u) != 0)), updates)
+  for path, moved in jax.tree_util.tree_flatten_with_path(decayed)[0]:
+    name = path[-1].key
+    assert moved == (name not in ('bias', 'scale')), path

@@ -51,7 +51,7 @@ def test_extract_matches_masked_supernet(tiny_vit, case):
                             tuple(neurons[:len(layers)]))
   images = jax.random.normal(jax.random.key(seed), (3, 8, 8, 1))
   masked = model.apply({'params': params}, images, subnet.masks(model, cfg))
-  sub_model, dense = subnet.extract(model, params, cfg)
+  sub_model, dense = subnet.extract(model, params, cfg, with_head=True)
   dense_out = sub_model.apply({'params': dense}, images)
   np.testing.assert_allclose(dense_out['logits'], masked['logits'], atol=1e-5)
   # The hidden state after kept layer j equals the masked state there.
@@ -61,6 +61,10 @@ def test_extract_matches_masked_supernet(tiny_vit, case):
       (h, 4, f) for h, f in zip(cfg.heads, cfg.neurons)])
   assert subnet.param_count(dense) == expected
   assert subnet.param_bytes(dense) == 4 * expected
+  # What a device receives: the same backbone without the cloud's head.
+  backbone_model, backbone = subnet.extract(model, params, cfg)
+  assert subnet.param_count(backbone) == expected - (16 * 5 + 5)
+  assert 'logits' not in backbone_model.apply({'params': backbone}, images)
 
 
 def test_one_compiled_program_serves_every_subnet(tiny_vit):
@@ -107,3 +111,22 @@ def test_dropped_layer_is_identity(tiny_vit):
 def test_invalid_subnet_configs_are_rejected(bad):
   with pytest.raises(ValueError):
     subnet.SubnetConfig(**bad)
+
+
+def test_header_features_are_the_last_hidden_state_before_the_final_norm(
+    tiny_vit):
+  """The prototype's header reads HF `hidden_states[-1]` (pre final
+  LayerNorm) of its backbone; the masked supernet gives exactly that."""
+  from acme_jax.device import features
+  model, params = tiny_vit
+  cfg = subnet.for_model(model, 0.5, 2 / 3)
+  images = np.asarray(jax.random.normal(jax.random.key(0), (3, 8, 8, 1)))
+  sub_model, dense = subnet.extract(model, params, cfg)
+  out = sub_model.apply({'params': dense}, images)
+  masks = subnet.masks(model, cfg)
+  np.testing.assert_allclose(
+      features.backbone_tokens(model, params, masks, images), out['hidden'][-1],
+      atol=1e-5)
+  np.testing.assert_allclose(
+      features.backbone_tokens(model, params, masks, images,
+                               source='final_norm'), out['tokens'], atol=1e-5)

@@ -3,6 +3,17 @@
 Heads and MLP neurons are permuted within each layer, most important first, so
 that "keep the first k" keeps the k most important. The permutation is
 function-preserving: the full model's outputs do not change.
+
+The scores are DynaBERT's, computed as the prototype's `cloud_func.py`
+computes them: it calls `loss.backward()` once per batch (mean cross-entropy)
+and never zeroes the gradients, so after batch t each `.grad` holds the
+cumulative gradient G_t = g_1 + ... + g_t, and the scores add, per batch,
+
+  heads:   |G_t(head mask)|
+  neurons: |sum_in w1 * G_t(w1) + b1 * G_t(b1)| + |sum_out w2 * G_t(w2)|
+
+(w1, b1 the neuron's fc1 column and bias, w2 its fc2 row): two separate
+absolute terms, not one.
 """
 import jax
 import jax.numpy as jnp
@@ -15,42 +26,39 @@ from acme_jax.models.vit import ViT, full_masks
 
 def importance_scores(model: ViT, params, data: Split, batch_size: int,
                       max_batches: int):
-  """(head importance (L, H), neuron importance (L, F)) on `data`.
-
-  Heads: sum over batches of |dL/dm_h| at head mask m = 1.
-  Neurons: |sum w * dL/dw| over the neuron's fc1 column, fc1 bias and fc2 row,
-  with gradients accumulated over the batches.
-  """
+  """(head importance (L, H), neuron importance (L, F)) on `data`."""
   masks = full_masks(model)
 
   @jax.jit
-  def grads(params, images, labels, weights):
+  def batch_terms(params, cumulative, images, labels, weights):
     def loss_fn(p, head_mask):
       out = model.apply({'params': p}, images, masks._replace(heads=head_mask))
-      return jnp.sum(training.cross_entropy(out['logits'], labels) * weights)
+      losses = training.cross_entropy(out['logits'], labels)
+      return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
-    return jax.grad(loss_fn, argnums=(0, 1))(params, masks.heads)
+    grads = jax.grad(loss_fn, argnums=(0, 1))(params, masks.heads)
+    cumulative = jax.tree.map(jnp.add, cumulative, grads)
+    g_params, g_heads = cumulative
+    neurons = []
+    for layer in range(model.num_layers):
+      p, g = params[f'block_{layer}'], g_params[f'block_{layer}']
+      incoming = (jnp.sum(p['fc1']['kernel'] * g['fc1']['kernel'], 0) +
+                  p['fc1']['bias'] * g['fc1']['bias'])
+      outgoing = jnp.sum(p['fc2']['kernel'] * g['fc2']['kernel'], 1)
+      neurons.append(jnp.abs(incoming) + jnp.abs(outgoing))
+    return cumulative, jnp.abs(g_heads), jnp.stack(neurons)
 
+  cumulative = jax.tree.map(jnp.zeros_like, (params, masks.heads))
   head_score = np.zeros(masks.heads.shape, np.float64)
-  param_grads = None
+  neuron_score = np.zeros(masks.neurons.shape, np.float64)
   for i, (idx, weights) in enumerate(training.padded_batches(len(data),
                                                              batch_size)):
     if i >= max_batches:
       break
-    g_params, g_heads = grads(params, data.images[idx], data.labels[idx],
-                              weights)
-    head_score += np.abs(np.asarray(g_heads))
-    param_grads = g_params if param_grads is None else jax.tree.map(
-        jnp.add, param_grads, g_params)
-
-  neuron_score = np.zeros(masks.neurons.shape, np.float64)
-  for layer in range(model.num_layers):
-    p = params[f'block_{layer}']
-    g = param_grads[f'block_{layer}']
-    w_times_g = (np.sum(np.asarray(p['fc1']['kernel'] * g['fc1']['kernel']), 0)
-                 + np.asarray(p['fc1']['bias'] * g['fc1']['bias'])
-                 + np.sum(np.asarray(p['fc2']['kernel'] * g['fc2']['kernel']), 1))
-    neuron_score[layer] = np.abs(w_times_g)
+    cumulative, heads, neurons = batch_terms(
+        params, cumulative, data.images[idx], data.labels[idx], weights)
+    head_score += np.asarray(heads)
+    neuron_score += np.asarray(neurons)
   return head_score, neuron_score
 
 

@@ -97,15 +97,21 @@ def _slice_block(block, heads: int, neurons: int):
   }
 
 
-def extract(model: ViT, params, subnet: SubnetConfig):
-  """Dense sliced parameters of `subnet` and the ViT that runs them."""
-  dense = {name: params[name]
-           for name in ('patch_embed', 'cls', 'pos_embed', 'ln_final', 'head')}
+def extract(model: ViT, params, subnet: SubnetConfig, with_head: bool = False):
+  """Dense sliced parameters of `subnet` and the ViT that runs them.
+
+  The backbone a device receives has no classifier head (`with_head=False`):
+  its header replaces the cloud's head, so shipping it would waste bytes.
+  """
+  names = ('patch_embed', 'cls', 'pos_embed', 'ln_final') + (
+      ('head',) if with_head else ())
+  dense = {name: params[name] for name in names}
   for new, (layer, h, f) in enumerate(
       zip(subnet.layers, subnet.heads, subnet.neurons)):
     dense[f'block_{new}'] = _slice_block(params[f'block_{layer}'], h, f)
   head_dims = _per_layer(model.num_heads, model.num_layers)
-  sub_model = model.clone(num_layers=len(subnet.layers),
+  sub_model = model.clone(num_classes=model.num_classes if with_head else 0,
+                          num_layers=len(subnet.layers),
                           num_heads=tuple(subnet.heads),
                           mlp_dim=tuple(subnet.neurons),
                           head_dim=model.hidden_size // head_dims[0]
@@ -123,6 +129,6 @@ def param_bytes(params) -> int:
 
 
 def subnet_size(model: ViT, params, subnet: SubnetConfig):
-  """(exact parameter count, bytes) of the extracted subnet."""
+  """(exact parameter count, bytes) of the extracted backbone (no head)."""
   _, dense = extract(model, params, subnet)
   return param_count(dense), param_bytes(dense)

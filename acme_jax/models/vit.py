@@ -86,9 +86,13 @@ class EncoderBlock(nn.Module):
 class ViT(nn.Module):
   """ViT classifier. Returns a dict with
 
-  * `logits` (B, classes), from the CLS token after the final LayerNorm;
-  * `hidden` (L, B, T, D), the output of every encoder block (T = 1 + patches);
-  * `tokens` (B, T, D), the final LayerNorm's output (what a header reads).
+  * `logits` (B, classes), from the CLS token after the final LayerNorm
+    (absent with `num_classes=0`: an extracted backbone ships no head);
+  * `embeddings` (B, T, D), the patch + CLS + position embeddings (HF's
+    hidden state 0; T = 1 + patches);
+  * `hidden` (L, B, T, D), the output of every encoder block (HF's hidden
+    states 1..L); `hidden[-1]` is what the prototype's header reads;
+  * `tokens` (B, T, D), the final LayerNorm's output.
   """
   num_classes: int
   patch_size: int
@@ -119,6 +123,7 @@ class ViT(nn.Module):
     cls = self.param('cls', init, (1, 1, self.hidden_size))
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.hidden_size)), x], 1)
     x = x + self.param('pos_embed', init, (1, x.shape[1], self.hidden_size))
+    embeddings = x
     hidden = []
     for layer in range(self.num_layers):
       block = EncoderBlock(heads[layer], self._head_dim(), mlp[layer],
@@ -131,8 +136,11 @@ class ViT(nn.Module):
                   masks.layers[layer])
       hidden.append(x)
     tokens = nn.LayerNorm(epsilon=self.layer_norm_eps, name='ln_final')(x)
-    logits = nn.Dense(self.num_classes, name='head')(tokens[:, 0])
-    return {'logits': logits, 'hidden': jnp.stack(hidden), 'tokens': tokens}
+    out = {'embeddings': embeddings, 'hidden': jnp.stack(hidden),
+           'tokens': tokens}
+    if self.num_classes:
+      out['logits'] = nn.Dense(self.num_classes, name='head')(tokens[:, 0])
+    return out
 
 
 def full_masks(model: ViT) -> Masks:
