@@ -34,3 +34,60 @@ def test_fallback_off_the_front_and_error_when_nothing_fits():
   assert picks[0].candidate == 0 and picks[0].fallback
   with pytest.raises(ValueError, match='budget 5 fits no backbone'):
     choice.choose_backbones(params, [[0.1], [0.9]], [[1]], [5], 0)
+
+
+def _config_12x12(edge_accuracy):
+  from configs import default
+  config = default.get_config()
+  config.model.num_layers = 12
+  config.model.num_heads = 12
+  config.model.hidden_size = 48
+  config.model.mlp_dim = 96
+  config.selection.edge_accuracy = edge_accuracy
+  return config
+
+
+def _grid(config):
+  """Trained-grid records whose accuracy grows with depth and width."""
+  from acme_jax import shapes
+  records = []
+  for g in shapes.grid(config):
+    acc = 0.3 + 0.4 * g['depth_mult'] + 0.25 * g['width_mult']
+    records.append(dict(g, accuracy=acc,
+                        per_class_accuracy=[acc + 0.01 * c for c in range(10)],
+                        bytes=4 * g['params']))
+  return records
+
+
+@pytest.mark.parametrize('edge_accuracy', ['measured', 'predicted'])
+def test_edges_ship_only_trained_subnets_and_the_full_one_when_it_fits(
+    edge_accuracy):
+  """12 layers x 12 heads: the fine grid's ratios realise nearly every
+  (layers, heads) pair, yet the edge chooses among the 16 trained pairs; a
+  device whose budget fits the full backbone + header allowance gets it."""
+  import numpy as np
+  from acme_jax import shapes, stages
+  from acme_jax.system import topology as topology_lib
+  config = _config_12x12(edge_accuracy)
+  records = _grid(config)
+  selection = stages.run_selection(
+      config, records, shapes.architecture(config, 10))
+  trained = {(r['depth_mult'], r['width_mult']) for r in records}
+  assert {(c['depth_mult'], c['width_mult'])
+          for c in selection['candidates']} == trained
+  full = max(r['params'] for r in records)
+  allowance = config.system.header_allowance
+  budgets = [full + allowance, full + allowance - 1,
+             min(r['params'] for r in records) + allowance]
+  topology = topology_lib.build_topology(1, 3, budgets)
+
+  class Train:
+    labels = np.arange(10)
+
+  splits = [(Train, None, None)] * 3
+  _, picks = stages.edge_choice(config, selection, topology, splits, 10)
+  chosen = [selection['candidates'][p.candidate] for p in picks]
+  assert (chosen[0]['depth_mult'], chosen[0]['width_mult']) == (1.0, 1.0)
+  assert chosen[1]['params'] < full
+  for p, budget in zip(picks, budgets):
+    assert p.params + allowance <= budget

@@ -31,3 +31,12 @@ def test_cloud_split_is_seeded():
   c, _ = data_lib.cloud_device_split(ds.train, 0.3, seed=2)
   np.testing.assert_array_equal(a.index, b.index)
   assert set(a.index) != set(c.index)
+
+
+def test_raw_bytes_are_counted_as_the_device_stores_them():
+  """A digit is 8x8 one-byte values on a device, whatever resolution the
+  model upsamples it to: 64 bytes + a 4-byte label (ACME.md 7)."""
+  ds = digits.load(16)
+  assert ds.train.images.shape[1:3] == (16, 16)
+  part = ds.train.take(np.arange(10))
+  assert part.raw_bytes() == 10 * (8 * 8 + 4)

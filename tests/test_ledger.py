@@ -75,20 +75,26 @@ def test_centralized_comparison_on_a_hand_computed_example():
   assert central.total() == 2 * (1000 + 3000) + 2 * (400 + 400)   # 9600
   acme = L.Ledger()
   acme.send('cloud', ('edge', 0), 'front', 50)                   # 50
-  acme.send('cloud', ('edge', 0), 'backbone', 500)               # 500
+  # The edge relays the backbone: the first leg is network volume only.
+  acme.send('cloud', ('edge', 0), 'backbone', 200, final=False)  # 200
   for device in (0, 1):
     acme.send(('edge', 0), ('device', device), 'backbone', 200)  # 2 x 200
     acme.send(('device', device), ('edge', 0), 'histogram', 40)  # 2 x 40
   acme.send(('edge', 0), 'cloud', 'metrics', 10)                 # 10
   result = L.compare(acme, central)
-  assert result['acme']['total'] == 1040
+  assert result['acme']['total'] == 740
   assert result['centralized']['total'] == 9600
-  assert result['ratio'] == pytest.approx(1040 / 9600)
-  assert result['ratio_unweighted'] == pytest.approx(1040 / 4800)
+  assert result['ratio'] == pytest.approx(740 / 9600)
+  # End to end, both sides count a relayed payload once: the centralized
+  # upload (2 hops) once, the backbone once per device that receives it.
+  assert result['acme']['total_unweighted'] == 540
+  assert result['centralized']['total_unweighted'] == 4800
+  assert result['ratio_unweighted'] == pytest.approx(540 / 4800)
   assert result['centralized']['by_kind']['raw_data'] == 8000
   assert result['centralized']['by_kind']['weights'] == 1600
   assert result['centralized']['by_kind']['backbone'] == 0
-  assert result['acme']['by_kind']['backbone'] == 900
+  assert result['acme']['by_kind']['backbone'] == 600
+  assert result['acme']['by_kind_unweighted']['backbone'] == 400
   assert result['acme']['by_kind']['raw_data'] == 0
   assert result['acme_raw_data_off_device'] == 0
   json.dumps(result)  # JSON-ready
@@ -114,3 +120,27 @@ def test_records_round_trip_through_json():
   assert L.Ledger.from_json(ledger.to_json()).records == ledger.records
   with pytest.raises(ValueError, match='unknown transfer kind'):
     L.Ledger.from_records([dict(ledger.to_records()[0], kind='bogus')])
+
+
+def test_edges_receive_each_backbone_once_reference_included():
+  from acme_jax.system import topology as topology_lib
+  from acme_jax.system import transfers
+  topology = topology_lib.build_topology(2, 3, 10**6)
+  ledger = L.Ledger()
+  # Edge 0's devices share backbone 'a'; device 3 has 'ref' itself.
+  device_backbone = {0: 'a', 1: 'a', 2: 'b', 3: 'ref', 4: 'b', 5: 'b'}
+  transfers.deliver_backbones(ledger, topology, 8, {d: 4 for d in range(6)},
+                              {'a': 100, 'b': 300, 'ref': 50},
+                              device_backbone, reference='ref')
+  to_edge = [(r.dst_id, r.bytes) for r in ledger
+             if r.kind == 'backbone' and r.dst_tier == 'edge']
+  assert sorted(to_edge) == [(0, 50), (0, 100), (0, 300), (1, 50), (1, 300)]
+  assert all(not r.final for r in ledger
+             if r.kind == 'backbone' and r.dst_tier == 'edge')
+  per_device = {}
+  for r in ledger:
+    if r.kind == 'backbone' and r.dst_tier == 'device':
+      per_device.setdefault(r.dst_id, []).append(r.bytes)
+  # Each device gets its backbone and the reference, once each.
+  assert per_device == {0: [100, 50], 1: [100, 50], 2: [300, 50], 3: [50],
+                        4: [300, 50], 5: [300, 50]}

@@ -20,12 +20,19 @@ def test_plan_of_the_paper_setup():
   # 20%) -> 330 for training.
   assert all(d['train_samples'] == 330 for d in summary['devices'])
   raw = summary['centralized']['by_kind']['raw_data']
-  assert raw == 2 * 5 * 330 * (224 * 224 * 3 + 4)  # 2 hops, uint8 + label
+  # Raw data as the device stores it: 32x32x3 uint8 + a 4-byte label, 2 hops.
+  assert raw == 2 * 5 * 330 * (32 * 32 * 3 + 4)
+  sensitivity = summary['sensitivity']['comparison']
+  assert sensitivity['centralized']['by_kind']['raw_data'] == (
+      2 * 5 * 330 * (224 * 224 * 3 + 4))  # at the model's input resolution
   assert summary['acme']['by_kind']['raw_data'] == 0
-  # Header rounds: 5 signatures of 200 x 768 float32, once; 2 rounds of a
-  # 256-channel float32 importance vector up and down per device.
+  # Header rounds: 5 signatures of 200 x 768 float32, once; 2 rounds of one
+  # float32 importance per gate channel up and down per device: C = 256
+  # channels, 5 cells (3 + 2) x 5 nodes x 2 branches x 4 convs, the stem and
+  # each cell's output.
   assert summary['acme']['by_kind']['signature'] == 5 * 200 * 768 * 4
-  assert summary['acme']['by_kind']['importance'] == 5 * 2 * 2 * 256 * 4
+  units = 256 * (1 + 5 * 5 * 2 * 4 + 5)
+  assert summary['acme']['by_kind']['importance'] == 5 * 2 * 2 * units * 4
   assert summary['ratio'] == pytest.approx(
       summary['acme']['total'] / summary['centralized']['total'])
 
@@ -38,3 +45,4 @@ def test_plan_command_prints_the_table():
   assert result.returncode == 0, result.stderr
   assert 'ACME / centralized =' in result.stdout
   assert 'raw_data' in result.stdout and 'Assumptions' in result.stdout
+  assert 'Sensitivity (not the result)' in result.stdout

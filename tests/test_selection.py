@@ -99,10 +99,12 @@ TINY = costs.ViTArchitecture.for_images(
 
 def test_exact_size_of_degenerate_points_is_what_remains():
   # d = 0 or w = 0: no blocks. patch conv 4*4*3*16 + 16 = 784, cls 16,
-  # pos_embed (4 + 1) * 16 = 80, ln_final 32, head 16 * 5 + 5 = 85 -> 997.
+  # pos_embed (4 + 1) * 16 = 80, ln_final 32 -> 912 (a backbone ships no
+  # head; with the 16 * 5 + 5 = 85 of the cloud's head: 997).
   model = costs.ExactCostModel(TINY)
   result = model([0.0, 1.0, 0.0], [1.0, 0.0, 0.0])
-  np.testing.assert_array_equal(result.size, [997, 997, 997])
+  np.testing.assert_array_equal(result.size, [912, 912, 912])
+  assert costs.exact_param_count(TINY, 0.0, 1.0, with_head=True) == 997
   np.testing.assert_allclose(result.latency, 1.0)  # h l = 0
 
 
@@ -117,7 +119,8 @@ def test_exact_size_matches_extracted_subnet():
   shapes = jax.eval_shape(
       lambda key: vit.init_params(model, key, (8, 8, 3)), jax.random.PRNGKey(0))
   params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-  assert subnet.param_count(params) == costs.exact_param_count(TINY, 1.0, 1.0)
+  assert subnet.param_count(params) == costs.exact_param_count(
+      TINY, 1.0, 1.0, with_head=True)
   # 0.4 -> round(1.6) = 2 heads; 0.9 -> round(2.7) = 3 layers; 0.6 -> 2 layers.
   points = [(d, w) for d in (1 / 3, 0.5, 2 / 3, 0.6, 0.9, 1.0)
             for w in (0.25, 0.4, 0.5, 0.75, 1.0)]

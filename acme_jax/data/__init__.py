@@ -48,3 +48,9 @@ def channels(name: str) -> int:
 # the plan tool, which sizes a run from shapes alone without loading data.
 TRAIN_EXAMPLES = {'digits': 1257, 'cifar10': 50000, 'cifar100': 50000,
                   'cars196': 8144}
+
+# Bytes one training sample takes as a device stores it (ACME.md 7), for the
+# plan tool: digits 8x8 one byte per pixel; CIFAR 32x32x3 uint8; Cars the
+# JPEG bytes TFDS stores, ~118 kB on average (its 1.85 GiB for 16,185 images).
+NATIVE_SAMPLE_BYTES = {'digits': 64, 'cifar10': 3072, 'cifar100': 3072,
+                       'cars196': 118_000}

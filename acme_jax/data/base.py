@@ -6,6 +6,7 @@ places. Small research datasets fit in memory; the loaders keep that promise
 by resizing once at load time.
 """
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -16,6 +17,9 @@ class Split:
   labels: np.ndarray   # (N,) int32
   index: np.ndarray    # (N,) int64, position in the source split
   source: str = ''     # which source split `index` refers to ('train', ...)
+  # (N,) bytes of each sample as a device stores it (native resolution,
+  # uint8 or the dataset's encoded bytes); None = the images' uint8 size.
+  raw_nbytes: Optional[np.ndarray] = None
 
   def __len__(self):
     return int(self.labels.shape[0])
@@ -23,11 +27,16 @@ class Split:
   def take(self, positions) -> 'Split':
     positions = np.asarray(positions, np.int64)
     return Split(self.images[positions], self.labels[positions],
-                 self.index[positions], self.source)
+                 self.index[positions], self.source,
+                 None if self.raw_nbytes is None
+                 else self.raw_nbytes[positions])
 
   def raw_bytes(self) -> int:
-    """Bytes of these samples as stored on a device: uint8 pixels + int32 labels."""
-    return int(np.prod(self.images.shape)) + 4 * len(self)
+    """Bytes of these samples as stored on a device, plus an int32 label
+    each: what the centralized baseline uploads (ACME.md 7)."""
+    if self.raw_nbytes is None:
+      return int(np.prod(self.images.shape)) + 4 * len(self)
+    return int(np.sum(self.raw_nbytes)) + 4 * len(self)
 
 
 @dataclasses.dataclass(frozen=True)

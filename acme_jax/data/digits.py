@@ -29,7 +29,11 @@ def load(image_size: int) -> Dataset:
   parts = {'validation': order[:n_val], 'test': order[n_val:n_val + n_test],
            'train': order[n_val + n_test:]}
   # `index` refers to the position in sklearn's array: one source, 'digits'.
-  splits = {name: Split(images[idx], labels[idx], idx.astype(np.int64), 'digits')
+  # A device holds a digit as sklearn ships it: 8x8 values 0..16, one byte
+  # each (64 bytes), not at the model's resolution.
+  native = np.full(len(labels), int(np.prod(raw.images.shape[1:])), np.int64)
+  splits = {name: Split(images[idx], labels[idx], idx.astype(np.int64),
+                        'digits', native[idx])
             for name, idx in parts.items()}
   return Dataset('digits', 10, splits['train'], splits['validation'],
                  splits['test'])

@@ -90,6 +90,7 @@ def _read(source, split: str, index: np.ndarray, image_size: int) -> Split:
   """Reads the samples `index` of a data source, resized and normalised."""
   images = np.empty((len(index), image_size, image_size, 3), np.float32)
   labels = np.empty((len(index),), np.int32)
+  native = np.empty((len(index),), np.int64)  # uint8 bytes at source size
   # Read in ascending index order (sequential in the file), store in `index`
   # order.
   order = np.argsort(index, kind='stable')
@@ -97,6 +98,7 @@ def _read(source, split: str, index: np.ndarray, image_size: int) -> Split:
     positions = order[start:start + _CHUNK]
     examples = [source[int(i)] for i in index[positions]]
     labels[positions] = [int(ex['label']) for ex in examples]
+    native[positions] = [int(np.prod(ex['image'].shape)) for ex in examples]
     by_shape = {}
     for pos, ex in zip(positions, examples):
       by_shape.setdefault(ex['image'].shape, []).append((pos, ex['image']))
@@ -109,7 +111,7 @@ def _read(source, split: str, index: np.ndarray, image_size: int) -> Split:
       resized *= 1.0 / 127.5  # (x / 255 - 0.5) / 0.5, in place
       resized -= 1.0
       images[pos] = np.clip(resized, -1.0, 1.0, out=resized)
-  return Split(images, labels, index.astype(np.int64), split)
+  return Split(images, labels, index.astype(np.int64), split, native)
 
 
 def load(name: str, image_size: int, seed: int,

@@ -14,8 +14,10 @@ reference, not copied), and what we follow:
   flattened feature values are treated as two unweighted empirical samples of a 1-D
   distribution. We do the same for feature signatures (`kind='features'`). For
   histograms that reading is meaningless (it would compare the multiset of bin
-  masses), so there W1 is between the two distributions over the class bins 0..C-1
-  (`kind='histogram'`): moving mass from class 0 to class 3 costs 3.
+  masses), so there W1 is between the two distributions over the classes
+  (`kind='histogram'`) with the 0/1 ground metric, since class ids are nominal
+  (class 3 is no farther from class 0 than class 1 is): W1 = total variation
+  = 0.5 * sum |p - q|.
 - JS: both arrays are clipped at 0 and normalised to sum 1 over all entries
   (not per row), then compared entry by entry. The prototype then computes
   0.5 (KL(M||P) + KL(M||Q)) via torch `kl_div(..., 'batchmean')` with P, Q smoothed by
@@ -39,6 +41,9 @@ MODES = ('wo_pruning', 'pruning_alone', 'pruning_avg', 'pruning_per_js',
 METRICS = ('emd', 'js')
 SIGNATURE_KINDS = ('histogram', 'features')
 JS_VARIANTS = ('standard', 'prototype')
+# The common backbone whose CLS features make signatures: the full supernet
+# (the prototype's) or the smallest grid subnet.
+REFERENCE_BACKBONES = ('full', 'smallest')
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
 
@@ -99,7 +104,9 @@ def wasserstein1(a: ArrayLike, b: ArrayLike, kind: str = 'features') -> float:
 
   kind='features': the flattened values of `a` and `b` are unweighted samples (the
     prototype's `wasserstein_distance(a.flatten(), b.flatten())`); sizes may differ.
-  kind='histogram': `a` and `b` are masses over bins 0..C-1 (same C).
+  kind='histogram': `a` and `b` are masses over C nominal classes (same C),
+    compared with the 0/1 ground metric: W1 = 0.5 * sum |p - q| after
+    normalising each to sum 1.
   """
   a = np.asarray(a, np.float64).reshape(-1)
   b = np.asarray(b, np.float64).reshape(-1)
@@ -108,8 +115,10 @@ def wasserstein1(a: ArrayLike, b: ArrayLike, kind: str = 'features') -> float:
   if kind == 'histogram':
     if a.shape != b.shape:
       raise ValueError(f'histograms differ in length: {a.shape} vs {b.shape}.')
-    bins = np.arange(a.size, dtype=np.float64)
-    return float(stats.wasserstein_distance(bins, bins, a, b))
+    if a.sum() <= 0 or b.sum() <= 0 or (a < 0).any() or (b < 0).any():
+      raise ValueError('histograms need non-negative masses with a positive '
+                       'sum.')
+    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
   raise ValueError(f'Unknown signature kind {kind!r}; expected one of '
                    f'{SIGNATURE_KINDS}.')
 

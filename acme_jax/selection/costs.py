@@ -144,17 +144,19 @@ def subnet_shape(arch: ViTArchitecture, depth_mult: float,
 
 
 def exact_param_count(arch: ViTArchitecture, depth_mult: float,
-                      width_mult: float) -> int:
-  """Parameters of the extracted (width, depth) subnet, in closed form.
+                      width_mult: float, with_head: bool = False) -> int:
+  """Parameters of the extracted (width, depth) backbone, in closed form.
 
+  The backbone a device receives has no classifier head; `with_head` adds
+  the cloud's head (D * classes + classes), e.g. for the full model.
   A point with no heads, neurons or layers keeps no encoder block (subnet.py
-  cannot build it); it counts what remains: embeddings, final LN and head.
+  cannot build it); it counts what remains: embeddings and final LN.
   """
   d, k = arch.hidden_size, arch.num_classes
   head_dim = d // arch.num_heads
   embeddings = (arch.patch_size ** 2 * arch.channels * d + d  # patch conv
                 + d + arch.num_tokens * d)                    # cls, pos_embed
-  final = 2 * d + d * k + k                                   # ln_final, head
+  final = 2 * d + ((d * k + k) if with_head else 0)          # ln_final, head
   heads, neurons, layers = subnet_shape(arch, depth_mult, width_mult)
   if heads < 1 or neurons < 1 or layers < 1:
     return embeddings + final

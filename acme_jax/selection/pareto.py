@@ -33,28 +33,33 @@ def min_max_normalise(values) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Candidates:
-  """Fine-grid points: ratios, predicted accuracy, normalised costs."""
+  """Fine-grid points: ratios, predicted accuracy, normalised costs, and
+  whether each ratio pair realises a real subnet (>= 1 head and layer)."""
   depth_mult: np.ndarray
   width_mult: np.ndarray
   accuracy: np.ndarray
   size: np.ndarray
   latency: np.ndarray
   energy: np.ndarray
+  realisable: Optional[np.ndarray] = None
 
   def __len__(self):
     return int(self.accuracy.shape[0])
 
 
 def candidates(depth_mult, width_mult, accuracy, size, latency,
-               energy) -> Candidates:
+               energy, realisable=None) -> Candidates:
   """Normalises raw size, latency and energy over the grid (accuracy as is)."""
   arrays = [np.asarray(a, np.float64).reshape(-1)
             for a in (depth_mult, width_mult, accuracy, size, latency, energy)]
   if len({a.shape for a in arrays}) != 1 or arrays[0].size == 0:
     raise ValueError('candidate arrays must be non-empty and of equal length')
   depth, width, acc, size, latency, energy = arrays
+  if realisable is not None:
+    realisable = np.asarray(realisable, bool).reshape(-1)
   return Candidates(depth, width, acc, min_max_normalise(size),
-                    min_max_normalise(latency), min_max_normalise(energy))
+                    min_max_normalise(latency), min_max_normalise(energy),
+                    realisable)
 
 
 def grid_cells(accuracy, latency, energy, cells: int = 10,
@@ -115,6 +120,19 @@ def non_dominated(accuracy, latency, energy) -> np.ndarray:
   return np.flatnonzero(~dominated)
 
 
+def non_dominated_min(*objectives) -> np.ndarray:
+  """Indices (ascending) not dominated when every objective is minimised.
+
+  j dominates i when it is no worse on every objective and better on one;
+  points with identical objectives do not dominate each other.
+  """
+  points = np.stack([np.asarray(o, np.float64).reshape(-1)
+                     for o in objectives], axis=1)
+  no_worse = np.all(points[:, None, :] <= points[None, :, :], axis=2)
+  better = np.any(points[:, None, :] < points[None, :, :], axis=2)
+  return np.flatnonzero(~np.any(no_worse & better, axis=0))
+
+
 def check_size_constraint(size_constraint: float) -> float:
   """A normalised size budget must be a number in [0, 1]."""
   value = float(size_constraint)
@@ -130,6 +148,8 @@ def feasible(size, size_constraint: float, among=None,
   size_constraint = check_size_constraint(size_constraint)
   size = np.asarray(size, np.float64).reshape(-1)
   among = np.arange(size.size) if among is None else np.asarray(among, np.int64)
+  if among.dtype == bool:
+    among = np.flatnonzero(among)
   chosen = among[size[among] <= size_constraint]
   if chosen.size == 0:
     smallest = f'{size[among].min():.4g}' if among.size else 'none'
@@ -158,44 +178,50 @@ def select_from_front(front, accuracy, size, size_constraint: float) -> int:
   return _first_best(chosen, -acc, size)
 
 
-def highest_accuracy(accuracy, size, size_constraint: float) -> int:
-  """Feasible grid point with the highest accuracy; ties -> smaller size."""
+def highest_accuracy(accuracy, size, size_constraint: float,
+                     among=None) -> int:
+  """Feasible grid point with the highest accuracy; ties -> smaller size.
+
+  `among` (indices or a mask) restricts every baseline to those points, e.g.
+  the realisable ones; default all (the prototype)."""
   acc, size = np.asarray(accuracy), np.asarray(size)
-  return _first_best(feasible(size, size_constraint), -acc, size)
+  return _first_best(feasible(size, size_constraint, among), -acc, size)
 
 
-def largest_size(accuracy, size, size_constraint: float) -> int:
+def largest_size(accuracy, size, size_constraint: float, among=None) -> int:
   """Feasible grid point of largest size; ties -> higher accuracy."""
   acc, size = np.asarray(accuracy), np.asarray(size)
-  return _first_best(feasible(size, size_constraint), -size, -acc)
+  return _first_best(feasible(size, size_constraint, among), -size, -acc)
 
 
-def random_pick(size, size_constraint: float, seed: int = 0) -> int:
+def random_pick(size, size_constraint: float, seed: int = 0,
+                among=None) -> int:
   """Uniform over feasible grid points, seeded.
 
   RandomState(seed).choice(n, 1, replace=False) is what the prototype's
   pandas `sample(n=1, random_state=seed)` draws, so with the prototype's row
   order (width outer, depth inner) the same seed gives the same point.
   """
-  chosen = feasible(size, size_constraint)
+  chosen = feasible(size, size_constraint, among)
   draw = np.random.RandomState(seed).choice(chosen.size, 1, replace=False)
   return int(chosen[draw[0]])
 
 
-def traverse(accuracy, size, energy, size_constraint: float) -> int:
+def traverse(accuracy, size, energy, size_constraint: float,
+             among=None) -> int:
   """Feasible grid point minimising E + S - A; ties -> grid order."""
   acc, size, en = (np.asarray(a, np.float64) for a in (accuracy, size, energy))
-  return _first_best(feasible(size, size_constraint), en + size - acc)
+  return _first_best(feasible(size, size_constraint, among), en + size - acc)
 
 
-def worst(accuracy, size, energy, size_constraint: float) -> int:
+def worst(accuracy, size, energy, size_constraint: float, among=None) -> int:
   """Lowest accuracy, then highest energy, then largest size.
 
   As in the prototype, points predicted at exactly 0 accuracy (clipped, i.e.
   degenerate) are skipped; if every feasible point is at 0, all are kept.
   """
   acc, size, en = (np.asarray(a, np.float64) for a in (accuracy, size, energy))
-  chosen = feasible(size, size_constraint)
+  chosen = feasible(size, size_constraint, among)
   nonzero = chosen[acc[chosen] > 0]
   return _first_best(nonzero if nonzero.size else chosen, acc, -en, -size)
 
@@ -229,20 +255,31 @@ class Selection:
 
 
 def select_all(grid: Candidates, size_constraint: float, cells: int = 10,
-               sigma: float = 1e-6, seed: int = 0) -> Selection:
-  """PFG pick and the five baselines under one normalised size constraint."""
+               sigma: float = 1e-6, seed: int = 0,
+               realisable_only: bool = False) -> Selection:
+  """PFG pick and the five baselines under one normalised size constraint.
+
+  `realisable_only` restricts the baselines to grid points that realise a
+  real subnet (`grid.realisable`); off reproduces the prototype, whose
+  baselines may land on ratios with 0 heads or layers. The PFG front never
+  holds such points (their latency and energy normalise to 0).
+  """
   check_size_constraint(size_constraint)
+  among = (grid.realisable if realisable_only and grid.realisable is not None
+           else None)
   front = pareto_front_grid(grid.accuracy, grid.latency, grid.energy, cells,
                             sigma)
   picks = {
       'pfg': select_from_front(front, grid.accuracy, grid.size,
                                size_constraint),
       'highest_accuracy': highest_accuracy(grid.accuracy, grid.size,
-                                           size_constraint),
-      'largest_size': largest_size(grid.accuracy, grid.size, size_constraint),
-      'random': random_pick(grid.size, size_constraint, seed),
+                                           size_constraint, among),
+      'largest_size': largest_size(grid.accuracy, grid.size, size_constraint,
+                                   among),
+      'random': random_pick(grid.size, size_constraint, seed, among),
       'traverse': traverse(grid.accuracy, grid.size, grid.energy,
-                           size_constraint),
-      'worst': worst(grid.accuracy, grid.size, grid.energy, size_constraint),
+                           size_constraint, among),
+      'worst': worst(grid.accuracy, grid.size, grid.energy, size_constraint,
+                     among),
   }
   return Selection(front, picks)

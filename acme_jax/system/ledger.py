@@ -6,8 +6,13 @@ any config, also in a dry "plan" mode that only knows shapes.
 
 Hop weighting: a record says how many network hops its bytes travel (edge <-> device
 or cloud <-> edge = 1; device <-> cloud via its edge = 2). Totals are hop-weighted
-(bytes x hops) by default, i.e. the volume the network carries; pass weighted=False
-for the bytes sent by the source (each counted once).
+(bytes x hops) by default, i.e. the volume the network carries. The unweighted
+totals (weighted=False) count what reaches its final recipient once: a payload
+relayed by an edge (the cloud's backbone forwarded to devices) is recorded leg
+by leg, and its first leg is marked `final=False`, so it adds to the network
+volume but not to the end-to-end bytes. The centralized baseline's uploads and
+downloads are single records over 2 hops, so both sides count a relayed
+transfer the same way: once end to end, once per hop in the volume.
 """
 import dataclasses
 import json
@@ -32,6 +37,7 @@ class Transfer:
   kind: str
   bytes: int    # bytes sent once by the source
   hops: int     # network hops they travel
+  final: bool = True  # False: a relay leg (the next hop forwards it)
 
   @property
   def weighted_bytes(self) -> int:
@@ -57,6 +63,12 @@ class Transfer:
 
 
 Endpoint = Union[str, Sequence]
+
+
+def _amount(record: Transfer, weighted: bool) -> int:
+  if weighted:
+    return record.weighted_bytes
+  return record.bytes if record.final else 0
 
 
 def tier_hops(src_tier: str, dst_tier: str) -> int:
@@ -112,10 +124,11 @@ class Ledger:
     return record
 
   def send(self, src: Endpoint, dst: Endpoint, kind: str, payload, *,
-           round: int = 0, hops: int = None) -> Transfer:
+           round: int = 0, hops: int = None, final: bool = True) -> Transfer:
     """Record `payload` (pytree of arrays, or an int byte count) going src -> dst.
 
     Hops follow from the tiers (`tier_hops`); a `hops` that disagrees is refused.
+    `final=False` marks a relay leg (see the module docstring).
     """
     src_tier, src_id = endpoint(src)
     dst_tier, dst_id = endpoint(dst)
@@ -124,18 +137,19 @@ class Ledger:
       raise ValueError(f'{src_tier} -> {dst_tier} has hops={expected}, not '
                        f'hops={hops}')
     return self.add(Transfer(round, src_tier, src_id, dst_tier, dst_id, kind,
-                             payload_bytes(payload), expected))
+                             payload_bytes(payload), expected, bool(final)))
 
   def _sum(self, key, weighted: bool) -> dict:
     totals = {}
     for record in self._records:
-      amount = record.weighted_bytes if weighted else record.bytes
+      amount = _amount(record, weighted)
       totals[key(record)] = totals.get(key(record), 0) + amount
     return totals
 
   def total(self, weighted: bool = True) -> int:
-    """All bytes; hop-weighted (bytes x hops) unless weighted=False."""
-    return sum(r.weighted_bytes if weighted else r.bytes for r in self._records)
+    """Hop-weighted network volume (bytes x hops, every leg), or with
+    weighted=False the bytes delivered end to end (relay legs skipped)."""
+    return sum(_amount(r, weighted) for r in self._records)
 
   def by_kind(self, weighted: bool = True) -> dict:
     """kind -> bytes; hop-weighted unless weighted=False."""
@@ -160,12 +174,14 @@ class Ledger:
   @classmethod
   def from_records(cls, records: Iterable[Mapping]) -> 'Ledger':
     fields = [f.name for f in dataclasses.fields(Transfer)]
+    required = set(fields) - {'final'}
     ledger = cls()
     for row in records:
-      missing = set(fields) - set(row)
+      missing = required - set(row)
       if missing:
         raise ValueError(f'record lacks {sorted(missing)}: {row}')
-      ledger.add(Transfer(**{name: row[name] for name in fields}))
+      ledger.add(Transfer(**{name: row[name] for name in fields
+                             if name in row}))
     return ledger
 
   def to_json(self) -> str:

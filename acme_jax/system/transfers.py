@@ -3,7 +3,7 @@
 Shared by the pipeline (real payloads: pytrees of arrays) and the plan tool
 (byte counts from shapes), so both compute the ledger the same way.
 """
-from typing import Mapping
+from typing import Hashable, Mapping, Optional
 
 from acme_jax.system.ledger import Ledger, centralized_ledger
 from acme_jax.system.topology import Topology
@@ -11,15 +11,21 @@ from acme_jax.system.topology import Topology
 
 def deliver_backbones(ledger: Ledger, topology: Topology, front,
                       histograms: Mapping, backbones: Mapping,
-                      device_backbone: Mapping):
+                      device_backbone: Mapping,
+                      reference: Optional[Hashable] = None):
   """The downward pass: front to edges, histograms up, backbones down.
 
   Args:
     front: payload sent once to every edge (the candidate table).
     histograms: device id -> label-histogram payload (device -> edge).
-    backbones: backbone key -> payload (its extracted params).
-    device_backbone: device id -> backbone key. Each edge receives each
-      distinct backbone its devices need once, then forwards one copy per device.
+    backbones: backbone key -> payload (its extracted params, no head).
+    device_backbone: device id -> backbone key.
+    reference: key of the common reference backbone every device also needs
+      (feature signatures, ACME.md 6), or None.
+
+  Each edge receives each distinct backbone its devices need once (a relay
+  leg, `final=False`), then forwards one copy to each device that needs it;
+  a device whose own backbone is the reference receives it once.
   """
   for edge in topology.edges:
     devices = [d.id for d in topology.devices_of(edge)]
@@ -27,19 +33,17 @@ def deliver_backbones(ledger: Ledger, topology: Topology, front,
     for device in devices:
       ledger.send(('device', device), ('edge', edge), 'histogram',
                   histograms[device])
-    for key in sorted({device_backbone[d] for d in devices}):
-      ledger.send('cloud', ('edge', edge), 'backbone', backbones[key])
+    needed = {device_backbone[d] for d in devices}
+    if reference is not None:
+      needed.add(reference)
+    for key in sorted(needed, key=repr):
+      ledger.send('cloud', ('edge', edge), 'backbone', backbones[key],
+                  final=False)
     for device in devices:
-      ledger.send(('edge', edge), ('device', device), 'backbone',
-                  backbones[device_backbone[device]])
-
-
-def deliver_reference_backbone(ledger: Ledger, topology: Topology, backbone):
-  """One common backbone to every device (for feature signatures, ACME.md 6)."""
-  for edge in topology.edges:
-    ledger.send('cloud', ('edge', edge), 'backbone', backbone)
-    for device in topology.devices_of(edge):
-      ledger.send(('edge', edge), ('device', device.id), 'backbone', backbone)
+      for key in dict.fromkeys([device_backbone[device], reference]):
+        if key is not None:
+          ledger.send(('edge', edge), ('device', device), 'backbone',
+                      backbones[key])
 
 
 def report_metrics(ledger: Ledger, topology: Topology, metrics: Mapping,

@@ -7,8 +7,11 @@ count, device data sizes from the configured partition applied to a balanced
 label array of the dataset's training-set size, and backbones are chosen as
 the largest grid subnet within each budget (no accuracies exist yet; accuracy
 grows with size on every measured grid). The header rounds are counted as
-the pipeline records them. Prints bytes by kind for ACME and the centralized
-baseline, and the ratio, with the assumptions it rests on.
+the pipeline records them. Raw data is counted as a device stores it (native
+resolution, uint8 or the dataset's encoded bytes); the same upload at the
+model's input resolution is printed as a labelled sensitivity line. Prints
+bytes by kind for ACME and the centralized baseline, and the ratio, with the
+assumptions it rests on.
 """
 import sys
 
@@ -18,9 +21,11 @@ from ml_collections import config_flags
 
 from acme_jax import config as config_lib
 from acme_jax import data as data_lib
-from acme_jax import pipeline
 from acme_jax import report
+from acme_jax import shapes
+from acme_jax import stages
 from acme_jax.data import partition
+from acme_jax.device import header as header_lib
 from acme_jax.edge import choice
 from acme_jax.selection import costs
 from acme_jax.system import ledger as ledger_lib
@@ -30,7 +35,15 @@ _CONFIG = config_flags.DEFINE_config_file('config', None,
                                           'Path to a configs/*.py file.')
 
 FLOAT32 = 4
-SIGNATURE_SAMPLES = 200
+
+
+def gate_units(config) -> int:
+  """Floats of one importance vector: every gate channel of the header."""
+  h = config.header
+  spec = header_lib.Spec(num_classes=1, feature_dim=1,
+                         num_channels=h.num_channels, num_nodes=h.num_nodes,
+                         max_layers=(h.num_layers or 3) + 2)
+  return sum(int(np.prod(s)) for s in header_lib.gate_shapes(spec).values())
 
 
 def record_header_rounds(config, ledger, topology, arch):
@@ -39,14 +52,9 @@ def record_header_rounds(config, ledger, topology, arch):
   if a.mode == 'wo_pruning' or a.rounds == 0:
     return
   personalized = a.mode in ('pruning_per_js', 'pruning_per_emd')
-  if personalized and a.signature == 'features':
-    # One common reference backbone (the smallest grid subnet) per device.
-    reference = FLOAT32 * costs.exact_param_count(
-        arch, min(config.cloud.depth_mults), min(config.cloud.width_mults))
-    transfers.deliver_reference_backbone(ledger, topology, reference)
   signature = (a.signature_samples * arch.hidden_size
                if a.signature == 'features' else arch.num_classes) * FLOAT32
-  importance = config.header.num_channels * FLOAT32
+  importance = gate_units(config) * FLOAT32
   for r in range(a.rounds):
     for d in topology.devices:
       edge = ('edge', d.edge_id)
@@ -57,15 +65,17 @@ def record_header_rounds(config, ledger, topology, arch):
 
 
 def plan(config) -> dict:
-  """Ledger comparison (as `ledger.compare`) plus the plan's facts."""
+  """Ledger comparison (as `ledger.compare`) plus the plan's facts.
+
+  'sensitivity' holds the same comparison with raw data counted at the
+  model's input resolution (uint8) instead of as stored.
+  """
   config_lib.validate(config)
   name = config.data.name
   num_classes = data_lib.NUM_CLASSES[name]
-  arch = pipeline.architecture(config, num_classes)
-  grid = [{'depth_mult': d, 'width_mult': w,
-           'params': costs.exact_param_count(arch, d, w)}
-          for d in config.cloud.depth_mults for w in config.cloud.width_mults]
-  topology = pipeline.build_topology(config, grid)
+  arch = shapes.architecture(config, num_classes)
+  grid = shapes.grid(config)
+  topology = stages.build_topology(config, grid)
 
   # Balanced labels of the training set, minus the cloud's share.
   n_train = data_lib.TRAIN_EXAMPLES[name]
@@ -95,20 +105,37 @@ def plan(config) -> dict:
 
   ledger = ledger_lib.Ledger()
   front_bytes = len(grid) * (5 + num_classes) * FLOAT32
+  keys = [(g['depth_mult'], g['width_mult']) for g in grid]
+  backbones = {k: g['params'] * FLOAT32 for k, g in zip(keys, grid)}
+  a = config.aggregation
+  reference = None
+  if a.signature == 'features' and a.mode in ('pruning_per_js',
+                                              'pruning_per_emd'):
+    width, depth = stages.reference_multipliers(config)
+    reference = (depth, width)
+    backbones.setdefault(reference, FLOAT32 * costs.exact_param_count(
+        arch, depth, width))
   transfers.deliver_backbones(
       ledger, topology, front_bytes,
-      {d.id: num_classes * FLOAT32 for d in topology.devices},
-      {i: p * FLOAT32 for i, p in enumerate(params)},
-      {d.id: pick.candidate for d, pick in zip(topology.devices, picks)})
+      {d.id: num_classes * FLOAT32 for d in topology.devices}, backbones,
+      {d.id: keys[pick.candidate] for d, pick in zip(topology.devices, picks)},
+      reference=reference)
   record_header_rounds(config, ledger, topology, arch)
   transfers.report_metrics(ledger, topology,
                            {d.id: 2 * FLOAT32 for d in topology.devices})
-  pixels = config.data.image_size ** 2 * data_lib.channels(name)
-  raw = {i: n * (pixels + 4) for i, n in train_counts.items()}  # uint8 + label
-  models = {d.id: pick.params * FLOAT32
+  models = {d.id: (pick.params + sys_c.header_allowance) * FLOAT32
             for d, pick in zip(topology.devices, picks)}
-  summary = ledger_lib.compare(
-      ledger, transfers.centralized(topology, raw, models))
+  native = data_lib.NATIVE_SAMPLE_BYTES[name]
+  model_input = config.data.image_size ** 2 * data_lib.channels(name)
+  summary = ledger_lib.compare(ledger, transfers.centralized(
+      topology, {i: n * (native + 4) for i, n in train_counts.items()},
+      models))
+  summary['sensitivity'] = {
+      'raw_sample_bytes': model_input,
+      'comparison': ledger_lib.compare(ledger, transfers.centralized(
+          topology, {i: n * (model_input + 4)
+                     for i, n in train_counts.items()}, models))}
+  summary['raw_sample_bytes'] = native
   summary['devices'] = [
       {'device': d.id, 'budget': d.budget, 'train_samples': train_counts[d.id],
        'depth_mult': grid[p.candidate]['depth_mult'],
@@ -132,14 +159,23 @@ def main(argv):
        for d in summary['devices']]))
   print()
   print(report.ledger_table(summary))
-  print(f"\nAssumptions: {config.data.name} uploaded as uint8 at "
-        f"{config.data.image_size}x{config.data.image_size} (the resolution "
-        f"the model consumes) plus a 4-byte label; float32 weights; "
-        f"device<->cloud = 2 hops, other links 1 hop (bytes x hops); "
-        f"backbones = largest grid subnet within budget - header allowance "
-        f"({config.system.header_allowance:,}); {config.aggregation.rounds} "
+  sens = summary['sensitivity']
+  print(f"\nSensitivity (not the result): with the raw upload counted at the "
+        f"model's input resolution ({sens['raw_sample_bytes']:,} bytes per "
+        f"sample instead of {summary['raw_sample_bytes']:,}), ACME / "
+        f"centralized = {sens['comparison']['ratio']:.4f} (unweighted "
+        f"{sens['comparison']['ratio_unweighted']:.4f}).")
+  print(f"\nAssumptions: {config.data.name} uploaded as stored on the device "
+        f"({summary['raw_sample_bytes']:,} bytes per sample) plus a 4-byte "
+        f"label; float32 weights; device<->cloud = 2 hops, other links 1 hop "
+        f"(bytes x hops; unweighted = bytes delivered end to end, a relayed "
+        f"payload counted once); backbones = largest grid subnet within "
+        f"budget - header allowance ({config.system.header_allowance:,}), "
+        f"without the cloud's classifier; an edge receives each distinct "
+        f"backbone once; {config.aggregation.rounds} "
         f"{config.aggregation.mode} rounds with {config.aggregation.signature} "
-        f"signatures; the centralized download counts backbones only.")
+        f"signatures; the centralized download is backbone + header "
+        f"allowance.")
 
 
 if __name__ == '__main__':

@@ -1,0 +1,52 @@
+"""Sizes that follow from a config alone: no data, no training.
+
+The supernet's architecture, the exact parameter count of every trained grid
+subnet and the smallest header. Config validation, the plan tool and the
+pipeline all size things here, so an impossible budget is caught before any
+work and every tool counts the same way.
+"""
+from acme_jax import data as data_lib
+from acme_jax.selection import costs
+
+
+def architecture(config, num_classes: int) -> costs.ViTArchitecture:
+  m = config.model
+  return costs.ViTArchitecture.for_images(
+      config.data.image_size, num_layers=m.num_layers, num_heads=m.num_heads,
+      hidden_size=m.hidden_size, mlp_dim=m.mlp_dim, patch_size=m.patch_size,
+      channels=data_lib.channels(config.data.name), num_classes=num_classes)
+
+
+def num_classes(config) -> int:
+  return data_lib.NUM_CLASSES[config.data.name]
+
+
+def grid(config) -> list:
+  """Every trained (depth, width) subnet with its exact backbone size."""
+  arch = architecture(config, num_classes(config))
+  return [{'depth_mult': d, 'width_mult': w,
+           'params': costs.exact_param_count(arch, d, w)}
+          for d in sorted(config.cloud.depth_mults, reverse=True)
+          for w in sorted(config.cloud.width_mults, reverse=True)]
+
+
+def smallest_backbone(config) -> int:
+  return min(g['params'] for g in grid(config))
+
+
+def feature_shape(config) -> tuple:
+  """(1, *grid, D) of the features a header reads."""
+  side = config.data.image_size // config.model.patch_size
+  return (1, side, side, config.model.hidden_size)
+
+
+def smallest_header(config, cells: int) -> int:
+  """Parameters of the cheapest header (all pools) with `cells` cells."""
+  from acme_jax.device import header as header_lib
+  h = config.header
+  spec = header_lib.Spec(num_classes=num_classes(config),
+                         feature_dim=config.model.hidden_size, grid_rank=2,
+                         num_channels=h.num_channels, num_nodes=h.num_nodes,
+                         max_layers=cells)
+  return int(header_lib.param_count(
+      spec, header_lib.smallest_arch(h.num_nodes), cells))
