@@ -138,6 +138,10 @@ def validate(config):
   _non_negative_int(config, 'cloud.teacher.max_shift')
   _stage(config, 'cloud.width_stage', elastic=True)
   _stage(config, 'cloud.depth_stage', elastic=True)
+  from acme_jax.cloud import elastic
+  _check(config, 'cloud.depth_stage.teacher',
+         lambda v: v in elastic.TEACHERS,
+         f'must be one of {", ".join(elastic.TEACHERS)}')
   for stage in ('width_stage', 'depth_stage'):
     _non_negative_int(config, f'cloud.{stage}.max_shift')
   _validate_selection_and_system(config)
@@ -147,20 +151,22 @@ def validate(config):
 
 def _validate_device_sections(config):
   from acme_jax.data import partition
-  from acme_jax.device import header as header_lib
-  from acme_jax.edge import similarity
+  from acme_jax.device import features, heads, nas
+  from acme_jax.edge import rounds, similarity
   from acme_jax.system import engine
   for name in ('num_channels', 'num_nodes', 'batch_size', 'controller_hidden',
                'num_final_archs'):
     _positive_int(config, f'header.{name}')
   for name in ('num_layers', 'search_epochs', 'finetune_epochs',
-               'controller_steps_per_epoch'):
+               'controller_steps_per_epoch', 'lr_period', 'lr_period_mult'):
     _non_negative_int(config, f'header.{name}')
+  for name in ('lr_period', 'lr_period_mult'):
+    _positive_int(config, f'header.{name}')
   for name in ('lr_max', 'lr_min', 'temperature', 'tanh_constant',
-               'controller_lr', 'lr_period', 'lr_period_mult', 'grad_clip'):
+               'op_tanh_reduce', 'controller_lr', 'reward_scale'):
     _check(config, f'header.{name}', lambda v: _is_number(v) and v > 0,
            'must be a number > 0')
-  for name in ('weight_decay', 'entropy_weight'):
+  for name in ('weight_decay', 'entropy_weight', 'grad_clip'):
     _check(config, f'header.{name}', lambda v: _is_number(v) and v >= 0,
            'must be a number >= 0')
   _check(config, 'header.finetune_lrs',
@@ -169,8 +175,13 @@ def _validate_device_sections(config):
   _fraction(config, 'header.momentum', low_open=False)
   _fraction(config, 'header.dropout_rate', low_open=False)
   _fraction(config, 'header.baseline_decay', low_open=False)
+  _check(config, 'header.derive', lambda v: v in nas.DERIVES,
+         f'must be one of {", ".join(nas.DERIVES)}')
+  _check(config, 'header.features_from',
+         lambda v: v in features.FEATURE_SOURCES,
+         f'must be one of {", ".join(features.FEATURE_SOURCES)}')
 
-  kinds = tuple(header_lib.BASELINES)
+  kinds = tuple(heads.BASELINES)
   _check(config, 'baselines.kinds', lambda v: all(k in kinds for k in v),
          f'must list some of {", ".join(kinds)}')
   _check(config, 'baselines.learning_rates',
@@ -182,6 +193,7 @@ def _validate_device_sections(config):
                                       for x in v),
          'must be a non-empty list of numbers in (0, 1] that each keep at '
          'least one layer')
+  _positive_int(config, 'baselines.repeats')
 
   a = 'aggregation'
   _non_negative_int(config, f'{a}.rounds')
@@ -191,6 +203,16 @@ def _validate_device_sections(config):
   _check(config, f'{a}.signature',
          lambda v: v in similarity.SIGNATURE_KINDS,
          f'must be one of {", ".join(similarity.SIGNATURE_KINDS)}')
+  _check(config, f'{a}.taylor', lambda v: v in rounds.TAYLOR,
+         f'must be one of {", ".join(rounds.TAYLOR)}')
+  _check(config, f'{a}.reference_backbone',
+         lambda v: v in similarity.REFERENCE_BACKBONES,
+         f'must be one of {", ".join(similarity.REFERENCE_BACKBONES)}')
+  _check(config, f'{a}.js_variant', lambda v: v in similarity.JS_VARIANTS,
+         f'must be one of {", ".join(similarity.JS_VARIANTS)}')
+  _check(config, f'{a}.temperatures',
+         lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
+         'must be a non-empty list of numbers > 0')
   _positive_int(config, f'{a}.signature_samples')
   _check(config, f'{a}.temperature', lambda v: _is_number(v) and v > 0,
          'must be a number > 0')
@@ -225,6 +247,10 @@ def _validate_selection_and_system(config):
   _fraction(config, 'selection.size_constraint', high_open=False)
   _check(config, 'selection.front', lambda v: v in ('pfg', 'non_dominated'),
          'must be pfg or non_dominated')
+  _check(config, 'selection.edge_accuracy',
+         lambda v: v in ('measured', 'predicted'), 'must be measured or predicted')
+  _check(config, 'selection.baselines_realisable_only',
+         lambda v: isinstance(v, bool), 'must be True or False')
 
   edges = _positive_int(config, 'system.num_edges')
   per_edge = _check(config, 'system.devices_per_edge',
@@ -240,9 +266,8 @@ def _validate_selection_and_system(config):
                        _is_int(b) and b > 0 for b in v),
                    f'must be empty (drawn) or {num_devices} positive integers')
   if budgets:
-    from acme_jax.pipeline import smallest_backbone
-    smallest = smallest_backbone(config, data_lib.NUM_CLASSES[
-        config.data.name]) + allowance
+    from acme_jax import shapes
+    smallest = shapes.smallest_backbone(config) + allowance
     low = min(budgets)
     if low < smallest:
       raise ConfigError(

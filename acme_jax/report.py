@@ -1,4 +1,6 @@
 """Tables (markdown) and plots (PNG) from results; no training logic here."""
+from acme_jax import stats
+from acme_jax import workdir as workdir_lib
 
 
 def merge_grid(validation, test, teacher_cut_test):
@@ -43,10 +45,10 @@ def devices_table(devices) -> str:
            if final else [])
   return markdown_table(
       ['device', 'edge', 'depth', 'width', 'backbone params', 'predicted acc',
-       'hist-weighted pred', 'probe test acc', 'local n'] + extra,
+       'hist-weighted acc', 'probe test acc', 'local n'] + extra,
       [[d['device'], d['edge'], f"{d['depth_mult']:g}", f"{d['width_mult']:g}",
         f"{d['params']:,}", f"{d['predicted_accuracy']:.3f}",
-        f"{d['histogram_weighted_predicted_accuracy']:.3f}",
+        f"{d['histogram_weighted_accuracy']:.3f}",
         f"{d['linear_probe_test_accuracy']:.3f}",
         '/'.join(str(n) for n in d['local_samples'])] +
        ([f"{d['header_params']:,}",
@@ -56,66 +58,88 @@ def devices_table(devices) -> str:
 
 
 def headers_table(headers) -> str:
-  """Test accuracy by backbone depth fraction, NAS header vs fixed heads."""
+  """Mean device test accuracy (± 95% CI over repeats) by backbone depth
+  fraction, NAS header vs fixed heads, and the paired difference NAS - head
+  (* = the CI excludes 0)."""
   kinds = list(headers['average'])
-  rows = [[f"{r['depth_fraction']:g}"] + [f'{r[k]:.3f}' for k in kinds]
+  rows = [[f"{r['depth_fraction']:g}"] +
+          [stats.fmt(r['accuracy'][k]) for k in kinds]
           for r in headers['by_depth']]
-  rows.append(['**average**'] + [f"{headers['average'][k]:.3f}"
+  rows.append(['**average**'] + [stats.fmt(headers['average'][k])
                                  for k in kinds])
-  rows.append(['ACME gain'] + [''] + [
-      f"{headers['acme_gain'][k]:+.3f}" for k in kinds[1:]])
-  return markdown_table(['depth fraction'] + kinds, rows)
+  rows.append(['NAS - head'] + [''] + [
+      stats.fmt_diff(headers['nas_minus'][k]) for k in kinds[1:]])
+  return (markdown_table(['depth fraction'] + kinds, rows) +
+          f"\n\n{headers['repeats']} repeat(s); ± = 95% CI over repeats; "
+          '* = the paired difference\'s CI excludes 0.')
 
 
 def aggregation_table(aggregation) -> str:
-  """Mean device test accuracy per mode and setup, gain over wo_pruning."""
+  """Mean device test accuracy per mode and setup (± 95% CI), and the paired
+  gain over wo_pruning (* = its CI excludes 0)."""
   setups = list(aggregation['by_setup'])
   modes = list(aggregation['by_setup'][setups[0]])
   rows = []
   for setup in setups:
     accs = aggregation['by_setup'][setup]
+    rows.append([setup] + [stats.fmt(accs[m]) for m in modes])
+  for setup in setups:
     gains = aggregation['gain_vs_wo_pruning'].get(setup, {})
-    rows.append([setup] + [
-        f'{accs[m]:.3f}' + (f' ({gains[m]:+.3f})' if m in gains else '')
-        for m in modes])
-  return markdown_table(['setup'] + modes, rows)
+    if gains:
+      rows.append([f'{setup} gain'] + [
+          stats.fmt_diff(gains[m]) if m in gains else '' for m in modes])
+  return (markdown_table(['setup'] + modes, rows) +
+          f"\n\n{aggregation['repeats']} repeat(s); ± = 95% CI over "
+          'repeats; gain = paired difference to wo_pruning, * = its CI '
+          'excludes 0.')
 
 
-def headers_figure(headers):
+def _plt():
   import matplotlib
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
+  return plt
+
+
+def _err(cell):
+  return 0.0 if cell['ci'] is None else cell['ci']
+
+
+def headers_figure(headers):
+  plt = _plt()
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   depths = [r['depth_fraction'] for r in headers['by_depth']]
   for kind in headers['average']:
-    ax.plot(depths, [r[kind] for r in headers['by_depth']], marker='o',
-            lw=2.5 if kind == 'acme_nas' else 1.2, label=kind)
+    cells = [r['accuracy'][kind] for r in headers['by_depth']]
+    ax.errorbar(depths, [c['mean'] for c in cells],
+                yerr=[_err(c) for c in cells], marker='o', capsize=3,
+                lw=2.5 if kind == 'acme_nas' else 1.2, label=kind)
+  ax.set_ylim(0, 1)
   ax.set_xlabel('backbone depth fraction (full width)')
   ax.set_ylabel('mean device test accuracy')
-  ax.set_title('Header: ACME NAS vs fixed early-exit heads')
+  ax.set_title(f'Header: ACME NAS vs fixed heads '
+               f'({headers["repeats"]} repeats, 95% CI)')
   ax.legend()
   return fig
 
 
 def aggregation_figure(aggregation):
-  import matplotlib
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt
+  plt = _plt()
   setups = list(aggregation['by_setup'])
   modes = list(aggregation['by_setup'][setups[0]])
-  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+  fig, ax = plt.subplots(figsize=(8.5, 4.5))
   width = 0.8 / len(modes)
   for m, mode in enumerate(modes):
+    cells = [aggregation['by_setup'][s][mode] for s in setups]
     ax.bar([i + m * width for i in range(len(setups))],
-           [aggregation['by_setup'][s][mode] for s in setups], width,
-           label=mode)
+           [c['mean'] for c in cells], width,
+           yerr=[_err(c) for c in cells], capsize=2, label=mode)
   ax.set_xticks([i + 0.4 - width / 2 for i in range(len(setups))], setups)
-  values = [v for accs in aggregation['by_setup'].values()
-            for v in accs.values()]
-  ax.set_ylim(max(0.0, min(values) - 0.1), min(1.0, max(values) + 0.05))
+  ax.set_ylim(0, 1)  # from 0: bar heights compare honestly
   ax.set_ylabel('mean device test accuracy')
-  ax.set_title('Personalized architecture aggregation')
-  ax.legend(fontsize=8)
+  ax.set_title(f'Personalized architecture aggregation '
+               f'({aggregation["repeats"]} repeats, 95% CI)')
+  ax.legend(fontsize=7, loc='lower right')
   return fig
 
 
@@ -141,6 +165,29 @@ def picks_table(selection) -> str:
   return markdown_table(['pick'] + fields, [
       [name] + [fmt(p[f]) for f in fields]
       for name, p in selection['picks'].items()])
+
+
+def selection_line(selection) -> str:
+  pfg = selection['picks']['pfg']
+  gain = selection['tradeoff_gain_vs_highest_accuracy']
+  front = [c for c in selection['candidates'] if c['on_front']]
+  return (f"PFG pick depth {pfg['depth_mult']:.2f} width "
+          f"{pfg['width_mult']:.2f} (predicted acc {pfg['accuracy']:.3f}, "
+          f"trade-off {pfg['tradeoff']:.3f}); trade-off gain vs highest "
+          f"accuracy {'n/a' if gain is None else f'{gain:+.1%}'}; "
+          f"{len(front)} of {len(selection['candidates'])} trained subnets "
+          f"on the edges' front")
+
+
+def write_results(wd, sections: dict, config=None) -> dict:
+  """Merges `sections` into results.json and rewrites report.md."""
+  path = wd / 'results.json'
+  results = workdir_lib.read_json(path) if path.exists() else {}
+  results.update(sections)
+  workdir_lib.atomic_write_json(path, results)
+  if 'devices' in results:
+    workdir_lib.atomic_write_text(wd / 'report.md', markdown_report(results))
+  return workdir_lib.read_json(path)
 
 
 def markdown_report(results) -> str:

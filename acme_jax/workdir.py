@@ -82,6 +82,10 @@ class Workdir:
     atomic_write_json(path, value)
     return read_json(path)
 
+  def has_checkpoint(self, name: str) -> bool:
+    """True when a committed checkpoint `name` exists."""
+    return (self / name / '_CHECKPOINT_METADATA').exists()
+
   def cached_params(self, name: str, compute: Callable[[], Any], like):
     """Restore the checkpoint `name` (a pytree shaped like `like`), or compute and save it.
 

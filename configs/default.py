@@ -4,13 +4,16 @@ Runs on a laptop CPU in minutes, no download. The method's numbers are the
 prototype's where they fit this scale; scaled-down values say so.
 
   python -m experiments.main --config=configs/default.py --workdir=runs/default
+  python -m experiments.headers --config=configs/default.py --workdir=runs/default
+  python -m experiments.aggregation --config=configs/default.py --workdir=runs/default
   python -m experiments.main --config=configs/default.py --workdir=runs/w \
       --config.cloud.width_mults=0.5,1.0 --config.seed=3
 """
 import ml_collections
 
 
-def get_config():
+def get_config(arg=None):
+  del arg  # no variants
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -72,6 +75,10 @@ def get_config():
   config.cloud.depth_stage.max_shift = 1
   config.cloud.depth_stage.lambda_logits = 1.0   # prototype
   config.cloud.depth_stage.lambda_hidden = 1.0   # prototype
+  # Stage 2's teacher: width_stage (DynaBERT: the width-elastic model at the
+  # student's width) | width_stage_full (the prototype's code: it at full
+  # width) | teacher (the fine-tuned teacher).
+  config.cloud.depth_stage.teacher = 'width_stage'
 
   # Selection at the cloud (ACME.md 4): prototype values.
   config.selection = ml_collections.ConfigDict()
@@ -80,7 +87,14 @@ def get_config():
   config.selection.cells = 10             # K
   config.selection.sigma = 1e-6
   config.selection.size_constraint = 0.8  # normalised, for the cloud's picks
-  config.selection.front = 'pfg'          # pfg | non_dominated (sent to edges)
+  config.selection.front = 'pfg'          # pfg | non_dominated (report)
+  # Baselines random / traverse / worst / ... only among ratios that realise
+  # a real subnet (>= 1 head and layer); False = the prototype's behaviour.
+  config.selection.baselines_realisable_only = True
+  # The edges rank the trained subnets by their per-class validation
+  # accuracy: measured (the cloud measured every shipped subnet) | predicted
+  # (the quadratic surface, which smooths the grid).
+  config.selection.edge_accuracy = 'measured'
 
   # Devices and edges (ACME.md 1, 6). Budgets in parameters (backbone +
   # header); () = spread over [smallest, largest] grid subnet + allowance.
@@ -89,7 +103,7 @@ def get_config():
   config.system.devices_per_edge = (3,)   # one count for all, or one per edge
   config.system.budgets = ()
   config.system.budget_draw = 'linspace'  # linspace | uniform (seeded)
-  config.system.header_allowance = 15000  # parameters reserved for the header
+  config.system.header_allowance = 40000  # parameters reserved for the header
   config.system.partition = 'dirichlet'   # iid | dirichlet | shards | IID | C2..C4
   config.system.dirichlet_alpha = 0.5
   config.system.shards_per_device = 2
@@ -100,32 +114,41 @@ def get_config():
       g_n=100.0, delta_g=10.0, l_n=1.0, delta_l=0.1, p=128.0, g_beta=50.0,
       k=10.0))                            # ACME.md 4.2, prototype constants
 
-  # Header NAS on devices (ACME.md 5). Scaled down from the prototype where
-  # noted, to fit tiny local datasets (~70 samples) and minutes of CPU.
+  # Header NAS on devices (ACME.md 5): the prototype's ENAS child and
+  # controller; scaled down where noted, to fit tiny local datasets (~70
+  # samples) and minutes of CPU.
   config.header = ml_collections.ConfigDict()
+  config.header.features_from = 'last_hidden'  # prototype; | final_norm
   config.header.num_channels = 32         # prototype 256
-  config.header.num_nodes = 3             # nodes per ENAS cell (ENAS: 5)
-  config.header.num_layers = 0            # 0 = prototype rule: 1 if w*d > .25 else 3
-  config.header.search_epochs = 8
-  config.header.finetune_epochs = 12
+  config.header.num_nodes = 3             # nodes per cell (prototype 5)
+  config.header.num_layers = 0            # 0 = prototype rule: 1 if w*d > .25
+                                          # else 3; the child has it + 2 cells
+  config.header.search_epochs = 8         # prototype 130
+  config.header.finetune_epochs = 12      # prototype 50
   config.header.finetune_lrs = (0.01, 0.03, 0.1)  # peak lr, best on local val
-  config.header.batch_size = 32
+  config.header.batch_size = 32           # prototype 128
   config.header.lr_max = 0.1              # prototype: cosine 0.1 -> 5e-4, SGDR
   config.header.lr_min = 5e-4
   config.header.lr_period = 10            # SGDR: first cycle (epochs), then
   config.header.lr_period_mult = 2        # each cycle twice as long
-  config.header.grad_clip = 5.0           # ENAS child gradient clipping
+  config.header.grad_clip = 0.0           # 0 = none (prototype); ENAS: 5
   config.header.momentum = 0.9            # prototype
   config.header.weight_decay = 1e-4       # prototype
   config.header.dropout_rate = 0.1        # prototype
   config.header.controller_hidden = 100   # prototype
   config.header.temperature = 5.0         # prototype
   config.header.tanh_constant = 1.1       # prototype
-  config.header.controller_lr = 0.0035
-  config.header.controller_steps_per_epoch = 10  # scaled from ENAS's 30
+  config.header.op_tanh_reduce = 2.5      # prototype
+  config.header.controller_lr = 0.0025    # prototype (Adam, betas .1/.999)
+  config.header.controller_steps_per_epoch = 10  # prototype 300
   config.header.entropy_weight = 1e-4     # prototype
   config.header.baseline_decay = 0.99     # prototype
-  config.header.num_final_archs = 8
+  config.header.reward_scale = 100.0      # prototype: accuracy in percent
+  # Final architecture: prototype (each epoch's arch at its peak running
+  # train accuracy, best on local validation) | sample (best of
+  # num_final_archs controller samples, ENAS's derive step).
+  config.header.derive = 'prototype'
+  config.header.num_final_archs = 8       # for derive = sample
 
   # Fixed-head baselines (AdamW), trained for the same epochs as search +
   # fine-tune, each with its best learning rate on local validation data.
@@ -133,6 +156,7 @@ def get_config():
   config.baselines.kinds = ('linear', 'mlp', 'mixer', 'cnn_project')
   config.baselines.learning_rates = (1e-3, 3e-3, 1e-2, 3e-2)  # best on val
   config.baselines.depth_fractions = (1.0, 0.75, 0.5, 0.25)
+  config.baselines.repeats = 1            # configs/paper_tables.py: 5
 
   # Personalized architecture aggregation (ACME.md 6).
   config.aggregation = ml_collections.ConfigDict()
@@ -140,19 +164,27 @@ def get_config():
   config.aggregation.prune_ratio = 0.3    # prototype: 10-50%
   config.aggregation.local_epochs = 4
   config.aggregation.finetune_epochs = 4
+  config.aggregation.taylor = 'squared'   # (g dL/dg)^2 (NVlabs) | abs_sum
   config.aggregation.signature = 'features'  # features | histogram
   config.aggregation.signature_samples = 200  # prototype
+  # Common backbone of feature signatures: smallest (the smallest grid
+  # subnet, which fits every device's budget) | full (the prototype's, which
+  # computes signatures centrally; the full supernet exceeds small budgets).
+  config.aggregation.reference_backbone = 'smallest'
+  config.aggregation.js_variant = 'standard'  # textbook JS | prototype
   config.aggregation.temperature = 1.0    # prototype (plain softmax)
   config.aggregation.self_weight = -1.0   # < 0: no override (prototype)
   config.aggregation.mode = 'pruning_per_emd'  # ACME, for the main devices
+  # The comparison experiment (experiments/aggregation.py):
   config.aggregation.modes = ('wo_pruning', 'pruning_alone', 'pruning_avg',
                               'pruning_per_js', 'pruning_per_emd')
+  config.aggregation.temperatures = (1.0, 0.05)  # for the personalized modes
   config.aggregation.setups = ('IID', 'C2', 'C3', 'C4')
   config.aggregation.fraction_per_class = 0.15  # prototype 10%; digits is tiny
   # Device test sets in the comparison: 'local' (its own ~10 held-out samples)
   # or 'class_matched' (the test split's samples of the device's classes).
   config.aggregation.test_on = 'class_matched'
-  config.aggregation.repeats = 1          # average the comparison over seeds
+  config.aggregation.repeats = 1          # configs/paper_tables.py: 5
 
   config.engine = ml_collections.ConfigDict()
   config.engine.strategy = 'auto'         # auto | loop | vmap | sharded

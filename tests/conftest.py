@@ -1,6 +1,18 @@
 """Shared fixtures: a tiny supernet and a tiny offline config."""
+import os
+import pathlib
+
 import jax
 import pytest
+
+# Compiled programs are reused across test processes (subprocess tests, and
+# reruns on the same machine); keyed by program and library versions.
+_CACHE = pathlib.Path(__file__).resolve().parents[1] / '.cache' / 'xla'
+os.environ.setdefault('ACME_JAX_COMPILATION_CACHE', str(_CACHE))
+if os.environ['ACME_JAX_COMPILATION_CACHE'] != 'off':
+  jax.config.update('jax_compilation_cache_dir',
+                    os.environ['ACME_JAX_COMPILATION_CACHE'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 from configs import default
 from acme_jax.models import vit
@@ -39,7 +51,7 @@ def tiny_config():
   config.model.mlp_dim = 16
   config.cloud.width_mults = (1.0, 0.5, 0.25)
   config.cloud.depth_mults = (1.0, 2 / 3, 1 / 3)
-  config.system.header_allowance = 1000
+  config.system.header_allowance = 2000
   config.cloud.importance_batches = 2
   for stage in (config.cloud.teacher, config.cloud.width_stage,
                 config.cloud.depth_stage):

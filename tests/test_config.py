@@ -85,11 +85,12 @@ def test_unknown_dataset_from_command_line(tmp_path):
 
 
 def test_budget_below_the_smallest_subnet_is_refused():
-  # Smallest grid subnet (depth 0.25, width 0.25) of the default tiny ViT has
-  # 15,802 params; with the 15,000 header allowance a budget needs 30,802.
-  config = _with(system__budgets=(30_801,) + (10**6,) * 5)
+  # Smallest grid backbone (depth 0.25, width 0.25, no head) of the default
+  # tiny ViT has 15,152 params; with the 40,000 header allowance a budget
+  # needs 55,152.
+  config = _with(system__budgets=(55_151,) + (10**6,) * 5)
   with pytest.raises(config_lib.ConfigError) as info:
     config_lib.validate(config)
   assert info.value.field == 'system.budgets'
-  assert '30802' in str(info.value) and '30801' in str(info.value)
-  config_lib.validate(_with(system__budgets=(30_802,) + (10**6,) * 5))
+  assert '55152' in str(info.value) and '55151' in str(info.value)
+  config_lib.validate(_with(system__budgets=(55_152,) + (10**6,) * 5))

@@ -1,0 +1,450 @@
+"""The stages of ACME's loop as functions, shared by the main loop
+(`pipeline.py`) and the paper-table experiments (`experiments/`).
+
+Each stage maps its inputs (and a key or seed) to its outputs; the cloud
+stages and stage results are cached in the workdir, so an experiment run on
+a finished workdir reuses the trained supernet instead of retraining it.
+"""
+import json
+import time
+
+import jax
+import numpy as np
+
+from acme_jax import data as data_lib
+from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import elastic, grid, importance, teacher
+from acme_jax.config import ConfigError
+from acme_jax.data import partition
+from acme_jax.device import customize, features
+from acme_jax.edge import choice, rounds, similarity
+from acme_jax.models import subnet as subnet_lib
+from acme_jax.models import vit
+from acme_jax.selection import costs, pareto, predictor
+from acme_jax.system import topology as topology_lib
+
+# Independent PRNG streams per stage, so adding a stage never shifts another's.
+TEACHER_INIT, HEAD_INIT, DEVICES, HEADERS, AGGREGATION = range(5)
+
+# The cached cloud stages depend on these config sections only; later stages
+# are recomputed when their own sections change, so e.g. a new partition
+# reuses the trained supernet.
+CLOUD_SECTIONS = ('seed', 'data', 'model', 'cloud')
+DEVICE_SECTIONS = CLOUD_SECTIONS + ('selection', 'system', 'header',
+                                   'aggregation')
+
+
+def config_subset(config, sections) -> dict:
+  full = json.loads(config.to_json_best_effort())
+  return {k: full[k] for k in sections if k in full}
+
+
+def _diff(a, b, prefix=''):
+  keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else ()
+  if not keys:
+    return [prefix.rstrip('.')] if a != b else []
+  out = []
+  for k in keys:
+    out += _diff(a.get(k), b.get(k), f'{prefix}{k}.')
+  return out
+
+
+def check_cloud_config(wd: workdir_lib.Workdir, config):
+  """Refuse to resume cloud stages trained under a different config."""
+  path = wd / 'cloud/config.json'
+  if not path.exists():
+    return
+  saved = workdir_lib.read_json(path)
+  current = config_subset(config, CLOUD_SECTIONS)
+  if saved != current:
+    diffs = sorted(_diff(saved, current))
+    raise ConfigError(
+        diffs[0] if diffs else '<root>', '(changed)',
+        f'{wd.path} holds cloud stages trained with a different config '
+        f'(fields differ: {", ".join(diffs[:5])}); use a new --workdir')
+
+
+def record_cloud_config(wd: workdir_lib.Workdir, config):
+  """Written once the first cloud stage is committed (not before: a failed
+  start must not bind the workdir to a config that trained nothing)."""
+  path = wd / 'cloud/config.json'
+  if not path.exists():
+    workdir_lib.atomic_write_json(path, config_subset(config, CLOUD_SECTIONS))
+
+
+def cached_stage(wd: workdir_lib.Workdir, name: str, config, sections,
+                 compute):
+  """`compute()` once per config of `sections`; reruns load the saved value."""
+  path = wd / name
+  fingerprint = config_subset(config, sections)
+  if path.exists():
+    saved = workdir_lib.read_json(path)
+    if saved.get('config') == fingerprint:
+      return saved['value']
+  workdir_lib.atomic_write_json(path, {'config': fingerprint,
+                                       'value': compute()})
+  return workdir_lib.read_json(path)['value']
+
+
+# ----------------------------------------------------------------- data
+
+
+def load_data(config, log=print):
+  """(dataset, the cloud's split, the devices' share of train)."""
+  dataset = data_lib.load_dataset(config.data, config.seed)
+  cloud_data, device_data = data_lib.cloud_device_split(
+      dataset.train, config.data.cloud_fraction, config.seed)
+  log(f'[data] {dataset.name}: {len(dataset.train)} train '
+      f'({len(cloud_data)} cloud, {len(device_data)} devices), '
+      f'{len(dataset.validation)} validation, {len(dataset.test)} test')
+  return dataset, cloud_data, device_data
+
+
+# ---------------------------------------------------------------- cloud
+
+
+def build_model(config, num_classes: int, image_shape, key):
+  """The supernet and its initial params: imported HF weights, or fresh."""
+  if config.model.init_checkpoint:
+    from acme_jax.models import hf_import
+    return hf_import.load_hf_vit(config.model.init_checkpoint,
+                                 num_classes=num_classes,
+                                 key=jax.random.fold_in(key, HEAD_INIT))
+  model = vit.vit_from_config(config.model, num_classes)
+  return model, vit.init_params(model, jax.random.fold_in(key, TEACHER_INIT),
+                                image_shape)
+
+
+def run_cloud(config, wd: workdir_lib.Workdir, dataset, cloud_data, log=print):
+  """Teacher, reordering, elastic stages and grid measurement (ACME.md 3),
+  each loaded from the workdir when a previous run committed it."""
+  c = config.cloud
+  check_cloud_config(wd, config)
+  key = jax.random.key(config.seed)
+  model, init = build_model(config, dataset.num_classes, dataset.image_shape,
+                            key)
+
+  def fit_teacher():
+    params, losses = teacher.train_teacher(model, init, cloud_data, c.teacher,
+                                           c.batch_size, config.seed)
+    workdir_lib.atomic_write_json(wd / 'cloud/teacher_losses.json', losses)
+    return params
+
+  def elastic_stage(name, start, teacher_params, stage_config, depths, seed,
+                    teachers=None):
+    def fit():
+      masks = elastic.stage_subnets(model, depths, c.width_mults)
+      params, losses = elastic.train_elastic(
+          model, start, teacher_params, cloud_data, masks, stage_config,
+          c.batch_size, seed, desc=name, teachers=teachers)
+      workdir_lib.atomic_write_json(wd / f'cloud/{name}_losses.json', losses)
+      return params
+    return fit
+
+  def stage(name, fit):
+    t0 = time.time()
+    done = wd.has_checkpoint(name)
+    params = wd.cached_params(name, fit, init)
+    record_cloud_config(wd, config)
+    log(f'[cloud] {name.split("/")[-1]} '
+        f'{"loaded" if done else "trained"} ({time.time() - t0:.0f}s)')
+    return params
+
+  teacher_params = stage('cloud/teacher', fit_teacher)
+
+  def fit_reordered():
+    heads, neurons = importance.importance_scores(
+        model, teacher_params, cloud_data, c.batch_size, c.importance_batches)
+    return importance.reorder(model, teacher_params, heads, neurons)
+
+  reordered = (stage('cloud/reordered', fit_reordered) if c.reorder
+               else teacher_params)
+  width_params = stage('cloud/width_stage', elastic_stage(
+      'width_stage', reordered, reordered, c.width_stage, (1.0,),
+      config.seed + 1))
+  depth_teacher = c.depth_stage.teacher
+  stage2_teacher = reordered if depth_teacher == 'teacher' else width_params
+  teachers = elastic.stage_teachers(model, c.depth_mults, c.width_mults,
+                                    matched=depth_teacher == 'width_stage')
+  supernet = stage('cloud/depth_stage', elastic_stage(
+      'depth_stage', width_params, stage2_teacher, c.depth_stage,
+      c.depth_mults, config.seed + 2, teachers))
+
+  def measure(params, split):
+    return lambda: grid.measure_grid(model, params, split, dataset.num_classes,
+                                     c.depth_mults, c.width_mults,
+                                     c.eval_batch_size)
+
+  records = wd.cached_json('cloud/grid.json',
+                           measure(supernet, dataset.validation))
+  tables = {
+      'test': wd.cached_json('cloud/grid_test.json',
+                             measure(supernet, dataset.test)),
+      'teacher_cut_test': wd.cached_json(
+          'cloud/grid_teacher_cut_test.json',
+          measure(teacher_params, dataset.test)),
+  }
+  return {'model': model, 'supernet': supernet, 'grid': records, **tables}
+
+
+# ------------------------------------------------------------- selection
+
+
+def device_profile(config) -> costs.DeviceProfile:
+  return costs.DeviceProfile(**config.system.profile.to_dict())
+
+
+def _point(c: pareto.Candidates, i: int, score_table) -> dict:
+  return {'depth_mult': float(c.depth_mult[i]),
+          'width_mult': float(c.width_mult[i]),
+          'accuracy': float(c.accuracy[i]), 'size': float(c.size[i]),
+          'latency': float(c.latency[i]), 'energy': float(c.energy[i]),
+          'realisable': bool(c.realisable[i]) if c.realisable is not None
+          else True,
+          **{k: _finite(v[i]) for k, v in score_table.items()}}
+
+
+def _finite(x):
+  return float(x) if np.isfinite(x) else None
+
+
+def run_selection(config, grid_records, arch: costs.ViTArchitecture) -> dict:
+  """Predictor, costs, PFG and baselines on the fine grid (ACME.md 4.1-4.3),
+  and the edge's candidates (4.4): the trained and measured subnets, each
+  with its predicted (overall and per-class) accuracy and exact size, flagged
+  when on their exact non-dominated set."""
+  s = config.selection
+  depth = np.array([r['depth_mult'] for r in grid_records])
+  width = np.array([r['width_mult'] for r in grid_records])
+  overall = predictor.fit(depth, width,
+                          np.array([r['accuracy'] for r in grid_records]),
+                          reduce_degree=True)
+  per_class = predictor.fit(depth, width, np.array([
+      [r['accuracy'] if a is None else a for a in r['per_class_accuracy']]
+      for r in grid_records]), reduce_degree=True)
+  d, w, acc = predictor.predict_grid(overall, s.grid_size)
+  model = costs.make_cost_model(s.cost_model, device_profile(config), arch)
+  raw = model(d, w)
+  realisable = (raw.heads >= 1) & (raw.layers >= 1)
+  cands = pareto.candidates(d, w, acc, raw.size, raw.latency, raw.energy,
+                            realisable=realisable)
+  picked = pareto.select_all(cands, s.size_constraint, s.cells, s.sigma,
+                             config.seed,
+                             realisable_only=s.baselines_realisable_only)
+  score_table = pareto.scores(cands.accuracy, cands.size, cands.energy)
+  front = (picked.front if s.front == 'pfg' else
+           pareto.non_dominated(cands.accuracy, cands.latency, cands.energy))
+  picks = {name: _point(cands, i, score_table)
+           for name, i in picked.picks.items()}
+  gain = pareto.relative_gain(picks['pfg']['tradeoff'],
+                              picks['highest_accuracy']['tradeoff'])
+  on_front = np.zeros(len(cands), bool)
+  on_front[front] = True
+
+  # The edge chooses among trained subnets only (ACME.md 3.3, 4.4), scored
+  # by their measured or predicted (per-class) validation accuracy.
+  trained_costs = model(depth, width)
+  predicted = overall(depth, width)
+  candidates = []
+  for i, r in enumerate(grid_records):
+    measured_per_class = [r['accuracy'] if a is None else a
+                          for a in r['per_class_accuracy']]
+    predicted_per_class = per_class(depth[i:i + 1], width[i:i + 1])[0]
+    measured = s.edge_accuracy == 'measured'
+    candidates.append({
+        'depth_mult': float(r['depth_mult']),
+        'width_mult': float(r['width_mult']), 'params': int(r['params']),
+        'measured_accuracy': float(r['accuracy']),
+        'predicted_accuracy': float(predicted[i]),
+        'accuracy': float(r['accuracy'] if measured else predicted[i]),
+        'per_class': (measured_per_class if measured
+                      else predicted_per_class.tolist()),
+        'latency': float(trained_costs.latency[i]),
+        'energy': float(trained_costs.energy[i])})
+  keep = set(pareto.non_dominated_min(
+      -np.array([c['accuracy'] for c in candidates]),
+      np.array([c['params'] for c in candidates], float),
+      trained_costs.latency, trained_costs.energy).tolist())
+  for i, c in enumerate(candidates):
+    c['on_front'] = i in keep
+  return {
+      'picks': picks,
+      'tradeoff_gain_vs_highest_accuracy': gain,
+      'front': [_point(cands, i, score_table) for i in front],
+      'grid': {'depth_mult': d.tolist(), 'width_mult': w.tolist(),
+               'accuracy': acc.tolist(), 'params': raw.size.tolist(),
+               'on_front': on_front.tolist(),
+               'realisable': realisable.tolist()},
+      'candidates': candidates,
+  }
+
+
+# --------------------------------------------------------------- system
+
+
+def build_topology(config, grid_records) -> topology_lib.Topology:
+  """Edges, devices, budgets (params of backbone + header) and profiles."""
+  sys_c = config.system
+  per_edge = tuple(sys_c.devices_per_edge)
+  per_edge = per_edge[0] if len(per_edge) == 1 else list(per_edge)
+  num_devices = (per_edge * sys_c.num_edges if isinstance(per_edge, int)
+                 else sum(per_edge))
+  budgets = tuple(sys_c.budgets)
+  if not budgets:
+    sizes = [r['params'] for r in grid_records]
+    low = min(sizes) + sys_c.header_allowance
+    high = max(sizes) + sys_c.header_allowance
+    budgets = (np.linspace(low, high, num_devices).round().astype(int).tolist()
+               if sys_c.budget_draw == 'linspace' else ('uniform', low, high))
+  return topology_lib.build_topology(sys_c.num_edges, per_edge, budgets,
+                                     device_profile(config), seed=config.seed)
+
+
+def device_splits(config, device_data, num_devices: int, num_classes: int,
+                  scheme=None, fraction_per_class=None, seed=None):
+  """Each device's local (train, val, test) Splits from the configured partition."""
+  sys_c = config.system
+  seed = config.seed if seed is None else seed
+  parts = partition.partition(
+      device_data.labels, num_devices, scheme or sys_c.partition, seed,
+      alpha=sys_c.dirichlet_alpha, shards_per_device=sys_c.shards_per_device,
+      fraction_per_class=fraction_per_class or sys_c.fraction_per_class,
+      num_classes=num_classes)
+  splits = []
+  for device, idx in enumerate(parts):
+    local = partition.local_splits(idx, device_data.labels, seed + device,
+                                   sys_c.local_val_fraction,
+                                   sys_c.local_test_fraction)
+    splits.append(tuple(device_data.take(i) for i in local))
+  return splits
+
+
+def class_matched_test(splits, test):
+  """Each device's test set: the held-out test samples of its own classes.
+
+  Category setups leave each device ~10 local test samples, too few to
+  separate the modes; the test split restricted to the device's classes has
+  the same label support and several times more samples.
+  """
+  out = []
+  for train, val, _ in splits:
+    keep = np.flatnonzero(np.isin(test.labels, np.unique(train.labels)))
+    out.append((train, val, test.take(keep)))
+  return out
+
+
+# ------------------------------------------------------------------ edge
+
+
+def edge_choice(config, selection, topology, splits, num_classes):
+  """(label histograms, picks): each device's backbone chosen at its edge."""
+  cands = selection['candidates']
+  histograms = [partition.label_histogram(train.labels, num_classes)
+                for train, _, _ in splits]
+  picks = choice.choose_backbones(
+      [c['params'] for c in cands], [c['per_class'] for c in cands],
+      histograms, [d.budget for d in topology.devices],
+      config.system.header_allowance, on_front=[c['on_front'] for c in cands])
+  return histograms, picks
+
+
+def reference_multipliers(config):
+  """(width, depth) of the common backbone of feature signatures (ACME.md 6):
+  the full supernet (the prototype's `dynavit`) or the smallest grid subnet."""
+  c = config.cloud
+  if config.aggregation.reference_backbone == 'full':
+    return 1.0, 1.0
+  return min(c.width_mults), min(c.depth_mults)
+
+
+def reference_subnet(config, model):
+  return subnet_lib.for_model(model, *reference_multipliers(config))
+
+
+def signatures(config, cloud, splits, num_classes: int, seed: int):
+  """Each device's data signature: label histogram, or the CLS features of up
+  to `signature_samples` local samples through the reference backbone."""
+  a = config.aggregation
+  if a.signature == 'histogram':
+    return [similarity.histogram_signature(train.labels, num_classes)
+            for train, _, _ in splits]
+  model, supernet = cloud['model'], cloud['supernet']
+  masks = subnet_lib.masks(model, reference_subnet(config, model))
+  out = []
+  for device, (train, _, _) in enumerate(splits):
+    cls = features.backbone_tokens(model, supernet, masks, train.images,
+                                   source=config.header.features_from)[:, 0]
+    labels = train.labels
+    n = a.signature_samples
+    if len(labels) < n:
+      # The prototype samples n per device; smaller devices resample with
+      # replacement so every signature has the same shape (JS is entry-wise).
+      idx = np.random.default_rng(seed + device).choice(len(labels), n,
+                                                        replace=True)
+      cls, labels = cls[idx], labels[idx]
+    out.append(similarity.feature_signature(cls, n, seed + device,
+                                            labels=labels))
+  return out
+
+
+# ---------------------------------------------------------------- device
+
+
+def device_headers(config, cloud, topology, splits, choices, key,
+                   num_classes: int, log=print):
+  """Per device: cached features of its backbone, NAS header within its
+  budget, fine-tuning, data signature. `choices[d]` = (width, depth,
+  backbone params). Returns the devices' `rounds.DeviceHeader`s."""
+  model, supernet = cloud['model'], cloud['supernet']
+  locals_, limits, cells = [], [], []
+  for device, (width, depth, backbone_params) in zip(topology.devices,
+                                                     choices):
+    sub = subnet_lib.for_model(model, width, depth)
+    locals_.append(customize.local_features(config, model, supernet, sub,
+                                            splits[device.id]))
+    limits.append(device.budget - backbone_params)
+    cells.append(customize.header_cells(config, width, depth))
+  keys = [jax.random.fold_in(key, d.id) for d in topology.devices]
+  headers = customize.search_headers(
+      config, locals_, num_classes, keys, limits, cells,
+      [d.id for d in topology.devices], [d.edge_id for d in topology.devices],
+      log=log)
+  for header, signature in zip(headers, signatures(
+      config, cloud, splits, num_classes, config.seed)):
+    header.signature = signature
+  return headers
+
+
+def self_weight(config):
+  w = config.aggregation.self_weight
+  return None if w < 0 else w
+
+
+def run_rounds(config, headers, num_classes: int, mode: str, key,
+               temperature=None, ledger=None):
+  """ACME's aggregation rounds (ACME.md 6) on the devices' headers."""
+  a = config.aggregation
+  cfg = customize.nas_config(config, headers[0].data.x.shape,
+                             num_classes)
+  return rounds.run_rounds(
+      cfg, customize.schedule(config), headers, mode, rounds=a.rounds,
+      prune_ratio=a.prune_ratio, local_epochs=a.local_epochs,
+      finetune_epochs=a.finetune_epochs, key=key,
+      signature_kind=a.signature,
+      temperature=a.temperature if temperature is None else temperature,
+      self_weight=self_weight(config), js_variant=a.js_variant,
+      taylor=a.taylor, ledger=ledger, strategy=config.engine.strategy)
+
+
+def test_accuracies(config, headers, num_classes: int) -> np.ndarray:
+  cfg = customize.nas_config(config, headers[0].data.x.shape,
+                             num_classes)
+  return rounds.test_accuracy(cfg, headers, config.header.batch_size,
+                              config.engine.strategy)
+
+
+def header_params(config, headers, num_classes: int) -> list:
+  cfg = customize.nas_config(config, headers[0].data.x.shape,
+                             num_classes)
+  return [h.header_params(cfg.spec) for h in headers]
+
