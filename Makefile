@@ -12,9 +12,16 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
-.PHONY: run test test-all bench
+.PHONY: run tables test test-all bench
+# The main loop, then the paper's two comparison tables on the same workdir.
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m experiments.main --config=$(CONFIG) --workdir=$(WORKDIR)
+	$(VENV)/bin/python -m experiments.headers --config=$(CONFIG) --workdir=$(WORKDIR)
+	$(VENV)/bin/python -m experiments.aggregation --config=$(CONFIG) --workdir=$(WORKDIR)
+
+# The same at 5 repeats (mean +- 95% CI), as the README reports them.
+tables: $(VENV)/.installed
+	$(MAKE) run CONFIG=configs/paper_tables.py WORKDIR=runs/tables
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS) tests

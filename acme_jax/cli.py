@@ -1,7 +1,10 @@
-"""What every `python -m experiments.X` entry point shares: absl flags with
-config overrides, a persistent XLA compilation cache, the error boundary."""
+"""What every command-line entry point shares: absl flags with config
+overrides parsed inside the error boundary, a persistent XLA compilation
+cache, and `errors.boundary` around the work."""
 import os
 import pathlib
+import re
+import sys
 from typing import Callable
 
 from acme_jax import config as config_lib
@@ -23,10 +26,64 @@ def enable_compilation_cache(path=None):
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
+def _flag_problem(error: BaseException, argv) -> str:
+  """One line for a command-line error (a config file or override)."""
+  text = str(error).replace('\\', '')
+  if isinstance(error, OSError):
+    path = re.search(r"No such file or directory: '([^']+)'", text)
+    if path:
+      return (f'config file {path.group(1)} not found; give '
+              f'--config=configs/<name>.py')
+  if isinstance(error, (AttributeError, KeyError)):
+    found = re.search(r"'(\w+)'", text)
+    field = found.group(1) if found else '?'
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    flag = next((a.split('=', 1)[0] for a in argv
+                 if a.startswith('--config.') and
+                 a.split('=', 1)[0].split('.')[-1] == field),
+                f'--config.*.{field}')
+    return (f'{flag}: the config has no field {field!r}' +
+            (f'; did you mean {hint.group(1)!r}?' if hint else ''))
+  return errors.one_line(error)
+
+
+def config_value(config_flag, argv):
+  """The --config flag's ConfigDict; a missing or broken file is one line."""
+  try:
+    config = config_flag.value
+    if config is not None:
+      list(config.keys())  # a file that failed to load raises only on use
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.UserError(_flag_problem(e, argv)) from e
+  if config is None:
+    raise errors.UserError('--config is required, e.g. '
+                           '--config=configs/default.py')
+  return config
+
+
+def _parse_flags(argv):
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {errors.one_line(e)}', file=sys.stderr)
+    sys.exit(2)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'error: {_flag_problem(e, argv)}', file=sys.stderr)
+    sys.exit(2)
+
+
+def run_tool(main: Callable):
+  """app.run(main) with flag errors and expected failures as one line."""
+  from absl import app
+  app.run(lambda argv: errors.boundary(main, argv),
+          flags_parser=_parse_flags)
+
+
 def main(run: Callable):
   """`python -m experiments.X --config=... --workdir=...` for run(config,
   workdir)."""
-  from absl import app, flags, logging
+  from absl import flags, logging
   from ml_collections import config_flags
   config_flag = config_flags.DEFINE_config_file(
       'config', None, 'Path to a configs/*.py file.', lock_config=True)
@@ -34,17 +91,20 @@ def main(run: Callable):
                                      'Directory for all outputs.')
   validate_only = flags.DEFINE_bool(
       'validate_only', False, 'Validate the config, print it and exit.')
-  flags.mark_flags_as_required(['config', 'workdir'])
 
   def _main(argv):
     if len(argv) > 1:
-      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+      raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+    config = config_value(config_flag, sys.argv)
+    if workdir_flag.value is None and not validate_only.value:
+      raise errors.UserError('--workdir is required, e.g. '
+                             '--workdir=runs/default')
+    logging.set_verbosity(logging.ERROR)  # orbax and TFDS chatter at INFO/WARNING
+    config_lib.validate(config)
     if validate_only.value:
-      errors.boundary(config_lib.validate, config_flag.value)
-      print(config_flag.value)
+      print(config)
       return
     enable_compilation_cache()
-    errors.boundary(run, config_flag.value, workdir_flag.value)
+    run(config, workdir_flag.value)
 
-  app.run(_main)
+  run_tool(_main)

@@ -105,6 +105,15 @@ def validate(config):
          f'must be one of {", ".join(data_lib.SUPPORTED)}')
   image_size = _positive_int(config, 'data.image_size')
   _fraction(config, 'data.cloud_fraction')
+  _non_negative_int(config, 'data.source_size')
+  if config.data.name == 'synthetic':
+    from acme_jax.data import synthetic
+    _check(config, 'data.synthetic.like', lambda v: v in synthetic.SHAPES,
+           f'must be one of {", ".join(synthetic.SHAPES)}')
+    _non_negative_int(config, 'data.synthetic.num_train')
+    _non_negative_int(config, 'data.synthetic.num_test')
+    _check(config, 'data.synthetic.noise', lambda v: _is_number(v) and v >= 0,
+           'must be a number >= 0')
   _fraction(config, 'data.validation_fraction')
   _non_negative_int(config, 'data.max_examples_per_split')
 
@@ -121,6 +130,10 @@ def validate(config):
   _positive_int(config, 'model.mlp_dim')
   _check(config, 'model.layer_norm_eps', lambda v: _is_number(v) and v > 0,
          'must be a number > 0')
+  _check(config, 'model.dtype', lambda v: v in ('float32', 'bfloat16'),
+         'must be float32 or bfloat16')
+
+  _validate_checkpoint(config)
 
   _multipliers(config, 'cloud.width_mults', heads, 'heads')
   depths = _multipliers(config, 'cloud.depth_mults', layers, 'layers')
@@ -131,6 +144,14 @@ def validate(config):
                         f'{d} keeps layer index {kept[-1]} of {layers}')
   _positive_int(config, 'cloud.batch_size')
   _positive_int(config, 'cloud.eval_batch_size')
+  from acme_jax.cloud import elastic
+  from acme_jax.system import mesh
+  _check(config, 'cloud.elastic_scheme', lambda v: v in elastic.SCHEMES,
+         f'must be one of {", ".join(elastic.SCHEMES)}')
+  _check(config, 'cloud.param_sharding',
+         lambda v: v in mesh.PARAM_SHARDINGS,
+         f'must be one of {", ".join(mesh.PARAM_SHARDINGS)}')
+  _validate_distributed(config)
   _check(config, 'cloud.reorder', lambda v: isinstance(v, bool),
          'must be True or False')
   _positive_int(config, 'cloud.importance_batches')
@@ -138,7 +159,6 @@ def validate(config):
   _non_negative_int(config, 'cloud.teacher.max_shift')
   _stage(config, 'cloud.width_stage', elastic=True)
   _stage(config, 'cloud.depth_stage', elastic=True)
-  from acme_jax.cloud import elastic
   _check(config, 'cloud.depth_stage.teacher',
          lambda v: v in elastic.TEACHERS,
          f'must be one of {", ".join(elastic.TEACHERS)}')
@@ -147,6 +167,48 @@ def validate(config):
   _validate_selection_and_system(config)
   _validate_device_sections(config)
   return config
+
+
+def _validate_distributed(config):
+  d = 'cloud.distributed'
+  _check(config, f'{d}.coordinator', lambda v: isinstance(v, str) and (
+      not v or ':' in v), 'must be empty or host:port')
+  _positive_int(config, f'{d}.num_processes')
+  _check(config, f'{d}.process_id', lambda v: _is_int(v) and 0 <= v < (
+      config.cloud.distributed.num_processes),
+         'must be in [0, num_processes)')
+  _check(config, f'{d}.auto', lambda v: isinstance(v, bool),
+         'must be True or False')
+  _check(config, f'{d}.cpu_collectives', lambda v: v in ('', 'gloo', 'mpi'),
+         "must be '', gloo or mpi")
+
+
+def check_devices(config, device_count: int):
+  """The cloud's global batches split evenly over the mesh's devices."""
+  for field in ('batch_size', 'eval_batch_size'):
+    value = config.cloud[field]
+    if value % device_count:
+      raise ConfigError(f'cloud.{field}', value,
+                        f'must be a multiple of the {device_count} devices '
+                        f'it is split over')
+
+
+def _validate_checkpoint(config):
+  """A checkpoint must exist and fit config.model and the data: read from
+  its config.json alone, before anything is loaded or trained."""
+  path = config.model.init_checkpoint
+  if not path:
+    return
+  from acme_jax.models import hf_import
+  try:
+    problems = hf_import.mismatches(
+        hf_import.read_config(path), config.model, config.data.image_size,
+        data_lib.channels(config.data))
+  except ValueError as e:
+    raise ConfigError('model.init_checkpoint', path, str(e)) from e
+  if problems:
+    raise ConfigError('model.init_checkpoint', path,
+                      'does not fit the config: ' + '; '.join(problems))
 
 
 def _validate_device_sections(config):
@@ -177,6 +239,8 @@ def _validate_device_sections(config):
   _fraction(config, 'header.baseline_decay', low_open=False)
   _check(config, 'header.derive', lambda v: v in nas.DERIVES,
          f'must be one of {", ".join(nas.DERIVES)}')
+  _check(config, 'header.final_weights',
+         lambda v: v in ('shared', 'scratch'), 'must be shared or scratch')
   _check(config, 'header.features_from',
          lambda v: v in features.FEATURE_SOURCES,
          f'must be one of {", ".join(features.FEATURE_SOURCES)}')
@@ -194,6 +258,12 @@ def _validate_device_sections(config):
          'must be a non-empty list of numbers in (0, 1] that each keep at '
          'least one layer')
   _positive_int(config, 'baselines.repeats')
+  _check(config, 'baselines.ablation_depths',
+         lambda v: len(v) > 0 and all(_is_number(x) and 0 < x <= 1 and
+                                      round(x * config.model.num_layers) >= 1
+                                      for x in v),
+         'must be a non-empty list of numbers in (0, 1] that each keep at '
+         'least one layer')
 
   a = 'aggregation'
   _non_negative_int(config, f'{a}.rounds')
@@ -232,6 +302,20 @@ def _validate_device_sections(config):
          'must be local or class_matched')
   _check(config, 'engine.strategy', lambda v: v in engine.STRATEGIES,
          f'must be one of {", ".join(engine.STRATEGIES)}')
+  _check_header_allowance(config)
+
+
+def _check_header_allowance(config):
+  from acme_jax import shapes
+  allowance = config.system.header_allowance
+  cells = (config.header.num_layers or 3) + 2
+  smallest = shapes.smallest_header(config, cells)
+  if allowance < smallest:
+    raise ConfigError(
+        'system.header_allowance', allowance,
+        f'must be at least the smallest header ({smallest} parameters: pools only, '
+        f'{cells} cells, {config.header.num_channels} channels); raise it or '
+        f'lower header.num_channels')
 
 
 def _validate_selection_and_system(config):

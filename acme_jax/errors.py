@@ -1,21 +1,41 @@
 """The error boundary every entry point shares: an expected failure is one
-line and exit 2; an unexpected one keeps its traceback, introduced as a bug.
+line on stderr and exit 2; an unexpected one keeps its traceback, after a
+line saying it is a bug to report.
+
+Expected: a `ConfigError` or `UserError`, and a ValueError or
+FileNotFoundError raised by this package's own code (its messages name the
+problem; a ValueError from inside a library is a bug of ours).
 """
+import pathlib
 import sys
+import traceback
 from typing import Callable
 
 from acme_jax import config as config_lib
+
+_OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / d)
+              for d in ('acme_jax', 'experiments', 'benchmarks'))
 
 
 class UserError(Exception):
   """An expected failure: the message names the problem and what to do."""
 
 
-EXPECTED = (config_lib.ConfigError, UserError)
+def is_expected(error: BaseException) -> bool:
+  if isinstance(error, (config_lib.ConfigError, UserError)):
+    return True
+  if isinstance(error, (ValueError, FileNotFoundError)):
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.startswith(_OURS)
+  return False
 
 
-def report_and_exit(error: BaseException):
-  print(f'error: {error}', file=sys.stderr)
+def one_line(error: BaseException) -> str:
+  return ' '.join(str(error).split())
+
+
+def report_and_exit(error: BaseException, prefix: str = 'error'):
+  print(f'{prefix}: {one_line(error)}', file=sys.stderr)
   sys.exit(2)
 
 
@@ -23,9 +43,9 @@ def boundary(fn: Callable, *args, **kwargs):
   """Runs fn; expected failures become one line on stderr and exit 2."""
   try:
     return fn(*args, **kwargs)
-  except EXPECTED as e:
-    report_and_exit(e)
-  except Exception:
-    print('error: unexpected failure (a bug: please report it with the '
-          'traceback below)', file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    if is_expected(e):
+      report_and_exit(e)
+    print('error: unexpected failure, a bug: please report it with the '
+          'traceback below', file=sys.stderr)
     raise

@@ -24,7 +24,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from acme_jax import config as config_lib
 from acme_jax import report
 from acme_jax import shapes
 from acme_jax import stages
@@ -141,10 +140,12 @@ def customize_devices(config, cloud, selection, topology, splits, num_classes,
 
 def run(config: ml_collections.ConfigDict, workdir, log=print):
   """Run (or resume) ACME on `config`, writing everything under `workdir`."""
-  config_lib.validate(config)
-  wd = workdir_lib.Workdir(workdir)
+  wd = stages.prepare_run(config, workdir)
   t0 = time.time()
   dataset, cloud_data, device_data = stages.load_data(config, log)
+  num_devices = stages.num_devices(config)
+  splits = stages.check_partition(config, device_data, num_devices,
+                                  dataset.num_classes)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')
   arch = shapes.architecture(config, dataset.num_classes)
@@ -153,8 +154,6 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
   log('[selection] ' + report.selection_line(selection))
 
   topology = stages.build_topology(config, cloud['grid'])
-  splits = stages.device_splits(config, device_data, topology.num_devices,
-                                dataset.num_classes)
   customized = stages.cached_stage(
       wd, 'devices.json', config, stages.DEVICE_SECTIONS,
       lambda: customize_devices(config, cloud, selection, topology, splits,

@@ -1,4 +1,7 @@
 """Tables (markdown) and plots (PNG) from results; no training logic here."""
+import os
+import pathlib
+
 from acme_jax import stats
 from acme_jax import workdir as workdir_lib
 
@@ -94,6 +97,22 @@ def aggregation_table(aggregation) -> str:
           'excludes 0.')
 
 
+def ablation_table(ablation) -> str:
+  """experiments.header_ablation: each column's accuracy and its paired
+  difference to nas_shared (the prototype's procedure)."""
+  columns = list(ablation['by_depth'][0]['accuracy'])
+  rows = []
+  for r in ablation['by_depth']:
+    rows.append([f"{r['depth_fraction']:g}"] +
+                [stats.fmt(r['accuracy'][k]) for k in columns])
+    rows.append([f"{r['depth_fraction']:g}: minus nas_shared", ''] +
+                [stats.fmt_diff(r['minus_nas_shared'][k])
+                 for k in columns[1:]])
+  return (markdown_table(['depth fraction'] + columns, rows) +
+          f"\n\n{ablation['repeats']} repeat(s); ± = 95% CI; * = the paired "
+          'difference to nas_shared has a CI excluding 0.')
+
+
 def _plt():
   import matplotlib
   matplotlib.use('Agg')
@@ -156,14 +175,17 @@ def ledger_table(summary) -> str:
 
 
 def picks_table(selection) -> str:
+  """Every method's pick; 'real subnet' says whether its ratios realise one
+  (>= 1 head and layer), which the prototype's baselines do not check."""
   fields = ['depth_mult', 'width_mult', 'accuracy', 'size', 'latency',
             'energy', 'tradeoff', 'mer', 'eer']
 
   def fmt(v):
     return 'n/a' if v is None else f'{v:.3f}'
 
-  return markdown_table(['pick'] + fields, [
-      [name] + [fmt(p[f]) for f in fields]
+  return markdown_table(['pick'] + fields + ['real subnet'], [
+      [name] + [fmt(p[f]) for f in fields] +
+      ['yes' if p.get('realisable', True) else '**no**']
       for name, p in selection['picks'].items()])
 
 
@@ -179,11 +201,46 @@ def selection_line(selection) -> str:
           f"on the edges' front")
 
 
+def provenance() -> dict:
+  """Where results come from: the code's commit and the machine (no clock
+  time, so reruns stay byte-identical)."""
+  import platform
+  import subprocess
+
+  import jax
+  root = pathlib.Path(__file__).resolve().parents[1]
+
+  def git(*args):
+    try:
+      return subprocess.run(['git', *args], cwd=root, capture_output=True,
+                            text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+      return ''
+
+  cpu = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f
+                  if l.startswith('model name')), '')
+  except OSError:
+    pass
+  return {'commit': git('rev-parse', '--short=12', 'HEAD'),
+          'dirty': bool(git('status', '--porcelain', '--', 'acme_jax',
+                            'configs', 'experiments')),
+          'machine': f'{platform.machine()} {cpu}'.strip(),
+          'cpus': os.cpu_count(),
+          'accelerators': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+          'jax': jax.__version__}
+
+
 def write_results(wd, sections: dict, config=None) -> dict:
-  """Merges `sections` into results.json and rewrites report.md."""
+  """Merges `sections` into results.json (with each section's provenance)
+  and rewrites report.md."""
   path = wd / 'results.json'
   results = workdir_lib.read_json(path) if path.exists() else {}
   results.update(sections)
+  here = provenance()
+  results.setdefault('provenance', {}).update({k: here for k in sections})
   workdir_lib.atomic_write_json(path, results)
   if 'devices' in results:
     workdir_lib.atomic_write_text(wd / 'report.md', markdown_report(results))

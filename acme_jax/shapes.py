@@ -14,11 +14,11 @@ def architecture(config, num_classes: int) -> costs.ViTArchitecture:
   return costs.ViTArchitecture.for_images(
       config.data.image_size, num_layers=m.num_layers, num_heads=m.num_heads,
       hidden_size=m.hidden_size, mlp_dim=m.mlp_dim, patch_size=m.patch_size,
-      channels=data_lib.channels(config.data.name), num_classes=num_classes)
+      channels=data_lib.channels(config.data), num_classes=num_classes)
 
 
 def num_classes(config) -> int:
-  return data_lib.NUM_CLASSES[config.data.name]
+  return data_lib.num_classes(config.data)
 
 
 def grid(config) -> list:

@@ -21,6 +21,7 @@ from acme_jax.edge import choice, rounds, similarity
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models import vit
 from acme_jax.selection import costs, pareto, predictor
+from acme_jax.system import mesh
 from acme_jax.system import topology as topology_lib
 
 # Independent PRNG streams per stage, so adding a stage never shifts another's.
@@ -64,6 +65,12 @@ def check_cloud_config(wd: workdir_lib.Workdir, config):
         f'(fields differ: {", ".join(diffs[:5])}); use a new --workdir')
 
 
+def write_json(path, value):
+  """Outputs (not caches) of a stage: only process 0 writes them."""
+  if mesh.is_writer():
+    workdir_lib.atomic_write_json(path, value)
+
+
 def record_cloud_config(wd: workdir_lib.Workdir, config):
   """Written once the first cloud stage is committed (not before: a failed
   start must not bind the workdir to a config that trained nothing)."""
@@ -74,16 +81,26 @@ def record_cloud_config(wd: workdir_lib.Workdir, config):
 
 def cached_stage(wd: workdir_lib.Workdir, name: str, config, sections,
                  compute):
-  """`compute()` once per config of `sections`; reruns load the saved value."""
-  path = wd / name
+  """`compute()` once per config of `sections`; reruns load the saved value
+  (verified against its hash: a damaged copy is recomputed)."""
   fingerprint = config_subset(config, sections)
-  if path.exists():
-    saved = workdir_lib.read_json(path)
+  if wd.valid_json(name):
+    saved = workdir_lib.read_json(wd / name)
     if saved.get('config') == fingerprint:
       return saved['value']
-  workdir_lib.atomic_write_json(path, {'config': fingerprint,
-                                       'value': compute()})
-  return workdir_lib.read_json(path)['value']
+  value = json.loads(json.dumps(compute(), default=workdir_lib._json_default))
+  wd.write_json(name, {'config': fingerprint, 'value': value})
+  return value
+
+
+def prepare_run(config, workdir) -> workdir_lib.Workdir:
+  """Everything a run checks before any work: the config, multi-host
+  start-up, the device count the batches split over, the workdir."""
+  from acme_jax import config as config_lib
+  config_lib.validate(config)
+  mesh.initialize(config.cloud.distributed)
+  config_lib.check_devices(config, jax.device_count())
+  return workdir_lib.Workdir(workdir)
 
 
 # ----------------------------------------------------------------- data
@@ -100,19 +117,48 @@ def load_data(config, log=print):
   return dataset, cloud_data, device_data
 
 
+def check_partition(config, device_data, num_devices: int, num_classes: int,
+                    scheme=None, fraction_per_class=None, field=None):
+  """Partitions the devices' data as the run will (cheap: labels only) and
+  turns any impossibility into one ConfigError naming the field to change,
+  before any training: too many devices for the samples, a category setup
+  that leaves a device without data, a device without a validation or test
+  sample (the header search and its test need both)."""
+  scheme = scheme or config.system.partition
+  field = field or 'system.partition'
+  try:
+    splits = device_splits(config, device_data, num_devices, num_classes,
+                           scheme=scheme,
+                           fraction_per_class=fraction_per_class)
+  except ValueError as e:
+    raise ConfigError(field, scheme, f'cannot split the devices\' '
+                      f'{len(device_data)} samples among {num_devices} '
+                      f'devices: {e}') from e
+  for device, (train, val, test) in enumerate(splits):
+    if not (len(train) and len(val) and len(test)):
+      raise ConfigError(
+          field, scheme, f'device {device} gets {len(train)}/{len(val)}/'
+          f'{len(test)} train/val/test samples; every device needs at least '
+          f'one of each (fewer devices, or larger local fractions)')
+  return splits
+
+
 # ---------------------------------------------------------------- cloud
 
 
-def build_model(config, num_classes: int, image_shape, key):
-  """The supernet and its initial params: imported HF weights, or fresh."""
+def build_model(config, dataset, key):
+  """The supernet (reading the dataset's stored images through its input
+  spec) and its initial params: imported HF weights, or fresh."""
   if config.model.init_checkpoint:
     from acme_jax.models import hf_import
-    return hf_import.load_hf_vit(config.model.init_checkpoint,
-                                 num_classes=num_classes,
-                                 key=jax.random.fold_in(key, HEAD_INIT))
-  model = vit.vit_from_config(config.model, num_classes)
+    model, params = hf_import.load_hf_vit(
+        config.model.init_checkpoint, num_classes=dataset.num_classes,
+        key=jax.random.fold_in(key, HEAD_INIT))
+    return model.clone(input_spec=dataset.input_spec), params
+  model = vit.vit_from_config(config.model, dataset.num_classes).clone(
+      input_spec=dataset.input_spec)
   return model, vit.init_params(model, jax.random.fold_in(key, TEACHER_INIT),
-                                image_shape)
+                                dataset.image_shape)
 
 
 def run_cloud(config, wd: workdir_lib.Workdir, dataset, cloud_data, log=print):
@@ -121,30 +167,34 @@ def run_cloud(config, wd: workdir_lib.Workdir, dataset, cloud_data, log=print):
   c = config.cloud
   check_cloud_config(wd, config)
   key = jax.random.key(config.seed)
-  model, init = build_model(config, dataset.num_classes, dataset.image_shape,
-                            key)
+  model, init = build_model(config, dataset, key)
+  par = mesh.from_config(c)
 
   def fit_teacher():
     params, losses = teacher.train_teacher(model, init, cloud_data, c.teacher,
-                                           c.batch_size, config.seed)
-    workdir_lib.atomic_write_json(wd / 'cloud/teacher_losses.json', losses)
+                                           c.batch_size, config.seed,
+                                           par=par)
+    write_json(wd / 'cloud/teacher_losses.json', losses)
     return params
 
-  def elastic_stage(name, start, teacher_params, stage_config, depths, seed,
-                    teachers=None):
+  def elastic_stage(name, start, teacher_params, stage_config, stage_def,
+                    seed):
     def fit():
-      masks = elastic.stage_subnets(model, depths, c.width_mults)
       params, losses = elastic.train_elastic(
-          model, start, teacher_params, cloud_data, masks, stage_config,
-          c.batch_size, seed, desc=name, teachers=teachers)
-      workdir_lib.atomic_write_json(wd / f'cloud/{name}_losses.json', losses)
+          model, start, teacher_params, cloud_data, stage_def, stage_config,
+          c.batch_size, seed, desc=name, scheme=c.elastic_scheme, par=par)
+      write_json(wd / f'cloud/{name}_losses.json', losses)
       return params
     return fit
 
+  recomputed = []  # a stage recomputed invalidates every later one
+
   def stage(name, fit):
     t0 = time.time()
-    done = wd.has_checkpoint(name)
-    params = wd.cached_params(name, fit, init)
+    done = wd.has_checkpoint(name) and not recomputed
+    params = wd.cached_params(name, fit, init, recompute=bool(recomputed))
+    if not done:
+      recomputed.append(name)
     record_cloud_config(wd, config)
     log(f'[cloud] {name.split("/")[-1]} '
         f'{"loaded" if done else "trained"} ({time.time() - t0:.0f}s)')
@@ -154,36 +204,35 @@ def run_cloud(config, wd: workdir_lib.Workdir, dataset, cloud_data, log=print):
 
   def fit_reordered():
     heads, neurons = importance.importance_scores(
-        model, teacher_params, cloud_data, c.batch_size, c.importance_batches)
+        model, teacher_params, cloud_data, c.batch_size, c.importance_batches,
+        par=par)
     return importance.reorder(model, teacher_params, heads, neurons)
 
   reordered = (stage('cloud/reordered', fit_reordered) if c.reorder
                else teacher_params)
   width_params = stage('cloud/width_stage', elastic_stage(
-      'width_stage', reordered, reordered, c.width_stage, (1.0,),
-      config.seed + 1))
+      'width_stage', reordered, reordered, c.width_stage,
+      elastic.Stage.of((1.0,), c.width_mults), config.seed + 1))
   depth_teacher = c.depth_stage.teacher
   stage2_teacher = reordered if depth_teacher == 'teacher' else width_params
-  teachers = elastic.stage_teachers(model, c.depth_mults, c.width_mults,
-                                    matched=depth_teacher == 'width_stage')
   supernet = stage('cloud/depth_stage', elastic_stage(
       'depth_stage', width_params, stage2_teacher, c.depth_stage,
-      c.depth_mults, config.seed + 2, teachers))
+      elastic.Stage.of(c.depth_mults, c.width_mults,
+                       matched_teacher=depth_teacher == 'width_stage'),
+      config.seed + 2))
 
-  def measure(params, split):
-    return lambda: grid.measure_grid(model, params, split, dataset.num_classes,
-                                     c.depth_mults, c.width_mults,
-                                     c.eval_batch_size)
+  def measured(name, params, split):
+    if recomputed and (wd / name).exists():
+      (wd / name).unlink()  # measured on weights that were recomputed
+    return wd.cached_json(name, lambda: grid.measure_grid(
+        model, params, split, dataset.num_classes, c.depth_mults,
+        c.width_mults, c.eval_batch_size, par=par))
 
-  records = wd.cached_json('cloud/grid.json',
-                           measure(supernet, dataset.validation))
+  records = measured('cloud/grid.json', supernet, dataset.validation)
   tables = {
-      'test': wd.cached_json('cloud/grid_test.json',
-                             measure(supernet, dataset.test)),
-      'teacher_cut_test': wd.cached_json(
-          'cloud/grid_teacher_cut_test.json',
-          measure(teacher_params, dataset.test)),
-  }
+      'test': measured('cloud/grid_test.json', supernet, dataset.test),
+      'teacher_cut_test': measured('cloud/grid_teacher_cut_test.json',
+                                   teacher_params, dataset.test)}
   return {'model': model, 'supernet': supernet, 'grid': records, **tables}
 
 
@@ -280,6 +329,12 @@ def run_selection(config, grid_records, arch: costs.ViTArchitecture) -> dict:
 
 
 # --------------------------------------------------------------- system
+
+
+def num_devices(config) -> int:
+  per_edge = tuple(config.system.devices_per_edge)
+  return (per_edge[0] * config.system.num_edges if len(per_edge) == 1
+          else sum(per_edge))
 
 
 def build_topology(config, grid_records) -> topology_lib.Topology:

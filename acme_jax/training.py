@@ -1,4 +1,6 @@
 """Small training utilities shared by the cloud and device stages."""
+import sys
+import time
 from typing import Iterator
 
 import jax
@@ -74,3 +76,32 @@ def random_shift(images: np.ndarray, max_shift: int,
   rows = dy[:, None] + np.arange(h)[None]
   cols = dx[:, None] + np.arange(w)[None]
   return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+class Progress:
+  """A tqdm bar on a terminal; otherwise one line per epoch (logs and CI
+  show progress inside long stages too)."""
+
+  def __init__(self, total_steps: int, epochs: int, desc: str):
+    self.epochs, self.desc, self.start = epochs, desc, time.time()
+    self.tty = sys.stderr.isatty()
+    self.bar = None
+    if self.tty:
+      from tqdm import tqdm
+      self.bar = tqdm(total=total_steps, desc=desc, leave=False)
+
+  def step(self):
+    if self.bar is not None:
+      self.bar.update()
+
+  def epoch(self, index: int, loss: float):
+    if self.bar is not None:
+      self.bar.set_postfix(loss=f'{loss:.3f}')
+    else:
+      print(f'[{self.desc}] epoch {index + 1}/{self.epochs}: loss '
+            f'{loss:.4f} ({time.time() - self.start:.0f}s)', file=sys.stderr,
+            flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()

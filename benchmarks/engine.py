@@ -136,4 +136,5 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  from acme_jax import errors
+  errors.boundary(main)

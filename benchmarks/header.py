@@ -14,9 +14,10 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from acme_jax import cli
 from acme_jax import data as data_lib
 from acme_jax import report
 from acme_jax.device import customize, features, nas
@@ -108,4 +109,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_tool(main)

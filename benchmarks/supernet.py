@@ -12,9 +12,9 @@ import time
 
 import jax
 import numpy as np
-from absl import app
 from ml_collections import config_flags
 
+from acme_jax import cli
 from acme_jax import data as data_lib
 from acme_jax import report
 from acme_jax.cloud import grid as grid_lib
@@ -74,4 +74,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_tool(main)

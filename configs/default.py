@@ -18,12 +18,18 @@ def get_config(arg=None):
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'digits'           # digits | cifar10 | cifar100 | cars196
-  config.data.image_size = 16           # 8x8 digits upsampled; 4x4 patch grid
+  config.data.name = 'digits'  # digits | synthetic | cifar10 | cifar100 | cars196
+  config.data.image_size = 16           # model input side: 8x8 digits are
+                                        # upsampled per batch; 4x4 patch grid
   config.data.data_dir = ''             # TFDS data_dir ('' = TFDS default)
   config.data.validation_fraction = 0.1  # TFDS datasets: held out of train
   config.data.max_examples_per_split = 0  # TFDS smoke runs; 0 = all
   config.data.cloud_fraction = 0.5      # share of train kept by the cloud
+  config.data.source_size = 256         # stored side of images that vary in
+                                        # size (cars196); others keep theirs
+  # data.name = 'synthetic': a seeded source with a real dataset's shapes.
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      like='cifar100', num_train=0, num_test=0, noise=0.25))  # 0 = real count
 
   # Tiny ViT supernet (~200k params). Scaled down from ViT-B/16 (12 layers,
   # 12 heads, 768 hidden, 3072 MLP) to train from scratch here in a minute.
@@ -35,6 +41,8 @@ def get_config(arg=None):
   config.model.mlp_dim = 256
   config.model.layer_norm_eps = 1e-12   # as google/vit-base-patch16-224
   config.model.init_checkpoint = ''     # HF ViTForImageClassification dir
+  config.model.dtype = 'float32'        # compute dtype: float32 | bfloat16
+                                        # (params and optimizer stay float32)
 
   config.cloud = ml_collections.ConfigDict()
   config.cloud.width_mults = (1.0, 0.75, 0.5, 0.25)  # prototype's lists
@@ -42,6 +50,18 @@ def get_config(arg=None):
   config.cloud.batch_size = 64
   config.cloud.eval_batch_size = 256
   config.cloud.reorder = True           # importance reordering (ACME.md 3.3)
+  # Elastic stages: static (each subnet a static slice, one unrolled
+  # program) | sliced (width slices, depths scanned, dropped layers skipped)
+  # | masked (every subnet at full size, masks as data); same gradients.
+  config.cloud.elastic_scheme = 'static'
+  # Every accelerator of every process on one 'data' mesh axis; parameters
+  # replicated | fsdp (sharded along it).
+  config.cloud.param_sharding = 'replicated'
+  # Multi-host: a coordinator address starts jax.distributed with this
+  # process count and id; auto uses JAX's detection (TPU pods, SLURM).
+  config.cloud.distributed = ml_collections.ConfigDict(dict(
+      coordinator='', num_processes=1, process_id=0, auto=False,
+      cpu_collectives=''))  # gloo: cross-process collectives on CPU
   config.cloud.importance_batches = 8
 
   # Teacher from scratch on digits; the prototype fine-tunes a pre-trained
@@ -149,6 +169,12 @@ def get_config(arg=None):
   # num_final_archs controller samples, ENAS's derive step).
   config.header.derive = 'prototype'
   config.header.num_final_archs = 8       # for derive = sample
+  # The found arch is then trained for finetune_epochs from fresh weights
+  # (scratch: ENAS's final retraining) or from the search's shared weights
+  # (shared: the prototype). On digits `shared` loses 3-10 points: with a
+  # few dozen search steps each path's shared weights are barely trained
+  # (experiments.header_ablation measures it).
+  config.header.final_weights = 'scratch'
 
   # Fixed-head baselines (AdamW), trained for the same epochs as search +
   # fine-tune, each with its best learning rate on local validation data.
@@ -157,6 +183,7 @@ def get_config(arg=None):
   config.baselines.learning_rates = (1e-3, 3e-3, 1e-2, 3e-2)  # best on val
   config.baselines.depth_fractions = (1.0, 0.75, 0.5, 0.25)
   config.baselines.repeats = 1            # configs/paper_tables.py: 5
+  config.baselines.ablation_depths = (1.0, 0.5)  # experiments.header_ablation
 
   # Personalized architecture aggregation (ACME.md 6).
   config.aggregation = ml_collections.ConfigDict()

@@ -21,7 +21,6 @@ import dataclasses
 import jax
 import numpy as np
 
-from acme_jax import config as config_lib
 from acme_jax import report
 from acme_jax import shapes
 from acme_jax import stages
@@ -93,15 +92,32 @@ def summarize(config, repeats) -> dict:
                                       [rep[setup]['wo_pruning']
                                        for rep in repeats])
                       for n in names if n != 'wo_pruning'}
+  # The paper's ordering, per_emd > per_js > alone > avg, as paired
+  # differences at each temperature.
+  order = {}
+  for t in config.aggregation.temperatures:
+    emd, js = f'pruning_per_emd@T={t:g}', f'pruning_per_js@T={t:g}'
+    for setup in config.aggregation.setups:
+      pairs = [(emd, js), (js, 'pruning_alone'),
+               ('pruning_alone', 'pruning_avg'), (emd, 'pruning_avg')]
+      order.setdefault(f'T={t:g}', {})[setup] = {
+          f'{a} - {b}': stats.paired([rep[setup][a] for rep in repeats],
+                                     [rep[setup][b] for rep in repeats])
+          for a, b in pairs if a in names and b in names}
   return {'by_setup': by_setup, 'gain_vs_wo_pruning': gains,
-          'repeats': len(repeats), 'rows': repeats,
+          'paper_order': order, 'repeats': len(repeats), 'rows': repeats,
           'temperatures': list(config.aggregation.temperatures)}
 
 
 def run(config, workdir, log=print) -> dict:
-  config_lib.validate(config)
-  wd = workdir_lib.Workdir(workdir)
+  wd = stages.prepare_run(config, workdir)
   dataset, cloud_data, device_data = stages.load_data(config, log)
+  for setup in config.aggregation.setups:  # every setup feasible, up front
+    stages.check_partition(config, device_data, stages.num_devices(config),
+                           dataset.num_classes, scheme=setup,
+                           fraction_per_class=(
+                               config.aggregation.fraction_per_class),
+                           field='aggregation.setups')
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   selection = stages.run_selection(
       config, cloud['grid'], shapes.architecture(config, dataset.num_classes))

@@ -19,7 +19,6 @@ stages (trains them first if absent) and adds `headers` to results.json.
 import jax
 import numpy as np
 
-from acme_jax import config as config_lib
 from acme_jax import report
 from acme_jax import stages
 from acme_jax import stats
@@ -92,9 +91,10 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print) -> dict:
-  config_lib.validate(config)
-  wd = workdir_lib.Workdir(workdir)
+  wd = stages.prepare_run(config, workdir)
   dataset, cloud_data, device_data = stages.load_data(config, log)
+  stages.check_partition(config, device_data, stages.num_devices(config),
+                         dataset.num_classes)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   topology = stages.build_topology(config, cloud['grid'])
   repeats = []

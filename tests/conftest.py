@@ -33,6 +33,16 @@ def tiny_vit():
   return model, params
 
 
+def tiny_nas():
+  """(Spec, NasConfig) shared by the device-stage tests: one compile of the
+  train, controller and eval programs serves all of them."""
+  from acme_jax.device import controller, header, nas
+  spec = header.Spec(num_classes=3, feature_dim=5, grid_rank=2,
+                     num_channels=4, num_nodes=2, max_layers=5,
+                     dropout_rate=0.0)
+  return spec, nas.NasConfig(spec, controller.Controller(2, hidden=8))
+
+
 def constructed_grid():
   """A 4 x 4 measured grid (depth, width, accuracy) made from a formula:
   concave in depth with an interior optimum, quadratic loss in width."""

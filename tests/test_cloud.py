@@ -163,30 +163,46 @@ def _reference_stage_loss(model, params, teacher, images, depths, widths,
   return total
 
 
-@pytest.mark.parametrize('matched', [True, False])
-def test_elastic_step_equals_a_loop_over_dense_subnets(tiny_vit, matched):
+@pytest.mark.parametrize('scheme,matched', [('static', True),
+                                            ('static', False),
+                                            ('sliced', True),
+                                            ('masked', True)])
+def test_elastic_step_equals_a_loop_over_dense_subnets(tiny_vit, scheme,
+                                                       matched):
+  """Both schemes give the per-subnet losses and the summed gradient of
+  running each subnet as its own dense model."""
   model, params = tiny_vit
   images = jnp.asarray(_split(n=6).images)
   depths, widths = (1.0, 1 / 3), (1.0, 0.5)
-  masks = elastic.stage_subnets(model, depths, widths)
-  teachers = elastic.stage_teachers(model, depths, widths, matched)
+  stage = elastic.Stage.of(depths, widths, matched)
   tx = optax.sgd(1.0)  # update = -grad, so the step exposes the gradient sum
-  step = elastic.make_elastic_step(model, tx, 1.0, 0.5)
+  step = elastic.make_elastic_step(model, tx, stage, 1.0, 0.5, scheme)
   teacher = jax.tree.map(lambda x: x * 1.1, params)
-  new, _, losses = step(params, tx.init(params), teacher, images, masks,
-                        *teachers)
+  new, _, losses = step(params, tx.init(params), teacher, images)
   reference = lambda p: _reference_stage_loss(  # noqa: E731
       model, p, teacher, images, depths, widths, matched, 1.0, 0.5)
+  assert losses.shape == (4,)
   np.testing.assert_allclose(float(np.sum(losses)), float(reference(params)),
                              rtol=1e-5)
   ref_grads = jax.grad(reference)(params)
   got = jax.tree.map(lambda a, b: a - b, params, new)
   for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-5)
-  # A different subnet list of the same length reuses the compiled step.
-  step(params, tx.init(params), teacher, images,
-       elastic.stage_subnets(model, (2 / 3, 1 / 3), (0.75, 0.25)), *teachers)
-  assert step._cache_size() == 1
+
+
+def test_the_three_schemes_agree_per_subnet(tiny_vit):
+  model, params = tiny_vit
+  images = jnp.asarray(_split(n=5).images)
+  stage = elastic.Stage.of((1.0, 2 / 3, 1 / 3), (1.0, 0.75, 0.25), True)
+  teacher = jax.tree.map(lambda x: x * 0.9, params)
+  sliced = elastic.sliced_losses(model, params, teacher, images, stage, 1.0,
+                                 1.0)
+  masked = elastic.masked_losses(model, params, teacher, images, stage, 1.0,
+                                 1.0)
+  static = elastic.static_losses(model, params, teacher, images, stage, 1.0,
+                                 1.0)
+  np.testing.assert_allclose(sliced, masked, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(static, masked, rtol=1e-5, atol=1e-6)
 
 
 def test_distillation_of_the_teacher_into_itself_is_minimal(tiny_vit):
@@ -194,7 +210,7 @@ def test_distillation_of_the_teacher_into_itself_is_minimal(tiny_vit):
   images = jnp.asarray(_split(n=4).images)
   out = model.apply({'params': params}, images)
   full = vit.full_masks(model)
-  self_loss = elastic.distillation_loss(out, out, full, 1.0, 1.0)
+  self_loss = elastic.distillation_loss(out, out, full.layers, 1.0, 1.0)
   # softCE(p, p) is the teacher's entropy; the hidden term is exactly 0.
   entropy = -jnp.sum(jax.nn.softmax(out['logits']) *
                      jax.nn.log_softmax(out['logits']), -1).mean()

@@ -37,6 +37,24 @@ def test_raw_bytes_are_counted_as_the_device_stores_them():
   """A digit is 8x8 one-byte values on a device, whatever resolution the
   model upsamples it to: 64 bytes + a 4-byte label (ACME.md 7)."""
   ds = digits.load(16)
-  assert ds.train.images.shape[1:3] == (16, 16)
+  assert ds.input_spec.image_size == 16
   part = ds.train.take(np.arange(10))
   assert part.raw_bytes() == 10 * (8 * 8 + 4)
+
+
+def test_synthetic_source_has_the_shapes_and_learnable_classes():
+  from acme_jax.data import synthetic
+  ds = synthetic.load('cifar100', 32, seed=3, num_train=2000, num_test=500)
+  assert ds.num_classes == 100 and ds.image_shape == (32, 32, 3)
+  assert ds.train.images.dtype == np.uint8
+  assert len(ds.train) + len(ds.validation) == 2000 and len(ds.test) == 500
+  again = synthetic.load('cifar100', 32, seed=3, num_train=2000, num_test=500)
+  np.testing.assert_array_equal(ds.train.images, again.train.images)
+  # Learnable: nearest class template (by mean distance) beats chance by far.
+  templates = synthetic.templates('cifar100', seed=3)
+  x = ds.test.images.astype(np.float32)
+  dist = ((x[:, None] - templates[None]) ** 2).mean(axis=(2, 3, 4))
+  assert np.mean(dist.argmin(1) == ds.test.labels) > 0.5  # chance 0.01
+  full = synthetic.load('cifar100', 224, seed=0, num_train=100, num_test=100)
+  assert full.input_spec.prepare(full.train.images[:2]).shape == (2, 224, 224,
+                                                                  3)

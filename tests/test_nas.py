@@ -6,16 +6,15 @@ import jax
 import numpy as np
 import pytest
 
-from acme_jax.device import controller as controller_lib
+from conftest import tiny_nas
+
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas
 from acme_jax.system import engine
 
-CLASSES, DIM, CHANNELS, NODES = 3, 6, 8, 3
-SPEC = header_lib.Spec(num_classes=CLASSES, feature_dim=DIM, grid_rank=2,
-                       num_channels=CHANNELS, num_nodes=NODES, max_layers=5)
-CFG = nas.NasConfig(SPEC, controller_lib.Controller(NODES, hidden=16))
+SPEC, CFG = tiny_nas()
+CLASSES, DIM, NODES = SPEC.num_classes, SPEC.feature_dim, SPEC.num_nodes
 
 
 def separable(n, seed):
@@ -38,7 +37,7 @@ def test_search_fits_budgets_in_one_program_whatever_the_data_sizes():
   data, sizes = nas.device_data(locals_)
   smallest = int(header_lib.param_count(SPEC, header_lib.smallest_arch(NODES),
                                         3))
-  limits = [smallest + 600, smallest + 2000, 10**6]
+  limits = [smallest + 150, smallest + 600, 10**6]
   hp = nas.SearchHparams(epochs=3, batch_size=16,
                          controller_steps_per_epoch=4)
   before = engine.trace_counts().get('loop.step', 0)

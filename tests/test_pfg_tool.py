@@ -115,7 +115,7 @@ def test_bad_input_gives_one_line(tmp_path, case):
   if not any(a.startswith('--measured') for a in args):
     args.insert(0, f'--measured={path}')
   proc = _run(*args)
-  assert proc.returncode != 0
+  assert proc.returncode == 2
   assert proc.stdout == ''
   assert 'Traceback' not in proc.stderr
   lines = proc.stderr.strip().splitlines()

@@ -1,5 +1,7 @@
-"""End-to-end smoke test of the main job on a toy config, and resuming."""
+"""End-to-end runs of the main job and the experiments on a toy config:
+results, resuming, verified checkpoints and caches, failed starts."""
 import json
+import shutil
 
 import pytest
 
@@ -19,13 +21,32 @@ def _quiet(*_):
   pass
 
 
-def test_runs_end_to_end_then_resumes_without_retraining(tmp_path,
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+  """A finished tiny run of the main job and both experiments."""
+  path = tmp_path_factory.mktemp('finished')
+  config = tiny_config()
+  pipeline.run(config, path, log=_quiet)
+  headers.run(config, path, log=_quiet)
+  aggregation.run(config, path, log=_quiet)
+  return path
+
+
+def _copy(finished, tmp_path):
+  target = tmp_path / 'run'
+  shutil.copytree(finished, target)
+  return target
+
+
+def _results(path):
+  return json.loads((path / 'results.json').read_text())
+
+
+def test_runs_end_to_end_then_resumes_without_retraining(finished, tmp_path,
                                                          monkeypatch):
   config = tiny_config()
-  pipeline.run(config, tmp_path, log=_quiet)
-  headers.run(config, tmp_path, log=_quiet)
-  aggregation.run(config, tmp_path, log=_quiet)
-  first = json.loads((tmp_path / 'results.json').read_text())
+  first = _results(finished)
+  tmp_path = _copy(finished, tmp_path)
   grid = json.loads((tmp_path / 'cloud/grid.json').read_text())
   assert len(grid) == 9 and all(GRID_KEYS <= set(r) for r in grid)
   assert all(len(r['per_class_accuracy']) == 10 for r in grid)
@@ -81,6 +102,82 @@ def test_runs_end_to_end_then_resumes_without_retraining(tmp_path,
   headers.run(config, tmp_path, log=_quiet)
   aggregation.run(config, tmp_path, log=_quiet)
   assert json.loads((tmp_path / 'results.json').read_text()) == first
+
+
+def _flip_bytes(path, count=400):
+  data = bytearray(path.read_bytes())
+  for i in range(min(count, len(data))):
+    data[(i * 7919) % len(data)] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+def _largest_file(directory):
+  return max((p for p in directory.rglob('*') if p.is_file()),
+             key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize('damage', ['bit_flip', 'truncation', 'deletion'])
+def test_a_damaged_checkpoint_is_detected_and_recomputed(
+    finished, tmp_path, capsys, damage):
+  """Flipped bits, a truncated or a deleted file in the teacher checkpoint:
+  one warning naming it, the teacher and every later cloud stage are
+  trained again, and the run ends with the clean run's results."""
+  run = _copy(finished, tmp_path)
+  target = _largest_file(run / 'cloud/teacher')
+  if damage == 'bit_flip':
+    _flip_bytes(target)
+  elif damage == 'truncation':
+    target.write_bytes(target.read_bytes()[:len(target.read_bytes()) // 2])
+  else:
+    target.unlink()
+  (run / 'cloud/teacher.orbax-checkpoint-tmp-1234').mkdir()  # a stale save
+  pipeline.run(tiny_config(), run, log=_quiet)
+  err = capsys.readouterr().err
+  assert 'cloud/teacher ' in err and 'computing it again' in err
+  assert (run / 'cloud/teacher.corrupt').exists()
+  assert not list((run / 'cloud').glob('*orbax-checkpoint-tmp*'))
+  fresh = _results(run)
+  clean = _results(finished)
+  for section in ('cloud', 'devices', 'ledger'):
+    assert fresh[section] == clean[section]
+
+
+@pytest.mark.parametrize('content', ['', '{"config": {', 'null'])
+def test_a_damaged_cached_json_is_recomputed(finished, tmp_path, capsys,
+                                             content):
+  run = _copy(finished, tmp_path)
+  (run / 'cloud/grid.json').write_text(content)
+  (run / 'devices.json').write_text(content)
+  pipeline.run(tiny_config(), run, log=_quiet)
+  err = capsys.readouterr().err
+  assert 'cloud/grid.json' in err and 'devices.json' in err
+  assert _results(run)['devices'] == _results(finished)['devices']
+
+
+def test_a_failed_start_does_not_bind_the_workdir(tmp_path, monkeypatch):
+  """A start that fails before any stage commits leaves no config behind:
+  rerunning with another cloud config in the same workdir proceeds."""
+  config = tiny_config()
+
+  def broken(*args, **kwargs):
+    raise RuntimeError('the teacher could not start')
+
+  monkeypatch.setattr(teacher, 'train_teacher', broken)
+  with pytest.raises(RuntimeError):
+    pipeline.run(config, tmp_path, log=_quiet)
+  assert not (tmp_path / 'cloud/config.json').exists()
+  monkeypatch.undo()
+
+  def stop(*args, **kwargs):
+    raise KeyboardInterrupt  # enough: the teacher has been trained
+
+  monkeypatch.setattr(elastic, 'train_elastic', stop)
+  config.cloud.teacher.epochs = 2  # a different cloud config
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(config, tmp_path, log=_quiet)
+  assert (tmp_path / 'cloud/teacher').exists()
+  saved = json.loads((tmp_path / 'cloud/config.json').read_text())
+  assert saved['cloud']['teacher']['epochs'] == 2
 
 
 def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path,

@@ -4,16 +4,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import tiny_nas
+
 from acme_jax import training
-from acme_jax.device import controller as controller_lib
+from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas, prune
 
-CLASSES, DIM, CHANNELS, NODES = 3, 5, 4, 2
-SPEC = header_lib.Spec(num_classes=CLASSES, feature_dim=DIM, grid_rank=2,
-                       num_channels=CHANNELS, num_nodes=NODES, max_layers=3,
-                       dropout_rate=0.0)
-CFG = nas.NasConfig(SPEC, controller_lib.Controller(NODES, hidden=8))
+SPEC, CFG = tiny_nas()
+CLASSES, DIM, CHANNELS, NODES = (SPEC.num_classes, SPEC.feature_dim,
+                                 SPEC.num_channels, SPEC.num_nodes)
 ARCH = np.array([[0, 0, 1, 2], [2, 4, 0, 5]], np.int32)  # sep3 pool sep1 id
 
 
@@ -32,9 +32,10 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   gates['cells'][0, 0, 0, 1, 2] = 0.0  # a pruned channel: importance 0
   state = nas.init_state(CFG, jax.random.key(0), 10**6, 2, arch=ARCH,
                          gates=gates)
-  consts = nas.DeviceData(np.concatenate([x, x[:4]]), np.r_[y, y[:4]])
+  (consts,), (sizes,) = nas.device_data([features.LocalFeatures(
+      x, y, x[:1], y[:1], x[:1], y[:1], x[:, 0, 0])])
   trained, = nas.train_fixed(
-      CFG, [state], [consts], [{'train': 12, 'val': 0, 'test': 0}],
+      CFG, [state], [consts], [sizes],
       [jax.random.key(0)], epochs=1, batch_size=12, lr_max=0.1, lr_min=0.1,
       lr_period=10, lr_period_mult=2, strategy='loop')
   imp = nas.importance(trained)
@@ -51,11 +52,13 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   def loss(g):
     return float(traced_loss(jax.tree.map(jnp.asarray, g)))
 
-  # The gate gradient, directly: checked by central finite differences
-  # where it is large enough for them, then squared by the engine run.
+  # The gate gradient, directly: checked by central finite differences on
+  # the last cell's output gates (a smooth direction; gates deeper in the
+  # header cross ReLU kinks at float32 step sizes), then squared by the
+  # engine run.
   grad = jax.grad(traced_loss)(jax.tree.map(jnp.asarray, gates))
   eps = 3e-3
-  for leaf, index in (('stem', (1,)), ('final', (1, 3))):
+  for leaf, index in (('final', (1, 3)), ('final', (1, 0))):
     up = jax.tree.map(np.copy, gates)
     down = jax.tree.map(np.copy, gates)
     up[leaf][index] += eps

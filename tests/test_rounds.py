@@ -6,18 +6,17 @@ import jax
 import numpy as np
 import pytest
 
-from acme_jax.device import controller as controller_lib
+from conftest import tiny_nas
+
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import nas, prune
 from acme_jax.edge import rounds
 from acme_jax.system.ledger import Ledger
 
-CLASSES, DIM, CHANNELS, NODES = 3, 5, 4, 2
-SPEC = header_lib.Spec(num_classes=CLASSES, feature_dim=DIM, grid_rank=2,
-                       num_channels=CHANNELS, num_nodes=NODES, max_layers=3,
-                       dropout_rate=0.0)
-CFG = nas.NasConfig(SPEC, controller_lib.Controller(NODES, hidden=8))
+SPEC, CFG = tiny_nas()
+CLASSES, DIM, CHANNELS, NODES = (SPEC.num_classes, SPEC.feature_dim,
+                                 SPEC.num_channels, SPEC.num_nodes)
 SCHEDULE = rounds.TrainSchedule(batch_size=8)
 ARCHS = [np.array([[0, 0, 1, 2], [2, 4, 0, 5]], np.int32),
          np.array([[1, 4, 0, 0], [0, 1, 2, 3]], np.int32)]

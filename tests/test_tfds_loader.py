@@ -8,8 +8,11 @@ from acme_jax.data import digits
 from acme_jax.data import tfds_loader
 
 N = 24          # mock examples per TFDS split
-SIZE = 12       # output image side
+SIZE = 12       # the model's input side
+CARS_SIDE = 20  # stored side of the variable-size Cars images
 VAL_FRACTION = 0.25
+STORED = {'cifar10': (32, 32, 3), 'cifar100': (32, 32, 3),
+          'cars196': (CARS_SIDE, CARS_SIDE, 3)}
 
 
 def _load(name, seed=0, **kwargs):
@@ -24,26 +27,29 @@ def _source_image(name, split, index):
 
 @pytest.fixture(scope='module', params=tfds_loader.SUPPORTED)
 def loaded(request):
-  return request.param, _load(request.param)
+  return request.param, _load(request.param, source_size=CARS_SIDE)
 
 
 def test_shapes_dtypes_range(loaded):
   name, ds = loaded
   assert ds.name == name
   assert ds.num_classes == tfds_loader.NUM_CLASSES[name]
-  assert ds.image_shape == (SIZE, SIZE, 3)
+  assert ds.image_shape == STORED[name]  # as stored, not the model's side
+  assert ds.input_spec.image_size == SIZE
   n_val = int(round(VAL_FRACTION * N))
   for split, n, source in ((ds.train, N - n_val, 'train'),
                            (ds.validation, n_val, 'train'),
                            (ds.test, N, 'test')):
     assert len(split) == n
-    assert split.images.shape == (n, SIZE, SIZE, 3)
-    assert split.images.dtype == np.float32
+    assert split.images.shape == (n,) + STORED[name]
+    assert split.images.dtype == np.uint8
     assert split.labels.dtype == np.int32
     assert split.index.dtype == np.int64
     assert split.source == source
-    assert split.images.min() >= -1.0 and split.images.max() <= 1.0
-    assert split.images.min() < 0.0 < split.images.max()
+    model_input = np.asarray(ds.input_spec.prepare(split.images))
+    assert model_input.shape == (n, SIZE, SIZE, 3)
+    assert model_input.min() >= -1.0 and model_input.max() <= 1.0
+    assert model_input.min() < 0.0 < model_input.max()
     assert split.labels.min() >= 0
     assert split.labels.max() < ds.num_classes
 
@@ -57,17 +63,22 @@ def test_train_validation_disjoint_and_cover(loaded):
 
 
 def test_samples_match_source(loaded):
-  """Each sample is its source example, resized like jax.image.resize."""
+  """Each sample is its source example as stored (uint8); the model's input
+  is it resized like jax.image.resize and normalised, per batch."""
   name, ds = loaded
   for split, positions in ((ds.train, (0, -1)), (ds.validation, (0,)),
                            (ds.test, (0,))):
     for pos in positions:
       ex = _source_image(name, split.source, split.index[pos])
+      assert split.labels[pos] == int(ex['label'])
+      if name == 'cars196':
+        continue  # variable sizes: stored resized (test_cars196_...)
+      np.testing.assert_array_equal(split.images[pos], ex['image'])
       image = ex['image'].astype(np.float32)[None]
       want = jax.image.resize(image, (1, SIZE, SIZE, 3), 'bilinear')[0]
       want = (np.asarray(want) / 255.0 - 0.5) / 0.5
-      np.testing.assert_allclose(split.images[pos], want, atol=1e-5)
-      assert split.labels[pos] == int(ex['label'])
+      got = ds.input_spec.prepare(split.images[[pos]])[0]
+      np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_deterministic_in_seed():
@@ -80,13 +91,16 @@ def test_deterministic_in_seed():
     assert not np.array_equal(sa.index, sc.index)
 
 
-def test_cars196_variable_sizes_resized():
+def test_cars196_variable_sizes_are_stored_at_the_source_side():
   with tfds.testing.mock_data(num_examples=N):
     source = tfds.data_source('cars196', split='train', download=False)
     shapes = {source[i]['image'].shape for i in range(N)}
   assert len(shapes) > 1  # the mock really has variable-size images
-  ds = _load('cars196')
-  assert ds.train.images.shape[1:] == (SIZE, SIZE, 3)
+  ds = _load('cars196', source_size=20)
+  assert ds.train.images.shape[1:] == (20, 20, 3)
+  assert ds.train.images.dtype == np.uint8
+  with pytest.raises(ValueError, match='source_size'):
+    _load('cars196')
 
 
 def test_max_examples_per_split():
@@ -127,6 +141,25 @@ def test_digits():
               or indices[1] & indices[2])
   assert set.union(*indices) == set(range(1797))
   for s in splits:
-    assert s.images.shape[1:] == (16, 16, 1)
-    assert s.images.min() >= -1.0 and s.images.max() <= 1.0
+    assert s.images.shape[1:] == (8, 8, 1) and s.images.dtype == np.uint8
+    assert s.images.max() == 16
+    x = np.asarray(ds.input_spec.prepare(s.images))
+    assert x.shape[1:] == (16, 16, 1)
+    assert x.min() >= -1.0 and x.max() <= 1.0
     assert set(s.labels) == set(range(10))
+
+
+def test_input_spec_equals_the_old_host_path():
+  """Resizing per batch on the accelerator gives what resizing the whole
+  dataset on the host at load time gave (digits and a TFDS-like batch)."""
+  ds = digits.load(16)
+  old = jax.image.resize((ds.train.images[:5].astype(np.float32) / 16.0),
+                         (5, 16, 16, 1), 'bilinear')
+  old = (np.asarray(old) - 0.5) / 0.5
+  np.testing.assert_allclose(ds.input_spec.prepare(ds.train.images[:5]), old,
+                             atol=1e-6)
+  images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3),
+                                             dtype=np.uint8)
+  host = tfds_loader._resize(images, 24) / 127.5 - 1.0  # the old load path
+  spec = tfds_loader.InputSpec(24)
+  np.testing.assert_allclose(spec.prepare(images), host, atol=1e-4)

@@ -3,9 +3,22 @@
 Each optimizer step distils a fixed teacher into every subnet of the stage:
 loss = lambda_logits * softCE(student, teacher) + lambda_hidden * (MSE of the
 embedding output + sum of the matched hidden-state MSEs); gradients are
-summed over subnets, clipped and applied once. The subnets are a stacked
-`Masks` scanned inside one jitted step, so a stage compiles once however many
-subnets it trains.
+summed over subnets, clipped and applied once.
+
+Three ways to run the subnets, with the same losses and gradients (tested):
+
+* 'static' (default): every subnet is a static slice of the supernet's
+  params (its kept layers, heads and neurons), all unrolled in one program:
+  every subnet costs its own FLOPs. One program per stage.
+* 'sliced': per width a static slice, the stage's depths scanned with
+  dropped layers skipped at run time (`lax.cond`); one traced body per width.
+* 'masked': every subnet at full size with head, neuron and layer masks as
+  data, scanned over the subnets (one body for all), at full cost each.
+
+`benchmarks/elastic.py` measures them against each subnet run as its own
+program: on a 12-layer, 384-wide ViT over the 4x4 grid on this CPU, static
+0.86x, sliced 1.8x, masked 3.0x of that ideal's time. The unrolled program
+compiles longer (48 s there, vs 20 s masked), once per stage.
 
 Teachers (DynaBERT): stage 1 distils the fine-tuned teacher at full size;
 stage 2's teacher is a config field: 'width_stage' (default, DynaBERT) runs the
@@ -13,16 +26,21 @@ width-elastic model of stage 1 at the student's width and full depth;
 'width_stage_full' runs it at full width (what the prototype's code does: it
 loads stage 1 as a plain model); 'teacher' is the fine-tuned teacher.
 """
+import dataclasses
+from typing import Optional, Tuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models.vit import Masks, ViT
+from acme_jax.system import mesh
+
+SCHEMES = ('sliced', 'masked', 'static')
 
 
 def block_end_weights(layer_gates):
@@ -37,7 +55,7 @@ def block_end_weights(layer_gates):
   return jnp.concatenate([layer_gates[1:], jnp.ones((1,), layer_gates.dtype)])
 
 
-def distillation_loss(out, teacher_out, masks: Masks, lambda_logits,
+def distillation_loss(out, teacher_out, layer_gates, lambda_logits,
                       lambda_hidden):
   """lambda_logits * softCE + lambda_hidden * (embedding MSE + matched
   hidden-state MSEs); MSE is the mean over batch, tokens and features."""
@@ -47,107 +65,202 @@ def distillation_loss(out, teacher_out, masks: Masks, lambda_logits,
                            axis=(1, 2, 3))
   embedding_mse = jnp.mean((out['embeddings'] - teacher_out['embeddings'])**2)
   hidden_loss = embedding_mse + jnp.sum(
-      per_layer_mse * block_end_weights(masks.layers))
+      per_layer_mse * block_end_weights(layer_gates))
   return lambda_logits * logit_loss + lambda_hidden * hidden_loss
 
 
 TEACHERS = ('width_stage', 'width_stage_full', 'teacher')
 
 
-def make_elastic_step(model: ViT, tx, lambda_logits: float,
-                      lambda_hidden: float):
-  """Jitted step over a stacked `Masks` (leading axis = subnets).
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """The subnets of one elastic stage: every (depth, width) pair, largest
+  first, and whether each width has its own teacher (DynaBERT's stage 2)."""
+  depth_mults: Tuple[float, ...]
+  width_mults: Tuple[float, ...]
+  matched_teacher: bool = False
 
-  step(params, opt_state, teacher_params, images, subnet_masks,
-  teacher_masks, teacher_index): the teacher runs once per entry of the
-  stacked `teacher_masks`, and subnet i is distilled from entry
-  `teacher_index[i]`.
-  """
+  @classmethod
+  def of(cls, depth_mults, width_mults, matched_teacher=False) -> 'Stage':
+    return cls(tuple(sorted(depth_mults, reverse=True)),
+               tuple(sorted(width_mults, reverse=True)), matched_teacher)
 
-  @jax.jit
-  def step(params, opt_state, teacher_params, images, subnet_masks: Masks,
-           teacher_masks: Masks, teacher_index):
-    teacher_outs = jax.lax.stop_gradient(jax.lax.map(
-        lambda m: model.apply({'params': teacher_params}, images, m),
-        teacher_masks))
-
-    def subnet_loss(p, masks, index):
-      out = model.apply({'params': p}, images, masks)
-      teacher_out = jax.tree.map(lambda a: a[index], teacher_outs)
-      return distillation_loss(out, teacher_out, masks, lambda_logits,
-                               lambda_hidden)
-
-    def accumulate(grad_sum, xs):
-      masks, index = xs
-      loss, grads = jax.value_and_grad(subnet_loss)(params, masks, index)
-      return jax.tree.map(jnp.add, grad_sum, grads), loss
-
-    grads, losses = jax.lax.scan(
-        accumulate, jax.tree.map(jnp.zeros_like, params),
-        (subnet_masks, teacher_index))
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, losses
-
-  return step
+  def pairs(self):
+    return [(d, w) for d in self.depth_mults for w in self.width_mults]
 
 
 def stage_subnets(model: ViT, depth_mults, width_mults) -> Masks:
   """Stacked masks of every (depth, width) pair, largest first."""
-  pairs = [(d, w) for d in sorted(depth_mults, reverse=True)
-           for w in sorted(width_mults, reverse=True)]
   return subnet_lib.stack_masks(
       [subnet_lib.masks(model, subnet_lib.for_model(model, w, d))
-       for d, w in pairs])
+       for d, w in Stage.of(depth_mults, width_mults).pairs()])
 
 
-def stage_teachers(model: ViT, depth_mults, width_mults, matched: bool):
-  """(stacked teacher masks, teacher index per subnet of `stage_subnets`).
+def _layer_gates(model: ViT, depth_mults) -> np.ndarray:
+  """(depths, L) 0/1 gates of each depth multiplier."""
+  gates = np.zeros((len(depth_mults), model.num_layers), np.float32)
+  for i, d in enumerate(depth_mults):
+    gates[i, list(subnet_lib.kept_layer_indices(model.num_layers, d))] = 1
+  return gates
 
-  `matched`: one full-depth teacher per width, subnet (d, w) distilled from
-  width w (DynaBERT); else one full teacher for all.
-  """
-  widths = sorted(width_mults, reverse=True)
-  pairs = [(d, w) for d in sorted(depth_mults, reverse=True) for w in widths]
-  if not matched:
-    return (subnet_lib.stack_masks([subnet_lib.masks(
-        model, subnet_lib.for_model(model, 1.0, 1.0))]),
-            np.zeros(len(pairs), np.int32))
+
+def _width(model: ViT, width_mult: float) -> Tuple[int, int]:
+  sub = subnet_lib.for_model(model, width_mult, 1.0)
+  return sub.heads[0], sub.neurons[0]
+
+
+def masked_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
+                  lambda_logits, lambda_hidden):
+  """Per-subnet losses (stage.pairs() order), every subnet at full size
+  with masks as data, scanned: one traced body for all subnets."""
+  pairs = stage.pairs()
   masks = subnet_lib.stack_masks([subnet_lib.masks(
+      model, subnet_lib.for_model(model, w, d)) for d, w in pairs])
+  widths = list(stage.width_mults) if stage.matched_teacher else [1.0]
+  teacher_masks = subnet_lib.stack_masks([subnet_lib.masks(
       model, subnet_lib.for_model(model, w, 1.0)) for w in widths])
-  return masks, np.array([widths.index(w) for _, w in pairs], np.int32)
+  index = np.array([widths.index(w) if stage.matched_teacher else 0
+                    for _, w in pairs], np.int32)
+  teacher_outs = jax.lax.stop_gradient(jax.lax.map(
+      lambda m: model.apply({'params': teacher_params}, inputs, m),
+      teacher_masks))
+
+  def one(_, xs):
+    m, i = xs
+    out = model.apply({'params': params}, inputs, m)
+    teacher = jax.tree.map(lambda a: a[i], teacher_outs)
+    return None, distillation_loss(out, teacher, m.layers, lambda_logits,
+                                   lambda_hidden)
+
+  return jax.lax.scan(one, None, (masks, jnp.asarray(index)))[1]
+
+
+def sliced_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
+                  lambda_logits, lambda_hidden):
+  """Per-subnet losses (stage.pairs() order): per width a statically sliced
+  model, its depths scanned with dropped layers skipped."""
+  gates = jnp.asarray(_layer_gates(model, stage.depth_mults))
+  teacher_full = None
+  by_width = []
+  for w in stage.width_mults:
+    heads, neurons = _width(model, w)
+    sub, sliced = subnet_lib.width_slice(model, params, heads, neurons)
+    if stage.matched_teacher:
+      _, teacher_sliced = subnet_lib.width_slice(model, teacher_params, heads,
+                                                 neurons)
+      teacher = sub.apply({'params': teacher_sliced}, inputs)
+    else:
+      if teacher_full is None:
+        teacher_full = model.apply({'params': teacher_params}, inputs)
+      teacher = teacher_full
+    teacher = jax.lax.stop_gradient(teacher)
+
+    def one(_, g, sub=sub, sliced=sliced, teacher=teacher):
+      out = sub.apply({'params': sliced}, inputs, layer_gates=g)
+      return None, distillation_loss(out, teacher, g, lambda_logits,
+                                     lambda_hidden)
+
+    by_width.append(jax.lax.scan(one, None, gates)[1])  # (depths,)
+  return jnp.stack(by_width, axis=1).reshape(-1)  # (depth, width) order
+
+
+def static_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
+                  lambda_logits, lambda_hidden):
+  """Per-subnet losses (stage.pairs() order): every subnet a statically
+  sliced dense model (its kept layers and widths), unrolled in one program."""
+  teachers = {}
+  out = []
+  for d, w in stage.pairs():
+    heads, neurons = _width(model, w)
+    tw = w if stage.matched_teacher else 1.0
+    if tw not in teachers:
+      t_heads, t_neurons = _width(model, tw)
+      t_model, t_params = subnet_lib.width_slice(model, teacher_params,
+                                                 t_heads, t_neurons)
+      teachers[tw] = jax.lax.stop_gradient(
+          t_model.apply({'params': t_params}, inputs))
+    kept = subnet_lib.kept_layer_indices(model.num_layers, d)
+    sub, sliced = subnet_lib.width_slice(model, params, heads, neurons)
+    dense = {k: v for k, v in sliced.items() if not k.startswith('block_')}
+    for new, layer in enumerate(kept):
+      dense[f'block_{new}'] = sliced[f'block_{layer}']
+    sub = sub.clone(num_layers=len(kept))
+    student = sub.apply({'params': dense}, inputs)
+    ends = [nxt - 1 for nxt in kept[1:]] + [model.num_layers - 1]
+    teacher = dict(teachers[tw], hidden=teachers[tw]['hidden'][
+        np.array(ends)])
+    out.append(distillation_loss(student, teacher, jnp.ones(len(kept)),
+                                 lambda_logits, lambda_hidden))
+  return jnp.stack(out)
+
+
+def make_elastic_step(model: ViT, tx, stage: Stage, lambda_logits: float,
+                      lambda_hidden: float, scheme: str = 'static',
+                      par: Optional[mesh.Parallel] = None, params=None,
+                      opt_state=None):
+  """Jitted step(params, opt_state, teacher_params, images) -> (params,
+  opt_state, per-subnet losses), data-parallel over `par`'s mesh. The
+  images are prepared (resized, normalised) once per step."""
+  if scheme not in SCHEMES:
+    raise ValueError(f'elastic scheme must be one of {SCHEMES}, got '
+                     f'{scheme!r}')
+  losses_fn = {'sliced': sliced_losses, 'masked': masked_losses,
+               'static': static_losses}[scheme]
+  bare = model.clone(input_spec=None)
+  par = par or mesh.single_device()
+  param_s = par.param_shardings(params) if params is not None else None
+  opt_s = par.param_shardings(opt_state) if opt_state is not None else None
+
+  @jax.jit
+  def step(params, opt_state, teacher_params, images):
+    inputs = (model.input_spec.prepare(images) if model.input_spec is not None
+              else images)
+    total = lambda p: (lambda l: (jnp.sum(l), l))(  # noqa: E731
+        losses_fn(bare, p, teacher_params, inputs, stage, lambda_logits,
+                  lambda_hidden))
+    (_, losses), grads = jax.value_and_grad(total, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    if param_s is not None:
+      params = par.constrain(params, param_s)
+      opt_state = par.constrain(opt_state, opt_s)
+    return params, opt_state, losses
+
+  return step
 
 
 def train_elastic(model: ViT, params, teacher_params, data: Split,
-                  subnet_masks: Masks, stage_config, batch_size: int, seed: int,
-                  desc: str, teachers=None):
-  """Distil into every subnet of `subnet_masks`; returns (params, epoch losses).
-
-  `teachers` = (teacher masks, index per subnet) from `stage_teachers`;
-  default: the full teacher for every subnet.
-  """
-  if teachers is None:
-    teachers = (subnet_lib.stack_masks([subnet_lib.masks(
-        model, subnet_lib.for_model(model, 1.0, 1.0))]),
-                np.zeros(len(subnet_masks.layers), np.int32))
+                  stage: Stage, stage_config, batch_size: int, seed: int,
+                  desc: str, scheme: str = 'static',
+                  par: Optional[mesh.Parallel] = None):
+  """Distil into every subnet of `stage`; returns (host params, epoch
+  losses)."""
+  par = par or mesh.single_device()
   steps = training.steps_per_epoch(len(data), batch_size) * stage_config.epochs
   tx = training.adamw_with_warmup(
       stage_config.learning_rate, steps, stage_config.warmup_fraction,
       stage_config.weight_decay, stage_config.clip_norm)
+  params = par.params(params)
+  teacher_params = par.params(teacher_params)
   opt_state = tx.init(params)
-  step = make_elastic_step(model, tx, stage_config.lambda_logits,
-                           stage_config.lambda_hidden)
+  step = make_elastic_step(model, tx, stage, stage_config.lambda_logits,
+                           stage_config.lambda_hidden, scheme, par, params,
+                           opt_state)
   rng = np.random.default_rng(seed)
   losses = []
-  with tqdm(total=steps, desc=desc, leave=False, disable=None) as bar:
-    for _ in range(stage_config.epochs):
+  progress = training.Progress(steps, stage_config.epochs, desc)
+  try:
+    for epoch in range(stage_config.epochs):
       epoch_loss = []
       for idx in training.epoch_batches(len(data), batch_size, rng):
         images = training.random_shift(data.images[idx],
                                        stage_config.get('max_shift', 0), rng)
         params, opt_state, loss = step(params, opt_state, teacher_params,
-                                       images, subnet_masks, *teachers)
+                                       par.batch(images))
         epoch_loss.append(loss)
-        bar.update()
+        progress.step()
       losses.append(float(np.mean(jax.device_get(epoch_loss))))
-      bar.set_postfix(loss=f'{losses[-1]:.3f}')
-  return params, losses
+      progress.epoch(epoch, losses[-1])
+  finally:
+    progress.close()
+  return mesh.host(params), losses

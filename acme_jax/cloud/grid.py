@@ -4,6 +4,7 @@ Every grid subnet runs through one compiled evaluation function: the subnet is
 a `Masks` argument, not a constant baked into the program.
 """
 import itertools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models.vit import Masks, ViT
+from acme_jax.system import mesh
 
 
 def make_count_fn(model: ViT, num_classes: int):
@@ -29,11 +31,13 @@ def make_count_fn(model: ViT, num_classes: int):
 
 
 def per_class_correct(count_fn, params, data: Split, masks: Masks,
-                      batch_size: int):
+                      batch_size: int, par: Optional[mesh.Parallel] = None):
+  par = par or mesh.single_device()
   correct, total = 0.0, 0.0
   for idx, weights in training.padded_batches(len(data), batch_size):
-    c, t = count_fn(params, data.images[idx], data.labels[idx], weights, masks)
-    correct, total = correct + np.asarray(c), total + np.asarray(t)
+    c, t = count_fn(params, par.batch(data.images[idx]),
+                    par.batch(data.labels[idx]), par.batch(weights), masks)
+    correct, total = correct + mesh.host(c), total + mesh.host(t)
   return correct, total
 
 
@@ -50,14 +54,17 @@ def grid_points(depth_mults, width_mults):
 
 
 def measure_grid(model: ViT, params, data: Split, num_classes: int,
-                 depth_mults, width_mults, batch_size: int):
+                 depth_mults, width_mults, batch_size: int,
+                 par: Optional[mesh.Parallel] = None):
   """Records {depth_mult, width_mult, accuracy, per_class_accuracy, params, bytes}."""
+  par = par or mesh.single_device()
   count_fn = make_count_fn(model, num_classes)
+  placed = par.params(params)
   records = []
   for depth, width in grid_points(depth_mults, width_mults):
     sub = subnet_lib.for_model(model, width, depth)
     correct, total = per_class_correct(
-        count_fn, params, data, subnet_lib.masks(model, sub), batch_size)
+        count_fn, placed, data, subnet_lib.masks(model, sub), batch_size, par)
     acc, per_class = accuracy_record(correct, total)
     n_params, n_bytes = subnet_lib.subnet_size(model, params, sub)
     records.append({'depth_mult': float(depth), 'width_mult': float(width),

@@ -15,6 +15,8 @@ cumulative gradient G_t = g_1 + ... + g_t, and the scores add, per batch,
 (w1, b1 the neuron's fc1 column and bias, w2 its fc2 row): two separate
 absolute terms, not one.
 """
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,11 +24,14 @@ import numpy as np
 from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models.vit import ViT, full_masks
+from acme_jax.system import mesh
 
 
 def importance_scores(model: ViT, params, data: Split, batch_size: int,
-                      max_batches: int):
-  """(head importance (L, H), neuron importance (L, F)) on `data`."""
+                      max_batches: int, par: Optional[mesh.Parallel] = None):
+  """(head importance (L, H), neuron importance (L, F)) on `data`, each
+  batch split over `par`'s mesh."""
+  par = par or mesh.single_device()
   masks = full_masks(model)
 
   @jax.jit
@@ -48,6 +53,7 @@ def importance_scores(model: ViT, params, data: Split, batch_size: int,
       neurons.append(jnp.abs(incoming) + jnp.abs(outgoing))
     return cumulative, jnp.abs(g_heads), jnp.stack(neurons)
 
+  params = par.params(params)
   cumulative = jax.tree.map(jnp.zeros_like, (params, masks.heads))
   head_score = np.zeros(masks.heads.shape, np.float64)
   neuron_score = np.zeros(masks.neurons.shape, np.float64)
@@ -56,9 +62,10 @@ def importance_scores(model: ViT, params, data: Split, batch_size: int,
     if i >= max_batches:
       break
     cumulative, heads, neurons = batch_terms(
-        params, cumulative, data.images[idx], data.labels[idx], weights)
-    head_score += np.asarray(heads)
-    neuron_score += np.asarray(neurons)
+        params, cumulative, par.batch(data.images[idx]),
+        par.batch(data.labels[idx]), par.batch(weights))
+    head_score += mesh.host(heads)
+    neuron_score += mesh.host(neurons)
   return head_score, neuron_score
 
 

@@ -1,16 +1,22 @@
 """Cloud step 1: fine-tune the (pre-trained or fresh) model on the cloud's data."""
+from typing import Optional
+
 import jax
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models.vit import ViT
+from acme_jax.system import mesh
 
 
-def make_train_step(model: ViT, tx: optax.GradientTransformation):
-  """One jitted supervised step of the full model (no masks)."""
+def make_train_step(model: ViT, tx: optax.GradientTransformation,
+                    par: mesh.Parallel, params, opt_state):
+  """One jitted supervised step of the full model (no masks), data-parallel
+  over `par`'s mesh with params and optimizer state kept in its layout."""
+  param_s = par.param_shardings(params)
+  opt_s = par.param_shardings(opt_state)
 
   @jax.jit
   def step(params, opt_state, images, labels):
@@ -20,32 +26,40 @@ def make_train_step(model: ViT, tx: optax.GradientTransformation):
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    params = optax.apply_updates(params, updates)
+    return (par.constrain(params, param_s), par.constrain(opt_state, opt_s),
+            loss)
 
   return step
 
 
 def train_teacher(model: ViT, params, data: Split, stage_config, batch_size: int,
-                  seed: int, desc: str = 'teacher'):
-  """Supervised fine-tuning; returns (params, per-epoch mean losses)."""
+                  seed: int, desc: str = 'teacher',
+                  par: Optional[mesh.Parallel] = None):
+  """Supervised fine-tuning; returns (host params, per-epoch mean losses)."""
+  par = par or mesh.single_device()
   steps = training.steps_per_epoch(len(data), batch_size) * stage_config.epochs
   tx = training.adamw_with_warmup(
       stage_config.learning_rate, steps, stage_config.warmup_fraction,
       stage_config.weight_decay, stage_config.clip_norm)
+  params = par.params(params)
   opt_state = tx.init(params)
-  step = make_train_step(model, tx)
+  step = make_train_step(model, tx, par, params, opt_state)
   rng = np.random.default_rng(seed)
   losses = []
-  with tqdm(total=steps, desc=desc, leave=False, disable=None) as bar:
-    for _ in range(stage_config.epochs):
+  progress = training.Progress(steps, stage_config.epochs, desc)
+  try:
+    for epoch in range(stage_config.epochs):
       epoch_loss = []
       for idx in training.epoch_batches(len(data), batch_size, rng):
         images = training.random_shift(data.images[idx],
                                        stage_config.get('max_shift', 0), rng)
-        params, opt_state, loss = step(params, opt_state, images,
-                                       data.labels[idx])
+        params, opt_state, loss = step(params, opt_state, par.batch(images),
+                                       par.batch(data.labels[idx]))
         epoch_loss.append(loss)
-        bar.update()
+        progress.step()
       losses.append(float(np.mean(jax.device_get(epoch_loss))))
-      bar.set_postfix(loss=f'{losses[-1]:.3f}')
-  return params, losses
+      progress.epoch(epoch, losses[-1])
+  finally:
+    progress.close()
+  return mesh.host(params), losses

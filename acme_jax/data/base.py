@@ -1,19 +1,46 @@
 """The in-memory dataset interface every loader returns.
 
-Images are float32 NHWC, normalised per the loader; labels int32; `index` is the
-sample's position in its source split, so tests can prove no sample is in two
-places. Small research datasets fit in memory; the loaders keep that promise
-by resizing once at load time.
+Images stay as a device stores them: uint8 NHWC at the source resolution
+(8x8x1 digits, 32x32x3 CIFAR; Cars capped at a configured side). Resizing to
+the model's resolution and normalising happen per batch inside the jitted
+steps (`InputSpec.prepare`, applied by the model), so host memory is bounded
+by the uint8 source, never by the model resolution (CIFAR-100 at 224: 150 MB,
+not 36 GB). Labels int32; `index` is the sample's position in its source
+split, so tests can prove no sample is in two places.
 """
 import dataclasses
 from typing import Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """How a batch of stored images becomes the model's input (jit-able).
+
+  x = resize(uint8 * scale, image_size) bilinear (jax.image.resize, with
+  antialiasing when shrinking), then (x - mean) / std. scale maps stored
+  values to [0, 1]: 1/255 for photos, 1/16 for digits.
+  """
+  image_size: int
+  scale: float = 1 / 255
+  mean: float = 0.5
+  std: float = 0.5
+
+  def prepare(self, images, dtype=jnp.float32):
+    x = jnp.asarray(images).astype(jnp.float32) * self.scale
+    b, h, w, c = x.shape
+    if (h, w) != (self.image_size, self.image_size):
+      x = jax.image.resize(x, (b, self.image_size, self.image_size, c),
+                           'bilinear')
+    return ((x - self.mean) / self.std).astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
 class Split:
-  images: np.ndarray   # (N, H, W, C) float32, normalised
+  images: np.ndarray   # (N, H, W, C) uint8, as stored (see InputSpec)
   labels: np.ndarray   # (N,) int32
   index: np.ndarray    # (N,) int64, position in the source split
   source: str = ''     # which source split `index` refers to ('train', ...)
@@ -35,7 +62,7 @@ class Split:
     """Bytes of these samples as stored on a device, plus an int32 label
     each: what the centralized baseline uploads (ACME.md 7)."""
     if self.raw_nbytes is None:
-      return int(np.prod(self.images.shape)) + 4 * len(self)
+      return int(self.images.nbytes) + 4 * len(self)
     return int(np.sum(self.raw_nbytes)) + 4 * len(self)
 
 
@@ -46,6 +73,7 @@ class Dataset:
   train: Split
   validation: Split
   test: Split
+  input_spec: Optional[InputSpec] = None
 
   @property
   def image_shape(self):

@@ -4,19 +4,23 @@ Samples come from `tfds.data_source` (random access into array_record files), so
 the dataset must already be prepared in `data_dir` in array_record format:
 nothing is downloaded. The validation split is a seeded held-out fraction of the
 TFDS train split; `index` is the position in the TFDS split (`source`) a sample
-came from. Images are resized to `image_size` x `image_size` with bilinear
-interpolation (numerically jax.image.resize(..., 'bilinear'), as digits.py) and
-normalised to [-1, 1] as (x / 255 - 0.5) / 0.5, the google/vit-base-patch16-224
-preprocessing.
+came from. Images stay uint8 as stored (CIFAR 32x32x3); datasets whose images
+differ in size (Cars) are resized once on the host to `source_size`, with
+the bilinear weights of jax.image.resize. The model's resize to its input
+side and the normalisation to [-1, 1] ((x / 255 - 0.5) / 0.5, the
+google/vit-base-patch16-224 preprocessing) happen per batch on the
+accelerator (`InputSpec`).
 """
 import functools
+from typing import Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from acme_jax.data.base import Dataset, Split
+from acme_jax.data.base import Dataset, InputSpec, Split
 
 SUPPORTED = ('cifar10', 'cifar100', 'cars196')
+VARIABLE_SIZE = ('cars196',)  # stored at `source_size`; others as they are
 NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'cars196': 196}
 
 _CHUNK = 256        # images read and resized together
@@ -86,11 +90,17 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
   return _resize_axis(_resize_axis(x, 1, size), 2, size)
 
 
-def _read(source, split: str, index: np.ndarray, image_size: int) -> Split:
-  """Reads the samples `index` of a data source, resized and normalised."""
-  images = np.empty((len(index), image_size, image_size, 3), np.float32)
-  labels = np.empty((len(index),), np.int32)
-  native = np.empty((len(index),), np.int64)  # uint8 bytes at source size
+def _read(source, split: str, index: np.ndarray,
+          source_size: Optional[int]) -> Split:
+  """Reads the samples `index` of a data source as uint8 images.
+
+  Images keep their stored resolution when every image has the same shape
+  (CIFAR); otherwise (Cars) each is resized once on the host to
+  source_size x source_size. `raw_nbytes` is each image's decoded uint8
+  size at its native resolution.
+  """
+  images, labels = None, np.empty((len(index),), np.int32)
+  native = np.empty((len(index),), np.int64)
   # Read in ascending index order (sequential in the file), store in `index`
   # order.
   order = np.argsort(index, kind='stable')
@@ -99,34 +109,43 @@ def _read(source, split: str, index: np.ndarray, image_size: int) -> Split:
     examples = [source[int(i)] for i in index[positions]]
     labels[positions] = [int(ex['label']) for ex in examples]
     native[positions] = [int(np.prod(ex['image'].shape)) for ex in examples]
-    by_shape = {}
     for pos, ex in zip(positions, examples):
-      by_shape.setdefault(ex['image'].shape, []).append((pos, ex['image']))
-    for shape, group in by_shape.items():
-      if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f'{split}: expected an RGB image, got shape {shape}')
-      pos = np.array([p for p, _ in group])
-      batch = np.stack([image for _, image in group])
-      resized = _resize(batch, image_size)
-      resized *= 1.0 / 127.5  # (x / 255 - 0.5) / 0.5, in place
-      resized -= 1.0
-      images[pos] = np.clip(resized, -1.0, 1.0, out=resized)
+      image = ex['image']
+      if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'{split}: expected an RGB image, got shape '
+                         f'{image.shape}')
+      if images is None:
+        side = source_size or image.shape[0]
+        images = np.empty((len(index), side, side, 3), np.uint8)
+      if image.shape[:2] != images.shape[1:3]:
+        if not source_size:
+          raise ValueError(
+              f'{split}: images differ in size ({image.shape[:2]} vs '
+              f'{images.shape[1:3]}); set config.data.source_size')
+        image = np.clip(np.round(_resize(image[None], source_size)[0]), 0,
+                        255).astype(np.uint8)
+      images[pos] = image
+  if images is None:
+    images = np.zeros((0, source_size or 1, source_size or 1, 3), np.uint8)
   return Split(images, labels, index.astype(np.int64), split, native)
 
 
 def load(name: str, image_size: int, seed: int,
          validation_fraction: float = 0.1, data_dir: str | None = None,
-         max_examples_per_split: int | None = None) -> Dataset:
-  """Loads a TFDS image dataset into memory.
+         max_examples_per_split: int | None = None,
+         source_size: int | None = None) -> Dataset:
+  """Loads a TFDS image dataset into memory, as stored (uint8).
 
   Args:
     name: one of `SUPPORTED`.
-    image_size: side of the square output images.
+    image_size: side of the model's square input (see `InputSpec`).
     seed: seeds the train/validation split and the order of every split.
     validation_fraction: fraction of the TFDS train split held out.
     data_dir: TFDS data directory holding the prepared (array_record) dataset.
     max_examples_per_split: if set, each split keeps at most this many
       (randomly chosen) samples; for smoke runs.
+    source_size: side to store images at when they differ in size (Cars);
+      fixed-size datasets keep their native resolution.
 
   Returns:
     The dataset; train and validation both index into the TFDS 'train' split,
@@ -144,7 +163,8 @@ def load(name: str, image_size: int, seed: int,
   try:
     train_source, test_source = tfds.data_source(
         name, split=['train', 'test'], data_dir=data_dir, download=False)
-  except NotImplementedError as e:  # TFDS's error when no array_record files
+  except (NotImplementedError, KeyError, AssertionError,
+          FileNotFoundError) as e:  # TFDS's errors when the data is absent
     raise FileNotFoundError(
         f'TFDS {name!r} is not prepared in array_record format under data_dir='
         f'{data_dir or "(TFDS default)"}; nothing is downloaded at run time, '
@@ -160,6 +180,7 @@ def load(name: str, image_size: int, seed: int,
   splits = {}
   for part, (split, source, index) in parts.items():
     index = index[:max_examples_per_split]
-    splits[part] = _read(source, split, index, image_size)
+    splits[part] = _read(source, split, index,
+                         source_size if name in VARIABLE_SIZE else None)
   return Dataset(name, NUM_CLASSES[name], splits['train'],
-                 splits['validation'], splits['test'])
+                 splits['validation'], splits['test'], InputSpec(image_size))

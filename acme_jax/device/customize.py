@@ -75,23 +75,7 @@ def schedule(config) -> rounds.TrainSchedule:
                               h.lr_period_mult)
 
 
-def search_headers(config, locals_: Sequence[features.LocalFeatures],
-                   num_classes: int, keys, limits: Sequence[int],
-                   cells: Sequence[int], device_ids: Sequence[int],
-                   edge_ids: Sequence[int],
-                   log: Optional[Callable[[str], None]] = None
-                   ) -> List[rounds.DeviceHeader]:
-  """NAS within each device's header budget, then fine-tuning of the found
-  architecture at every `header.finetune_lrs` peak, keeping the one best on
-  local validation (the fixed heads choose their learning rate the same
-  way). Returns the devices' headers, ready for the aggregation rounds, each
-  with `.result` = {arch, n_layers, nas_header_params, val_accuracy,
-  test_accuracy, finetune_lr, search_val_accuracy, history}.
-  """
-  h = config.header
-  strategy = config.engine.strategy
-  cfg = nas_config(config, locals_[0].x_train.shape, num_classes)
-  data, sizes = nas.device_data(locals_)
+def _check_budgets(cfg, limits, cells):
   for limit, n in zip(limits, cells):
     smallest = int(header_lib.param_count(
         cfg.spec, header_lib.smallest_arch(cfg.spec.num_nodes), n))
@@ -99,30 +83,75 @@ def search_headers(config, locals_: Sequence[features.LocalFeatures],
       raise ValueError(f'a header budget of {limit} parameters is below the '
                        f'smallest header ({smallest} with {n} cells and '
                        f'{cfg.spec.num_channels} channels)')
-  found = nas.search(cfg, search_hparams(config), data, sizes, keys, limits,
-                     cells, strategy, log)
-  tune_keys = [jax.random.fold_in(k, 11) for k in keys]
+
+
+def finetune(config, cfg, states, data, sizes, keys, epochs: int):
+  """Trains each state's arch at every `header.finetune_lrs` peak and keeps,
+  per device, the one best on local validation (the fixed heads choose their
+  learning rate the same way). Returns [(state, lr, val accuracy)]."""
+  h = config.header
   candidates = []
   for lr in h.finetune_lrs:
     tuned = nas.train_fixed(
-        cfg, [f['state'] for f in found], data, sizes, tune_keys,
-        epochs=h.finetune_epochs, batch_size=h.batch_size, lr_max=lr,
-        lr_min=h.lr_min, lr_period=h.lr_period,
-        lr_period_mult=h.lr_period_mult, strategy=strategy)
-    val = nas.evaluate(cfg, tuned, data, sizes, 'val', h.batch_size, strategy)
-    candidates.append((tuned, val))
+        cfg, states, data, sizes, [jax.random.fold_in(k, 11) for k in keys],
+        epochs=epochs, batch_size=h.batch_size, lr_max=lr, lr_min=h.lr_min,
+        lr_period=h.lr_period, lr_period_mult=h.lr_period_mult,
+        strategy=config.engine.strategy)
+    val = nas.evaluate(cfg, tuned, data, sizes, 'val', h.batch_size,
+                       config.engine.strategy)
+    candidates.append((tuned, lr, val))
   out = []
-  for d, f in enumerate(found):
-    best = max(range(len(candidates)),
-               key=lambda i: (candidates[i][1][d], -i))
+  for d in range(len(states)):
+    tuned, lr, val = max(candidates, key=lambda c: c[2][d])
+    out.append((tuned[d], float(lr), float(val[d])))
+  return out
+
+
+def search_headers(config, locals_: Sequence[features.LocalFeatures],
+                   num_classes: int, keys, limits: Sequence[int],
+                   cells: Sequence[int], device_ids: Sequence[int],
+                   edge_ids: Sequence[int], archs=None,
+                   log: Optional[Callable[[str], None]] = None
+                   ) -> List[rounds.DeviceHeader]:
+  """NAS within each device's header budget, then training of the found
+  architecture: from the search's shared weights (`header.final_weights =
+  'shared'`, the prototype) or from fresh weights ('scratch', ENAS's
+  retraining), `header.finetune_epochs` epochs at the best of
+  `header.finetune_lrs` on local validation. With `archs` given, no search:
+  those architectures are trained from fresh weights (ablations).
+
+  Returns the devices' headers, ready for the aggregation rounds, each with
+  `.result` = {arch, n_layers, nas_header_params, val_accuracy,
+  test_accuracy, finetune_lr, search_val_accuracy, history}.
+  """
+  h = config.header
+  strategy = config.engine.strategy
+  cfg = nas_config(config, locals_[0].x_train.shape, num_classes)
+  data, sizes = nas.device_data(locals_)
+  _check_budgets(cfg, limits, cells)
+  if archs is None:
+    found = nas.search(cfg, search_hparams(config), data, sizes, keys,
+                       limits, cells, strategy, log)
+  else:
+    found = [{'arch': np.asarray(a, np.int32), 'val_accuracy': None,
+              'n_layers': n, 'history': [],
+              'header_params': int(header_lib.param_count(cfg.spec, a, n)),
+              'state': nas.init_state(cfg, k, l, n, arch=a)}
+             for a, k, l, n in zip(archs, keys, limits, cells)]
+  states = [f['state'] for f in found]
+  if archs is None and h.final_weights == 'scratch':
+    states = [s._replace(child=nas.init_child(cfg, 1000 + d))
+              for d, s in enumerate(states)]
+  tuned = finetune(config, cfg, states, data, sizes, keys, h.finetune_epochs)
+  out = []
+  for d, (f, (state, lr, val)) in enumerate(zip(found, tuned)):
     out.append(rounds.DeviceHeader(
-        device=device_ids[d], edge=edge_ids[d], state=candidates[best][0][d],
-        lr=float(h.finetune_lrs[best]), data=data[d], sizes=sizes[d],
+        device=device_ids[d], edge=edge_ids[d], state=state, lr=lr,
+        data=data[d], sizes=sizes[d],
         result={'arch': f['arch'].tolist(), 'n_layers': cells[d],
                 'nas_header_params': f['header_params'],
                 'search_val_accuracy': f['val_accuracy'],
-                'val_accuracy': float(candidates[best][1][d]),
-                'finetune_lr': float(h.finetune_lrs[best]),
+                'val_accuracy': val, 'finetune_lr': lr,
                 'history': f['history']}))
   test = rounds.test_accuracy(cfg, out, h.batch_size, strategy)
   for d, acc in zip(out, test):

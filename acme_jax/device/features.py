@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from acme_jax import training
+from acme_jax.models import vit
 from acme_jax.models.vit import Masks, ViT
 
 
@@ -77,8 +78,10 @@ def token_grid(tokens: np.ndarray, grid_shape=None) -> np.ndarray:
 
 
 def patch_grid(model: ViT, image_shape) -> tuple:
-  """The (rows, cols) patch grid a ViT makes of images of shape (H, W, C)."""
-  return (image_shape[0] // model.patch_size, image_shape[1] // model.patch_size)
+  """The (rows, cols) patch grid a ViT makes of (stored) images of shape
+  (H, W, C): of its input spec's resolution when it has one."""
+  h, w = vit.input_size(model, image_shape)
+  return (h // model.patch_size, w // model.patch_size)
 
 
 def linear_probe_accuracy(train_x, train_y, test_x, test_y, seed: int) -> float:

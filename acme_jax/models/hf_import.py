@@ -265,6 +265,39 @@ def _load_state(weights: str) -> dict:
   return state
 
 
+def read_config(path) -> dict:
+  """The checkpoint's parsed config.json (checks the weights file exists)."""
+  config_path, _ = _paths(path)
+  try:
+    with open(config_path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{config_path} is not valid JSON ({e.msg})') from e
+
+
+def mismatches(hf_config: dict, model_config, image_size: int,
+               channels: int) -> list:
+  """What in an HF ViT config disagrees with config.model and the data."""
+  s = _sizes(hf_config)
+  wanted = {'hidden_size': ('hidden', model_config.hidden_size),
+            'num_hidden_layers': ('layers', model_config.num_layers),
+            'num_attention_heads': ('heads', model_config.num_heads),
+            'intermediate_size': ('mlp', model_config.mlp_dim),
+            'patch_size': ('patch', model_config.patch_size)}
+  out = [f'{name} {s[key]} vs config.model {value}'
+         for name, (key, value) in wanted.items() if s[key] != value]
+  if s['channels'] != channels:
+    out.append(f'num_channels {s["channels"]} vs the data\'s {channels}')
+  if _image_size(hf_config) != (image_size, image_size):
+    out.append(f'image_size {_image_size(hf_config)} vs config.data.'
+               f'image_size {image_size} (position embeddings are not '
+               f'interpolated)')
+  act = hf_config.get('hidden_act', 'gelu')
+  if act != 'gelu':
+    out.append(f'hidden_act {act!r} (only the exact GELU is supported)')
+  return out
+
+
 def load_hf_vit(path, num_classes: Optional[int] = None, key=None):
   """Our ViT and its params from an HF ViT checkpoint.
 

@@ -11,7 +11,8 @@ from typing import Tuple
 import jax
 import numpy as np
 
-from acme_jax.models.vit import Masks, ViT, _per_layer
+from acme_jax.models.encoder import Masks, per_layer as _per_layer
+from acme_jax.models.vit import ViT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +96,21 @@ def _slice_block(block, heads: int, neurons: int):
       'fc2': {'kernel': block['fc2']['kernel'][:neurons],
               'bias': block['fc2']['bias']},
   }
+
+
+def width_slice(model: ViT, params, heads: int, neurons: int):
+  """The full-depth model keeping the first `heads` heads and `neurons` MLP
+  neurons of every layer, and its params as static slices of `params`
+  (traced arrays too: gradients flow back into the supernet's)."""
+  head_dim = (model.head_dim if model.head_dim is not None else
+              model.hidden_size // _per_layer(model.num_heads,
+                                              model.num_layers)[0])
+  sliced = {k: v for k, v in params.items() if not k.startswith('block_')}
+  for layer in range(model.num_layers):
+    sliced[f'block_{layer}'] = _slice_block(params[f'block_{layer}'], heads,
+                                            neurons)
+  return model.clone(num_heads=heads, mlp_dim=neurons, head_dim=head_dim), \
+      sliced
 
 
 def extract(model: ViT, params, subnet: SubnetConfig, with_head: bool = False):

@@ -8,79 +8,17 @@ One module serves two roles:
 * the **extracted subnet**: per-layer head and neuron counts given as tuples and
   no masks (see `models/subnet.py:extract`).
 
-Pre-LN encoder blocks as in google/vit-base-patch16-224: LayerNorm, attention,
-residual, LayerNorm, MLP (exact GELU), residual. A dropped layer is the identity:
-its gate multiplies both residual branches by zero.
+Pre-LN encoder blocks (`models/encoder.py`, shared with BERT) as in
+google/vit-base-patch16-224: LayerNorm, attention, residual, LayerNorm, MLP
+(exact GELU), residual. A dropped layer is the identity.
 """
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Any, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-IntOrPerLayer = Union[int, Sequence[int]]
-
-
-class Masks(NamedTuple):
-  """A subnet as data. Shapes: heads (L, H), neurons (L, F), layers (L,)."""
-  heads: jax.Array
-  neurons: jax.Array
-  layers: jax.Array
-
-
-def _per_layer(value: IntOrPerLayer, num_layers: int) -> tuple:
-  if isinstance(value, int):
-    return (value,) * num_layers
-  value = tuple(int(v) for v in value)
-  if len(value) != num_layers:
-    raise ValueError(f'expected {num_layers} per-layer values, got {value}')
-  return value
-
-
-class Attention(nn.Module):
-  """Multi-head self-attention whose heads can be masked after the softmax."""
-  num_heads: int
-  head_dim: int
-  hidden_size: int
-
-  @nn.compact
-  def __call__(self, x, head_mask=None):
-    qkv = lambda name: nn.DenseGeneral(  # noqa: E731
-        (self.num_heads, self.head_dim), name=name)(x)
-    q, k, v = qkv('query'), qkv('key'), qkv('value')
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(
-        jnp.asarray(self.head_dim, x.dtype))
-    weights = jax.nn.softmax(logits, axis=-1)
-    heads = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
-    if head_mask is not None:
-      heads = heads * head_mask[None, None, :, None]
-    return nn.DenseGeneral(self.hidden_size, axis=(-2, -1), name='out')(heads)
-
-
-class EncoderBlock(nn.Module):
-  num_heads: int
-  head_dim: int
-  mlp_dim: int
-  hidden_size: int
-  layer_norm_eps: float
-
-  @nn.compact
-  def __call__(self, x, head_mask=None, neuron_mask=None, gate=None):
-    y = nn.LayerNorm(epsilon=self.layer_norm_eps, name='ln_attn')(x)
-    y = Attention(self.num_heads, self.head_dim, self.hidden_size,
-                  name='attn')(y, head_mask)
-    if gate is not None:
-      y = y * gate
-    x = x + y
-    y = nn.LayerNorm(epsilon=self.layer_norm_eps, name='ln_mlp')(x)
-    y = nn.Dense(self.mlp_dim, name='fc1')(y)
-    y = nn.gelu(y, approximate=False)
-    if neuron_mask is not None:
-      y = y * neuron_mask
-    y = nn.Dense(self.hidden_size, name='fc2')(y)
-    if gate is not None:
-      y = y * gate
-    return x + y
+from acme_jax.models import encoder
+from acme_jax.models.encoder import IntOrPerLayer, Masks  # noqa: F401
 
 
 class ViT(nn.Module):
@@ -102,6 +40,10 @@ class ViT(nn.Module):
   mlp_dim: IntOrPerLayer
   head_dim: Optional[int] = None
   layer_norm_eps: float = 1e-12
+  # Stored images -> model input inside the jitted call (data.InputSpec);
+  # None: the caller passes preprocessed float pixels (as HF's models).
+  input_spec: Optional[Any] = None
+  dtype: Any = jnp.float32  # compute dtype; params stay float32
 
   def _head_dim(self):
     if self.head_dim is not None:
@@ -111,45 +53,42 @@ class ViT(nn.Module):
     return self.hidden_size // self.num_heads
 
   @nn.compact
-  def __call__(self, images, masks: Optional[Masks] = None):
-    heads = _per_layer(self.num_heads, self.num_layers)
-    mlp = _per_layer(self.mlp_dim, self.num_layers)
+  def __call__(self, images, masks: Optional[Masks] = None,
+               layer_gates=None):
+    """`masks`: a subnet as data, computed at full size. `layer_gates` (L,)
+    without masks: dropped layers (gate 0) are skipped at run time
+    (`nn.cond`), so their FLOPs are not spent; widths then come from the
+    params' own shapes (a width-sliced model, `subnet.width_slice`)."""
+    if self.input_spec is not None:
+      images = self.input_spec.prepare(images)
     init = nn.initializers.normal(0.02)
     x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
                 strides=(self.patch_size, self.patch_size), padding='VALID',
-                name='patch_embed')(images)
+                dtype=self.dtype, name='patch_embed')(images.astype(self.dtype))
     b = x.shape[0]
     x = x.reshape(b, -1, self.hidden_size)
-    cls = self.param('cls', init, (1, 1, self.hidden_size))
+    cls = self.param('cls', init, (1, 1, self.hidden_size)).astype(self.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.hidden_size)), x], 1)
-    x = x + self.param('pos_embed', init, (1, x.shape[1], self.hidden_size))
+    x = x + self.param('pos_embed', init, (1, x.shape[1], self.hidden_size)
+                       ).astype(self.dtype)
     embeddings = x
-    hidden = []
-    for layer in range(self.num_layers):
-      block = EncoderBlock(heads[layer], self._head_dim(), mlp[layer],
-                           self.hidden_size, self.layer_norm_eps,
-                           name=f'block_{layer}')
-      if masks is None:
-        x = block(x)
-      else:
-        x = block(x, masks.heads[layer], masks.neurons[layer],
-                  masks.layers[layer])
-      hidden.append(x)
-    tokens = nn.LayerNorm(epsilon=self.layer_norm_eps, name='ln_final')(x)
-    out = {'embeddings': embeddings, 'hidden': jnp.stack(hidden),
-           'tokens': tokens}
+    x, hidden = encoder.run_layers(
+        self, x, num_layers=self.num_layers, heads=self.num_heads,
+        mlp=self.mlp_dim, head_dim=self._head_dim(),
+        hidden_size=self.hidden_size, layer_norm_eps=self.layer_norm_eps,
+        pre_norm=True, dtype=self.dtype, masks=masks, layer_gates=layer_gates)
+    tokens = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype,
+                          name='ln_final')(x)
+    out = {'embeddings': embeddings, 'hidden': hidden, 'tokens': tokens}
     if self.num_classes:
-      out['logits'] = nn.Dense(self.num_classes, name='head')(tokens[:, 0])
+      out['logits'] = nn.Dense(self.num_classes, dtype=self.dtype,
+                               name='head')(tokens[:, 0]).astype(jnp.float32)
     return out
 
 
 def full_masks(model: ViT) -> Masks:
   """Masks that keep everything (the full supernet)."""
-  heads = _per_layer(model.num_heads, model.num_layers)
-  mlp = _per_layer(model.mlp_dim, model.num_layers)
-  return Masks(jnp.ones((model.num_layers, max(heads)), jnp.float32),
-               jnp.ones((model.num_layers, max(mlp)), jnp.float32),
-               jnp.ones((model.num_layers,), jnp.float32))
+  return encoder.full_masks(model.num_layers, model.num_heads, model.mlp_dim)
 
 
 def vit_from_config(model_config, num_classes: int) -> ViT:
@@ -161,10 +100,18 @@ def vit_from_config(model_config, num_classes: int) -> ViT:
              num_heads=model_config.num_heads,
              mlp_dim=model_config.mlp_dim,
              head_dim=model_config.hidden_size // model_config.num_heads,
-             layer_norm_eps=model_config.layer_norm_eps)
+             layer_norm_eps=model_config.layer_norm_eps,
+             dtype=jnp.dtype(model_config.get('dtype', 'float32')))
+
+
+def input_size(model: ViT, image_shape) -> tuple:
+  """(H, W) the model computes on: its input spec's side, or the images'."""
+  if model.input_spec is not None:
+    return (model.input_spec.image_size,) * 2
+  return tuple(image_shape[:2])
 
 
 def init_params(model: ViT, key, image_shape):
-  """Initial parameters for images of shape (H, W, C)."""
+  """Initial parameters for (stored) images of shape (H, W, C)."""
   return model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))[
       'params']

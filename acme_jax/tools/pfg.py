@@ -237,17 +237,29 @@ def run(args) -> Dict:
   return result
 
 
+MAX_GRID = 1000  # 1e6 candidates, ~0.2 GB; 1e5 would ask for ~75 GiB
+
+
+def check_args(args):
+  """Every flag checked before any work, with the main config's rules."""
+  if not 2 <= args.grid <= MAX_GRID:
+    raise InputError(f'--grid={args.grid} must be in [2, {MAX_GRID}] (the '
+                     f'fine grid has grid^2 candidates)')
+  if args.cells < 1:
+    raise InputError(f'--cells={args.cells} must be >= 1')
+  if not args.sigma >= 0:
+    raise InputError(f'--sigma={args.sigma} must be >= 0')
+
+
 def main(argv: List[str] = None) -> int:
   args = _parser().parse_args(argv)
-  if args.grid < 2 or args.cells < 1:
-    print('pfg: error: --grid must be >= 2 and --cells >= 1', file=sys.stderr)
-    return 2
   try:
+    check_args(args)
     result = run(args)
   except ValueError as e:  # InputError and the library's validation errors
     message = ' '.join(str(e).split())  # one line, whatever the source
     print(f'pfg: error: {message}', file=sys.stderr)
-    return 1
+    return 2
   print(json.dumps(result, indent=2, allow_nan=False))
   return 0
 

@@ -16,9 +16,9 @@ assumptions it rests on.
 import sys
 
 import numpy as np
-from absl import app
 from ml_collections import config_flags
 
+from acme_jax import cli
 from acme_jax import config as config_lib
 from acme_jax import data as data_lib
 from acme_jax import report
@@ -72,14 +72,14 @@ def plan(config) -> dict:
   """
   config_lib.validate(config)
   name = config.data.name
-  num_classes = data_lib.NUM_CLASSES[name]
+  num_classes = data_lib.num_classes(config.data)
   arch = shapes.architecture(config, num_classes)
   grid = shapes.grid(config)
   topology = stages.build_topology(config, grid)
 
   # Balanced labels of the training set, minus the cloud's share.
-  n_train = data_lib.TRAIN_EXAMPLES[name]
-  if name in data_lib.TFDS:  # the loader holds validation out of train
+  n_train = data_lib.train_examples(config.data)
+  if name != 'digits':  # the loader holds validation out of train
     n_train = int(round(n_train * (1 - config.data.validation_fraction)))
   per_class_devices = int(round((1 - config.data.cloud_fraction) *
                                 (n_train // num_classes)))
@@ -125,8 +125,8 @@ def plan(config) -> dict:
                            {d.id: 2 * FLOAT32 for d in topology.devices})
   models = {d.id: (pick.params + sys_c.header_allowance) * FLOAT32
             for d, pick in zip(topology.devices, picks)}
-  native = data_lib.NATIVE_SAMPLE_BYTES[name]
-  model_input = config.data.image_size ** 2 * data_lib.channels(name)
+  native = data_lib.native_sample_bytes(config.data)
+  model_input = config.data.image_size ** 2 * data_lib.channels(config.data)
   summary = ledger_lib.compare(ledger, transfers.centralized(
       topology, {i: n * (native + 4) for i, n in train_counts.items()},
       models))
@@ -146,12 +146,8 @@ def plan(config) -> dict:
 
 def main(argv):
   del argv
-  try:
-    summary = plan(_CONFIG.value)
-  except (config_lib.ConfigError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  config = _CONFIG.value
+  config = cli.config_value(_CONFIG, sys.argv)
+  summary = plan(config)
   print(report.markdown_table(
       ['device', 'budget', 'train samples', 'depth', 'width', 'backbone params'],
       [[d['device'], f"{d['budget']:,}", d['train_samples'],
@@ -179,4 +175,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_tool(main)
