@@ -66,7 +66,13 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f'error: {errors.one_line(e)}', file=sys.stderr)
+    text = str(e)
+    if 'Traceback (most recent call last)' in text:
+      # A config file's get_config raised: its own message, not the trace.
+      flag = text.split(':', 1)[0]
+      last = text.strip().splitlines()[-1].split(': ', 1)[-1]
+      text = f'{flag}: {last}'
+    print(f'error: {errors.one_line(text)}', file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # pylint: disable=broad-except
     print(f'error: {_flag_problem(e, argv)}', file=sys.stderr)

@@ -302,6 +302,8 @@ def _validate_device_sections(config):
          'must be local or class_matched')
   _check(config, 'engine.strategy', lambda v: v in engine.STRATEGIES,
          f'must be one of {", ".join(engine.STRATEGIES)}')
+  _check(config, 'engine.chunk', lambda v: isinstance(v, int) and v >= 0,
+         'must be a whole number >= 0 (0: all users at once)')
   _check_header_allowance(config)
 
 

@@ -21,7 +21,7 @@ from acme_jax.edge import choice, rounds, similarity
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models import vit
 from acme_jax.selection import costs, pareto, predictor
-from acme_jax.system import mesh
+from acme_jax.system import engine, mesh
 from acme_jax.system import topology as topology_lib
 
 # Independent PRNG streams per stage, so adding a stage never shifts another's.
@@ -425,10 +425,16 @@ def signatures(config, cloud, splits, num_classes: int, seed: int):
             for train, _, _ in splits]
   model, supernet = cloud['model'], cloud['supernet']
   masks = subnet_lib.masks(model, reference_subnet(config, model))
+  # One stream of full batches through the reference backbone for all
+  # devices, not a padded tail per device.
+  trains = [train for train, _, _ in splits]
+  tokens = features.backbone_tokens(
+      model, supernet, masks, np.concatenate([t.images for t in trains]),
+      source=config.header.features_from)[:, 0]
+  bounds = np.cumsum([0] + [len(t) for t in trains])
   out = []
-  for device, (train, _, _) in enumerate(splits):
-    cls = features.backbone_tokens(model, supernet, masks, train.images,
-                                   source=config.header.features_from)[:, 0]
+  for device, train in enumerate(trains):
+    cls = tokens[bounds[device]:bounds[device + 1]]
     labels = train.labels
     n = a.signature_samples
     if len(labels) < n:
@@ -451,14 +457,14 @@ def device_headers(config, cloud, topology, splits, choices, key,
   budget, fine-tuning, data signature. `choices[d]` = (width, depth,
   backbone params). Returns the devices' `rounds.DeviceHeader`s."""
   model, supernet = cloud['model'], cloud['supernet']
-  locals_, limits, cells = [], [], []
+  subs, limits, cells = [], [], []
   for device, (width, depth, backbone_params) in zip(topology.devices,
                                                      choices):
-    sub = subnet_lib.for_model(model, width, depth)
-    locals_.append(customize.local_features(config, model, supernet, sub,
-                                            splits[device.id]))
+    subs.append(subnet_lib.for_model(model, width, depth))
     limits.append(device.budget - backbone_params)
     cells.append(customize.header_cells(config, width, depth))
+  locals_ = customize.many_local_features(
+      config, model, supernet, subs, [splits[d.id] for d in topology.devices])
   keys = [jax.random.fold_in(key, d.id) for d in topology.devices]
   headers = customize.search_headers(
       config, locals_, num_classes, keys, limits, cells,
@@ -488,14 +494,14 @@ def run_rounds(config, headers, num_classes: int, mode: str, key,
       signature_kind=a.signature,
       temperature=a.temperature if temperature is None else temperature,
       self_weight=self_weight(config), js_variant=a.js_variant,
-      taylor=a.taylor, ledger=ledger, strategy=config.engine.strategy)
+      taylor=a.taylor, ledger=ledger, strategy=engine.options(config))
 
 
 def test_accuracies(config, headers, num_classes: int) -> np.ndarray:
   cfg = customize.nas_config(config, headers[0].data.x.shape,
                              num_classes)
   return rounds.test_accuracy(cfg, headers, config.header.batch_size,
-                              config.engine.strategy)
+                              engine.options(config))
 
 
 def header_params(config, headers, num_classes: int) -> list:

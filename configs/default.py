@@ -215,5 +215,8 @@ def get_config(arg=None):
 
   config.engine = ml_collections.ConfigDict()
   config.engine.strategy = 'auto'         # auto | loop | vmap | sharded
+  # Users processed at once by the stacked strategies (0: all); bounds the
+  # device stage's accelerator memory, so thousands of users stream through.
+  config.engine.chunk = 0
 
   return config

@@ -67,8 +67,8 @@ def one_repeat(config, cloud, topology, device_data, num_classes, repeat,
   rows = []
   for depth in config.baselines.ablation_depths:
     sub = subnet_lib.for_model(model, 1.0, depth)
-    locals_ = [customize.local_features(config, model, supernet, sub,
-                                        splits[d]) for d in ids]
+    locals_ = customize.many_local_features(
+        config, model, supernet, [sub] * len(ids), [splits[d] for d in ids])
     keys = [jax.random.fold_in(key, d) for d in ids]
     cells = [customize.header_cells(config, 1.0, depth)] * len(ids)
     spec = customize.nas_config(config, locals_[0].x_train.shape,

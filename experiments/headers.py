@@ -41,9 +41,9 @@ def one_repeat(config, cloud, topology, device_data, num_classes, repeat,
   rows = []
   for depth in config.baselines.depth_fractions:
     sub = subnet_lib.for_model(model, 1.0, depth)
-    locals_ = [customize.local_features(config, model, supernet, sub,
-                                        splits[d.id])
-               for d in topology.devices]
+    locals_ = customize.many_local_features(
+        config, model, supernet, [sub] * topology.num_devices,
+        [splits[d.id] for d in topology.devices])
     # The same per-device keys at every depth: only the backbone changes.
     headers = customize.search_headers(
         config, locals_, num_classes,

@@ -43,6 +43,7 @@ def test_default_config_is_valid():
     (dict(aggregation__setups=('C9',)), 'aggregation.setups'),
     (dict(baselines__kinds=('linear', 'resnet')), 'baselines.kinds'),
     (dict(engine__strategy='pmap'), 'engine.strategy'),
+    (dict(engine__chunk=-1), 'engine.chunk'),
     (dict(header__num_channels=0), 'header.num_channels'),
 ])
 def test_invalid_values_name_the_field(overrides, field):

@@ -135,6 +135,22 @@ def test_loop_compiles_its_step_once_for_any_device_count():
   assert after['loop.step'] - before.get('loop.step', 0) == 1
 
 
+@pytest.mark.parametrize('strategy', ['vmap', 'sharded'])
+def test_chunks_share_one_program_and_equal_the_loop(strategy):
+  counts = [3, 0, 1, 5, 2, 4, 1]  # 7 devices in chunks of 3: 3 + 3 + 1
+  inputs, batches = make_problem(counts)
+  loop = E.for_each_device(init, step, final, inputs, batches, strategy='loop')
+  fresh_step = lambda state, batch: step(state, batch)  # noqa: E731
+  before = E.trace_counts().get(strategy, 0)
+  chunked = E.for_each_device(init, fresh_step, final, inputs, batches,
+                              strategy=E.Options(strategy, chunk=3))
+  assert len(chunked) == len(counts)
+  assert max_difference(chunked, loop) < 1e-5
+  # The last chunk is padded to 3 devices and every chunk to the longest
+  # device's 5 steps: one compiled program for all three chunks.
+  assert E.trace_counts()[strategy] - before == 1
+
+
 def test_unknown_strategy_names_the_allowed_ones():
   inputs, batches = make_problem([1])
   with pytest.raises(ValueError, match="'pmap'.*loop.*vmap.*sharded"):

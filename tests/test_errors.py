@@ -32,6 +32,11 @@ def _cases(tmp):
                                '--config=configs/nope.py',
                                f'--workdir={tmp}/w1'],
        'config file configs/nope.py not found'),
+      ('bad config argument', [sys.executable, '-m', 'experiments.main',
+                               '--config=configs/many_users.py:100',
+                               f'--workdir={tmp}/w1'],
+       'configs/many_users.py takes a user count that is a positive '
+       "multiple of 8, not '100'"),
       ('workdir is a file', MAIN + [f'--workdir={afile}'],
        f'--workdir {afile} is a file'),
       ('workdir under a file', MAIN + [f'--workdir={afile}/sub'],

@@ -130,3 +130,34 @@ def test_header_features_are_the_last_hidden_state_before_the_final_norm(
   np.testing.assert_allclose(
       features.backbone_tokens(model, params, masks, images,
                                source='final_norm'), out['tokens'], atol=1e-5)
+
+
+def test_features_batched_across_devices_equal_one_device_at_a_time(tiny_vit):
+  """Devices grouped by backbone share one stream of batches; each gets the
+  features its own backbone gives its own data, split by split."""
+  from acme_jax.data.base import Split
+  from acme_jax.device import customize, features
+  from configs import default
+  model, params = tiny_vit
+  config = default.get_config()
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    return Split(rng.normal(0, 1, (n, 8, 8, 1)).astype(np.float32),
+                 rng.integers(0, 3, n).astype(np.int32), np.arange(n))
+
+  subs = [subnet.for_model(model, w, d) for w, d in
+          ((0.5, 2 / 3), (1.0, 1.0), (0.5, 2 / 3), (0.25, 1 / 3))]
+  device_splits = [(split(5 + d), split(2), split(3 + d)) for d in range(4)]
+  together = customize.many_local_features(config, model, params, subs,
+                                           device_splits)
+  grid = features.patch_grid(model, (8, 8, 1))
+  for sub, splits, got in zip(subs, device_splits, together):
+    masks = subnet.masks(model, sub)
+    alone = [features.backbone_tokens(model, params, masks, s.images)
+             for s in splits]
+    for mine, theirs in zip((got.x_train, got.x_val, got.x_test), alone):
+      np.testing.assert_allclose(mine, features.token_grid(theirs, grid),
+                                 atol=1e-6)
+    np.testing.assert_array_equal(got.y_test, splits[2].labels)
+    np.testing.assert_allclose(got.cls_train, alone[0][:, 0], atol=1e-6)

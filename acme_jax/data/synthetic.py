@@ -70,7 +70,9 @@ def load(like: str, image_size: int, seed: int, num_train: int = 0,
   train, val = order[n_val:], order[:n_val]
   make = lambda images, labels, idx, source: Split(  # noqa: E731
       images[idx], labels[idx], idx.astype(np.int64), source)
-  scale = 1 / 16 if like == 'digits' else 1 / 255
+  # Synthetic pixels span 0..255 whatever dataset they mimic (real digits
+  # span 0..16), so one scale maps them all to [0, 1].
+  scale = 1 / 255
   return Dataset(f'synthetic_{like}', classes,
                  make(train_images, train_labels, train, 'train'),
                  make(train_images, train_labels, val, 'train'),

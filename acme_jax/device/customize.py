@@ -15,20 +15,45 @@ from acme_jax.device import header as header_lib
 from acme_jax.device import nas
 from acme_jax.edge import rounds
 from acme_jax.models import subnet as subnet_lib
+from acme_jax.system import engine
 
 
 def local_features(config, model, supernet, sub: subnet_lib.SubnetConfig,
                    splits) -> features.LocalFeatures:
   """Runs the frozen backbone once over a device's train/val/test data."""
-  masks = subnet_lib.masks(model, sub)
-  tokens = [features.backbone_tokens(model, supernet, masks, s.images,
-                                     source=config.header.features_from)
-            for s in splits]
-  grid = features.patch_grid(model, splits[0].images.shape[1:])
-  grids = [features.token_grid(t, grid) for t in tokens]
-  train, val, test = splits
-  return features.LocalFeatures(grids[0], train.labels, grids[1], val.labels,
-                                grids[2], test.labels, tokens[0][:, 0])
+  return many_local_features(config, model, supernet, [sub], [splits])[0]
+
+
+def many_local_features(config, model, supernet,
+                        subs: Sequence[subnet_lib.SubnetConfig],
+                        device_splits) -> List[features.LocalFeatures]:
+  """Every device's cached features, computed in batches across devices:
+  devices with the same backbone share one stream of full batches (one
+  compiled program serves every backbone: masks are data), instead of one
+  padded tail per device and split."""
+  groups = {}
+  for d, sub in enumerate(subs):
+    groups.setdefault(sub, []).append(d)
+  tokens = [None] * len(subs)
+  for sub, members in groups.items():
+    parts = [s.images for d in members for s in device_splits[d]]
+    out = features.backbone_tokens(model, supernet,
+                                   subnet_lib.masks(model, sub),
+                                   np.concatenate(parts),
+                                   source=config.header.features_from)
+    bounds = np.cumsum([0] + [len(p) for p in parts])
+    pieces = [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    for k, d in enumerate(members):
+      tokens[d] = pieces[3 * k:3 * k + 3]
+  out = []
+  for splits, toks in zip(device_splits, tokens):
+    grid = features.patch_grid(model, splits[0].images.shape[1:])
+    grids = [features.token_grid(t, grid) for t in toks]
+    train, val, test = splits
+    out.append(features.LocalFeatures(grids[0], train.labels, grids[1],
+                                      val.labels, grids[2], test.labels,
+                                      toks[0][:, 0]))
+  return out
 
 
 def header_cells(config, width_mult: float, depth_mult: float) -> int:
@@ -96,9 +121,9 @@ def finetune(config, cfg, states, data, sizes, keys, epochs: int):
         cfg, states, data, sizes, [jax.random.fold_in(k, 11) for k in keys],
         epochs=epochs, batch_size=h.batch_size, lr_max=lr, lr_min=h.lr_min,
         lr_period=h.lr_period, lr_period_mult=h.lr_period_mult,
-        strategy=config.engine.strategy)
+        strategy=engine.options(config))
     val = nas.evaluate(cfg, tuned, data, sizes, 'val', h.batch_size,
-                       config.engine.strategy)
+                       engine.options(config))
     candidates.append((tuned, lr, val))
   out = []
   for d in range(len(states)):
@@ -125,7 +150,7 @@ def search_headers(config, locals_: Sequence[features.LocalFeatures],
   test_accuracy, finetune_lr, search_val_accuracy, history}.
   """
   h = config.header
-  strategy = config.engine.strategy
+  strategy = engine.options(config)
   cfg = nas_config(config, locals_[0].x_train.shape, num_classes)
   data, sizes = nas.device_data(locals_)
   _check_budgets(cfg, limits, cells)
@@ -175,7 +200,7 @@ def baseline_accuracies(config, locals_, num_classes: int, seed: int) -> dict:
     runs = [heads.train_and_test(
         kind, num_classes, locals_, epochs=h.search_epochs + h.finetune_epochs,
         batch_size=h.batch_size, learning_rate=lr, seed=seed,
-        strategy=config.engine.strategy, **sizes.get(kind, {}))
+        strategy=engine.options(config), **sizes.get(kind, {}))
             for lr in config.baselines.learning_rates]
     best = max(range(len(runs)),
                key=lambda i: (np.mean(runs[i]['val_accuracy']), -i))

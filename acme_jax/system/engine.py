@@ -27,8 +27,9 @@ device to the longest one with masked steps that keep the state bit-for-bit (see
 strategy or on the padding (up to float reassociation across compiled programs).
 """
 import collections
+import dataclasses
 import functools
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,22 @@ STRATEGIES = ('auto', 'loop', 'vmap', 'sharded')
 MESH_AXIS = 'devices'
 
 _trace_counts = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How `for_each_device` runs: a strategy, and at most `chunk` devices at
+  once (0: all). Chunks bound memory, so 10,000 users stream through; the
+  stacked strategies pad the last chunk with dummy devices and every chunk to
+  the longest device's batch count, so all chunks share one compiled
+  program."""
+  strategy: str = 'auto'
+  chunk: int = 0
+
+
+def options(config) -> Options:
+  """The engine options of `config.engine`."""
+  return Options(config.engine.strategy, config.engine.get('chunk', 0))
 
 
 def trace_counts() -> dict:
@@ -232,7 +249,8 @@ def default_mesh() -> Mesh:
 def for_each_device(init: Callable, step: Callable, final: Callable,
                     device_inputs: Sequence[Any], device_batches: Sequence[Any], *,
                     device_consts: Optional[Sequence[Any]] = None,
-                    strategy: str = 'auto', mesh: Optional[Mesh] = None) -> List[Any]:
+                    strategy: Union[str, Options] = 'auto',
+                    mesh: Optional[Mesh] = None) -> List[Any]:
   """Runs init -> step per batch -> final for every device; returns the outputs.
 
   Args:
@@ -245,7 +263,8 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
     device_batches: per device, a list of batches or one pytree stacked along a
       leading batch axis (a `list` always means a list of batches). Counts may
       differ; every batch must have the same structure, shapes and dtypes.
-    strategy: 'loop', 'vmap', 'sharded' or 'auto' (`choose_strategy`).
+    strategy: 'loop', 'vmap', 'sharded' or 'auto' (`choose_strategy`), or
+      `Options` with a strategy and a chunk size.
     device_consts: optional per-device pytrees read by every step but never
       changed (e.g. cached features): passed to `step`, not carried through
       its scan, so the stacked strategies do not copy them each step.
@@ -256,6 +275,9 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
     A list with final(state) of each device, in input order. Stacked strategies
     recompile when the device count or the longest batch count changes.
   """
+  chunk = 0
+  if isinstance(strategy, Options):
+    strategy, chunk = strategy.strategy, strategy.chunk
   if strategy not in STRATEGIES:
     raise ValueError(f'unknown strategy {strategy!r}; allowed: {STRATEGIES}')
   if len(device_inputs) != len(device_batches):
@@ -276,6 +298,9 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
     raise ValueError(f'{len(device_consts)} device consts for {num_devices} '
                      f'devices')
 
+  if chunk and num_devices > chunk and strategy != 'loop':
+    return _chunked(init, step, final, device_inputs, per_device,
+                    device_consts, strategy, mesh, chunk)
   if strategy == 'loop':
     init_fn, step_fn, final_fn = _loop_functions(init, step, final)
     outputs = []
@@ -288,17 +313,40 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
     return outputs
 
   num_steps = max(len(batches) for batches in per_device)
+  return _stacked(init, step, final, device_inputs, per_device, device_consts,
+                  strategy, mesh, num_steps, num_devices)
+
+
+def _stacked(init, step, final, device_inputs, per_device, device_consts,
+             strategy, mesh, num_steps, num_rows):
+  """The vmap / sharded run of all given devices as `num_rows` rows (the
+  extra rows are dummies) of `num_steps` padded steps."""
+  num_devices = len(device_inputs)
   if strategy == 'vmap':
-    num_rows = num_devices
     run = _vmap_function(init, step, final)
   else:
     mesh = mesh or default_mesh()
     if MESH_AXIS not in mesh.axis_names:
       raise ValueError(f'mesh needs a {MESH_AXIS!r} axis, has {mesh.axis_names}')
     shards = mesh.shape[MESH_AXIS]
-    num_rows = -(-num_devices // shards) * shards
+    num_rows = -(-num_rows // shards) * shards
     run = _sharded_function(init, step, final, mesh)
   batches, mask = _stack_padded(per_device, num_steps, num_rows)
   stacked_outputs = run(_stack_inputs(device_inputs, num_rows), batches, mask,
                         _stack_inputs(device_consts, num_rows))
   return unstack(stacked_outputs, num_devices)
+
+
+def _chunked(init, step, final, device_inputs, per_device, device_consts,
+             strategy, mesh, chunk):
+  """Stacked runs of `chunk` devices at a time, all with the same static
+  shapes (the last chunk padded with dummies): one compiled program."""
+  device_inputs, device_consts = list(device_inputs), list(device_consts)
+  num_steps = max(len(batches) for batches in per_device)
+  outputs = []
+  for start in range(0, len(device_inputs), chunk):
+    part = slice(start, start + chunk)
+    outputs += _stacked(init, step, final, device_inputs[part],
+                        per_device[part], device_consts[part], strategy,
+                        mesh, num_steps, chunk)
+  return outputs

@@ -1,0 +1,196 @@
+"""Cloud training throughput at the paper's scale: ViT-B/16 at 224x224.
+
+  python -m benchmarks.cloud                       # this CPU: batch 2
+  python -m benchmarks.cloud --batch=256 --reps=5  # a GPU / TPU host
+
+Times the teacher's fine-tuning step and one elastic step over the paper's
+4x4 (depth, width) grid (the configured scheme, 'static' by default), on
+synthetic CIFAR-100-shaped uint8 images resized inside the step, for one
+device and for all local devices (the batch sharded along 'data'), in float32
+and bfloat16 compute. For each it prints images/s and the model FLOPs
+utilisation (MFU): the analytic training FLOPs of the step (forward of every
+subnet at its real size, x3 for forward+backward, plus the teachers'
+forward passes) per second over the peak.
+
+The analytic count is cross-checked against XLA's own cost analysis of the
+compiled step (column `XLA / analytic`; XLA counts what it compiled, so
+masked schemes show more than 1). The peak is the card's datasheet dense
+number where the device kind is known (`--peak_tflops` overrides); on other
+devices (this CPU) it is the best measured rate of a large matmul in the
+same dtype, so MFU there reads as "fraction of what this chip reaches on a
+matmul".
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import flags
+
+from acme_jax import cli
+from acme_jax import report
+from acme_jax.cloud import elastic, teacher
+from acme_jax.data import base
+from acme_jax.models import subnet, vit
+from acme_jax.system import mesh
+
+_BATCH = flags.DEFINE_integer('batch', 2, 'global batch (a multiple of the '
+                              'device count)')
+_REPS = flags.DEFINE_integer('reps', 2, 'timed calls (best kept)')
+_SCHEME = flags.DEFINE_enum('scheme', 'static', list(elastic.SCHEMES),
+                            'elastic scheme')
+_DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'],
+                            'compute dtypes to time')
+_STEPS = flags.DEFINE_list('steps', ['teacher', 'elastic'], 'steps to time')
+_PEAK = flags.DEFINE_float('peak_tflops', 0.0, 'peak TFLOP/s of one device '
+                           '(0: datasheet for known kinds, else measured)')
+_CLASSES = 100
+GRID = (1.0, 0.75, 0.5, 0.25)
+
+# Dense (no sparsity) datasheet peaks in TFLOP/s per device.
+_DATASHEET = {
+    ('H100', 'bfloat16'): 989.0, ('H100', 'float32'): 67.0,
+    ('H200', 'bfloat16'): 989.0, ('H200', 'float32'): 67.0,
+    ('A100', 'bfloat16'): 312.0, ('A100', 'float32'): 19.5,
+    ('TPU v4', 'bfloat16'): 275.0, ('TPU v5e', 'bfloat16'): 197.0,
+    ('TPU v5p', 'bfloat16'): 459.0,
+}
+
+
+def vit_b16(dtype) -> vit.ViT:
+  spec = base.InputSpec(image_size=224)  # uint8 32x32 -> 224, as the config
+  return vit.ViT(num_classes=_CLASSES, patch_size=16, hidden_size=768,
+                 num_layers=12, num_heads=12, mlp_dim=3072, head_dim=64,
+                 input_spec=spec, dtype=jnp.dtype(dtype))
+
+
+def forward_flops(layers: int, heads: int, mlp: int, hidden=768, head_dim=64,
+                  patch=16, side=224, channels=3, classes=_CLASSES) -> float:
+  """Multiply-adds x 2 of one image's forward pass (matmuls only)."""
+  tokens = (side // patch) ** 2 + 1
+  inner = heads * head_dim
+  per_layer = (2 * tokens * hidden * 3 * inner       # q, k, v
+               + 2 * 2 * tokens * tokens * inner     # scores, weighted sum
+               + 2 * tokens * inner * hidden         # attention output
+               + 2 * 2 * tokens * hidden * mlp)      # MLP in and out
+  embed = 2 * (tokens - 1) * patch * patch * channels * hidden
+  return embed + layers * per_layer + 2 * hidden * classes
+
+
+def step_flops(step: str) -> float:
+  """Analytic training FLOPs per image of one step."""
+  if step == 'teacher':
+    return 3 * forward_flops(12, 12, 3072)
+  stage = elastic.Stage.of(GRID, GRID, matched_teacher=True)
+
+  def sub(w, d):
+    cfg = subnet.from_multipliers(12, 12, 3072, w, d)
+    return forward_flops(len(cfg.layers), cfg.heads[0], cfg.neurons[0])
+
+  total = sum(sub(w, 1.0) for w in stage.width_mults)  # matched teachers
+  return total + sum(3 * sub(w, d) for d, w in stage.pairs())
+
+
+def measured_peak(dtype) -> float:
+  """Best FLOP/s of a 2048^3 matmul on one device (the achievable peak)."""
+  n = 2048
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(f(a))
+  best = min(_timed(lambda: f(a)) for _ in range(3))
+  return 2 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def peak_flops(dtype: str) -> tuple:
+  if _PEAK.value:
+    return _PEAK.value * 1e12, 'given'
+  kind = jax.devices()[0].device_kind
+  for (name, dt), tflops in _DATASHEET.items():
+    if name in kind and dt == dtype:
+      return tflops * 1e12, 'datasheet'
+  return measured_peak(jnp.dtype(dtype)), 'measured matmul'
+
+
+def xla_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get('flops', 0.0)) if cost else 0.0
+
+
+def build(step_name: str, model, par: mesh.Parallel, batch: int):
+  """(jitted step, its arguments placed on `par`'s mesh)."""
+  params = vit.init_params(model, jax.random.key(0), (32, 32, 3))
+  tx = optax.adamw(1e-4)
+  params = par.params(params)
+  opt_state = tx.init(params)
+  rng = np.random.default_rng(0)
+  images = par.batch(rng.integers(0, 256, (batch, 32, 32, 3), np.uint8))
+  if step_name == 'teacher':
+    labels = par.batch(rng.integers(0, _CLASSES, batch).astype(np.int32))
+    step = teacher.make_train_step(model, tx, par, params, opt_state)
+    return step, (params, opt_state, images, labels)
+  stage = elastic.Stage.of(GRID, GRID, matched_teacher=True)
+  step = elastic.make_elastic_step(model, tx, stage, 1.0, 1.0, _SCHEME.value,
+                                   par, params, opt_state)
+  return step, (params, opt_state, params, images)
+
+
+def measure(step_name, dtype, par, batch):
+  model = vit_b16(dtype)
+  step, args = build(step_name, model, par, batch)
+  start = time.perf_counter()
+  compiled = step.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(compiled(*args))  # warm-up
+  seconds = min(_timed(lambda: compiled(*args)) for _ in range(_REPS.value))
+  analytic = step_flops(step_name) * batch
+  return seconds, compile_s, analytic, xla_flops(compiled)
+
+
+def main(argv):
+  del argv
+  devices = jax.devices()
+  setups = [('1 device', mesh.single_device())]
+  if len(devices) > 1:
+    setups.append((f'all {len(devices)} devices',
+                   mesh.Parallel(mesh.local_mesh_all_devices())))
+  peaks = {dt: peak_flops(dt) for dt in _DTYPES.value}
+  rows = []
+  for step_name in _STEPS.value:
+    for dtype in _DTYPES.value:
+      for label, par in setups:
+        batch = _BATCH.value
+        if batch % par.size:
+          raise ValueError(f'--batch={batch} does not split over '
+                           f'{par.size} devices')
+        seconds, compile_s, analytic, xla = measure(step_name, dtype, par,
+                                                    batch)
+        peak = peaks[dtype][0] * par.size
+        rows.append([
+            step_name if step_name == 'teacher'
+            else f'elastic ({_SCHEME.value}, 16 subnets)',
+            dtype, label, batch, f'{seconds:.3f}', f'{batch / seconds:.2f}',
+            f'{analytic / seconds / 1e12:.3f}',
+            f'{100 * analytic / seconds / peak:.1f}%',
+            f'{xla / analytic:.2f}' if xla else 'n/a', f'{compile_s:.0f}'])
+        print(' | '.join(map(str, rows[-1])), flush=True)
+  kind = devices[0].device_kind
+  print(f'\nViT-B/16, 224x224, {_CLASSES} classes; {len(devices)} x {kind} '
+        f'({jax.default_backend()}); peaks per device: '
+        + ', '.join(f'{dt} {p / 1e12:.2f} TFLOP/s ({src})'
+                    for dt, (p, src) in peaks.items()) + '\n')
+  print(report.markdown_table(
+      ['step', 'dtype', 'devices', 'batch', 'step s', 'images/s',
+       'TFLOP/s', 'MFU', 'XLA / analytic', 'compile s'], rows))
+
+
+if __name__ == '__main__':
+  cli.run_tool(main)
