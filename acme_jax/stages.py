@@ -108,7 +108,8 @@ def prepare_run(config, workdir) -> workdir_lib.Workdir:
 
 def load_data(config, log=print):
   """(dataset, the cloud's split, the devices' share of train)."""
-  dataset = data_lib.load_dataset(config.data, config.seed)
+  dataset = data_lib.load_dataset(config.data, config.seed,
+                                 config.model.init_checkpoint)
   cloud_data, device_data = data_lib.cloud_device_split(
       dataset.train, config.data.cloud_fraction, config.seed)
   log(f'[data] {dataset.name}: {len(dataset.train)} train '
@@ -150,11 +151,18 @@ def build_model(config, dataset, key):
   """The supernet (reading the dataset's stored images through its input
   spec) and its initial params: imported HF weights, or fresh."""
   if config.model.init_checkpoint:
-    from acme_jax.models import hf_import
-    model, params = hf_import.load_hf_vit(
+    from acme_jax.models import checkpoints
+    model, params, _ = checkpoints.load(
         config.model.init_checkpoint, num_classes=dataset.num_classes,
         key=jax.random.fold_in(key, HEAD_INIT))
     return model.clone(input_spec=dataset.input_spec), params
+  if config.model.get('family', 'vit') == 'bert':
+    from acme_jax.models import bert
+    model = bert.bert_from_config(config.model, dataset.num_classes,
+                                  config.model.vocab_size).clone(
+                                      input_spec=dataset.input_spec)
+    return model, bert.init_params(model, jax.random.fold_in(
+        key, TEACHER_INIT), dataset.input_spec.max_length)
   model = vit.vit_from_config(config.model, dataset.num_classes).clone(
       input_spec=dataset.input_spec)
   return model, vit.init_params(model, jax.random.fold_in(key, TEACHER_INIT),
@@ -182,7 +190,8 @@ def run_cloud(config, wd: workdir_lib.Workdir, dataset, cloud_data, log=print):
     def fit():
       params, losses = elastic.train_elastic(
           model, start, teacher_params, cloud_data, stage_def, stage_config,
-          c.batch_size, seed, desc=name, scheme=c.elastic_scheme, par=par)
+          c.batch_size, seed, desc=name, scheme=c.elastic_scheme, par=par,
+          remat=c.get('remat', False))
       write_json(wd / f'cloud/{name}_losses.json', losses)
       return params
     return fit

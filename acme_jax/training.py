@@ -66,8 +66,9 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 def random_shift(images: np.ndarray, max_shift: int,
                  rng: np.random.Generator) -> np.ndarray:
-  """Translate each image by up to `max_shift` pixels (edge-padded): cheap augmentation."""
-  if max_shift <= 0:
+  """Translate each image by up to `max_shift` pixels (edge-padded): cheap
+  augmentation. Token ids (N, T) pass through: text is not shifted."""
+  if max_shift <= 0 or images.ndim != 4:
     return images
   n, h, w, _ = images.shape
   padded = np.pad(images, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)),

@@ -42,6 +42,9 @@ def get_config(arg=None):
 
   config.cloud.batch_size = 32
   config.cloud.eval_batch_size = 128
+  # 16 ViT-B/16 subnets' activations at once exceed any one accelerator
+  # at this batch; recompute them per subnet in the backward pass.
+  config.cloud.remat = True
   config.cloud.importance_batches = 32
   config.cloud.teacher.epochs = 3
   config.cloud.teacher.learning_rate = 2e-5  # prototype

@@ -31,15 +31,27 @@ def get_config(arg=None):
   config.data.synthetic = ml_collections.ConfigDict(dict(
       like='cifar100', num_train=0, num_test=0, noise=0.25))  # 0 = real count
 
+  # Text sources (data.name wordnet | glue/sst2 | imdb_reviews, with
+  # model.family = 'bert'): token ids right-padded to max_length; the
+  # tokenizer.json path, or '' for the checkpoint's own.
+  config.data.text = ml_collections.ConfigDict(dict(
+      tokenizer='', max_length=64, wordnet_dir='/usr/share/wordnet',
+      wordnet_pos=('noun', 'verb'), min_examples_per_class=40,
+      max_examples_per_class=400, with_lemma=True))
+
   # Tiny ViT supernet (~200k params). Scaled down from ViT-B/16 (12 layers,
   # 12 heads, 768 hidden, 3072 MLP) to train from scratch here in a minute.
   config.model = ml_collections.ConfigDict()
-  config.model.patch_size = 4
+  config.model.family = 'vit'           # vit | bert (text sources)
+  config.model.patch_size = 4           # vit
   config.model.hidden_size = 64
   config.model.num_layers = 4
   config.model.num_heads = 4
   config.model.mlp_dim = 256
   config.model.layer_norm_eps = 1e-12   # as google/vit-base-patch16-224
+  config.model.vocab_size = 30522       # bert: BERT's uncased WordPiece
+  config.model.max_positions = 512      # bert: position embeddings
+  config.model.type_vocab_size = 2      # bert: token types
   config.model.init_checkpoint = ''     # HF ViTForImageClassification dir
   config.model.dtype = 'float32'        # compute dtype: float32 | bfloat16
                                         # (params and optimizer stay float32)
@@ -54,6 +66,9 @@ def get_config(arg=None):
   # program) | sliced (width slices, depths scanned, dropped layers skipped)
   # | masked (every subnet at full size, masks as data); same gradients.
   config.cloud.elastic_scheme = 'static'
+  # Recompute each subnet's activations in the backward pass: memory of one
+  # subnet instead of the grid's sum, for ~1/3 more compute (paper scale).
+  config.cloud.remat = False
   # Every accelerator of every process on one 'data' mesh axis; parameters
   # replicated | fsdp (sharded along it).
   config.cloud.param_sharding = 'replicated'

@@ -109,8 +109,16 @@ def _width(model: ViT, width_mult: float) -> Tuple[int, int]:
   return sub.heads[0], sub.neurons[0]
 
 
+def _maybe_remat(fn, remat: bool):
+  """With remat, a subnet's activations are recomputed in the backward pass
+  instead of kept: peak memory is one subnet's, not the sum over the grid
+  (ViT-B/16's 16 subnets do not fit 24 GB at batch 4 otherwise), for about
+  a third more compute."""
+  return jax.checkpoint(fn) if remat else fn
+
+
 def masked_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
-                  lambda_logits, lambda_hidden):
+                  lambda_logits, lambda_hidden, remat: bool = False):
   """Per-subnet losses (stage.pairs() order), every subnet at full size
   with masks as data, scanned: one traced body for all subnets."""
   pairs = stage.pairs()
@@ -132,11 +140,12 @@ def masked_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
     return None, distillation_loss(out, teacher, m.layers, lambda_logits,
                                    lambda_hidden)
 
-  return jax.lax.scan(one, None, (masks, jnp.asarray(index)))[1]
+  return jax.lax.scan(_maybe_remat(one, remat), None,
+                      (masks, jnp.asarray(index)))[1]
 
 
 def sliced_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
-                  lambda_logits, lambda_hidden):
+                  lambda_logits, lambda_hidden, remat: bool = False):
   """Per-subnet losses (stage.pairs() order): per width a statically sliced
   model, its depths scanned with dropped layers skipped."""
   gates = jnp.asarray(_layer_gates(model, stage.depth_mults))
@@ -160,12 +169,13 @@ def sliced_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
       return None, distillation_loss(out, teacher, g, lambda_logits,
                                      lambda_hidden)
 
-    by_width.append(jax.lax.scan(one, None, gates)[1])  # (depths,)
+    by_width.append(jax.lax.scan(_maybe_remat(one, remat), None,
+                                 gates)[1])  # (depths,)
   return jnp.stack(by_width, axis=1).reshape(-1)  # (depth, width) order
 
 
 def static_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
-                  lambda_logits, lambda_hidden):
+                  lambda_logits, lambda_hidden, remat: bool = False):
   """Per-subnet losses (stage.pairs() order): every subnet a statically
   sliced dense model (its kept layers and widths), unrolled in one program."""
   teachers = {}
@@ -180,24 +190,28 @@ def static_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
       teachers[tw] = jax.lax.stop_gradient(
           t_model.apply({'params': t_params}, inputs))
     kept = subnet_lib.kept_layer_indices(model.num_layers, d)
-    sub, sliced = subnet_lib.width_slice(model, params, heads, neurons)
-    dense = {k: v for k, v in sliced.items() if not k.startswith('block_')}
-    for new, layer in enumerate(kept):
-      dense[f'block_{new}'] = sliced[f'block_{layer}']
-    sub = sub.clone(num_layers=len(kept))
-    student = sub.apply({'params': dense}, inputs)
     ends = [nxt - 1 for nxt in kept[1:]] + [model.num_layers - 1]
     teacher = dict(teachers[tw], hidden=teachers[tw]['hidden'][
         np.array(ends)])
-    out.append(distillation_loss(student, teacher, jnp.ones(len(kept)),
-                                 lambda_logits, lambda_hidden))
+
+    def student_loss(p, teacher, heads=heads, neurons=neurons, kept=kept):
+      sub, sliced = subnet_lib.width_slice(model, p, heads, neurons)
+      dense = {k: v for k, v in sliced.items() if not k.startswith('block_')}
+      for new, layer in enumerate(kept):
+        dense[f'block_{new}'] = sliced[f'block_{layer}']
+      student = sub.clone(num_layers=len(kept)).apply({'params': dense},
+                                                      inputs)
+      return distillation_loss(student, teacher, jnp.ones(len(kept)),
+                               lambda_logits, lambda_hidden)
+
+    out.append(_maybe_remat(student_loss, remat)(params, teacher))
   return jnp.stack(out)
 
 
 def make_elastic_step(model: ViT, tx, stage: Stage, lambda_logits: float,
                       lambda_hidden: float, scheme: str = 'static',
                       par: Optional[mesh.Parallel] = None, params=None,
-                      opt_state=None):
+                      opt_state=None, remat: bool = False):
   """Jitted step(params, opt_state, teacher_params, images) -> (params,
   opt_state, per-subnet losses), data-parallel over `par`'s mesh. The
   images are prepared (resized, normalised) once per step."""
@@ -217,7 +231,7 @@ def make_elastic_step(model: ViT, tx, stage: Stage, lambda_logits: float,
               else images)
     total = lambda p: (lambda l: (jnp.sum(l), l))(  # noqa: E731
         losses_fn(bare, p, teacher_params, inputs, stage, lambda_logits,
-                  lambda_hidden))
+                  lambda_hidden, remat))
     (_, losses), grads = jax.value_and_grad(total, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
@@ -232,7 +246,7 @@ def make_elastic_step(model: ViT, tx, stage: Stage, lambda_logits: float,
 def train_elastic(model: ViT, params, teacher_params, data: Split,
                   stage: Stage, stage_config, batch_size: int, seed: int,
                   desc: str, scheme: str = 'static',
-                  par: Optional[mesh.Parallel] = None):
+                  par: Optional[mesh.Parallel] = None, remat: bool = False):
   """Distil into every subnet of `stage`; returns (host params, epoch
   losses)."""
   par = par or mesh.single_device()
@@ -245,7 +259,7 @@ def train_elastic(model: ViT, params, teacher_params, data: Split,
   opt_state = tx.init(params)
   step = make_elastic_step(model, tx, stage, stage_config.lambda_logits,
                            stage_config.lambda_hidden, scheme, par, params,
-                           opt_state)
+                           opt_state, remat)
   rng = np.random.default_rng(seed)
   losses = []
   progress = training.Progress(steps, stage_config.epochs, desc)

@@ -1,14 +1,99 @@
 """Datasets: one `load_dataset(config.data)` for every source, and the cloud split."""
+import functools
+
 import numpy as np
 
 from acme_jax.data.base import Dataset, Split
 
 OFFLINE = ('digits', 'synthetic')
 TFDS = ('cifar10', 'cifar100', 'cars196')
-SUPPORTED = OFFLINE + TFDS
+# Text sources: token ids in Split.images, a TextSpec as input_spec.
+TFDS_TEXT = ('glue/sst2', 'imdb_reviews', 'ag_news_subset')
+TEXT = ('wordnet',) + TFDS_TEXT
+SUPPORTED = OFFLINE + TFDS + TEXT
+
+# config.data.text's fields and defaults, for configs that lack some.
+TEXT_DEFAULTS = dict(tokenizer='', max_length=64,
+                     wordnet_dir='/usr/share/wordnet',
+                     wordnet_pos=('noun', 'verb'), min_examples_per_class=40,
+                     max_examples_per_class=400, with_lemma=True)
 
 
-def load_dataset(data_config, seed: int) -> Dataset:
+def is_text_source(name: str) -> bool:
+  return name in TEXT
+
+
+def is_text(dataset_or_config) -> bool:
+  """Whether a loaded Dataset holds token ids, or a data config names text."""
+  if isinstance(dataset_or_config, Dataset):
+    from acme_jax.data import text
+    return text.is_text(dataset_or_config)
+  return is_text_source(dataset_or_config.name)
+
+
+def text_option(data_config, field: str):
+  """config.data.text.<field>, or its default when the config lacks it."""
+  text = data_config.get('text') or {}
+  return text.get(field, TEXT_DEFAULTS[field])
+
+
+def tokenizer_path(data_config, init_checkpoint: str = '') -> str:
+  """The tokenizer.json to read: data.text.tokenizer, or ('') the one that
+  comes with model.init_checkpoint."""
+  path = text_option(data_config, 'tokenizer')
+  if path:
+    return str(path)
+  if not init_checkpoint:
+    raise ValueError(
+        f'{data_config.name!r} is text and needs a tokenizer: set '
+        f'config.data.text.tokenizer to a tokenizer.json, or '
+        f'config.model.init_checkpoint to a checkpoint that has one')
+  from acme_jax.models import checkpoints
+  found = checkpoints.tokenizer_path(checkpoints.resolve(init_checkpoint))
+  if found is None:
+    raise ValueError(f'checkpoint {init_checkpoint} has no tokenizer.json; '
+                     f'set config.data.text.tokenizer to one')
+  return str(found)
+
+
+def _wordnet_options(data_config) -> dict:
+  opt = functools.partial(text_option, data_config)
+  pos = opt('wordnet_pos')
+  if isinstance(pos, str):  # 'noun,verb'
+    pos = [p.strip() for p in pos.split(',') if p.strip()]
+  return dict(path=str(opt('wordnet_dir')), pos=tuple(pos),
+              with_lemma=bool(opt('with_lemma')),
+              min_examples_per_class=opt('min_examples_per_class'),
+              max_examples_per_class=opt('max_examples_per_class'),
+              validation_fraction=data_config.validation_fraction)
+
+
+def load_text(data_config, seed: int, init_checkpoint: str = '') -> Dataset:
+  """A text source (`TEXT`), tokenized with `tokenizer_path`'s tokenizer."""
+  tokenizer = tokenizer_path(data_config, init_checkpoint)
+  max_length = text_option(data_config, 'max_length')
+  if data_config.name == 'wordnet':
+    from acme_jax.data import wordnet
+    return wordnet.load(tokenizer, max_length, seed,
+                        **_wordnet_options(data_config))
+  from acme_jax.data import tfds_text
+  return tfds_text.load(
+      data_config.name, tokenizer, max_length, seed,
+      validation_fraction=data_config.validation_fraction,
+      data_dir=data_config.data_dir or None,
+      max_examples_per_split=data_config.max_examples_per_split or None)
+
+
+def load_dataset(data_config, seed: int, init_checkpoint: str = '') -> Dataset:
+  """Loads config.data's source. Text sources take their tokenizer from
+  data.text.tokenizer or else `init_checkpoint`; the whole config may be
+  passed instead of config.data, and then model.init_checkpoint is used."""
+  if 'data' in data_config and 'model' in data_config:  # the whole config
+    init_checkpoint = init_checkpoint or data_config.model.get(
+        'init_checkpoint', '')
+    data_config = data_config.data
+  if data_config.name in TEXT:
+    return load_text(data_config, seed, init_checkpoint)
   if data_config.name == 'digits':
     from acme_jax.data import digits
     return digits.load(data_config.image_size)
@@ -58,15 +143,41 @@ def like(data_config) -> str:
 
 
 def channels(data_config) -> int:
+  if is_text_source(data_config.name):
+    raise ValueError(f'{data_config.name!r} is text: it has no image '
+                     f'channels (see model_input_bytes)')
   return _CHANNELS[like(data_config)]
 
 
+@functools.lru_cache(maxsize=8)
+def _wordnet_summary(**options) -> dict:
+  from acme_jax.data import wordnet
+  return wordnet.summary(**options)
+
+
+def wordnet_summary(data_config) -> dict:
+  """Class count, train + validation size and mean sample bytes of the
+  configured WordNet dataset (reads the dictionary, ~1 s, cached)."""
+  return _wordnet_summary(**_wordnet_options(data_config))
+
+
 def num_classes(data_config) -> int:
+  if data_config.name == 'wordnet':
+    return wordnet_summary(data_config)['num_classes']
+  if data_config.name in TFDS_TEXT:
+    from acme_jax.data import tfds_text
+    return tfds_text.NUM_CLASSES[data_config.name]
   return NUM_CLASSES[like(data_config)]
 
 
 def train_examples(data_config) -> int:
-  """Training-set size before the validation hold-out (TFDS, synthetic)."""
+  """Training-set size before the validation hold-out (TFDS, synthetic;
+  WordNet: its examples outside test)."""
+  if data_config.name == 'wordnet':
+    return wordnet_summary(data_config)['train_examples']
+  if data_config.name in TFDS_TEXT:
+    from acme_jax.data import tfds_text
+    return tfds_text.SOURCES[data_config.name].train_examples
   if data_config.name == 'synthetic' and data_config.synthetic.num_train:
     return data_config.synthetic.num_train
   if data_config.name == 'synthetic':
@@ -87,4 +198,19 @@ NATIVE_SAMPLE_BYTES = {'digits': 64, 'cifar10': 3072, 'cifar100': 3072,
 
 
 def native_sample_bytes(data_config) -> int:
+  """Bytes of one sample as a device stores it; for text the mean UTF-8
+  size of a raw sentence (a loaded split's raw_nbytes has each one's)."""
+  if data_config.name == 'wordnet':
+    return int(round(wordnet_summary(data_config)['mean_sample_bytes']))
+  if data_config.name in TFDS_TEXT:
+    from acme_jax.data import tfds_text
+    return tfds_text.SOURCES[data_config.name].mean_sample_bytes
   return NATIVE_SAMPLE_BYTES[like(data_config)]
+
+
+def model_input_bytes(data_config) -> int:
+  """Bytes of one sample as the model reads it: uint8 at the model's
+  resolution for images, the int32 padded ids for text."""
+  if is_text_source(data_config.name):
+    return 4 * text_option(data_config, 'max_length')
+  return data_config.image_size ** 2 * channels(data_config)

@@ -77,9 +77,12 @@ def token_grid(tokens: np.ndarray, grid_shape=None) -> np.ndarray:
                          (patches.shape[-1],))
 
 
-def patch_grid(model: ViT, image_shape) -> tuple:
+def patch_grid(model, image_shape):
   """The (rows, cols) patch grid a ViT makes of (stored) images of shape
-  (H, W, C): of its input spec's resolution when it has one."""
+  (H, W, C): of its input spec's resolution when it has one. None for text
+  (a 1-D token sequence)."""
+  if not hasattr(model, 'patch_size'):
+    return None
   h, w = vit.input_size(model, image_shape)
   return (h // model.patch_size, w // model.patch_size)
 

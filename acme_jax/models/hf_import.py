@@ -117,7 +117,21 @@ def vit_from_hf_config(hf_config: dict,
              layer_norm_eps=float(hf_config.get('layer_norm_eps', 1e-12)))
 
 
-class _Reader:
+class TorchModules:
+  """torch modules as flax params, for a reader with `get(name, shape)`."""
+
+  def layer_norm(self, name: str, dim: int) -> dict:
+    """A torch LayerNorm `name` as flax LayerNorm params."""
+    return {'scale': self.get(f'{name}.weight', (dim,)),
+            'bias': self.get(f'{name}.bias', (dim,))}
+
+  def dense(self, name: str, n_in: int, n_out: int) -> dict:
+    """A torch Linear `name` ((out, in) weight) as flax Dense params."""
+    return {'kernel': self.get(f'{name}.weight', (n_out, n_in)).T,
+            'bias': self.get(f'{name}.bias', (n_out,))}
+
+
+class _Reader(TorchModules):
   """Takes tensors out of a state dict by name, checking their shapes."""
 
   def __init__(self, state: dict):
@@ -174,13 +188,8 @@ def convert_hf_vit(state: dict, hf_config: dict) -> dict:
   p, c = s['patch'], s['channels']
   r = _Reader(state)
 
-  def layer_norm(name):
-    return {'scale': r.get(f'{name}.weight', (d,)),
-            'bias': r.get(f'{name}.bias', (d,))}
-
-  def dense(name, n_in, n_out):
-    return {'kernel': r.get(f'{name}.weight', (n_out, n_in)).T,
-            'bias': r.get(f'{name}.bias', (n_out,))}
+  layer_norm = lambda name: r.layer_norm(name, d)  # noqa: E731
+  dense = r.dense
 
   def qkv(name):
     kernel = r.get(f'{name}.weight', (h * dh, d)).T.reshape(d, h, dh)
@@ -227,8 +236,9 @@ def convert_hf_vit(state: dict, hf_config: dict) -> dict:
   return params
 
 
-def _paths(path: str) -> tuple:
-  """(config.json, weights file) for a checkpoint directory or file."""
+def checkpoint_files(path) -> tuple:
+  """(config.json, weights file) for a checkpoint directory or file (any
+  HF model family; the weights may be a sharded index)."""
   path = os.fspath(path)
   if os.path.isdir(path):
     directory = path
@@ -251,23 +261,38 @@ def _paths(path: str) -> tuple:
   return config, weights
 
 
-def _load_state(weights: str) -> dict:
+def _load_file(path: str) -> dict:
+  try:
+    return load_file(path)
+  except Exception as e:  # pylint: disable=broad-except
+    # safetensors' own error type is not a ValueError: name the file.
+    raise ValueError(f'{path} is not a readable safetensors file '
+                     f'({" ".join(str(e).split())})') from e
+
+
+def load_state(weights: str) -> dict:
+  """Name -> numpy array of a safetensors file or of every shard a
+  `model.safetensors.index.json` names."""
   if not weights.endswith('.json'):
-    return load_file(weights)
-  with open(weights) as f:
-    shards = sorted(set(json.load(f)['weight_map'].values()))
+    return _load_file(weights)
+  try:
+    with open(weights) as f:
+      shards = sorted(set(json.load(f)['weight_map'].values()))
+  except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+    raise ValueError(f'{weights} is not a safetensors index (JSON with a '
+                     f'"weight_map" of tensor name -> shard file)') from e
   state = {}
   for shard in shards:
     shard_path = os.path.join(os.path.dirname(weights), shard)
     if not os.path.isfile(shard_path):
       raise ValueError(f'missing shard {shard_path} named in {weights}')
-    state.update(load_file(shard_path))
+    state.update(_load_file(shard_path))
   return state
 
 
 def read_config(path) -> dict:
   """The checkpoint's parsed config.json (checks the weights file exists)."""
-  config_path, _ = _paths(path)
+  config_path, _ = checkpoint_files(path)
   try:
     with open(config_path) as f:
       return json.load(f)
@@ -313,10 +338,10 @@ def load_hf_vit(path, num_classes: Optional[int] = None, key=None):
   Returns:
     (model, params): params is a tree of float32 jax arrays.
   """
-  config_path, weights = _paths(path)
+  config_path, weights = checkpoint_files(path)
   with open(config_path) as f:
     hf_config = json.load(f)
-  params = convert_hf_vit(_load_state(weights), hf_config)
+  params = convert_hf_vit(load_state(weights), hf_config)
   model = vit_from_hf_config(hf_config, num_classes)
   if 'head' not in params or params['head']['bias'].shape[0] != (
       model.num_classes):

