@@ -55,7 +55,9 @@ def _close(a, b, rtol=2e-3, atol=2e-4):
     np.testing.assert_allclose(a[key], b[key], err_msg=key, **tolerance)
 
 
-@pytest.mark.parametrize('sharding', ['replicated', 'fsdp'])
+# fsdp in the default suite (it also shards the batch); replicated is slow.
+@pytest.mark.parametrize('sharding', [
+    pytest.param('replicated', marks=pytest.mark.slow), 'fsdp'])
 def test_eight_devices_equal_one(single, tmp_path, sharding):
   out = tmp_path / 'eight.npz'
   _wait([_run([str(out), sharding], _env(8))])

@@ -116,7 +116,10 @@ def _largest_file(directory):
              key=lambda p: p.stat().st_size)
 
 
-@pytest.mark.parametrize('damage', ['bit_flip', 'truncation', 'deletion'])
+# One damage in the default suite; the others cost ~20 s each (make test-all).
+@pytest.mark.parametrize('damage', [
+    'bit_flip', pytest.param('truncation', marks=pytest.mark.slow),
+    pytest.param('deletion', marks=pytest.mark.slow)])
 def test_a_damaged_checkpoint_is_detected_and_recomputed(
     finished, tmp_path, capsys, damage):
   """Flipped bits, a truncated or a deleted file in the teacher checkpoint:
