@@ -50,15 +50,29 @@ def _diff(a, b, prefix=''):
   return out
 
 
+_MISSING = object()
+
+
+def _lookup(tree, dotted: str):
+  for key in dotted.split('.'):
+    if not isinstance(tree, dict) or key not in tree:
+      return _MISSING
+    tree = tree[key]
+  return tree
+
+
 def check_cloud_config(wd: workdir_lib.Workdir, config):
-  """Refuse to resume cloud stages trained under a different config."""
+  """Refuse to resume cloud stages trained under a different config.
+  Fields a workdir's record lacks were added by a later version, whose
+  defaults keep the earlier behaviour: they do not block a resume."""
   path = wd / 'cloud/config.json'
   if not path.exists():
     return
   saved = workdir_lib.read_json(path)
   current = config_subset(config, CLOUD_SECTIONS)
-  if saved != current:
-    diffs = sorted(_diff(saved, current))
+  diffs = sorted(d for d in _diff(saved, current)
+                 if _lookup(saved, d) is not _MISSING)
+  if diffs:
     raise ConfigError(
         diffs[0] if diffs else '<root>', '(changed)',
         f'{wd.path} holds cloud stages trained with a different config '

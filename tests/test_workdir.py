@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from acme_jax import workdir as workdir_lib
 
@@ -30,3 +31,20 @@ def test_checkpoint_is_computed_once_and_partial_writes_are_replaced(tmp_path):
   np.testing.assert_array_equal(second['w'], first['w'])
   np.testing.assert_array_equal(second['w'], np.arange(6).reshape(2, 3))
   assert not (tmp_path / 'stage/half_written').exists()
+
+
+def test_cloud_config_check_refuses_changes_but_not_newer_fields(tmp_path):
+  from acme_jax import stages
+  from acme_jax.config import ConfigError
+  from configs import default
+  config = default.get_config()
+  wd = workdir_lib.Workdir(tmp_path / 'w')
+  saved = stages.config_subset(config, stages.CLOUD_SECTIONS)
+  del saved['cloud']['remat']  # a record written before the field existed
+  (wd / 'cloud').mkdir()
+  (wd / 'cloud/config.json').write_text(json.dumps(saved))
+  stages.check_cloud_config(wd, config)  # resumes
+  with config.unlocked():
+    config.cloud.batch_size = 7
+  with pytest.raises(ConfigError, match='cloud.batch_size'):
+    stages.check_cloud_config(wd, config)

@@ -1,0 +1,33 @@
+"""The README's measured tables are what docs/readme_results.json renders,
+and a claim's verdict follows its paired confidence interval."""
+import json
+
+from acme_jax import stats
+from acme_jax.tools import readme_tables
+
+
+def test_readme_block_is_generated_from_the_committed_results():
+  results = json.loads(readme_tables.SNAPSHOT.read_text())
+  block = readme_tables.current_block(readme_tables.README.read_text())
+  assert block == readme_tables.render(results).strip(), (
+      'README drifted from docs/readme_results.json: run python -m '
+      'acme_jax.tools.readme_tables --results=<results.json>')
+
+
+def test_splice_replaces_only_the_block():
+  text = (f'intro\n{readme_tables.BEGIN}\nold\n{readme_tables.END}\n'
+          'outro\n')
+  out = readme_tables.splice(text, 'new')
+  assert out.startswith('intro\n') and out.endswith('outro\n')
+  assert readme_tables.current_block(out) == 'new'
+
+
+def test_verdict_follows_the_paired_interval():
+  up = stats.paired([0.9, 0.8, 0.85], [0.7, 0.65, 0.7])
+  down = stats.paired([0.7, 0.65, 0.7], [0.9, 0.8, 0.85])
+  unsure = stats.paired([0.8, 0.7, 0.9], [0.75, 0.8, 0.82])
+  assert readme_tables._verdict(up) == 'holds'  # noqa: SLF001
+  assert readme_tables._verdict(down).startswith('reversed')  # noqa: SLF001
+  assert readme_tables._verdict(unsure).startswith('not shown')  # noqa: SLF001
+  single = stats.paired([0.9], [0.8])
+  assert readme_tables._verdict(single) == 'one repeat: no CI'  # noqa: SLF001
