@@ -81,15 +81,19 @@ def _parse_flags(argv):
 
 def run_tool(main: Callable):
   """app.run(main) with flag errors and expected failures as one line."""
-  from absl import app
-  app.run(lambda argv: errors.boundary(main, argv),
-          flags_parser=_parse_flags)
+  from absl import app, logging
+
+  def quiet_main(argv):
+    logging.set_verbosity(logging.ERROR)  # JAX / orbax / TFDS chatter
+    return errors.boundary(main, argv)
+
+  app.run(quiet_main, flags_parser=_parse_flags)
 
 
 def main(run: Callable):
   """`python -m experiments.X --config=... --workdir=...` for run(config,
   workdir)."""
-  from absl import flags, logging
+  from absl import flags
   from ml_collections import config_flags
   config_flag = config_flags.DEFINE_config_file(
       'config', None, 'Path to a configs/*.py file.', lock_config=True)
@@ -105,7 +109,6 @@ def main(run: Callable):
     if workdir_flag.value is None and not validate_only.value:
       raise errors.UserError('--workdir is required, e.g. '
                              '--workdir=runs/default')
-    logging.set_verbosity(logging.ERROR)  # orbax and TFDS chatter at INFO/WARNING
     config_lib.validate(config)
     if validate_only.value:
       print(config)

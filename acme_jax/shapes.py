@@ -5,6 +5,8 @@ subnet and the smallest header. Config validation, the plan tool and the
 pipeline all size things here, so an impossible budget is caught before any
 work and every tool counts the same way.
 """
+import numpy as np
+
 from acme_jax import data as data_lib
 from acme_jax.selection import costs
 
@@ -35,8 +37,11 @@ def num_classes(config) -> int:
 def grid(config) -> list:
   """Every trained (depth, width) subnet with its exact backbone size."""
   arch = architecture(config, num_classes(config))
+  tokens = feature_shape(config)[1:-1]
+  seq_len = int(np.prod(tokens)) + 1  # + [CLS]
   return [{'depth_mult': d, 'width_mult': w,
-           'params': costs.exact_param_count(arch, d, w)}
+           'params': costs.exact_param_count(arch, d, w),
+           'flops_per_token': costs.flops_per_token(arch, d, w, seq_len)}
           for d in sorted(config.cloud.depth_mults, reverse=True)
           for w in sorted(config.cloud.width_mults, reverse=True)]
 

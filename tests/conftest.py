@@ -14,6 +14,10 @@ if os.environ['ACME_JAX_COMPILATION_CACHE'] != 'off':
                     os.environ['ACME_JAX_COMPILATION_CACHE'])
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
+# Extracted pip: checkpoints and tokenized text go to the repo's .cache too,
+# never the user's home.
+os.environ.setdefault('ACME_JAX_CACHE', str(_CACHE.parent / 'acme_jax'))
+
 from configs import default
 from acme_jax.models import vit
 

@@ -172,7 +172,8 @@ def test_pip_checkpoint_is_extracted_once(cache, monkeypatch):
 
 
 @needs_minilm
-def test_minilm_text_matches_sentence_transformers(cache, tmp_path):
+def test_minilm_text_matches_sentence_transformers(cache, tmp_path,
+                                                   monkeypatch):
   ref = _npz(os.path.join(FIXTURES, 'minilm_reference.npz'))
   text = tmp_path / 'sentences.txt'
   text.write_text('\n'.join(ref['sentences']) + '\n', encoding='utf-8')
@@ -180,7 +181,7 @@ def test_minilm_text_matches_sentence_transformers(cache, tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'acme_jax.tools.encode',
        f'--checkpoint=pip:{MINILM}', f'--text={text}',
-       f'--output={out_path}'],
+       f'--output={out_path}', '--normalize'],
       capture_output=True, text=True, timeout=300, cwd=ROOT,
       env=dict(os.environ, **{checkpoints.CACHE_ENV: str(cache)}))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -195,7 +196,13 @@ def test_minilm_text_matches_sentence_transformers(cache, tmp_path):
   _close(out['last_hidden_state'], ref['last_hidden_state'], PADDED_TOL)
   _close(out['sentence_embedding'], ref['sentence_embedding'])
   np.testing.assert_allclose(np.linalg.norm(out['sentence_embedding'], axis=1),
-                             1, atol=1e-6)  # Normalize is in modules.json
+                             1, atol=1e-6)  # --normalize
+  # Without --normalize: the plain masked mean of last_hidden_state.
+  monkeypatch.setenv(checkpoints.CACHE_ENV, str(cache))
+  plain = encode.encode(f'pip:{MINILM}', sentences=list(ref['sentences']))
+  h, m = plain['last_hidden_state'], plain['attention_mask'][..., None]
+  np.testing.assert_allclose(plain['sentence_embedding'],
+                             (h * m).sum(1) / m.sum(1), rtol=1e-5, atol=1e-6)
 
 
 def test_sentence_embedding_pooling_modes():

@@ -334,3 +334,30 @@ def test_reduced_degree_fit_with_two_widths():
   assert surface.coefficients[5] == 0.0
   np.testing.assert_allclose(surface.coefficients,
                              [0.2, 0.3, 0.4, -0.1, 0.05, 0.0], atol=1e-10)
+
+
+def test_flops_per_token_matches_xla_on_an_extracted_bert():
+  """The analytic count against XLA's own cost analysis of the extracted
+  backbone's forward pass (XLA also counts norms, softmax and GELU, a few
+  percent more at this size)."""
+  import jax
+  import jax.numpy as jnp
+  from acme_jax.models import bert, subnet
+  from acme_jax.selection import costs as costs_lib
+  arch = costs_lib.BertArchitecture(
+      num_layers=4, num_heads=4, hidden_size=128, mlp_dim=512,
+      vocab_size=100, max_positions=32, type_vocab_size=2, num_classes=3)
+  model = bert.Bert(num_classes=0, vocab_size=100, hidden_size=128,
+                    num_layers=4, num_heads=4, mlp_dim=512, max_positions=32,
+                    pooler=False)
+  seq = 32
+  params = bert.init_params(model, jax.random.key(0), seq)
+  for depth, width in ((1.0, 1.0), (0.5, 0.5)):
+    small, dense = subnet.extract(model, params,
+                                  subnet.for_model(model, width, depth))
+    ids = jnp.ones((1, seq), jnp.int32)
+    cost = jax.jit(lambda p: small.apply({'params': p}, ids)['tokens']).lower(
+        dense).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    analytic = costs_lib.flops_per_token(arch, depth, width, seq) * seq
+    assert 0.95 < cost['flops'] / analytic < 1.15, (depth, width)

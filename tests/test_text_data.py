@@ -363,3 +363,27 @@ def test_tokenizer_from_the_checkpoint(fake_wordnet, tokenizer_json,
   config.model.init_checkpoint = str(tmp_path)  # no tokenizer.json there
   with pytest.raises(ValueError, match='has no tokenizer.json'):
     data_lib.load_dataset(config, 0)
+
+
+def test_tokenized_text_is_cached_and_a_damaged_cache_recomputed(
+    fake_wordnet, tokenizer_json, tmp_path, monkeypatch):
+  from acme_jax.models import checkpoints
+  monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path / 'cache'))
+  config = _config(tokenizer_json, fake_wordnet)
+  first = data_lib.load_dataset(config.data, seed=0)
+  (cached,) = (tmp_path / 'cache' / 'tokens').glob('wordnet-*.npz')
+  again = data_lib.load_dataset(config.data, seed=0)
+  for name in ('train', 'validation', 'test'):
+    a, b = getattr(first, name), getattr(again, name)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.raw_nbytes, b.raw_nbytes)
+    assert a.source == b.source
+  assert (again.name, again.num_classes, again.input_spec) == (
+      first.name, first.num_classes, first.input_spec)
+  cached.write_bytes(cached.read_bytes()[:100])  # truncated
+  np.testing.assert_array_equal(
+      data_lib.load_dataset(config.data, seed=0).train.images,
+      first.train.images)
+  config.data.text.max_length = 5  # other options: another cache entry
+  assert data_lib.load_dataset(config.data, seed=0).train.images.shape[1] == 5
+  assert len(list((tmp_path / 'cache' / 'tokens').glob('*.npz'))) == 2

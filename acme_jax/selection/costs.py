@@ -207,6 +207,21 @@ def exact_param_count(arch, depth_mult: float,
   return embeddings + final + layers * block
 
 
+def flops_per_token(arch, depth_mult: float, width_mult: float,
+                    seq_len: int) -> int:
+  """Forward FLOPs (2 per multiply-add) per token of the extracted backbone's
+  encoder at sequence length `seq_len`: q, k, v and output projections, the
+  MLP, and attention's scores and weighted sum (which grow with seq_len).
+  Embedding lookups cost no FLOPs; a ViT adds its patch projection."""
+  d = arch.hidden_size
+  heads, neurons, layers = subnet_shape(arch, depth_mult, width_mult)
+  inner = heads * (d // arch.num_heads)
+  per_layer = 2 * (4 * d * inner + 2 * d * neurons) + 4 * seq_len * inner
+  embed = (2 * arch.patch_size ** 2 * arch.channels * d
+           if hasattr(arch, 'patch_size') else 0)
+  return int(embed + max(layers, 0) * per_layer)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExactCostModel(CostModel):
   """Exact extracted-subnet size; h, l = kept heads per layer, kept layers."""

@@ -22,9 +22,10 @@ by padding to the longest sentence and truncation at the model's maximum
 as sentence-transformers does. OUT.npz then also holds `input_ids`,
 `attention_mask`, `token_type_ids` and `sentence_embedding`: the pooling of
 the checkpoint's sentence-transformers modules (mean over real tokens when
-it has none), L2-normalised only when modules.json lists a Normalize module
-(all-MiniLM-L6-v2 does, so its embeddings have unit norm, exactly as
-SentenceTransformer.encode returns them).
+it has none: the mean over real tokens for all-MiniLM-L6-v2),
+L2-normalised with --normalize (SentenceTransformer.encode normalises for
+models whose modules.json lists a Normalize module, as all-MiniLM-L6-v2's
+does; a checkpoint's other modules, e.g. Dense, are refused).
 
 Matmuls run at 'highest' precision by default (--precision): on GPUs the
 default may use TF32 passes, an error of ~1e-3 that is not the model's.
@@ -51,6 +52,10 @@ _TEXT = flags.DEFINE_string('text', None,
                             'A UTF-8 text file, one sentence per line.')
 _OUTPUT = flags.DEFINE_string('output', None, 'The .npz to write.')
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'Rows per model call.')
+_NORMALIZE = flags.DEFINE_bool(
+    'normalize', False, 'L2-normalise sentence_embedding (what '
+    'SentenceTransformer.encode returns for models with a Normalize module, '
+    'all-MiniLM-L6-v2 among them).')
 _PRECISION = flags.DEFINE_enum('precision', 'highest',
                                ['default', 'high', 'highest'],
                                'Matmul precision (jax_default_matmul_'
@@ -242,7 +247,7 @@ def _batched(fn, arrays: dict, batch_size: int) -> dict:
 
 
 def encode(spec, inputs=None, sentences=None, batch_size: int = 32,
-           precision: str = 'highest') -> dict:
+           precision: str = 'highest', normalize: bool = False) -> dict:
   """The outputs the module docstring lists, as numpy arrays."""
   if (inputs is None) == (sentences is None):
     raise UserError('give exactly one of --inputs and --text')
@@ -286,8 +291,9 @@ def encode(spec, inputs=None, sentences=None, batch_size: int = 32,
   if 'logits' in result:
     out['logits'] = result['logits'].astype(np.float32)
   if sentences is not None:
+    modes, _ = pipeline  # L2 normalisation only on --normalize
     out['sentence_embedding'] = sentence_embedding(
-        out['last_hidden_state'], out['attention_mask'], *pipeline)
+        out['last_hidden_state'], out['attention_mask'], modes, normalize)
   return out
 
 
@@ -338,7 +344,7 @@ def main(argv):
   sentences = _read_lines(_TEXT.value) if _TEXT.value else None
   cli.enable_compilation_cache()
   out = encode(_CHECKPOINT.value, inputs, sentences, _BATCH.value,
-               _PRECISION.value)
+               _PRECISION.value, _NORMALIZE.value)
   _save(_OUTPUT.value, out)
   print(f'wrote {_OUTPUT.value}: ' + ', '.join(
       f'{k} {tuple(v.shape)}' for k, v in out.items()))

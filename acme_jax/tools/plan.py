@@ -139,7 +139,8 @@ def plan(config) -> dict:
   summary['devices'] = [
       {'device': d.id, 'budget': d.budget, 'train_samples': train_counts[d.id],
        'depth_mult': grid[p.candidate]['depth_mult'],
-       'width_mult': grid[p.candidate]['width_mult'], 'params': p.params}
+       'width_mult': grid[p.candidate]['width_mult'], 'params': p.params,
+       'flops_per_token': grid[p.candidate]['flops_per_token']}
       for d, p in zip(topology.devices, picks)]
   return summary
 
@@ -149,9 +150,11 @@ def main(argv):
   config = cli.config_value(_CONFIG, sys.argv)
   summary = plan(config)
   print(report.markdown_table(
-      ['device', 'budget', 'train samples', 'depth', 'width', 'backbone params'],
+      ['device', 'budget', 'train samples', 'depth', 'width', 'backbone params',
+       'MFLOPs / token'],
       [[d['device'], f"{d['budget']:,}", d['train_samples'],
-        f"{d['depth_mult']:g}", f"{d['width_mult']:g}", f"{d['params']:,}"]
+        f"{d['depth_mult']:g}", f"{d['width_mult']:g}", f"{d['params']:,}",
+        f"{d['flops_per_token'] / 1e6:.1f}"]
        for d in summary['devices']]))
   print()
   print(report.ledger_table(summary))
