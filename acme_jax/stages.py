@@ -453,7 +453,7 @@ def signatures(config, cloud, splits, num_classes: int, seed: int):
   trains = [train for train, _, _ in splits]
   tokens = features.backbone_tokens(
       model, supernet, masks, np.concatenate([t.images for t in trains]),
-      source=config.header.features_from)[:, 0]
+      config.cloud.eval_batch_size, source=config.header.features_from)[:, 0]
   bounds = np.cumsum([0] + [len(t) for t in trains])
   out = []
   for device, train in enumerate(trains):

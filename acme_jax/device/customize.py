@@ -40,6 +40,7 @@ def many_local_features(config, model, supernet,
     out = features.backbone_tokens(model, supernet,
                                    subnet_lib.masks(model, sub),
                                    np.concatenate(parts),
+                                   config.cloud.eval_batch_size,
                                    source=config.header.features_from)
     bounds = np.cumsum([0] + [len(p) for p in parts])
     pieces = [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
