@@ -14,8 +14,10 @@ forward passes; remat's recomputation is not counted as useful work) per
 second over the peak.
 
 The analytic count is cross-checked against XLA's own cost analysis of the
-compiled step (column `XLA / analytic`; XLA counts what it compiled, so
-masked schemes show more than 1). The peak is the card's datasheet dense
+compiled step (column `XLA / analytic`). XLA counts what it compiled: about
+1 for the teacher step and the unrolled 'static' scheme; the masked and
+sliced schemes scan over subnets, and XLA counts a loop body once, not once
+per iteration, so their ratio is far below 1. The peak is the card's datasheet dense
 number where the device kind is known (`--peak_tflops` overrides); on other
 devices (this CPU) it is the best measured rate of a large matmul in the
 same dtype, so MFU there reads as "fraction of what this chip reaches on a
