@@ -60,13 +60,6 @@ class Bert(nn.Module):
   input_spec: Optional[Any] = None
   dtype: Any = jnp.float32  # compute dtype; params stay float32
 
-  def _head_dim(self):
-    if self.head_dim is not None:
-      return self.head_dim
-    if not isinstance(self.num_heads, int):
-      raise ValueError('head_dim is required with per-layer head counts')
-    return self.hidden_size // self.num_heads
-
   @nn.compact
   def __call__(self, input_ids, masks: Optional[Masks] = None,
                layer_gates=None, attention_mask=None, token_type_ids=None):
@@ -97,7 +90,7 @@ class Bert(nn.Module):
     embeddings = x
     x, hidden = encoder.run_layers(
         self, x, num_layers=self.num_layers, heads=self.num_heads,
-        mlp=self.mlp_dim, head_dim=self._head_dim(),
+        mlp=self.mlp_dim, head_dim=encoder.head_dim(self),
         hidden_size=self.hidden_size, layer_norm_eps=self.layer_norm_eps,
         pre_norm=False, dtype=self.dtype, masks=masks,
         layer_gates=layer_gates, bias=padding_bias(attention_mask))

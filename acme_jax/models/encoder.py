@@ -35,6 +35,16 @@ def per_layer(value: IntOrPerLayer, num_layers: int) -> tuple:
   return value
 
 
+def head_dim(model) -> int:
+  """A model's head size: its `head_dim`, else hidden_size / num_heads
+  (which per-layer head counts cannot give)."""
+  if model.head_dim is not None:
+    return model.head_dim
+  if not isinstance(model.num_heads, int):
+    raise ValueError('head_dim is required with per-layer head counts')
+  return model.hidden_size // model.num_heads
+
+
 class Attention(nn.Module):
   """Multi-head self-attention whose heads can be masked after the softmax.
 

@@ -45,13 +45,6 @@ class ViT(nn.Module):
   input_spec: Optional[Any] = None
   dtype: Any = jnp.float32  # compute dtype; params stay float32
 
-  def _head_dim(self):
-    if self.head_dim is not None:
-      return self.head_dim
-    if not isinstance(self.num_heads, int):
-      raise ValueError('head_dim is required with per-layer head counts')
-    return self.hidden_size // self.num_heads
-
   @nn.compact
   def __call__(self, images, masks: Optional[Masks] = None,
                layer_gates=None):
@@ -74,7 +67,7 @@ class ViT(nn.Module):
     embeddings = x
     x, hidden = encoder.run_layers(
         self, x, num_layers=self.num_layers, heads=self.num_heads,
-        mlp=self.mlp_dim, head_dim=self._head_dim(),
+        mlp=self.mlp_dim, head_dim=encoder.head_dim(self),
         hidden_size=self.hidden_size, layer_norm_eps=self.layer_norm_eps,
         pre_norm=True, dtype=self.dtype, masks=masks, layer_gates=layer_gates)
     tokens = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype,
