@@ -63,10 +63,9 @@ def deliver(config, cloud, selection, topology, splits, num_classes, log):
       raise AssertionError(f'device {device.id}: shipped backbone size '
                            f'differs from the one chosen')
     train, _, test = splits[device.id]
-    masks = subnet_lib.masks(model, subnet_lib.for_model(
-        model, cand['width_mult'], cand['depth_mult']))
+    sub = subnet_lib.for_model(model, cand['width_mult'], cand['depth_mult'])
     cls = [features.backbone_tokens(
-        model, supernet, masks, s.images, config.cloud.eval_batch_size,
+        model, supernet, sub, s.images, config.cloud.eval_batch_size,
         source=config.header.features_from)[:, 0] for s in (train, test)]
     probe = features.linear_probe_accuracy(cls[0], train.labels, cls[1],
                                            test.labels, config.seed)

@@ -447,12 +447,11 @@ def signatures(config, cloud, splits, num_classes: int, seed: int):
     return [similarity.histogram_signature(train.labels, num_classes)
             for train, _, _ in splits]
   model, supernet = cloud['model'], cloud['supernet']
-  masks = subnet_lib.masks(model, reference_subnet(config, model))
   # One stream of full batches through the reference backbone for all
   # devices, not a padded tail per device.
   trains = [train for train, _, _ in splits]
   tokens = features.backbone_tokens(
-      model, supernet, masks, np.concatenate([t.images for t in trains]),
+      model, supernet, reference_subnet(config, model), np.concatenate([t.images for t in trains]),
       config.cloud.eval_batch_size, source=config.header.features_from)[:, 0]
   bounds = np.cumsum([0] + [len(t) for t in trains])
   out = []

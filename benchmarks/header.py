@@ -34,7 +34,7 @@ def main(_):
   ds = data_lib.load_dataset(config.data, config.seed)
   model = vit.vit_from_config(config.model, ds.num_classes)
   params = vit.init_params(model, jax.random.key(0), ds.image_shape)
-  masks = subnet.masks(model, subnet.for_model(model, 1.0, 1.0))
+  full = subnet.for_model(model, 1.0, 1.0)
   images = ds.train.images[:_SAMPLES.value]
   labels = ds.train.labels[:_SAMPLES.value]
   source = config.header.features_from
@@ -42,7 +42,7 @@ def main(_):
 
   def backbone(x):
     return features.token_grid(features.backbone_tokens(
-        model, params, masks, x, source=source), patch_grid)
+        model, params, full, x, source=source), patch_grid)
 
   cfg = customize.nas_config(config, backbone(images[:1]).shape,
                              ds.num_classes)
@@ -65,7 +65,7 @@ def main(_):
 
   @jax.jit
   def recompute_step(child, x, y):
-    out = model.apply({'params': params}, x, masks)
+    out = model.apply({'params': params}, x)
     tokens = out['hidden'][-1] if source == 'last_hidden' else out['tokens']
     grid = jax.lax.stop_gradient(tokens[:, 1:]).reshape(
         (x.shape[0],) + patch_grid + (tokens.shape[-1],))

@@ -54,8 +54,11 @@ def get_config(arg=None):
   config.cloud.teacher.epochs = 3
   config.cloud.teacher.learning_rate = 1e-4
   for stage in (config.cloud.width_stage, config.cloud.depth_stage):
-    stage.epochs = 1
     stage.learning_rate = 1e-4
+  config.cloud.width_stage.epochs = 1
+  # Dropping layers is the harder change: with one epoch (~70 steps) every
+  # depth-reduced subnet stayed at 9-17% test accuracy.
+  config.cloud.depth_stage.epochs = 3
   for stage in (config.cloud.teacher, config.cloud.width_stage,
                 config.cloud.depth_stage):
     stage.max_shift = 0                 # no image augmentation on text

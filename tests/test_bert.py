@@ -280,6 +280,13 @@ def test_masked_equals_extracted(tiny, sub):
   _close(out['hidden'], masked['hidden'][np.array(cfg.layers)])
   for name in ('embeddings', 'tokens', 'pooled', 'logits'):
     _close(out[name], masked[name])
+  # The static form (width slice + skipped layers, or extraction for
+  # per-layer widths) that grid measurement and features run.
+  static_model, static, gates = subnet.static_form(model, params, cfg)
+  out = _apply(static_model, static, e, layer_gates=jnp.asarray(gates))
+  for name in ('tokens', 'pooled', 'logits'):
+    _close(out[name], masked[name])
+  _close(out['hidden'][-1], masked['hidden'][-1])
   backbone_model, backbone = subnet.extract(model, params, cfg)
   assert not backbone_model.pooler and backbone_model.num_classes == 0
   assert not {'pooler', 'head'} & set(backbone)

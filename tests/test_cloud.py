@@ -240,7 +240,14 @@ def test_distillation_of_the_teacher_into_itself_is_minimal(tiny_vit):
 def test_grid_accuracy_matches_a_direct_count(tiny_vit):
   model, params = tiny_vit
   data = _split(n=37)
+  grid.make_count_fn.cache_clear()
   records = grid.measure_grid(model, params, data, 5, (1.0, 1 / 3), (0.5,), 16)
+  # Each subnet at its own cost: the width-sliced supernet, one program for
+  # both depths of the one width.
+  (count_fn,) = [grid.make_count_fn(m, 5) for m in {
+      subnet.static_form(model, params, subnet.for_model(model, 0.5, d))[0]
+      for d in (1.0, 1 / 3)}]
+  assert count_fn._cache_size() == 1
   assert [(r['depth_mult'], r['width_mult']) for r in records] == [
       (1.0, 0.5), (1 / 3, 0.5)]
   for r in records:

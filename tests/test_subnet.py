@@ -123,12 +123,14 @@ def test_header_features_are_the_last_hidden_state_before_the_final_norm(
   images = np.asarray(jax.random.normal(jax.random.key(0), (3, 8, 8, 1)))
   sub_model, dense = subnet.extract(model, params, cfg)
   out = sub_model.apply({'params': dense}, images)
-  masks = subnet.masks(model, cfg)
+  masked = model.apply({'params': params}, images, subnet.masks(model, cfg))
+  np.testing.assert_allclose(masked['hidden'][-1], out['hidden'][-1],
+                             atol=1e-5)
   np.testing.assert_allclose(
-      features.backbone_tokens(model, params, masks, images), out['hidden'][-1],
+      features.backbone_tokens(model, params, cfg, images), out['hidden'][-1],
       atol=1e-5)
   np.testing.assert_allclose(
-      features.backbone_tokens(model, params, masks, images,
+      features.backbone_tokens(model, params, cfg, images,
                                source='final_norm'), out['tokens'], atol=1e-5)
 
 
@@ -153,8 +155,7 @@ def test_features_batched_across_devices_equal_one_device_at_a_time(tiny_vit):
                                            device_splits)
   grid = features.patch_grid(model, (8, 8, 1))
   for sub, splits, got in zip(subs, device_splits, together):
-    masks = subnet.masks(model, sub)
-    alone = [features.backbone_tokens(model, params, masks, s.images)
+    alone = [features.backbone_tokens(model, params, sub, s.images)
              for s in splits]
     for mine, theirs in zip((got.x_train, got.x_val, got.x_test), alone):
       np.testing.assert_allclose(mine, features.token_grid(theirs, grid),

@@ -1,8 +1,11 @@
 """Cloud step 2b: measure the trained supernet on its (depth, width) grid.
 
-Every grid subnet runs through one compiled evaluation function: the subnet is
-a `Masks` argument, not a constant baked into the program.
+Each grid subnet runs in its static form (width-sliced supernet, dropped
+layers skipped at run time): it costs its own FLOPs, not the full model's,
+and the subnets of one width share a compiled program (a handful of
+programs for the whole grid, whatever its depths).
 """
+import functools
 import itertools
 from typing import Optional
 
@@ -13,16 +16,19 @@ import numpy as np
 from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models import subnet as subnet_lib
-from acme_jax.models.vit import Masks, ViT
+from acme_jax.models.vit import ViT
 from acme_jax.system import mesh
 
 
+@functools.lru_cache(maxsize=None)
 def make_count_fn(model: ViT, num_classes: int):
-  """Jitted (params, images, labels, weights, masks) -> (correct, total) per class."""
+  """Jitted (params, images, labels, weights, layer_gates) -> (correct,
+  total) per class."""
 
   @jax.jit
-  def count(params, images, labels, weights, masks):
-    logits = model.apply({'params': params}, images, masks)['logits']
+  def count(params, images, labels, weights, layer_gates):
+    logits = model.apply({'params': params}, images,
+                         layer_gates=layer_gates)['logits']
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * weights
     onehot = jax.nn.one_hot(labels, num_classes) * weights[:, None]
     return correct @ jax.nn.one_hot(labels, num_classes), onehot.sum(0)
@@ -30,13 +36,18 @@ def make_count_fn(model: ViT, num_classes: int):
   return count
 
 
-def per_class_correct(count_fn, params, data: Split, masks: Masks,
+def per_class_correct(model: ViT, params, data: Split,
+                      sub: subnet_lib.SubnetConfig, num_classes: int,
                       batch_size: int, par: Optional[mesh.Parallel] = None):
+  """Per-class (correct, total) of subnet `sub` of the supernet on `data`."""
   par = par or mesh.single_device()
+  sub_model, sliced, gates = subnet_lib.static_form(model, params, sub)
+  count_fn = make_count_fn(sub_model, num_classes)
+  placed = par.params(sliced)
   correct, total = 0.0, 0.0
   for idx, weights in training.padded_batches(len(data), batch_size):
-    c, t = count_fn(params, par.batch(data.images[idx]),
-                    par.batch(data.labels[idx]), par.batch(weights), masks)
+    c, t = count_fn(placed, par.batch(data.images[idx]),
+                    par.batch(data.labels[idx]), par.batch(weights), gates)
     correct, total = correct + mesh.host(c), total + mesh.host(t)
   return correct, total
 
@@ -57,14 +68,12 @@ def measure_grid(model: ViT, params, data: Split, num_classes: int,
                  depth_mults, width_mults, batch_size: int,
                  par: Optional[mesh.Parallel] = None):
   """Records {depth_mult, width_mult, accuracy, per_class_accuracy, params, bytes}."""
-  par = par or mesh.single_device()
-  count_fn = make_count_fn(model, num_classes)
-  placed = par.params(params)
+  params = jax.tree.map(np.asarray, params)
   records = []
   for depth, width in grid_points(depth_mults, width_mults):
     sub = subnet_lib.for_model(model, width, depth)
-    correct, total = per_class_correct(
-        count_fn, placed, data, subnet_lib.masks(model, sub), batch_size, par)
+    correct, total = per_class_correct(model, params, data, sub, num_classes,
+                                       batch_size, par)
     acc, per_class = accuracy_record(correct, total)
     n_params, n_bytes = subnet_lib.subnet_size(model, params, sub)
     records.append({'depth_mult': float(depth), 'width_mult': float(width),

@@ -28,17 +28,16 @@ def many_local_features(config, model, supernet,
                         subs: Sequence[subnet_lib.SubnetConfig],
                         device_splits) -> List[features.LocalFeatures]:
   """Every device's cached features, computed in batches across devices:
-  devices with the same backbone share one stream of full batches (one
-  compiled program serves every backbone: masks are data), instead of one
-  padded tail per device and split."""
+  devices with the same backbone share one stream of full batches through
+  its static form (one compiled program per width), instead of one padded
+  tail per device and split."""
   groups = {}
   for d, sub in enumerate(subs):
     groups.setdefault(sub, []).append(d)
   tokens = [None] * len(subs)
   for sub, members in groups.items():
     parts = [s.images for d in members for s in device_splits[d]]
-    out = features.backbone_tokens(model, supernet,
-                                   subnet_lib.masks(model, sub),
+    out = features.backbone_tokens(model, supernet, sub,
                                    np.concatenate(parts),
                                    config.cloud.eval_batch_size,
                                    source=config.header.features_from)

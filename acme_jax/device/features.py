@@ -2,8 +2,9 @@
 
 The backbone is frozen on the device, so its hidden states are computed once
 and every later step (linear probe, header search, pruning) reads the cache.
-Features come from the masked supernet: one compiled program for every
-device's backbone, with the same numbers as the extracted subnet.
+Features come from each backbone's static form (width-sliced supernet,
+dropped layers skipped): one compiled program per width, the same numbers
+as the extracted subnet.
 """
 import dataclasses
 import functools
@@ -13,8 +14,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from acme_jax import training
+from acme_jax.models import subnet as subnet_lib
 from acme_jax.models import vit
-from acme_jax.models.vit import Masks, ViT
+from acme_jax.models.vit import ViT
 
 
 @dataclasses.dataclass
@@ -38,28 +40,33 @@ def _tokens_fn(model: ViT, source: str):
     raise ValueError(f'feature source must be one of {FEATURE_SOURCES}, got '
                      f'{source!r}')
 
-  def forward(params, x, masks):
-    out = model.apply({'params': params}, x, masks)
+  def forward(params, x, layer_gates):
+    out = model.apply({'params': params}, x, layer_gates=layer_gates)
     return out['hidden'][-1] if source == 'last_hidden' else out['tokens']
 
   return jax.jit(forward)
 
 
-def backbone_tokens(model: ViT, params, masks: Masks, images: np.ndarray,
-                    batch_size: int = 256,
+def backbone_tokens(model: ViT, params, sub: subnet_lib.SubnetConfig,
+                    images: np.ndarray, batch_size: int = 256,
                     source: str = 'last_hidden') -> np.ndarray:
-  """Tokens (N, T, D) of `images` through the masked backbone.
+  """Tokens (N, T, D) of `images` through the subnet `sub` of the supernet.
+
+  The subnet runs in its static form (width-sliced, dropped layers skipped):
+  the masked supernet's numbers at the subnet's own FLOPs, one compiled
+  program per width.
 
   `source` 'last_hidden': the last encoder block's output before the final
   LayerNorm (HF `hidden_states[-1]`, what the prototype's header and
-  signatures read); 'final_norm': after it (HF `last_hidden_state`). With
-  dropped layers the last block is the identity, so `hidden[-1]` is the last
-  kept layer's output.
+  signatures read); 'final_norm': after it (HF `last_hidden_state`). A
+  skipped layer passes its input on, so `hidden[-1]` is the last kept
+  layer's output.
   """
-  forward = _tokens_fn(model, source)
+  sub_model, sliced, gates = subnet_lib.static_form(model, params, sub)
+  forward = _tokens_fn(sub_model, source)
   out = []
   for idx, _ in training.padded_batches(len(images), batch_size):
-    out.append(np.asarray(forward(params, images[idx], masks)))
+    out.append(np.asarray(forward(sliced, images[idx], gates)))
   return np.concatenate(out)[:len(images)]
 
 

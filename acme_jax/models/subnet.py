@@ -123,6 +123,25 @@ def width_slice(model: Encoder, params, heads: int, neurons: int):
       sliced
 
 
+def static_form(model: Encoder, params, subnet: SubnetConfig):
+  """`subnet` at its own cost: (model, params, layer_gates) to call as
+  `model.apply({'params': params}, x, layer_gates=gates)`.
+
+  A uniform-width subnet (every grid point) is the width-sliced supernet with
+  its dropped layers skipped at run time, so subnets of one width share a
+  compiled program; any other is extracted (gates all ones). Same outputs as
+  the masked supernet, without the masked heads', neurons' and layers' FLOPs.
+  """
+  if len(set(subnet.heads)) == 1 and len(set(subnet.neurons)) == 1:
+    sub_model, sliced = width_slice(model, params, subnet.heads[0],
+                                    subnet.neurons[0])
+    gates = np.zeros((model.num_layers,), np.float32)
+    gates[list(subnet.layers)] = 1
+    return sub_model, sliced, gates
+  sub_model, dense = extract(model, params, subnet, with_head=True)
+  return sub_model, dense, np.ones((len(subnet.layers),), np.float32)
+
+
 def extract(model: Encoder, params, subnet: SubnetConfig,
             with_head: bool = False):
   """Dense sliced parameters of `subnet` and the model that runs them.
