@@ -36,13 +36,6 @@ _STRATEGIES = flags.DEFINE_list(
 _CHUNK = flags.DEFINE_integer('chunk', 0, 'users at once (0: all)')
 
 
-def _clear_caches():
-  jax.clear_caches()
-  engine._loop_functions.cache_clear()  # noqa: SLF001 (cold runs on purpose)
-  engine._vmap_function.cache_clear()  # noqa: SLF001
-  engine._sharded_function.cache_clear()  # noqa: SLF001
-
-
 def setup(users: int):
   """(config, cloud, topology, splits, choices, num_classes) for `users`."""
   config = many_users.get_config(str(users))
@@ -95,7 +88,7 @@ def main(argv):
       config = problem[0]
       config.engine.strategy = strategy
       config.engine.chunk = _CHUNK.value
-      _clear_caches()
+      engine.clear_caches()
       before = sum(engine.trace_counts().values())
       start = time.perf_counter()
       headers = device_stage(*problem)

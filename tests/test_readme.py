@@ -2,16 +2,20 @@
 and a claim's verdict follows its paired confidence interval."""
 import json
 
+import pytest
+
 from acme_jax import stats
 from acme_jax.tools import readme_tables
 
 
-def test_readme_block_is_generated_from_the_committed_results():
-  results = json.loads(readme_tables.SNAPSHOT.read_text())
-  block = readme_tables.current_block(readme_tables.README.read_text())
-  assert block == readme_tables.render(results).strip(), (
-      'README drifted from docs/readme_results.json: run python -m '
-      'acme_jax.tools.readme_tables --results=<results.json>')
+@pytest.mark.parametrize('name', list(readme_tables.BLOCKS))
+def test_readme_block_is_generated_from_the_committed_results(name):
+  block = readme_tables.BLOCKS[name]
+  results = json.loads(block.snapshot.read_text())
+  text = readme_tables.current_block(readme_tables.README.read_text(), block)
+  assert text == readme_tables.render(results).strip(), (
+      f'README drifted from {block.snapshot.name}: run python -m '
+      f'acme_jax.tools.readme_tables --block={name} --results=<results.json>')
 
 
 def test_splice_replaces_only_the_block():

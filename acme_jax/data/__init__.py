@@ -94,54 +94,13 @@ def load_text(data_config, seed: int, init_checkpoint: str = '') -> Dataset:
                        + pathlib.Path(tokenizer).read_bytes()).hexdigest()[:16]
   path = (checkpoints.cache_dir() / 'tokens' /
           f'{data_config.name.replace("/", "_")}-{key}.npz')
-  cached = _read_text_cache(path)
+  from acme_jax.data import text
+  cached = text.read_token_cache(path)
   if cached is not None:
     return cached
   dataset = _tokenize_text(data_config, seed, tokenizer)
-  _write_text_cache(path, dataset)
+  text.write_token_cache(path, dataset)
   return dataset
-
-
-_SPLITS = ('train', 'validation', 'test')
-
-
-def _write_text_cache(path, dataset: Dataset):
-  import io
-  from acme_jax import workdir as workdir_lib
-  arrays = {'name': np.array(dataset.name),
-            'num_classes': np.int64(dataset.num_classes),
-            'spec': np.array([dataset.input_spec.max_length,
-                              dataset.input_spec.pad_id,
-                              dataset.input_spec.vocab_size or 0])}
-  for name in _SPLITS:
-    split = getattr(dataset, name)
-    arrays.update({f'{name}.ids': split.images, f'{name}.labels': split.labels,
-                   f'{name}.index': split.index,
-                   f'{name}.source': np.array(split.source),
-                   f'{name}.raw_nbytes': split.raw_nbytes})
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  try:
-    workdir_lib.atomic_write_bytes(path, buffer.getvalue())
-  except OSError:
-    pass  # a read-only cache only costs the tokenization next time
-
-
-def _read_text_cache(path):
-  import zipfile
-  from acme_jax.data import text
-  if not path.is_file():
-    return None
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      splits = [Split(z[f'{n}.ids'], z[f'{n}.labels'], z[f'{n}.index'],
-                      str(z[f'{n}.source']), z[f'{n}.raw_nbytes'])
-                for n in _SPLITS]
-      length, pad, vocab = (int(v) for v in z['spec'])
-      return Dataset(str(z['name']), int(z['num_classes']), *splits,
-                     text.TextSpec(length, pad, vocab or None))
-  except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-    return None  # damaged: tokenize again
 
 
 def _tokenize_text(data_config, seed: int, tokenizer) -> Dataset:

@@ -78,3 +78,17 @@ class Dataset:
   @property
   def image_shape(self):
     return tuple(self.train.images.shape[1:])
+
+
+def check_tfds_args(name: str, supported, validation_fraction: float,
+                    max_examples_per_split, kind: str = 'TFDS dataset'):
+  """The argument checks every TFDS loader makes before reading data."""
+  if name not in supported:
+    raise ValueError(f'Unsupported {kind} {name!r}; supported: '
+                     f'{", ".join(supported)}.')
+  if not 0.0 <= validation_fraction < 1.0:
+    raise ValueError(f'validation_fraction must be in [0, 1), got '
+                     f'{validation_fraction}.')
+  if max_examples_per_split is not None and max_examples_per_split < 1:
+    raise ValueError(f'max_examples_per_split must be positive, got '
+                     f'{max_examples_per_split}.')

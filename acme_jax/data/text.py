@@ -8,13 +8,16 @@ derives the attention mask as ids != pad_id (`TextSpec.attention_mask`).
 the communication ledger counts, not the padded ids.
 """
 import dataclasses
+import io
 import os
 import pathlib
+import zipfile
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from acme_jax.data.base import Split
+from acme_jax import workdir as workdir_lib
+from acme_jax.data.base import Dataset, Split
 
 # Pad tokens looked up, in order, when the tokenizer.json names none.
 _PAD_TOKENS = ('[PAD]', '<pad>', '<|pad|>')
@@ -131,3 +134,43 @@ def tokenize_splits(tokenizer, max_length: int,
 def spec(tokenizer, max_length: int) -> TextSpec:
   tokenizer = as_tokenizer(tokenizer)
   return TextSpec(max_length, tokenizer.pad_id, tokenizer.vocab_size)
+
+
+_SPLITS = ('train', 'validation', 'test')
+
+
+def write_token_cache(path, dataset: Dataset):
+  """Saves a tokenized dataset (atomically; a read-only cache is skipped)."""
+  arrays = {'name': np.array(dataset.name),
+            'num_classes': np.int64(dataset.num_classes),
+            'spec': np.array([dataset.input_spec.max_length,
+                              dataset.input_spec.pad_id,
+                              dataset.input_spec.vocab_size or 0])}
+  for name in _SPLITS:
+    split = getattr(dataset, name)
+    arrays.update({f'{name}.ids': split.images, f'{name}.labels': split.labels,
+                   f'{name}.index': split.index,
+                   f'{name}.source': np.array(split.source),
+                   f'{name}.raw_nbytes': split.raw_nbytes})
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  try:
+    workdir_lib.atomic_write_bytes(path, buffer.getvalue())
+  except OSError:
+    pass  # a read-only cache only costs the tokenization next time
+
+
+def read_token_cache(path) -> Optional[Dataset]:
+  """A dataset `write_token_cache` saved, or None if absent or damaged."""
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      splits = [Split(z[f'{n}.ids'], z[f'{n}.labels'], z[f'{n}.index'],
+                      str(z[f'{n}.source']), z[f'{n}.raw_nbytes'])
+                for n in _SPLITS]
+      length, pad, vocab = (int(v) for v in z['spec'])
+      return Dataset(str(z['name']), int(z['num_classes']), *splits,
+                     TextSpec(length, pad, vocab or None))
+  except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+    return None  # damaged: tokenize again

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from acme_jax.data import base
 from acme_jax.data.base import Dataset, InputSpec, Split
 
 SUPPORTED = ('cifar10', 'cifar100', 'cars196')
@@ -151,15 +152,8 @@ def load(name: str, image_size: int, seed: int,
     The dataset; train and validation both index into the TFDS 'train' split,
     test into 'test'.
   """
-  if name not in SUPPORTED:
-    raise ValueError(f'Unsupported TFDS dataset {name!r}; supported: '
-                     f'{", ".join(SUPPORTED)}.')
-  if not 0.0 <= validation_fraction < 1.0:
-    raise ValueError(f'validation_fraction must be in [0, 1), got '
-                     f'{validation_fraction}.')
-  if max_examples_per_split is not None and max_examples_per_split < 1:
-    raise ValueError(f'max_examples_per_split must be positive, got '
-                     f'{max_examples_per_split}.')
+  base.check_tfds_args(name, SUPPORTED, validation_fraction,
+                       max_examples_per_split)
   try:
     train_source, test_source = tfds.data_source(
         name, split=['train', 'test'], data_dir=data_dir, download=False)

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from acme_jax.data import text as text_lib
+from acme_jax.data import base
 from acme_jax.data.base import Dataset
 
 
@@ -114,15 +115,8 @@ def load(name: str, tokenizer, max_length: int, seed: int,
     The dataset; train and validation index into the TFDS 'train' split,
     test into `SOURCES[name].test_split`.
   """
-  if name not in SOURCES:
-    raise ValueError(f'Unsupported TFDS text dataset {name!r}; supported: '
-                     f'{", ".join(SUPPORTED)}.')
-  if not 0.0 <= validation_fraction < 1.0:
-    raise ValueError(f'validation_fraction must be in [0, 1), got '
-                     f'{validation_fraction}.')
-  if max_examples_per_split is not None and max_examples_per_split < 1:
-    raise ValueError(f'max_examples_per_split must be positive, got '
-                     f'{max_examples_per_split}.')
+  base.check_tfds_args(name, SUPPORTED, validation_fraction,
+                       max_examples_per_split, kind='TFDS text dataset')
   info = SOURCES[name]
   tokenizer = text_lib.as_tokenizer(tokenizer)  # fail before reading data
   train_source, test_source = _sources(name, ('train', info.test_split),

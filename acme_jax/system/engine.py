@@ -68,6 +68,14 @@ def trace_counts() -> dict:
   return dict(_trace_counts)
 
 
+def clear_caches():
+  """Forgets every compiled engine program (and JAX's caches), so the next
+  call compiles from cold: for benchmarks that time a fresh run."""
+  jax.clear_caches()
+  for cached in (_loop_functions, _vmap_function, _sharded_function):
+    cached.cache_clear()
+
+
 def _counted(name: str, fn: Callable) -> Callable:
   """Wraps fn so that each trace of it bumps the counter `name`."""
 
