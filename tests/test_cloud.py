@@ -163,7 +163,9 @@ def _reference_stage_loss(model, params, teacher, images, depths, widths,
   return total
 
 
-@pytest.mark.parametrize('scheme,matched', [('static', True),
+# The default suite keeps one case per scheme (the 10-minute budget).
+@pytest.mark.parametrize('scheme,matched', [pytest.param('static', True,
+                                                         marks=pytest.mark.slow),
                                             ('static', False),
                                             ('sliced', True),
                                             ('masked', True)])
@@ -205,7 +207,8 @@ def test_the_three_schemes_agree_per_subnet(tiny_vit):
   np.testing.assert_allclose(static, masked, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('scheme', ['masked', 'static'])
+@pytest.mark.parametrize('scheme', [
+    'masked', pytest.param('static', marks=pytest.mark.slow)])
 def test_remat_keeps_losses_and_gradients(tiny_vit, scheme):
   """Recomputing subnet activations in the backward pass saves memory and
   changes no number."""

@@ -55,9 +55,10 @@ def _close(a, b, rtol=2e-3, atol=2e-4):
     np.testing.assert_allclose(a[key], b[key], err_msg=key, **tolerance)
 
 
-# fsdp in the default suite (it also shards the batch); replicated is slow.
-@pytest.mark.parametrize('sharding', [
-    pytest.param('replicated', marks=pytest.mark.slow), 'fsdp'])
+# Slow (a minute each on 2 cores); tests/test_engine.py keeps an 8-device
+# check in the default suite.
+@pytest.mark.slow
+@pytest.mark.parametrize('sharding', ['replicated', 'fsdp'])
 def test_eight_devices_equal_one(single, tmp_path, sharding):
   out = tmp_path / 'eight.npz'
   _wait([_run([str(out), sharding], _env(8))])

@@ -48,7 +48,7 @@ def apply(s, variables, x, arch, n_layers, gates, weights=None):
   return np.asarray(_APPLY[s](variables, x, arch, n_layers, gates, w))
 
 
-@pytest.mark.parametrize('rank', [2, 1])
+@pytest.mark.parametrize('rank', [2, pytest.param(1, marks=pytest.mark.slow)])
 def test_extracted_header_equals_the_gated_search_header(rank):
   s = spec(rank, max_layers=3)
   rng = np.random.default_rng(rank)

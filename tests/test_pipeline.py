@@ -117,9 +117,8 @@ def _largest_file(directory):
 
 
 # One damage in the default suite; the others cost ~20 s each (make test-all).
-@pytest.mark.parametrize('damage', [
-    'bit_flip', pytest.param('truncation', marks=pytest.mark.slow),
-    pytest.param('deletion', marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize('damage', ['bit_flip', 'truncation', 'deletion'])
 def test_a_damaged_checkpoint_is_detected_and_recomputed(
     finished, tmp_path, capsys, damage):
   """Flipped bits, a truncated or a deleted file in the teacher checkpoint:
@@ -214,6 +213,7 @@ def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path,
   assert (tmp_path / 'cloud/grid.json').exists()
 
 
+@pytest.mark.slow
 def test_repeats_give_confidence_intervals(tmp_path):
   """Two repeats of the header table: mean ± CI per cell and paired
   differences, from the per-repeat rows (computed independently here)."""

@@ -42,7 +42,7 @@ random_subnets = st.tuples(
     st.integers(0, 2**31 - 1))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(random_subnets)
 def test_extract_matches_masked_supernet(tiny_vit, case):
   model, params = tiny_vit
