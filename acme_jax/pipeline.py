@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from acme_jax import device_stages
 from acme_jax import report
 from acme_jax import shapes
 from acme_jax import stages
@@ -38,7 +39,7 @@ def deliver(config, cloud, selection, topology, splits, num_classes, log):
   """Edge choice per device, backbone delivery (ledger), linear probes."""
   model, supernet = cloud['model'], cloud['supernet']
   cands = selection['candidates']
-  histograms, picks = stages.edge_choice(config, selection, topology, splits,
+  histograms, picks = device_stages.edge_choice(config, selection, topology, splits,
                                          num_classes)
   ledger = ledger_lib.Ledger()
   backbones, device_backbone, records = {}, {}, []
@@ -88,7 +89,7 @@ def deliver(config, cloud, selection, topology, splits, num_classes, log):
   a = config.aggregation
   if a.signature == 'features' and a.mode in ('pruning_per_js',
                                               'pruning_per_emd'):
-    reference = backbone(*stages.reference_multipliers(config))
+    reference = backbone(*device_stages.reference_multipliers(config))
   transfers.deliver_backbones(
       ledger, topology, front_payload,
       {d: h.astype(np.float32) for d, h in enumerate(histograms)},
@@ -103,7 +104,7 @@ def customize_devices(config, cloud, selection, topology, splits, num_classes,
       config, cloud, selection, topology, splits, num_classes, log)
   key = jax.random.fold_in(jax.random.key(config.seed), stages.DEVICES)
   choices = [(d['width_mult'], d['depth_mult'], d['params']) for d in devices]
-  headers = stages.device_headers(config, cloud, topology, splits, choices,
+  headers = device_stages.device_headers(config, cloud, topology, splits, choices,
                                   jax.random.fold_in(key, 0), num_classes, log)
   for record, header in zip(devices, headers):
     r = header.result
@@ -111,10 +112,10 @@ def customize_devices(config, cloud, selection, topology, splits, num_classes,
                   nas_header_params=r['nas_header_params'],
                   nas_test_accuracy=r['test_accuracy'],
                   finetune_lr=r['finetune_lr'])
-  stages.run_rounds(config, headers, num_classes, config.aggregation.mode,
+  device_stages.run_rounds(config, headers, num_classes, config.aggregation.mode,
                     jax.random.fold_in(key, 1), ledger=ledger)
-  accuracy = stages.test_accuracies(config, headers, num_classes)
-  params = stages.header_params(config, headers, num_classes)
+  accuracy = device_stages.test_accuracies(config, headers, num_classes)
+  params = device_stages.header_params(config, headers, num_classes)
   for record, header, acc, n in zip(devices, headers, accuracy, params):
     record.update(header_params=n, total_params=record['params'] + n,
                   test_accuracy=float(acc),
@@ -143,7 +144,7 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
   t0 = time.time()
   dataset, cloud_data, device_data = stages.load_data(config, log)
   num_devices = stages.num_devices(config)
-  splits = stages.check_partition(config, device_data, num_devices,
+  splits = device_stages.check_partition(config, device_data, num_devices,
                                   dataset.num_classes)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')

@@ -20,11 +20,10 @@ per-user memory the device stage holds (cached features and state). With
 import time
 
 import jax
-import numpy as np
 from absl import flags
 
 from acme_jax import cli
-from acme_jax import report, stages
+from acme_jax import device_stages, report, stages
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.system import engine
 from configs import many_users
@@ -56,7 +55,7 @@ def setup(users: int):
             if g['params'] + config.system.header_allowance <= device.budget]
     best = max(fits, key=lambda g: g['params'])
     choices.append((best['width'], best['depth'], best['params']))
-  splits = stages.device_splits(config, device_data, topology.num_devices,
+  splits = device_stages.device_splits(config, device_data, topology.num_devices,
                                 dataset.num_classes)
   cloud = {'model': model, 'supernet': params}
   return config, cloud, topology, splits, choices, dataset.num_classes
@@ -64,9 +63,9 @@ def setup(users: int):
 
 def device_stage(config, cloud, topology, splits, choices, num_classes):
   key = jax.random.key(config.seed)
-  headers = stages.device_headers(config, cloud, topology, splits, choices,
+  headers = device_stages.device_headers(config, cloud, topology, splits, choices,
                                   key, num_classes, log=lambda _: None)
-  stages.run_rounds(config, headers, num_classes, 'pruning_per_emd',
+  device_stages.run_rounds(config, headers, num_classes, 'pruning_per_emd',
                     jax.random.fold_in(key, 1))
   return headers
 

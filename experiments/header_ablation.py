@@ -27,6 +27,7 @@ import copy
 import jax
 import numpy as np
 
+from acme_jax import device_stages
 from acme_jax import report
 from acme_jax import stages
 from acme_jax import stats
@@ -57,7 +58,7 @@ def one_repeat(config, cloud, topology, device_data, num_classes, repeat,
                log):
   seed = config.seed + repeat
   model, supernet = cloud['model'], cloud['supernet']
-  splits = stages.device_splits(config, device_data, topology.num_devices,
+  splits = device_stages.device_splits(config, device_data, topology.num_devices,
                                 num_classes, seed=seed)
   key = jax.random.fold_in(jax.random.fold_in(
       jax.random.key(config.seed), stages.HEADERS), repeat)
@@ -124,7 +125,7 @@ def summarize(config, repeats) -> dict:
 def run(config, workdir, log=print) -> dict:
   wd = stages.prepare_run(config, workdir)
   dataset, cloud_data, device_data = stages.load_data(config, log)
-  stages.check_partition(config, device_data, stages.num_devices(config),
+  device_stages.check_partition(config, device_data, stages.num_devices(config),
                          dataset.num_classes)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   topology = stages.build_topology(config, cloud['grid'])

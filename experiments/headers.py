@@ -19,6 +19,7 @@ stages (trains them first if absent) and adds `headers` to results.json.
 import jax
 import numpy as np
 
+from acme_jax import device_stages
 from acme_jax import report
 from acme_jax import stages
 from acme_jax import stats
@@ -34,7 +35,7 @@ def one_repeat(config, cloud, topology, device_data, num_classes, repeat,
   """Mean device test accuracy of each head at each depth, one repeat."""
   seed = config.seed + repeat
   model, supernet = cloud['model'], cloud['supernet']
-  splits = stages.device_splits(config, device_data, topology.num_devices,
+  splits = device_stages.device_splits(config, device_data, topology.num_devices,
                                 num_classes, seed=seed)
   key = jax.random.fold_in(jax.random.fold_in(
       jax.random.key(config.seed), stages.HEADERS), repeat)
@@ -93,7 +94,7 @@ def summarize(config, repeats) -> dict:
 def run(config, workdir, log=print) -> dict:
   wd = stages.prepare_run(config, workdir)
   dataset, cloud_data, device_data = stages.load_data(config, log)
-  stages.check_partition(config, device_data, stages.num_devices(config),
+  device_stages.check_partition(config, device_data, stages.num_devices(config),
                          dataset.num_classes)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   topology = stages.build_topology(config, cloud['grid'])

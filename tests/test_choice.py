@@ -66,7 +66,7 @@ def test_edges_ship_only_trained_subnets_and_the_full_one_when_it_fits(
   (layers, heads) pair, yet the edge chooses among the 16 trained pairs; a
   device whose budget fits the full backbone + header allowance gets it."""
   import numpy as np
-  from acme_jax import shapes, stages
+  from acme_jax import device_stages, shapes, stages
   from acme_jax.system import topology as topology_lib
   config = _config_12x12(edge_accuracy)
   records = _grid(config)
@@ -85,7 +85,7 @@ def test_edges_ship_only_trained_subnets_and_the_full_one_when_it_fits(
     labels = np.arange(10)
 
   splits = [(Train, None, None)] * 3
-  _, picks = stages.edge_choice(config, selection, topology, splits, 10)
+  _, picks = device_stages.edge_choice(config, selection, topology, splits, 10)
   chosen = [selection['candidates'][p.candidate] for p in picks]
   assert (chosen[0]['depth_mult'], chosen[0]['width_mult']) == (1.0, 1.0)
   assert chosen[1]['params'] < full

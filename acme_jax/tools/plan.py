@@ -21,6 +21,7 @@ from ml_collections import config_flags
 from acme_jax import cli
 from acme_jax import config as config_lib
 from acme_jax import data as data_lib
+from acme_jax import device_stages
 from acme_jax import report
 from acme_jax import shapes
 from acme_jax import stages
@@ -111,7 +112,7 @@ def plan(config) -> dict:
   reference = None
   if a.signature == 'features' and a.mode in ('pruning_per_js',
                                               'pruning_per_emd'):
-    width, depth = stages.reference_multipliers(config)
+    width, depth = device_stages.reference_multipliers(config)
     reference = (depth, width)
     backbones.setdefault(reference, FLOAT32 * costs.exact_param_count(
         arch, depth, width))
