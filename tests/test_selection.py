@@ -361,3 +361,18 @@ def test_flops_per_token_matches_xla_on_an_extracted_bert():
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     analytic = costs_lib.flops_per_token(arch, depth, width, seq) * seq
     assert 0.95 < cost['flops'] / analytic < 1.15, (depth, width)
+
+
+def test_baselines_stay_within_a_boolean_mask_of_realisable_points():
+  """A mask (e.g. `Candidates.realisable`) selects points by truth value,
+  not as the indices 0 and 1."""
+  acc = np.array([0.1, 0.2, 0.9, 0.5, 0.7])
+  size = np.array([0.0, 0.1, 0.5, 0.3, 0.9])
+  energy = np.array([0.0, 0.1, 0.5, 0.3, 0.9])
+  mask = np.array([False, False, True, True, True])
+  assert pareto.highest_accuracy(acc, size, 0.8, mask) == 2
+  assert pareto.largest_size(acc, size, 0.8, mask) == 2
+  assert pareto.worst(acc, size, energy, 0.8, mask) == 3
+  assert pareto.random_pick(size, 0.8, 0, mask) in (2, 3)
+  np.testing.assert_array_equal(pareto.feasible(size, 0.8, mask), [2, 3])
+  np.testing.assert_array_equal(pareto.feasible(size, 0.8, [4, 3]), [3])

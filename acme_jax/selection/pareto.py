@@ -147,9 +147,13 @@ def feasible(size, size_constraint: float, among=None,
   """Indices (of `among`, default all) with normalised size <= constraint."""
   size_constraint = check_size_constraint(size_constraint)
   size = np.asarray(size, np.float64).reshape(-1)
-  among = np.arange(size.size) if among is None else np.asarray(among, np.int64)
-  if among.dtype == bool:
-    among = np.flatnonzero(among)
+  if among is None:
+    among = np.arange(size.size)
+  else:
+    among = np.asarray(among)
+    # A mask is read before any cast: cast first, it became indices 0 and 1.
+    among = (np.flatnonzero(among) if among.dtype == bool
+             else among.astype(np.int64))
   chosen = among[size[among] <= size_constraint]
   if chosen.size == 0:
     smallest = f'{size[among].min():.4g}' if among.size else 'none'
