@@ -17,6 +17,7 @@ from conftest import tiny_nas
 
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
+from acme_jax.device import local_data
 from acme_jax.device import nas
 from acme_jax.edge import rounds
 from acme_jax.system import engine
@@ -36,7 +37,7 @@ def device_stage(strategy) -> dict:
     locals_.append(features.LocalFeatures(x[:n], y[:n], x[n:n + 5],
                                           y[n:n + 5], x[n + 5:], y[n + 5:],
                                           x[:n, 0, 0]))
-  data, sizes = nas.device_data(locals_)
+  data, sizes = local_data.device_data(locals_)
   keys = [jax.random.key(d) for d in range(len(SIZES))]
   smallest = int(header_lib.param_count(
       SPEC, header_lib.smallest_arch(SPEC.num_nodes), 3))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from acme_jax.device import header as header_lib
+from acme_jax.device import header_extract
 
 CLASSES, DIM, CHANNELS, NODES = 3, 5, 6, 3
 
@@ -58,12 +59,12 @@ def test_extracted_header_equals_the_gated_search_header(rank):
     arch = random_arch(rng)
     n_layers = int(rng.integers(1, 4))
     gates = random_gates(s, rng) if trial else header_lib.full_gates(s)
-    dense, dense_vars = header_lib.extract(s, v, arch, n_layers, gates)
+    dense, dense_vars = header_extract.extract(s, v, arch, n_layers, gates)
     np.testing.assert_allclose(dense.apply(dense_vars, x), apply(
         s, v, x, arch, n_layers, gates), rtol=1e-4, atol=1e-5)
     # The exact count is the extracted header's parameter count.
     assert int(header_lib.param_count(s, arch, n_layers, gates)) == \
-        header_lib.count_params(dense_vars['params'])
+        header_extract.count_params(dense_vars['params'])
 
 
 def test_param_count_by_hand():
@@ -103,17 +104,17 @@ def test_depthwise_equals_a_grouped_convolution():
     reference = jax.lax.conv_general_dilated(
         x, kernel[..., None, :], (1,) * rank, 'SAME', feature_group_count=4,
         dimension_numbers=(f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
-    np.testing.assert_allclose(header_lib._depthwise(x, kernel), reference,
+    np.testing.assert_allclose(header_lib.depthwise(x, kernel), reference,
                                rtol=1e-5, atol=1e-5)
 
 
 def test_pools_match_torch_semantics():
   """avg_pool counts zero padding (torch's count_include_pad=True)."""
   x = jnp.arange(9.0).reshape(1, 3, 3, 1)
-  avg = np.asarray(header_lib._pool(x, 'avg'))[0, :, :, 0]
+  avg = np.asarray(header_lib.pool(x, 'avg'))[0, :, :, 0]
   assert avg[0, 0] == pytest.approx((0 + 1 + 3 + 4) / 9)
   assert avg[1, 1] == pytest.approx(np.arange(9.0).mean())
-  mx = np.asarray(header_lib._pool(-x, 'max'))[0, :, :, 0]
+  mx = np.asarray(header_lib.pool(-x, 'max'))[0, :, :, 0]
   assert mx[2, 2] == -4.0  # padding never wins a max
 
 

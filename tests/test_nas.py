@@ -10,6 +10,7 @@ from conftest import tiny_nas
 
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
+from acme_jax.device import local_data
 from acme_jax.device import nas
 from acme_jax.system import engine
 
@@ -34,7 +35,7 @@ def local(n, seed):
 
 def test_search_fits_budgets_in_one_program_whatever_the_data_sizes():
   locals_ = [local(n, i) for i, n in enumerate((40, 66, 100))]
-  data, sizes = nas.device_data(locals_)
+  data, sizes = local_data.device_data(locals_)
   smallest = int(header_lib.param_count(SPEC, header_lib.smallest_arch(NODES),
                                         3))
   limits = [smallest + 150, smallest + 600, 10**6]
@@ -87,9 +88,9 @@ def test_sgdr_is_the_prototype_scheduler():
 def test_first_controller_step_has_zero_advantage():
   """baseline starts at the first reward (prototype), so the first update
   leaves the controller unchanged."""
-  (data,), (sizes,) = nas.device_data([local(30, 0)])
+  (data,), (sizes,) = local_data.device_data([local(30, 0)])
   state = nas.init_state(CFG, jax.random.key(0), 10**6, 3)
-  batch = {'idx': nas.split_rows(sizes, 'val')[:6],
+  batch = {'idx': local_data.split_rows(sizes, 'val')[:6],
            'w': np.ones(6, np.float32)}
   step = jax.jit(nas.programs(CFG).controller_step)
   after = step(state, batch, data)

@@ -9,7 +9,7 @@ from conftest import tiny_nas
 from acme_jax import training
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
-from acme_jax.device import nas, prune
+from acme_jax.device import local_data, nas, prune
 
 SPEC, CFG = tiny_nas()
 CLASSES, DIM, CHANNELS, NODES = (SPEC.num_classes, SPEC.feature_dim,
@@ -32,7 +32,7 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   gates['cells'][0, 0, 0, 1, 2] = 0.0  # a pruned channel: importance 0
   state = nas.init_state(CFG, jax.random.key(0), 10**6, 2, arch=ARCH,
                          gates=gates)
-  (consts,), (sizes,) = nas.device_data([features.LocalFeatures(
+  (consts,), (sizes,) = local_data.device_data([features.LocalFeatures(
       x, y, x[:1], y[:1], x[:1], y[:1], x[:, 0, 0])])
   trained, = nas.train_fixed(
       CFG, [state], [consts], [sizes],

@@ -10,7 +10,7 @@ from conftest import tiny_nas
 
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
-from acme_jax.device import nas, prune
+from acme_jax.device import local_data, nas, prune
 from acme_jax.edge import rounds
 from acme_jax.system.ledger import Ledger
 
@@ -33,7 +33,7 @@ def devices(num=4, seed=0):
     locals_.append(features.LocalFeatures(x[:n], y[:n], x[n:n + 4],
                                           y[n:n + 4], x[n + 4:], y[n + 4:],
                                           x[:n, 0, 0]))
-  data, sizes = nas.device_data(locals_)
+  data, sizes = local_data.device_data(locals_)
   out = []
   for d in range(num):
     out.append(rounds.DeviceHeader(

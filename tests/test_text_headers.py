@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from acme_jax.data.base import Split
-from acme_jax.device import customize, features, heads, nas
+from acme_jax.device import customize, features, heads, local_data, nas
 from acme_jax.device import header as header_lib
 from acme_jax.edge import similarity
 from acme_jax.models import bert, subnet
@@ -64,7 +64,7 @@ def test_bert_features_are_a_token_sequence(config):
 def test_nas_header_fixed_heads_and_signatures_learn_on_1d_grids(config):
   locals_ = [separable_tokens(n, i) for i, n in enumerate((40, 60))]
   cfg = customize.nas_config(config, locals_[0].x_train.shape, CLASSES)
-  data, sizes = nas.device_data(locals_)
+  data, sizes = local_data.device_data(locals_)
   smallest = int(header_lib.param_count(
       cfg.spec, header_lib.smallest_arch(cfg.spec.num_nodes), 3))
   hp = nas.SearchHparams(epochs=3, batch_size=16,

@@ -12,6 +12,7 @@ import numpy as np
 from acme_jax.device import controller as controller_lib
 from acme_jax.device import features, heads
 from acme_jax.device import header as header_lib
+from acme_jax.device import local_data
 from acme_jax.device import nas
 from acme_jax.edge import rounds
 from acme_jax.models import subnet as subnet_lib
@@ -152,7 +153,7 @@ def search_headers(config, locals_: Sequence[features.LocalFeatures],
   h = config.header
   strategy = engine.options(config)
   cfg = nas_config(config, locals_[0].x_train.shape, num_classes)
-  data, sizes = nas.device_data(locals_)
+  data, sizes = local_data.device_data(locals_)
   _check_budgets(cfg, limits, cells)
   if archs is None:
     found = nas.search(cfg, search_hparams(config), data, sizes, keys,

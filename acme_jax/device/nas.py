@@ -26,7 +26,7 @@ serve the whole device stage: `train_step` (search, fine-tuning and the
 rounds' local training), `controller_step` and `eval_step`.
 `acme_jax.system.engine` runs them for many devices at once (loop, vmap or
 sharded), so one compiled program serves every device, architecture,
-pruning state and data size in a bucket.
+pruning state and data size in a local_data.bucket.
 """
 import dataclasses
 import functools
@@ -41,10 +41,10 @@ import optax
 from acme_jax import training
 from acme_jax.device import controller as controller_lib
 from acme_jax.device import header as header_lib
+from acme_jax.device import local_data
 from acme_jax.system import engine
 
 DERIVES = ('prototype', 'sample')
-SPLITS = ('train', 'val', 'test')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,42 +86,6 @@ class DeviceState(NamedTuple):
   taylor_squared: dict      # sums over steps of (g dL/dg)^2 ...
   taylor_linear: dict       # ... and of g dL/dg, per gate channel
   steps: jax.Array
-
-
-class DeviceData(NamedTuple):
-  """One device's cached features (consts): train rows, then validation,
-  then test, then padding, to a row count shared by a group of devices."""
-  x: np.ndarray
-  y: np.ndarray
-
-
-def bucket(rows: int) -> int:
-  """Rows padded to the next power of two, at least 256: devices, stages and
-  experiments with similar data sizes then share compiled programs."""
-  return max(256, 1 << (max(rows, 1) - 1).bit_length())
-
-
-def split_rows(sizes: dict, split: str) -> np.ndarray:
-  """The consts rows of `split` for a device with `sizes` real rows."""
-  start = sum(sizes[s] for s in SPLITS[:SPLITS.index(split)])
-  return np.arange(start, start + sizes[split], dtype=np.int32)
-
-
-def device_data(locals_, dtype=np.float32):
-  """(DeviceData per device, real sizes per device): every device's splits
-  stacked in one array, padded (copies of row 0, weight 0) to one bucket."""
-  sizes = [{s: len(getattr(l, f'y_{s}')) for s in SPLITS} for l in locals_]
-  rows = bucket(max(sum(s.values()) for s in sizes))
-  data = []
-  for local in locals_:
-    x = np.concatenate([np.asarray(getattr(local, f'x_{s}'), dtype)
-                        for s in SPLITS])
-    y = np.concatenate([np.asarray(getattr(local, f'y_{s}'), np.int32)
-                        for s in SPLITS])
-    pad = rows - len(y)
-    data.append(DeviceData(np.concatenate([x, np.repeat(x[:1], pad, 0)]),
-                           np.concatenate([y, np.repeat(y[:1], pad)])))
-  return data, sizes
 
 
 def child_optimizer(cfg: NasConfig) -> optax.GradientTransformation:
@@ -313,33 +277,6 @@ def sgdr(epoch: int, lr_max: float, lr_min: float, period: int,
   return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(rate))
 
 
-def index_batches(rows: np.ndarray, batch_size: int,
-                  rng: Optional[np.random.Generator], **fields) -> list:
-  """Batches of `batch_size` consts rows (shuffled when `rng`), the last
-  padded with rows[0] at weight 0; every batch carries `fields` too."""
-  order = rng.permutation(rows) if rng is not None else np.asarray(rows)
-  out = []
-  for start in range(0, len(order), batch_size):
-    idx = order[start:start + batch_size]
-    w = np.zeros(batch_size, np.float32)
-    w[:len(idx)] = 1.0
-    pad = np.full(batch_size - len(idx), order[0], np.int32)
-    out.append({'idx': np.concatenate([idx, pad]).astype(np.int32), 'w': w,
-                **fields})
-  return out
-
-
-def random_batch(rows: np.ndarray, batch_size: int,
-                 rng: np.random.Generator) -> dict:
-  """A batch of min(len(rows), batch_size) distinct random rows, padded."""
-  take = min(len(rows), batch_size)
-  idx = np.full(batch_size, rows[0], np.int32)
-  idx[:take] = rng.choice(rows, take, replace=False)
-  w = np.zeros(batch_size, np.float32)
-  w[:take] = 1.0
-  return {'idx': idx, 'w': w}
-
-
 def _seeded_rng(key, salt: int) -> np.random.Generator:
   return np.random.default_rng(int(jax.random.randint(
       jax.random.fold_in(key, salt), (), 0, 2**31 - 1)))
@@ -349,7 +286,7 @@ def evaluate(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
              split: str, batch_size: int, strategy: str) -> np.ndarray:
   """Accuracy of each state's (arch, gates) header on its `split`."""
   p = programs(cfg)
-  batches = [index_batches(split_rows(s, split), batch_size, None)
+  batches = [local_data.index_batches(local_data.split_rows(s, split), batch_size, None)
              for s in sizes]
   sums = engine.for_each_device(_with_sums, p.eval_step, _sums, list(states),
                                 batches, device_consts=data,
@@ -375,7 +312,7 @@ class SearchHparams:
   num_final_archs: int = 10
 
 
-def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
+def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[local_data.DeviceData],
            sizes: Sequence[dict], keys, limits: Sequence[int],
            n_layers: Sequence[int], strategy: str = 'auto',
            log: Optional[Callable[[str], None]] = None) -> List[dict]:
@@ -397,13 +334,13 @@ def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
                          hp.lr_period_mult))
     states = [s._replace(seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
                          best_running=jnp.zeros(())) for s in states]
-    child_batches = [index_batches(split_rows(n, 'train'), hp.batch_size, rng,
+    child_batches = [local_data.index_batches(local_data.split_rows(n, 'train'), hp.batch_size, rng,
                                    lr=lr, sample=np.int32(1))
                      for n, rng in zip(sizes, rngs)]
     states = engine.for_each_device(_identity, p.train_step, _identity,
                                     states, child_batches, device_consts=data,
                                     strategy=strategy)
-    ctrl_batches = [[random_batch(split_rows(n, 'val'), hp.batch_size, rng)
+    ctrl_batches = [[local_data.random_batch(local_data.split_rows(n, 'val'), hp.batch_size, rng)
                      for _ in range(hp.controller_steps_per_epoch)]
                     for n, rng in zip(sizes, rngs)]
     states = engine.for_each_device(_identity, p.controller_step, _identity,
@@ -472,7 +409,7 @@ def train_fixed(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
     device = []
     for epoch in range(epochs):
       lr = np.float32(sgdr(epoch, peak, lr_min, lr_period, lr_period_mult))
-      device += index_batches(split_rows(n, 'train'), batch_size, rng, lr=lr,
+      device += local_data.index_batches(local_data.split_rows(n, 'train'), batch_size, rng, lr=lr,
                               sample=np.int32(0))
     batches.append(device)
   zeros = jax.tree.map(jnp.zeros_like, states[0].taylor_squared)

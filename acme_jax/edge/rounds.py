@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from acme_jax.device import header as header_lib
-from acme_jax.device import nas, prune
+from acme_jax.device import local_data, nas, prune
 from acme_jax.edge import aggregate, similarity
 from acme_jax.system.ledger import Ledger
 
@@ -46,7 +46,7 @@ class DeviceHeader:
   edge: int
   state: nas.DeviceState
   lr: float                 # peak learning rate chosen at fine-tuning
-  data: nas.DeviceData      # padded cached features (engine consts)
+  data: local_data.DeviceData      # padded cached features (engine consts)
   sizes: dict               # real rows per split
   signature: Optional[np.ndarray] = None
   result: dict = dataclasses.field(default_factory=dict)  # what NAS found
