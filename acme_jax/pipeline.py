@@ -39,8 +39,8 @@ def deliver(config, cloud, selection, topology, splits, num_classes, log):
   """Edge choice per device, backbone delivery (ledger), linear probes."""
   model, supernet = cloud['model'], cloud['supernet']
   cands = selection['candidates']
-  histograms, picks = device_stages.edge_choice(config, selection, topology, splits,
-                                         num_classes)
+  histograms, picks = device_stages.edge_choice(config, selection, topology,
+                                                splits, num_classes)
   ledger = ledger_lib.Ledger()
   backbones, device_backbone, records = {}, {}, []
   front_payload = {k: np.asarray([c[k] for c in cands], np.float32) for k in
@@ -104,16 +104,18 @@ def customize_devices(config, cloud, selection, topology, splits, num_classes,
       config, cloud, selection, topology, splits, num_classes, log)
   key = jax.random.fold_in(jax.random.key(config.seed), stages.DEVICES)
   choices = [(d['width_mult'], d['depth_mult'], d['params']) for d in devices]
-  headers = device_stages.device_headers(config, cloud, topology, splits, choices,
-                                  jax.random.fold_in(key, 0), num_classes, log)
+  headers = device_stages.device_headers(config, cloud, topology, splits,
+                                         choices, jax.random.fold_in(key, 0),
+                                         num_classes, log)
   for record, header in zip(devices, headers):
     r = header.result
     record.update(header_arch=r['arch'], header_cells=r['n_layers'],
                   nas_header_params=r['nas_header_params'],
                   nas_test_accuracy=r['test_accuracy'],
                   finetune_lr=r['finetune_lr'])
-  device_stages.run_rounds(config, headers, num_classes, config.aggregation.mode,
-                    jax.random.fold_in(key, 1), ledger=ledger)
+  device_stages.run_rounds(config, headers, num_classes,
+                           config.aggregation.mode, jax.random.fold_in(key, 1),
+                           ledger=ledger)
   accuracy = device_stages.test_accuracies(config, headers, num_classes)
   params = device_stages.header_params(config, headers, num_classes)
   for record, header, acc, n in zip(devices, headers, accuracy, params):
@@ -145,7 +147,7 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
   dataset, cloud_data, device_data = stages.load_data(config, log)
   num_devices = stages.num_devices(config)
   splits = device_stages.check_partition(config, device_data, num_devices,
-                                  dataset.num_classes)
+                                         dataset.num_classes)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')
   arch = shapes.architecture(config, dataset.num_classes)

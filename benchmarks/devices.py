@@ -55,18 +55,20 @@ def setup(users: int):
             if g['params'] + config.system.header_allowance <= device.budget]
     best = max(fits, key=lambda g: g['params'])
     choices.append((best['width'], best['depth'], best['params']))
-  splits = device_stages.device_splits(config, device_data, topology.num_devices,
-                                dataset.num_classes)
+  splits = device_stages.device_splits(config, device_data,
+                                       topology.num_devices,
+                                       dataset.num_classes)
   cloud = {'model': model, 'supernet': params}
   return config, cloud, topology, splits, choices, dataset.num_classes
 
 
 def device_stage(config, cloud, topology, splits, choices, num_classes):
   key = jax.random.key(config.seed)
-  headers = device_stages.device_headers(config, cloud, topology, splits, choices,
-                                  key, num_classes, log=lambda _: None)
+  headers = device_stages.device_headers(config, cloud, topology, splits,
+                                         choices, key, num_classes,
+                                         log=lambda _: None)
   device_stages.run_rounds(config, headers, num_classes, 'pruning_per_emd',
-                    jax.random.fold_in(key, 1))
+                           jax.random.fold_in(key, 1))
   return headers
 
 

@@ -54,28 +54,27 @@ def one_repeat(config, cloud, selection, topology, device_data, test,
       jax.random.key(config.seed), stages.AGGREGATION), repeat)
   out = {}
   for s, setup in enumerate(a.setups):
-    splits = device_stages.device_splits(config, device_data, topology.num_devices,
-                                  num_classes, scheme=setup,
-                                  fraction_per_class=a.fraction_per_class,
-                                  seed=seed)
+    splits = device_stages.device_splits(
+        config, device_data, topology.num_devices, num_classes, scheme=setup,
+        fraction_per_class=a.fraction_per_class, seed=seed)
     if a.test_on == 'class_matched':
       splits = device_stages.class_matched_test(splits, test)
     _, picks = device_stages.edge_choice(config, selection, topology, splits,
-                                  num_classes)
+                                         num_classes)
     cands = selection['candidates']
     choices = [(cands[p.candidate]['width_mult'],
                 cands[p.candidate]['depth_mult'], p.params) for p in picks]
     setup_key = jax.random.fold_in(key, s)
-    base = device_stages.device_headers(config, cloud, topology, splits, choices,
-                                 jax.random.fold_in(setup_key, 0), num_classes,
-                                 log=lambda *_: None)
+    base = device_stages.device_headers(
+        config, cloud, topology, splits, choices,
+        jax.random.fold_in(setup_key, 0), num_classes, log=lambda *_: None)
     accs = {}
     for name, mode, temperature in columns(config):
       devices = [dataclasses.replace(d) for d in base]
       device_stages.run_rounds(config, devices, num_classes, mode,
-                        jax.random.fold_in(setup_key, 1), temperature)
+                               jax.random.fold_in(setup_key, 1), temperature)
       accs[name] = float(np.mean(device_stages.test_accuracies(config, devices,
-                                                         num_classes)))
+                                                                num_classes)))
     out[setup] = accs
     log(f'[aggregation] repeat {repeat} {setup}: ' + ', '.join(
         f'{k} {v:.3f}' for k, v in accs.items()))
@@ -114,11 +113,11 @@ def run(config, workdir, log=print) -> dict:
   wd = stages.prepare_run(config, workdir)
   dataset, cloud_data, device_data = stages.load_data(config, log)
   for setup in config.aggregation.setups:  # every setup feasible, up front
-    device_stages.check_partition(config, device_data, stages.num_devices(config),
-                           dataset.num_classes, scheme=setup,
-                           fraction_per_class=(
-                               config.aggregation.fraction_per_class),
-                           field='aggregation.setups')
+    device_stages.check_partition(
+        config, device_data, stages.num_devices(config), dataset.num_classes,
+        scheme=setup,
+        fraction_per_class=config.aggregation.fraction_per_class,
+        field='aggregation.setups')
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   selection = stages.run_selection(
       config, cloud['grid'], shapes.architecture(config, dataset.num_classes))

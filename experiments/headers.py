@@ -35,8 +35,9 @@ def one_repeat(config, cloud, topology, device_data, num_classes, repeat,
   """Mean device test accuracy of each head at each depth, one repeat."""
   seed = config.seed + repeat
   model, supernet = cloud['model'], cloud['supernet']
-  splits = device_stages.device_splits(config, device_data, topology.num_devices,
-                                num_classes, seed=seed)
+  splits = device_stages.device_splits(config, device_data,
+                                       topology.num_devices, num_classes,
+                                       seed=seed)
   key = jax.random.fold_in(jax.random.fold_in(
       jax.random.key(config.seed), stages.HEADERS), repeat)
   rows = []
@@ -94,8 +95,9 @@ def summarize(config, repeats) -> dict:
 def run(config, workdir, log=print) -> dict:
   wd = stages.prepare_run(config, workdir)
   dataset, cloud_data, device_data = stages.load_data(config, log)
-  device_stages.check_partition(config, device_data, stages.num_devices(config),
-                         dataset.num_classes)
+  device_stages.check_partition(config, device_data,
+                                stages.num_devices(config),
+                                dataset.num_classes)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
   topology = stages.build_topology(config, cloud['grid'])
   repeats = []

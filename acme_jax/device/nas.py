@@ -26,7 +26,7 @@ serve the whole device stage: `train_step` (search, fine-tuning and the
 rounds' local training), `controller_step` and `eval_step`.
 `acme_jax.system.engine` runs them for many devices at once (loop, vmap or
 sharded), so one compiled program serves every device, architecture,
-pruning state and data size in a local_data.bucket.
+pruning state and data size in a bucket.
 """
 import dataclasses
 import functools
@@ -41,7 +41,8 @@ import optax
 from acme_jax import training
 from acme_jax.device import controller as controller_lib
 from acme_jax.device import header as header_lib
-from acme_jax.device import local_data
+from acme_jax.device.local_data import (DeviceData, index_batches,
+                                        random_batch, split_rows)
 from acme_jax.system import engine
 
 DERIVES = ('prototype', 'sample')
@@ -286,7 +287,7 @@ def evaluate(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
              split: str, batch_size: int, strategy: str) -> np.ndarray:
   """Accuracy of each state's (arch, gates) header on its `split`."""
   p = programs(cfg)
-  batches = [local_data.index_batches(local_data.split_rows(s, split), batch_size, None)
+  batches = [index_batches(split_rows(s, split), batch_size, None)
              for s in sizes]
   sums = engine.for_each_device(_with_sums, p.eval_step, _sums, list(states),
                                 batches, device_consts=data,
@@ -312,7 +313,7 @@ class SearchHparams:
   num_final_archs: int = 10
 
 
-def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[local_data.DeviceData],
+def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
            sizes: Sequence[dict], keys, limits: Sequence[int],
            n_layers: Sequence[int], strategy: str = 'auto',
            log: Optional[Callable[[str], None]] = None) -> List[dict]:
@@ -334,13 +335,13 @@ def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[local_data.DeviceDa
                          hp.lr_period_mult))
     states = [s._replace(seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
                          best_running=jnp.zeros(())) for s in states]
-    child_batches = [local_data.index_batches(local_data.split_rows(n, 'train'), hp.batch_size, rng,
+    child_batches = [index_batches(split_rows(n, 'train'), hp.batch_size, rng,
                                    lr=lr, sample=np.int32(1))
                      for n, rng in zip(sizes, rngs)]
     states = engine.for_each_device(_identity, p.train_step, _identity,
                                     states, child_batches, device_consts=data,
                                     strategy=strategy)
-    ctrl_batches = [[local_data.random_batch(local_data.split_rows(n, 'val'), hp.batch_size, rng)
+    ctrl_batches = [[random_batch(split_rows(n, 'val'), hp.batch_size, rng)
                      for _ in range(hp.controller_steps_per_epoch)]
                     for n, rng in zip(sizes, rngs)]
     states = engine.for_each_device(_identity, p.controller_step, _identity,
@@ -409,7 +410,7 @@ def train_fixed(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
     device = []
     for epoch in range(epochs):
       lr = np.float32(sgdr(epoch, peak, lr_min, lr_period, lr_period_mult))
-      device += local_data.index_batches(local_data.split_rows(n, 'train'), batch_size, rng, lr=lr,
+      device += index_batches(split_rows(n, 'train'), batch_size, rng, lr=lr,
                               sample=np.int32(0))
     batches.append(device)
   zeros = jax.tree.map(jnp.zeros_like, states[0].taylor_squared)
