@@ -13,6 +13,7 @@ from acme_jax.device import customize, features
 from acme_jax.edge import choice, rounds, similarity
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.system import engine
+from acme_jax.system import transfers
 
 
 # ------------------------------------------------------------ local data
@@ -81,15 +82,22 @@ def class_matched_test(splits, test):
 
 
 def edge_choice(config, selection, topology, splits, num_classes):
-  """(label histograms, picks): each device's backbone chosen at its edge."""
-  cands = selection['candidates']
+  """(label histograms, picks): each device's backbone chosen at its edge,
+  from the front payload the edge receives (`transfers.front_payload`)."""
   histograms = [partition.label_histogram(train.labels, num_classes)
                 for train, _, _ in splits]
-  picks = choice.choose_backbones(
-      [c['params'] for c in cands], [c['per_class'] for c in cands],
-      histograms, [d.budget for d in topology.devices],
-      config.system.header_allowance, on_front=[c['on_front'] for c in cands])
+  picks = choose(config, transfers.front_payload(selection['candidates']),
+                 histograms, [d.budget for d in topology.devices])
   return histograms, picks
+
+
+def choose(config, front, histograms, budgets):
+  """The edge's choice (ACME.md 4.4) for devices with these label histograms
+  and budgets, from the front payload alone: what an edge decides with."""
+  return choice.choose_backbones(
+      front['params'].astype(np.int64), front['per_class'], histograms,
+      budgets, config.system.header_allowance,
+      on_front=front['on_front'] > 0)
 
 
 def reference_multipliers(config):
@@ -121,20 +129,21 @@ def signatures(config, cloud, splits, num_classes: int, seed: int):
       np.concatenate([t.images for t in trains]),
       config.cloud.eval_batch_size, source=config.header.features_from)[:, 0]
   bounds = np.cumsum([0] + [len(t) for t in trains])
-  out = []
-  for device, train in enumerate(trains):
-    cls = tokens[bounds[device]:bounds[device + 1]]
-    labels = train.labels
-    n = a.signature_samples
-    if len(labels) < n:
-      # The prototype samples n per device; smaller devices resample with
-      # replacement so every signature has the same shape (JS is entry-wise).
-      idx = np.random.default_rng(seed + device).choice(len(labels), n,
-                                                        replace=True)
-      cls, labels = cls[idx], labels[idx]
-    out.append(similarity.feature_signature(cls, n, seed + device,
-                                            labels=labels))
-  return out
+  return [feature_signature(config, tokens[bounds[d]:bounds[d + 1]],
+                            train.labels, seed + d)
+          for d, train in enumerate(trains)]
+
+
+def feature_signature(config, cls, labels, seed: int):
+  """One device's feature signature from its train samples' reference CLS
+  features (`seed` = run seed + device id)."""
+  n = config.aggregation.signature_samples
+  if len(labels) < n:
+    # The prototype samples n per device; smaller devices resample with
+    # replacement so every signature has the same shape (JS is entry-wise).
+    idx = np.random.default_rng(seed).choice(len(labels), n, replace=True)
+    cls, labels = cls[idx], labels[idx]
+  return similarity.feature_signature(cls, n, seed, labels=labels)
 
 
 # ---------------------------------------------------------------- device

@@ -43,9 +43,6 @@ def deliver(config, cloud, selection, topology, splits, num_classes, log):
                                                 splits, num_classes)
   ledger = ledger_lib.Ledger()
   backbones, device_backbone, records = {}, {}, []
-  front_payload = {k: np.asarray([c[k] for c in cands], np.float32) for k in
-                   ('depth_mult', 'width_mult', 'accuracy', 'per_class',
-                    'params')}
 
   def backbone(width, depth):
     key = (depth, width)
@@ -91,7 +88,7 @@ def deliver(config, cloud, selection, topology, splits, num_classes, log):
                                               'pruning_per_emd'):
     reference = backbone(*device_stages.reference_multipliers(config))
   transfers.deliver_backbones(
-      ledger, topology, front_payload,
+      ledger, topology, transfers.front_payload(cands),
       {d: h.astype(np.float32) for d, h in enumerate(histograms)},
       backbones, device_backbone, reference=reference)
   return records, ledger, backbones, device_backbone
@@ -121,6 +118,7 @@ def customize_devices(config, cloud, selection, topology, splits, num_classes,
   for record, header, acc, n in zip(devices, headers, accuracy, params):
     record.update(header_params=n, total_params=record['params'] + n,
                   test_accuracy=float(acc),
+                  importance_sha256=header.result['importance_sha256'],
                   gate_channels_live=int(sum(
                       np.sum(np.asarray(g) > 0)
                       for g in jax.tree.leaves(header.gates))))

@@ -8,6 +8,8 @@ prototype's where they fit this scale; scaled-down values say so.
   python -m experiments.aggregation --config=configs/default.py --workdir=runs/default
   python -m experiments.main --config=configs/default.py --workdir=runs/w \
       --config.cloud.width_mults=0.5,1.0 --config.seed=3
+  python -m experiments.networked --config=configs/default.py \
+      --workdir=runs/networked   # every tier its own process, on Flower
 """
 import ml_collections
 
@@ -233,5 +235,31 @@ def get_config(arg=None):
   # Users processed at once by the stacked strategies (0: all); bounds the
   # device stage's accelerator memory, so thousands of users stream through.
   config.engine.chunk = 0
+
+  # Networked mode (`python -m experiments.networked`): every tier its own
+  # OS process on Flower; edge e's SuperLink listens on base_port + e.
+  config.network = ml_collections.ConfigDict()
+  config.network.host = '127.0.0.1'
+  config.network.base_port = 19100
+  config.network.tls = True             # every link; certificates per run
+  config.network.auth = True            # edges admit registered keys only
+  config.network.timeout_s = 300.0      # a round's reply, then go on
+  config.network.setup_timeout_s = 1800.0  # features, header NAS
+  config.network.join_timeout_s = 300.0  # nodes joining an edge
+  config.network.run_timeout_s = 3600.0
+  config.network.min_devices = 1        # per edge and round, else fail
+  config.network.retries = 2            # setup requests, cloud requests
+  config.network.max_restarts = 2       # per tier process (launcher)
+  config.network.restart_delay_s = 5.0
+  # A killed device's key is refused until its old session expires (Flower:
+  # two missed 30 s heartbeats); restarts keep trying this long.
+  config.network.rejoin_timeout_s = 180.0
+  config.network.count_bytes = True     # TCP bytes per link (relays)
+  # Security check: SuperNodes per edge with keys the edge never registered,
+  # each claiming to be one of its devices (they must be refused).
+  config.network.impostors = 0
+  # Fault injection, e.g. ('kill:device1@train.round:0',
+  # 'kill:edge0@train.round:1', 'stall:device2@train.round:0').
+  config.network.faults = ()
 
   return config

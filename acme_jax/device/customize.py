@@ -46,15 +46,17 @@ def many_local_features(config, model, supernet,
     pieces = [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     for k, d in enumerate(members):
       tokens[d] = pieces[3 * k:3 * k + 3]
-  out = []
-  for splits, toks in zip(device_splits, tokens):
-    grid = features.patch_grid(model, splits[0].images.shape[1:])
-    grids = [features.token_grid(t, grid) for t in toks]
-    train, val, test = splits
-    out.append(features.LocalFeatures(grids[0], train.labels, grids[1],
-                                      val.labels, grids[2], test.labels,
-                                      toks[0][:, 0]))
-  return out
+  return [local_features_from_tokens(model, splits, toks)
+          for splits, toks in zip(device_splits, tokens)]
+
+
+def local_features_from_tokens(model, splits, tokens) -> features.LocalFeatures:
+  """A device's cached header inputs from its splits' backbone tokens."""
+  grid = features.patch_grid(model, splits[0].images.shape[1:])
+  grids = [features.token_grid(t, grid) for t in tokens]
+  train, val, test = splits
+  return features.LocalFeatures(grids[0], train.labels, grids[1], val.labels,
+                                grids[2], test.labels, tokens[0][:, 0])
 
 
 def header_cells(config, width_mult: float, depth_mult: float) -> int:
@@ -166,8 +168,10 @@ def search_headers(config, locals_: Sequence[features.LocalFeatures],
              for a, k, l, n in zip(archs, keys, limits, cells)]
   states = [f['state'] for f in found]
   if archs is None and h.final_weights == 'scratch':
+    # Seeded by device id, not list position: a device's header does not
+    # depend on which devices are searched beside it.
     states = [s._replace(child=nas.init_child(cfg, 1000 + d))
-              for d, s in enumerate(states)]
+              for d, s in zip(device_ids, states)]
   tuned = finetune(config, cfg, states, data, sizes, keys, h.finetune_epochs)
   out = []
   for d, (f, (state, lr, val)) in enumerate(zip(found, tuned)):

@@ -14,6 +14,7 @@ devices run beside it. Every exchange is recorded in the ledger when one is
 given.
 """
 import dataclasses
+import hashlib
 from typing import List, Optional
 
 import jax
@@ -90,6 +91,55 @@ def test_accuracy(cfg: nas.NasConfig, devices, batch_size: int,
                       'test', batch_size, strategy)
 
 
+def check_mode(mode: str, taylor: str = 'squared'):
+  if mode not in similarity.MODES:
+    raise ValueError(f'unknown mode {mode!r}; allowed: {similarity.MODES}')
+  if taylor not in TAYLOR:
+    raise ValueError(f'unknown taylor criterion {taylor!r}; allowed: {TAYLOR}')
+
+
+def is_personalized(mode: str) -> bool:
+  return mode in ('pruning_per_js', 'pruning_per_emd')
+
+
+def round_keys(key, r: int):
+  """(local training key, fine-tuning key) of round `r`."""
+  round_key = jax.random.fold_in(key, r)
+  return jax.random.fold_in(round_key, 0), jax.random.fold_in(round_key, 1)
+
+
+def prune_ratio_at(prune_ratio: float, r: int, rounds: int) -> float:
+  """Share of active channels off after round `r` (a linear ramp)."""
+  return prune_ratio * (r + 1) / rounds
+
+
+def aggregate_edge(mode: str, own: list, signatures, data_sizes, *,
+                   signature_kind: str = 'features', temperature: float = 1.0,
+                   self_weight: Optional[float] = None,
+                   js_variant: str = 'standard') -> list:
+  """One edge's step: its devices' importances `own` (in member order) ->
+  each member's I'_k = sum_i W[k, i] I_i, W from the aggregation mode."""
+  weights = similarity.mode_weights(
+      mode, signatures=signatures if is_personalized(mode) else None,
+      data_sizes=data_sizes, num_devices=len(own),
+      signature_kind=signature_kind, temperature=temperature,
+      self_weight=self_weight, js_variant=js_variant)
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *own)
+  mixed = aggregate.aggregate_importances(jnp.asarray(weights, jnp.float32),
+                                          stacked)
+  return [jax.tree.map(lambda a: np.asarray(a[k]), mixed)
+          for k in range(len(own))]
+
+
+def prune_device(cfg: nas.NasConfig, device: DeviceHeader, aggregated,
+                 ratio: float):
+  """Turns off `device`'s lowest-I'_k gate channels up to `ratio`."""
+  gates = prune.prune_gates(
+      aggregated, prune.active_gates(cfg.spec, device.arch, device.n_layers),
+      ratio, device.gates)
+  device.state = device.state._replace(gates=jax.tree.map(jnp.asarray, gates))
+
+
 def run_rounds(cfg: nas.NasConfig, schedule: TrainSchedule,
                devices: List[DeviceHeader], mode: str, *, rounds: int,
                prune_ratio: float, local_epochs: int, finetune_epochs: int,
@@ -97,53 +147,58 @@ def run_rounds(cfg: nas.NasConfig, schedule: TrainSchedule,
                temperature: float = 1.0, self_weight: Optional[float] = None,
                js_variant: str = 'standard', taylor: str = 'squared',
                ledger: Optional[Ledger] = None, strategy: str = 'auto'):
-  """Runs `rounds` rounds of `mode` in place on `devices`; returns them."""
-  if mode not in similarity.MODES:
-    raise ValueError(f'unknown mode {mode!r}; allowed: {similarity.MODES}')
-  if taylor not in TAYLOR:
-    raise ValueError(f'unknown taylor criterion {taylor!r}; allowed: {TAYLOR}')
-  personalized = mode in ('pruning_per_js', 'pruning_per_emd')
+  """Runs `rounds` rounds of `mode` in place on `devices`; returns them.
+
+  Each device's `result['importance_sha256']` lists, per round, a digest of
+  the importances it sent (float32 bytes): runs that move the same numbers
+  (in-process or over the network) have equal digests."""
+  check_mode(mode, taylor)
+  personalized = is_personalized(mode)
+  for d in devices:
+    d.result['importance_sha256'] = []
   for r in range(rounds):
-    round_key = jax.random.fold_in(key, r)
-    importances = train(cfg, schedule, devices, local_epochs,
-                        jax.random.fold_in(round_key, 0), strategy)
+    train_key, finetune_key = round_keys(key, r)
+    importances = train(cfg, schedule, devices, local_epochs, train_key,
+                        strategy)
     if mode == 'wo_pruning':
-      train(cfg, schedule, devices, finetune_epochs,
-            jax.random.fold_in(round_key, 1), strategy)
+      train(cfg, schedule, devices, finetune_epochs, finetune_key, strategy)
       continue
-    own = {d.device: imp[taylor] for d, imp in zip(devices, importances)}
+    own = {d.device: _float32(imp[taylor])
+           for d, imp in zip(devices, importances)}
+    for d in devices:
+      d.result['importance_sha256'].append(digest(own[d.device]))
     aggregated = {}
     for edge in sorted({d.edge for d in devices}):
       members = [d for d in devices if d.edge == edge]
-      weights = similarity.mode_weights(
-          mode, signatures=[m.signature for m in members] if personalized
-          else None, data_sizes=[m.sizes['train'] for m in members],
-          num_devices=len(members), signature_kind=signature_kind,
+      mixed = aggregate_edge(
+          mode, [own[m.device] for m in members],
+          [m.signature for m in members],
+          [m.sizes['train'] for m in members], signature_kind=signature_kind,
           temperature=temperature, self_weight=self_weight,
           js_variant=js_variant)
-      stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
-                             *[own[m.device] for m in members])
-      mixed = aggregate.aggregate_importances(
-          jnp.asarray(weights, jnp.float32), stacked)
-      for k, m in enumerate(members):
-        aggregated[m.device] = jax.tree.map(lambda a: np.asarray(a[k]), mixed)
+      for m, mix in zip(members, mixed):
+        aggregated[m.device] = mix
         if ledger is not None:
           if personalized and r == 0:
             ledger.send(('device', m.device), ('edge', edge), 'signature',
                         np.asarray(m.signature, np.float32), round=r)
           ledger.send(('device', m.device), ('edge', edge), 'importance',
-                      _float32(own[m.device]), round=r)
+                      own[m.device], round=r)
           ledger.send(('edge', edge), ('device', m.device), 'importance',
-                      _float32(aggregated[m.device]), round=r)
-    ratio = prune_ratio * (r + 1) / rounds
+                      _float32(mix), round=r)
+    ratio = prune_ratio_at(prune_ratio, r, rounds)
     for d in devices:
-      gates = prune.prune_gates(
-          aggregated[d.device], prune.active_gates(cfg.spec, d.arch,
-                                                   d.n_layers), ratio, d.gates)
-      d.state = d.state._replace(gates=jax.tree.map(jnp.asarray, gates))
-    train(cfg, schedule, devices, finetune_epochs,
-          jax.random.fold_in(round_key, 1), strategy)
+      prune_device(cfg, d, aggregated[d.device], ratio)
+    train(cfg, schedule, devices, finetune_epochs, finetune_key, strategy)
   return devices
+
+
+def digest(tree) -> str:
+  """sha256 of a pytree's leaves as float32 bytes, in tree order."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(tree):
+    h.update(np.ascontiguousarray(leaf, np.float32).tobytes())
+  return h.hexdigest()
 
 
 def _float32(tree):

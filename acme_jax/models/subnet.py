@@ -171,6 +171,24 @@ def extract(model: Encoder, params, subnet: SubnetConfig,
   return sub_model, dense
 
 
+def as_supernet(model: Encoder, backbone, subnet: SubnetConfig):
+  """A shipped backbone (`extract`, no head) laid out as the supernet, for
+  `static_form`: kept layers at their indices, dropped ones zeros (their
+  layer gates are 0, so they never run), no classifier. A device holding
+  only its backbone then runs the very program the cloud's static form
+  runs, and computes the same features to the bit."""
+  fields = dict(num_classes=0)
+  if hasattr(model, 'pooler'):
+    fields['pooler'] = False
+  params = {k: v for k, v in backbone.items() if not k.startswith('block_')}
+  kept = {layer: k for k, layer in enumerate(subnet.layers)}
+  filler = jax.tree.map(np.zeros_like, backbone['block_0'])
+  for layer in range(model.num_layers):
+    params[f'block_{layer}'] = (backbone[f'block_{kept[layer]}']
+                                if layer in kept else filler)
+  return model.clone(**fields), params
+
+
 def param_count(params) -> int:
   return int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
 

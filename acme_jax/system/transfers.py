@@ -5,8 +5,22 @@ Shared by the pipeline (real payloads: pytrees of arrays) and the plan tool
 """
 from typing import Hashable, Mapping, Optional
 
+import numpy as np
+
 from acme_jax.system.ledger import Ledger, centralized_ledger
 from acme_jax.system.topology import Topology
+
+
+FRONT_FIELDS = ('depth_mult', 'width_mult', 'accuracy', 'per_class', 'params',
+                'on_front')
+
+
+def front_payload(candidates) -> dict:
+  """What the cloud sends each edge (ACME.md 4.4): per trained subnet its
+  multipliers, accuracy, per-class accuracy, exact size and whether it is
+  on the non-dominated set; float32 arrays, as they travel."""
+  return {k: np.asarray([c[k] for c in candidates], np.float32)
+          for k in FRONT_FIELDS}
 
 
 def deliver_backbones(ledger: Ledger, topology: Topology, front,

@@ -1,0 +1,90 @@
+"""The cloud's side of the networked loop (ACME.md 3, 4, 7).
+
+`prepare` runs the in-process cloud and selection stages in the cloud's
+workdir, then lays out what the cloud serves: the front payload and every
+trained subnet's extracted backbone. `Service` answers the edges' requests
+from those files (a Flower ClientApp starts afresh for every message, so
+nothing is recomputed per request).
+"""
+import pathlib
+
+import numpy as np
+
+from acme_jax import device_stages
+from acme_jax import shapes
+from acme_jax import stages
+from acme_jax import workdir as workdir_lib
+from acme_jax.models import subnet as subnet_lib
+from acme_jax.networked import payload
+from acme_jax.system import transfers
+
+SERVE = 'serve'
+
+
+def backbone_name(width: float, depth: float) -> str:
+  return f'backbone_w{float(width):g}_d{float(depth):g}'
+
+
+def prepare(config, workdir, log=print) -> dict:
+  """Cloud stages, selection and the served files; returns the world's
+  topology (device ids, edges, budgets) for whoever starts the devices."""
+  wd = stages.prepare_run(config, workdir)
+  dataset, cloud_data, _ = stages.load_data(config, log)
+  cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
+  selection = stages.run_selection(
+      config, cloud['grid'], shapes.architecture(config, dataset.num_classes))
+  workdir_lib.atomic_write_json(wd / 'selection.json', selection)
+  serve = wd / SERVE
+  serve.mkdir(exist_ok=True)
+  _save(serve / 'front.npz', transfers.front_payload(selection['candidates']))
+  model, supernet = cloud['model'], cloud['supernet']
+  multipliers = {(c['width_mult'], c['depth_mult'])
+                 for c in selection['candidates']}
+  multipliers.add(device_stages.reference_multipliers(config))
+  for width, depth in sorted(multipliers):
+    path = serve / f'{backbone_name(width, depth)}.npz'
+    if not path.exists():
+      sub = subnet_lib.for_model(model, width, depth)
+      _save(path, subnet_lib.extract(model, supernet, sub)[1])
+  topology = stages.build_topology(config, cloud['grid'])
+  world = {'devices': [{'id': d.id, 'edge': d.edge_id, 'budget': d.budget}
+                       for d in topology.devices],
+           'edges': list(topology.edges)}
+  workdir_lib.atomic_write_json(wd / 'world.json', world)
+  return world
+
+
+def _save(path: pathlib.Path, tree):
+  flat = payload.flatten(tree)
+  tmp = path.with_suffix('.tmp.npz')
+  np.savez(tmp, **{k.replace('/', '|'): v for k, v in flat.items()})
+  tmp.replace(path)
+
+
+def _load(path: pathlib.Path):
+  with np.load(path) as f:
+    return payload.unflatten({k.replace('|', '/'): f[k] for k in f.files})
+
+
+class Service:
+  """What the cloud answers, from its workdir."""
+
+  def __init__(self, workdir):
+    self.dir = pathlib.Path(workdir)
+
+  def front(self) -> dict:
+    return _load(self.dir / SERVE / 'front.npz')
+
+  def backbone(self, width: float, depth: float):
+    path = self.dir / SERVE / f'{backbone_name(width, depth)}.npz'
+    if not path.exists():
+      raise ValueError(f'the cloud has no trained backbone width {width} '
+                       f'depth {depth}')
+    return _load(path)
+
+  def receive_metrics(self, edge: int, metrics):
+    """An edge's closing summary: per device [test accuracy, params]."""
+    workdir_lib.atomic_write_json(
+        self.dir / f'metrics_edge{int(edge)}.json',
+        {k: np.asarray(v).tolist() for k, v in payload.flatten(
+            metrics).items()})

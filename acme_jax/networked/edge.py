@@ -1,0 +1,422 @@
+"""An edge's side of the networked loop: the coordinator of its link to the
+cloud and of its devices (ACME.md 4.4, 6, 7), as a Flower ServerApp.
+
+Flower's only initiator is the ServerApp, and in ACME the edge is the one
+that decides: it fetches the front, collects its devices' histograms,
+chooses their backbones, fetches those from the cloud and forwards them,
+and aggregates the devices' importances every round. So each edge runs a
+SuperLink, its ServerApp is this module, and both its devices and the cloud
+are SuperNodes of that federation (the cloud answers requests only; its
+training is over before any edge starts).
+
+Every exchange is one request and one reply. The records that carry one of
+the ledger's payloads are entered in the edge's own `Ledger` as they pass,
+and every message's serialized size is logged per link, direction and kind.
+Progress is saved in the edge's workdir after every phase and round, so a
+restarted edge resumes where it stopped; the devices answer repeated
+requests from what they saved.
+"""
+import json
+import pathlib
+import time
+
+import numpy as np
+from flwr.app import Message
+
+from acme_jax import device_stages
+from acme_jax import workdir as workdir_lib
+from acme_jax.edge import rounds
+from acme_jax.networked import payload
+from acme_jax.system.ledger import Ledger
+
+
+class EdgeError(RuntimeError):
+  pass
+
+
+def multipliers(width, depth) -> tuple:
+  """(width, depth) as a key: the front's float32 values and the config's
+  float64 ones name the same subnet (for_model snaps them to layers)."""
+  return round(float(width), 6), round(float(depth), 6)
+
+
+class Edge:
+  """Edge `edge_id` of `config`, driving `grid` (a Flower Grid)."""
+
+  def __init__(self, config, workdir, edge_id: int, grid,
+               expected_devices: int, log=print):
+    self.config, self.grid, self.id = config, grid, int(edge_id)
+    self.dir = pathlib.Path(workdir)
+    self.dir.mkdir(parents=True, exist_ok=True)
+    self.expected = int(expected_devices)
+    self.net = config.network
+    self._log = log
+    self.nodes = {}            # ('device', id) | ('cloud', 0) -> node id
+    self.info = {}             # device id -> its info (budget)
+    self.state = (workdir_lib.read_json(self.dir / 'state.json')
+                  if (self.dir / 'state.json').exists() else
+                  {'rounds_done': 0, 'rounds': []})
+    self.ledger = (Ledger.from_records(workdir_lib.read_json(
+        self.dir / 'ledger.json')) if (self.dir / 'ledger.json').exists()
+                   else Ledger())
+
+  def log(self, text):
+    self._log(f'[edge {self.id}] {text}')
+
+  # ------------------------------------------------------------ storage
+
+  def _commit(self, **updates):
+    self.state.update(updates)
+    workdir_lib.atomic_write_json(self.dir / 'ledger.json',
+                                  self.ledger.to_records())
+    workdir_lib.atomic_write_json(self.dir / 'state.json', self.state)
+
+  def _record_message(self, peer, direction, kind, message, round_=None):
+    entry = {'t': time.time(), 'peer': list(peer), 'direction': direction,
+             'kind': kind, 'round': round_,
+             'bytes': payload.message_bytes(message)}
+    with open(self.dir / 'messages.jsonl', 'a') as f:
+      f.write(json.dumps(entry) + '\n')
+
+  # ------------------------------------------------------------- nodes
+
+  def discover(self, wait: bool):
+    """Maps Flower node ids to ACME endpoints (asking new nodes who they
+    are); with `wait`, until the cloud and every expected device joined
+    or `network.join_timeout_s` passed."""
+    end = time.time() + self.net.join_timeout_s
+    while True:
+      known = set(self.nodes.values())
+      online = set(self.grid.get_node_ids())
+      fresh = sorted(online - known)
+      for endpoint, node in list(self.nodes.items()):
+        if node not in online:
+          del self.nodes[endpoint]
+      if fresh:
+        replies = self._exchange(
+            'query.info', {('node', n): ({}, {}) for n in fresh},
+            self.net.timeout_s, by_node=True, record=False)
+        for node, reply in replies.items():
+          c = payload.control(reply)
+          if c.get('role') == 'cloud':
+            self.nodes[('cloud', 0)] = node[1]
+          elif c.get('role') == 'device' and int(c['edge']) == self.id:
+            device = int(c['device'])
+            self.nodes[('device', device)] = node[1]
+            self.info[device] = c
+      devices = [k for k in self.nodes if k[0] == 'device']
+      complete = ('cloud', 0) in self.nodes and len(devices) >= self.expected
+      if complete or not wait or time.time() > end:
+        return complete
+      time.sleep(0.5)
+
+  def devices(self):
+    return sorted(k[1] for k in self.nodes if k[0] == 'device')
+
+  # ---------------------------------------------------------- exchange
+
+  def _exchange(self, kind: str, requests: dict, timeout: float,
+                by_node: bool = False, record: bool = True, round_=None):
+    """Sends each endpoint its (payloads, control) request as `kind`;
+    returns {endpoint: reply} for the replies that came back in time.
+    Missing and failed replies are logged, one line each."""
+    if not requests:
+      return {}
+    msgs, targets = [], []
+    for peer, (payloads, control) in requests.items():
+      node = peer[1] if by_node else self.nodes.get(peer)
+      if node is None:
+        self.log(f'{kind}: {peer[0]} {peer[1]} is not connected; skipped')
+        continue
+      msg = Message(payload.content(payloads, **control), dst_node_id=node,
+                    message_type=kind)
+      msgs.append(msg)
+      targets.append(peer)
+      if record:
+        self._record_message(peer, 'down' if peer[0] == 'device' else 'up',
+                             kind, msg, round_)
+    ids = list(self.grid.push_messages(msgs))
+    pending = dict(zip(ids, targets))
+    replies, end = {}, time.time() + timeout
+    while pending and time.time() < end:
+      for reply in self.grid.pull_messages(list(pending)):
+        peer = pending.pop(reply.metadata.reply_to_message_id, None)
+        if peer is None:
+          continue
+        if reply.has_error():
+          self.log(f'{kind}: {peer[0]} {peer[1]} failed: '
+                   f'{reply.error.reason.strip().splitlines()[-1][:200]}')
+          continue
+        replies[peer] = reply
+        if record:
+          self._record_message(peer, 'up' if peer[0] == 'device' else 'down',
+                               kind, reply, round_)
+      if pending:
+        time.sleep(0.2)
+    for peer in pending.values():
+      self.log(f'{kind}: no reply from {peer[0]} {peer[1]} within '
+               f'{timeout:.0f}s; going on without it')
+    return replies
+
+  def _ask_cloud(self, kind, payloads=None, **control):
+    cloud = ('cloud', 0)
+    for attempt in range(self.net.retries + 1):
+      if cloud not in self.nodes:
+        self.discover(wait=True)
+      reply = self._exchange(kind, {cloud: (payloads or {}, control)},
+                             self.net.timeout_s).get(cloud)
+      if reply is not None:
+        return reply
+    raise EdgeError(f'the cloud did not answer {kind} after '
+                    f'{self.net.retries + 1} tries')
+
+  def _setup_phase(self, kind, requests_for, done_key, on_reply=None):
+    """A setup step every device must finish (it needs it for the rounds):
+    retried for the devices that did not answer, after rediscovery."""
+    done = set(self.state.get(done_key, []))
+    for attempt in range(self.net.retries + 1):
+      todo = [d for d in self.members() if d not in done]
+      if not todo:
+        break
+      if attempt:
+        self.discover(wait=True)
+      replies = self._exchange(kind, {('device', d): requests_for(d)
+                                      for d in todo},
+                               self.net.setup_timeout_s)
+      for (_, d), reply in replies.items():
+        if on_reply:
+          on_reply(d, reply)
+        done.add(d)
+      self._commit(**{done_key: sorted(done)})
+    missing = [d for d in self.members() if d not in done]
+    if missing:
+      self.log(f'{kind}: devices {missing} never answered; they are left out')
+      self.state['excluded'] = sorted(set(self.state.get('excluded', []))
+                                      | set(missing))
+      self._commit()
+
+  def members(self):
+    """The devices this edge serves: those that joined, minus excluded."""
+    joined = self.state.get('devices') or self.devices()
+    return [d for d in joined if d not in self.state.get('excluded', [])]
+
+  # --------------------------------------------------------------- run
+
+  def run(self):
+    t0 = time.time()
+    if not self.discover(wait=True):
+      self.log(f'only {len(self.devices())}/{self.expected} devices joined '
+               f'within {self.net.join_timeout_s}s')
+      if len(self.devices()) < self.net.min_devices:
+        raise EdgeError(f'fewer than network.min_devices = '
+                        f'{self.net.min_devices} devices joined')
+    if 'devices' not in self.state:
+      self._commit(devices=self.devices(),
+                   budgets={str(d): int(self.info[d]['budget'])
+                            for d in self.devices()})
+    self.log(f'devices {self.members()} and the cloud joined '
+             f'({time.time() - t0:.1f}s)')
+    front = self._front()
+    histograms = self._histograms()
+    picks = self._choose(front, histograms)
+    self._deliver(picks)
+    self._setup_phase('train.header', lambda d: ({}, {}), 'headers_done')
+    self.log(f'headers searched ({time.time() - t0:.1f}s)')
+    self._rounds()
+    self._metrics()
+    self._commit(finished=True, seconds=time.time() - t0)
+    self.log(f'finished in {time.time() - t0:.1f}s')
+
+  def _front(self):
+    path = self.dir / 'front.json'
+    if path.exists():
+      return {k: np.asarray(v, np.float32)
+              for k, v in workdir_lib.read_json(path).items()}
+    front = payload.payloads(self._ask_cloud('query.front'))['front']
+    self.ledger.send('cloud', ('edge', self.id), 'front', front)
+    workdir_lib.atomic_write_json(path, {k: v.tolist()
+                                         for k, v in front.items()})
+    self._commit()
+    return front
+
+  def _histograms(self):
+    hist = {int(k): np.asarray(v, np.float32)
+            for k, v in self.state.get('histograms', {}).items()}
+
+    def got(d, reply):
+      hist[d] = payload.payloads(reply)['histogram']
+      self.ledger.send(('device', d), ('edge', self.id), 'histogram', hist[d])
+      self.state['histograms'] = {str(k): v.tolist() for k, v in hist.items()}
+
+    self._setup_phase('query.histogram', lambda d: ({}, {}),
+                      'histograms_done', got)
+    return hist
+
+  def _choose(self, front, histograms):
+    if 'picks' not in self.state:
+      devices = [d for d in self.members() if d in histograms]
+      budgets = self.state['budgets']
+      picks = device_stages.choose(self.config, front,
+                                   [histograms[d] for d in devices],
+                                   [budgets[str(d)] for d in devices])
+      chosen = {}
+      for d, pick in zip(devices, picks):
+        width, depth = multipliers(front['width_mult'][pick.candidate],
+                                   front['depth_mult'][pick.candidate])
+        chosen[str(d)] = {'width_mult': width, 'depth_mult': depth,
+                          'params': pick.params, 'score': pick.score,
+                          'accuracy': float(front['accuracy'][
+                              pick.candidate])}
+        self.log(f'device {d} (budget {budgets[str(d)]:,}): depth '
+                 f'{chosen[str(d)]["depth_mult"]:g} width '
+                 f'{chosen[str(d)]["width_mult"]:g}, {pick.params:,} params')
+      self._commit(picks=chosen)
+    return self.state['picks']
+
+  def _reference(self):
+    a = self.config.aggregation
+    if a.signature == 'features' and rounds.is_personalized(a.mode):
+      return multipliers(*device_stages.reference_multipliers(self.config))
+    return None
+
+  def _backbones(self, picks):
+    """The distinct backbones this edge's devices need, fetched from the
+    cloud once each (the relay leg) and kept in the edge's workdir."""
+    from acme_jax.networked import cloud as cloud_lib
+    needed = {(p['width_mult'], p['depth_mult']) for p in picks.values()}
+    if self._reference() is not None:
+      needed.add(self._reference())
+    out = {}
+    for width, depth in sorted(needed, key=repr):
+      path = self.dir / f'{cloud_lib.backbone_name(width, depth)}.npz'
+      if path.exists():
+        out[(width, depth)] = cloud_lib._load(path)
+        continue
+      reply = self._ask_cloud('query.backbone', width=width, depth=depth)
+      out[(width, depth)] = payload.payloads(reply)['backbone']
+      self.ledger.send('cloud', ('edge', self.id), 'backbone',
+                       out[(width, depth)], final=False)
+      cloud_lib._save(path, out[(width, depth)])
+      self._commit()
+    return out
+
+  def _deliver(self, picks):
+    backbones = self._backbones(picks)
+    ref_key = self._reference()
+
+    def request(d):
+      p = picks[str(d)]
+      key = (p['width_mult'], p['depth_mult'])
+      parts = {'backbone': backbones[key]}
+      if ref_key is not None and ref_key != key:
+        parts['reference'] = backbones[ref_key]
+      return parts, {'width': key[0], 'depth': key[1]}
+
+    def got(d, _):
+      parts, _ = request(d)
+      for tree in parts.values():
+        self.ledger.send(('edge', self.id), ('device', d), 'backbone', tree)
+
+    self._setup_phase('train.backbone', request, 'backbones_done', got)
+
+  def _rounds(self):
+    a = self.config.aggregation
+    signatures = {int(k): np.asarray(v, np.float32)
+                  for k, v in self.state.get('signatures', {}).items()}
+    personalized = rounds.is_personalized(a.mode)
+    for r in range(self.state['rounds_done'], a.rounds):
+      t = time.time()
+      self.discover(wait=False)
+      members = [d for d in self.members() if ('device', d) in self.nodes]
+      requests = {('device', d): ({}, {'round': r, 'signature': int(
+          personalized and d not in signatures)}) for d in members}
+      replies = self._exchange('train.round', requests, self.net.timeout_s,
+                               round_=r)
+      answered = sorted(p[1] for p in replies)
+      if len(answered) < self.net.min_devices:
+        raise EdgeError(f'round {r}: {len(answered)} devices answered, '
+                        f'fewer than network.min_devices = '
+                        f'{self.net.min_devices}')
+      own, sizes = {}, {}
+      for (_, d), reply in sorted(replies.items()):
+        parts, c = payload.payloads(reply), payload.control(reply)
+        own[d], sizes[d] = parts['importance'], int(c['train_samples'])
+        if 'signature' in parts:
+          signatures[d] = parts['signature']
+          self.ledger.send(('device', d), ('edge', self.id), 'signature',
+                           signatures[d], round=r)
+        self.ledger.send(('device', d), ('edge', self.id), 'importance',
+                         own[d], round=r)
+      pruned = answered
+      if a.mode != 'wo_pruning':
+        mixed = rounds.aggregate_edge(
+            a.mode, [own[d] for d in answered],
+            [signatures.get(d) for d in answered],
+            [sizes[d] for d in answered], signature_kind=a.signature,
+            temperature=a.temperature,
+            self_weight=device_stages.self_weight(self.config),
+            js_variant=a.js_variant)
+        requests = {('device', d): ({'aggregated': m}, {'round': r})
+                    for d, m in zip(answered, mixed)}
+        for d, m in zip(answered, mixed):
+          self.ledger.send(('edge', self.id), ('device', d), 'importance', m,
+                           round=r)
+        pruned = sorted(p[1] for p in self._exchange(
+            'train.prune', requests, self.net.timeout_s, round_=r))
+      self.state['rounds'].append({
+          'round': r, 'members': members, 'answered': answered,
+          'pruned': pruned, 'seconds': time.time() - t})
+      self._commit(rounds_done=r + 1, signatures={
+          str(k): v.tolist() for k, v in signatures.items()})
+      self.log(f'round {r + 1}/{a.rounds}: {len(answered)}/{len(members)} '
+               f'devices trained, {len(pruned)} pruned '
+               f'({time.time() - t:.1f}s)')
+
+  def _metrics(self):
+    got = {int(k): np.asarray(v, np.float32)
+           for k, v in self.state.get('metrics', {}).items()}
+    todo = {('device', d): ({}, {}) for d in self.members() if d not in got}
+    if todo:
+      self.discover(wait=False)
+    for (_, d), reply in self._exchange('query.metrics', todo,
+                                        self.net.timeout_s).items():
+      got[d] = payload.payloads(reply)['metrics']
+      self.ledger.send(('device', d), ('edge', self.id), 'metrics', got[d])
+    self._commit(metrics={str(k): v.tolist() for k, v in got.items()})
+    if not self.state.get('metrics_sent'):
+      summary = {f'device{d}': got[d] for d in sorted(got)}
+      self._ask_cloud('train.metrics', {'metrics': summary}, edge=self.id)
+      self.ledger.send(('edge', self.id), 'cloud', 'metrics',
+                       [got[d] for d in sorted(got)])
+      self._commit(metrics_sent=True)
+
+
+def serve(grid, run_config):
+  """The ServerApp's entry: runs the edge; its outcome lands in the edge's
+  workdir (`status.json`) for whoever supervises it."""
+  from acme_jax import cli, errors
+  from acme_jax.networked import handlers
+  workdir = pathlib.Path(str(run_config['workdir']))
+  workdir.mkdir(parents=True, exist_ok=True)
+  log_path = workdir / 'edge.log'
+
+  def log(text):
+    line = f'{time.strftime("%H:%M:%S")} {text}'
+    print(line, flush=True)
+    with open(log_path, 'a') as f:
+      f.write(line + '\n')
+
+  status = {'status': 'running', 'pid': __import__('os').getpid()}
+  workdir_lib.atomic_write_json(workdir / 'status.json', status)
+  try:
+    cli.enable_compilation_cache()
+    config = handlers.config_from_json(str(run_config['config']))
+    Edge(config, workdir, int(run_config['edge']), grid,
+         int(run_config['expected-devices']), log).run()
+    status = {'status': 'finished'}
+  except Exception as e:  # pylint: disable=broad-except
+    status = {'status': 'failed', 'error': errors.one_line(e)}
+    log(f'[edge {run_config["edge"]}] failed: {status["error"]}')
+    raise
+  finally:
+    workdir_lib.atomic_write_json(workdir / 'status.json', status)

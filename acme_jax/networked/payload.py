@@ -1,0 +1,79 @@
+"""ACME's records as Flower messages, and what each one weighs.
+
+A payload (a pytree of nested dicts of arrays, as the ledger records it)
+travels as one `ArrayRecord` keyed by its '/'-joined paths; control values
+(round numbers, multipliers) as a `ConfigRecord`. `message_bytes` is the
+size Flower serializes a message to (its content-addressed objects), which
+`wire.py`'s socket counts then add HTTP, TLS and polling to.
+"""
+from typing import Mapping, Optional
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+PAYLOAD = 'payload'
+CONTROL = 'control'
+
+
+def flatten(tree, prefix: str = '') -> dict:
+  """{'a/b': array} for a nested dict of arrays (a bare array: {'': a})."""
+  if not isinstance(tree, Mapping):
+    return {prefix: np.asarray(tree)}
+  out = {}
+  for key in sorted(tree):
+    if '/' in str(key):
+      raise ValueError(f'payload key {key!r} contains "/"')
+    out.update(flatten(tree[key], f'{prefix}/{key}' if prefix else str(key)))
+  return out
+
+
+def unflatten(flat: Mapping):
+  if list(flat) == ['']:
+    return flat['']
+  tree = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split('/')
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def content(payloads: Optional[Mapping] = None, **control) -> RecordDict:
+  """A message's content: named payloads (each a pytree) and control values."""
+  records = {}
+  for name, tree in (payloads or {}).items():
+    records[f'{PAYLOAD}.{name}'] = ArrayRecord(
+        {k: Array(np.ascontiguousarray(v)) for k, v in flatten(tree).items()})
+  if control:
+    records[CONTROL] = ConfigRecord(control)
+  return RecordDict(records)
+
+
+def payloads(message: Message) -> dict:
+  """{name: pytree} of a message's payloads."""
+  out = {}
+  for name, record in message.content.array_records.items():
+    if name.startswith(f'{PAYLOAD}.'):
+      out[name[len(PAYLOAD) + 1:]] = unflatten(
+          {k: v.numpy() for k, v in record.items()})
+  return out
+
+
+def control(message: Message) -> dict:
+  records = message.content.config_records
+  return dict(records[CONTROL]) if CONTROL in records else {}
+
+
+def message_bytes(message: Message) -> int:
+  """Bytes of the message as Flower serializes it for the wire."""
+  from flwr.supercore.inflatable.inflatable_object import (
+      get_all_nested_objects)
+  return sum(len(obj.deflate())
+             for obj in get_all_nested_objects(message).values())
+
+
+def array_bytes(tree) -> int:
+  """What the ledger counts for a payload: its arrays' bytes."""
+  return int(sum(np.asarray(v).nbytes for v in flatten(tree).values()))

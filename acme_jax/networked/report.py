@@ -1,0 +1,148 @@
+"""The networked run's results: per-device records, and bytes three ways.
+
+  ledger   the arrays of ACME's records (ACME.md 7), what `system/ledger.py`
+           counts in-process (the edges enter each record as it passes);
+  message  the Flower messages that carried them, as Flower serializes them
+           (requests and acks without a payload are 'control');
+  wire     the TCP bytes each link carried (`wire.py`): messages plus HTTP,
+           TLS, heartbeats and polling.
+"""
+import collections
+import json
+import pathlib
+
+from acme_jax import report as report_lib
+from acme_jax import workdir as workdir_lib
+from acme_jax.networked.edge import multipliers
+from acme_jax.system.ledger import Ledger
+
+# Which message (kind, direction) carries which ledger kind.
+CARRIES = {
+    ('query.front', 'down'): 'front',
+    ('query.backbone', 'down'): 'backbone',
+    ('query.histogram', 'up'): 'histogram',
+    ('train.backbone', 'down'): 'backbone',
+    ('train.round', 'up'): 'importance',
+    ('train.prune', 'down'): 'importance',
+    ('query.metrics', 'up'): 'metrics',
+    ('train.metrics', 'up'): 'metrics',
+}
+
+
+def _messages(path: pathlib.Path):
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def collect(wd, world, wire_totals=None) -> dict:
+  wd = pathlib.Path(wd)
+  devices, edges, messages, ledger = [], {}, [], Ledger()
+  for e in world['edges']:
+    d = wd / f'edge{e}'
+    state = workdir_lib.read_json(d / 'state.json')
+    edges[e] = {'rounds': state.get('rounds', []),
+                'excluded': state.get('excluded', []),
+                'seconds': state.get('seconds')}
+    for record in Ledger.from_records(workdir_lib.read_json(
+        d / 'ledger.json')):
+      ledger.add(record)
+    messages += [dict(m, edge=e) for m in _messages(d / 'messages.jsonl')]
+  picks = {}
+  for e in world['edges']:
+    picks.update(workdir_lib.read_json(wd / f'edge{e}' / 'state.json').get(
+        'picks', {}))
+  selection = workdir_lib.read_json(wd / 'cloud' / 'selection.json')
+  by_multipliers = {multipliers(c['width_mult'], c['depth_mult']): c
+                    for c in selection['candidates']}
+  for dev in world['devices']:
+    path = wd / f'device{dev["id"]}' / 'record.json'
+    if path.exists():
+      record = workdir_lib.read_json(path)
+      pick = picks[str(record['device'])]
+      cand = by_multipliers[multipliers(pick['width_mult'],
+                                        pick['depth_mult'])]
+      record.update(
+          predicted_accuracy=cand['predicted_accuracy'],
+          measured_accuracy=cand['measured_accuracy'],
+          histogram_weighted_accuracy=pick['score'])
+      devices.append(record)
+  return {'devices': devices, 'edges': edges,
+          'bytes': byte_table(ledger, messages, wire_totals),
+          'ledger': ledger.to_records()}
+
+
+def byte_table(ledger: Ledger, messages, wire_totals=None) -> dict:
+  """Per link tier and per ledger kind: ledger, message and wire bytes."""
+  by_kind = collections.defaultdict(lambda: {'messages': 0, 'message_bytes': 0,
+                                             'ledger_bytes': 0})
+  for m in messages:
+    kind = CARRIES.get((m['kind'], m['direction']), 'control')
+    by_kind[kind]['messages'] += 1
+    by_kind[kind]['message_bytes'] += m['bytes']
+  for r in ledger:
+    if r.kind == 'signature':  # rides in the same reply as importances
+      by_kind['importance']['ledger_bytes'] += r.bytes
+    else:
+      by_kind[r.kind]['ledger_bytes'] += r.bytes
+  links = {}
+  for tier, pred in (('edge-device', lambda r: 'device' in
+                      (r.src_tier, r.dst_tier)),
+                     ('cloud-edge', lambda r: 'cloud' in
+                      (r.src_tier, r.dst_tier))):
+    led = sum(r.bytes for r in ledger if pred(r))
+    msg = sum(m['bytes'] for m in messages
+              if (m['peer'][0] == 'device') == (tier == 'edge-device'))
+    entry = {'ledger_bytes': led, 'message_bytes': msg}
+    if wire_totals is not None:
+      prefix = 'device' if tier == 'edge-device' else 'cloud_at_edge'
+      wire = [v for k, v in wire_totals.items() if k.startswith(prefix)]
+      entry['wire_up'] = sum(v['up'] for v in wire)
+      entry['wire_down'] = sum(v['down'] for v in wire)
+      entry['wire_bytes'] = entry['wire_up'] + entry['wire_down']
+      entry['wire_over_ledger'] = (entry['wire_bytes'] / led if led
+                                   else None)
+    entry['message_over_ledger'] = msg / led if led else None
+    links[tier] = entry
+  kinds = {k: dict(v, message_over_ledger=(v['message_bytes'] /
+                                           v['ledger_bytes']
+                                           if v['ledger_bytes'] else None))
+           for k, v in sorted(by_kind.items())}
+  return {'by_kind': kinds, 'by_link': links}
+
+
+def _ratio(x):
+  return '-' if x is None else f'{x:.3f}'
+
+
+def markdown(results) -> str:
+  b = results['bytes']
+  out = ['# Networked run', '',
+         f'{len(results["devices"])} devices reported; '
+         f'{results.get("seconds", 0):.0f} s in all.', '']
+  rows = [[d['device'], d['edge'], f'{d["depth_mult"]:g}',
+           f'{d["width_mult"]:g}', d['total_params'],
+           f'{d["nas_test_accuracy"]:.3f}', f'{d["test_accuracy"]:.3f}']
+          for d in sorted(results['devices'], key=lambda d: d['device'])]
+  out += [report_lib.markdown_table(
+      ['device', 'edge', 'depth', 'width', 'params', 'NAS acc', 'final acc'],
+      rows), '']
+  rows = [[k, v['messages'], v['ledger_bytes'], v['message_bytes'],
+           _ratio(v['message_over_ledger'])] for k, v in b['by_kind'].items()]
+  out += ['## Bytes by record kind', '', report_lib.markdown_table(
+      ['kind', 'messages', 'ledger bytes', 'message bytes',
+       'message / ledger'], rows), '']
+  rows = []
+  for tier, v in b['by_link'].items():
+    rows.append([tier, v['ledger_bytes'], v['message_bytes'],
+                 v.get('wire_bytes', '-'), _ratio(v['message_over_ledger']),
+                 _ratio(v.get('wire_over_ledger'))])
+  out += ['## Bytes by link', '', report_lib.markdown_table(
+      ['link', 'ledger bytes', 'message bytes', 'wire bytes (TCP)',
+       'message / ledger', 'wire / ledger'], rows), '']
+  for e, edge in results['edges'].items():
+    for r in edge['rounds']:
+      out.append(f'- edge {e} round {r["round"]}: trained '
+                 f'{r["answered"]} of {r["members"]}, pruned {r["pruned"]} '
+                 f'({r["seconds"]:.1f} s)')
+  return '\n'.join(out) + '\n'

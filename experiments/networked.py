@@ -1,0 +1,24 @@
+"""ACME's loop with every tier its own OS process, talking over Flower.
+
+  python -m experiments.networked --config=configs/default.py --workdir=runs/networked
+  python -m experiments.networked --config=configs/default.py --workdir=runs/faults \
+      --config.network.faults=kill:device1@train.round:0
+
+One cloud, one SuperLink + ServerApp per edge, one SuperNode per device, on
+127.0.0.1 with TLS and device keys; the launcher starts them all, restarts
+a tier process that dies, collects `networked.json` / `networked.md` and
+stops everything it started. Rerunning with the same --workdir resumes. How
+to start each tier on its own machine: `acme_jax/networked/tiers.py`.
+"""
+from acme_jax import cli
+from acme_jax import config as config_lib
+from acme_jax.networked import launcher
+
+
+def run(config, workdir):
+  config_lib.validate_network(config)
+  return launcher.Launcher(config, workdir).run()
+
+
+if __name__ == '__main__':
+  cli.main(run)

@@ -1,0 +1,274 @@
+"""The networked mode: payloads as Flower messages, the device's shipped
+backbone, certificates and keys, byte relays, device admission, and (slow)
+whole networked runs against the in-process loop, with faults."""
+import json
+import os
+import pathlib
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from acme_jax import config as config_lib
+from acme_jax.config import ConfigError
+from acme_jax.device import features
+from acme_jax.models import subnet as subnet_lib
+from acme_jax.networked import payload, processes, security, wire
+
+
+@pytest.fixture
+def flower_task():
+  """Flower builds messages only inside a running app; pretend to be one."""
+  from flwr.supercore.task_identity import TaskIdentity
+  TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+  yield
+  TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+def test_payloads_travel_whole_and_their_size_is_measured(flower_task):
+  from flwr.app import Message
+  tree = {'block_0': {'fc1': {'kernel': np.arange(12, dtype=np.float32)
+                              .reshape(3, 4), 'bias': np.ones(4, np.int32)}},
+          'embed': np.full((2, 2), 0.5, np.float32)}
+  big = np.random.default_rng(0).normal(size=262144).astype(np.float32)
+  msg = Message(payload.content({'backbone': tree, 'imp': big}, round=3,
+                                width=0.5), dst_node_id=7,
+                message_type='train.backbone')
+  got = payload.payloads(msg)
+  assert set(got) == {'backbone', 'imp'}
+  flat = payload.flatten(tree)
+  assert payload.flatten(got['backbone']).keys() == flat.keys()
+  for k, v in flat.items():
+    np.testing.assert_array_equal(payload.flatten(got['backbone'])[k], v)
+    assert payload.flatten(got['backbone'])[k].dtype == v.dtype
+  np.testing.assert_array_equal(got['imp'], big)
+  assert payload.control(msg) == {'round': 3, 'width': 0.5}
+  # Serialized size: the arrays' bytes plus a small, bounded envelope.
+  arrays = payload.array_bytes(tree) + big.nbytes
+  assert arrays < payload.message_bytes(msg) < arrays + 4096
+  with pytest.raises(ValueError, match='contains "/"'):
+    payload.flatten({'a/b': np.zeros(1)})
+
+
+def test_network_config_and_faults_are_checked_up_front():
+  config = tiny_config()
+  config_lib.validate_network(config)
+  for field, value, words in (
+      ('faults', ('kill:device1@train.round',), 'kill:device1@train.round'),
+      ('faults', ('explode:device1@train.round:0',), 'explode'),
+      ('base_port', 80, '1024'), ('min_devices', 0, 'positive integer'),
+      ('timeout_s', -1.0, 'seconds')):
+    bad = tiny_config()
+    setattr(bad.network, field, value)
+    with pytest.raises(ConfigError, match=f'network.{field}') as e:
+      config_lib.validate_network(bad)
+    assert words in str(e.value)
+  bad = tiny_config()
+  bad.network.tls = False
+  with pytest.raises(ConfigError, match='network.auth.*needs network.tls'):
+    config_lib.validate_network(bad)
+
+
+def test_certificates_chain_to_the_run_ca_and_keys_are_private(tmp_path):
+  from cryptography import x509
+  from cryptography.hazmat.primitives import serialization
+  from cryptography.hazmat.primitives.asymmetric import padding
+  paths = security.certificates(tmp_path, hosts=('127.0.0.1', 'edge.local'))
+  ca = x509.load_pem_x509_certificate(paths['ca'].read_bytes())
+  cert = x509.load_pem_x509_certificate(paths['cert'].read_bytes())
+  ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                         padding.PKCS1v15(), cert.signature_hash_algorithm)
+  names = cert.extensions.get_extension_for_class(
+      x509.SubjectAlternativeName).value
+  assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == [
+      '127.0.0.1']
+  assert names.get_values_for_type(x509.DNSName) == ['edge.local']
+  assert stat.S_IMODE(paths['key'].stat().st_mode) == 0o600
+  # Made once: a second call keeps the same files.
+  assert security.certificates(tmp_path)['ca'].read_bytes() == \
+      paths['ca'].read_bytes()
+  key = security.node_key(tmp_path, 'device0')
+  assert stat.S_IMODE(key['private'].stat().st_mode) == 0o600
+  private = serialization.load_ssh_private_key(key['private'].read_bytes(),
+                                               None)
+  public = serialization.load_ssh_public_key(key['public'].read_bytes())
+  assert private.public_key().public_numbers() == public.public_numbers()
+
+
+@pytest.mark.parametrize('sub', [
+    subnet_lib.SubnetConfig((0, 2), (2, 2), (12, 12)),
+    subnet_lib.SubnetConfig((1,), (4,), (24,)),
+    subnet_lib.SubnetConfig((0, 1), (1, 3), (6, 18))])
+def test_a_device_computes_the_clouds_features_from_its_backbone(tiny_vit,
+                                                                  sub):
+  """The device holds only the extracted backbone (no head, no dropped
+  layers), yet gets the very features the in-process run computes from the
+  supernet, to the bit."""
+  model, params = tiny_vit
+  images = np.asarray(jax.random.normal(jax.random.key(2), (5, 8, 8, 1)))
+  cloud = features.backbone_tokens(model, params, sub, images, 4)
+  backbone = subnet_lib.extract(model, params, sub)[1]
+  assert 'head' not in backbone
+  device_model, laid_out = subnet_lib.as_supernet(model, backbone, sub)
+  device = features.backbone_tokens(device_model, laid_out, sub, images, 4)
+  np.testing.assert_array_equal(device, cloud)
+
+
+def test_relays_forward_untouched_and_count_each_way():
+  server = socket.socket()
+  server.bind(('127.0.0.1', 0))
+  server.listen()
+
+  def echo_twice():
+    conn, _ = server.accept()
+    with conn:
+      data = b''
+      while len(data) < 5000:
+        data += conn.recv(65536)
+      conn.sendall(data + data)
+
+  threading.Thread(target=echo_twice, daemon=True).start()
+  relays = wire.Relays()
+  try:
+    port = relays.add('device0', server.getsockname())
+    with socket.create_connection(('127.0.0.1', port)) as c:
+      sent = os.urandom(5000)
+      c.sendall(sent)
+      got = b''
+      while len(got) < 10000:
+        got += c.recv(65536)
+    assert got == sent + sent
+    time.sleep(0.2)
+    assert relays.totals() == {'device0': {'up': 5000, 'down': 10000}}
+  finally:
+    relays.close()
+    server.close()
+
+
+def test_an_edge_admits_only_registered_device_keys(tmp_path):
+  """A SuperLink with TLS and node authentication: the registered device
+  joins, one with an unknown key is refused and exits."""
+  tls = security.certificates(tmp_path / 'secrets')
+  good = security.node_key(tmp_path / 'secrets', 'device0')
+  bad = security.node_key(tmp_path / 'secrets', 'stranger')
+  port = processes.free_port()
+  home = tmp_path / 'flwr'
+  processes.write_federation(home, 'edge0', f'127.0.0.1:{port}', tls['ca'])
+  env = processes.flower_env(home)
+  procs = processes.Processes(tmp_path / 'logs')
+  try:
+    link = procs.start('edge0', processes.superlink_command(
+        port, tmp_path / 'db.sqlite', tls, auth=True), env)
+    processes.wait_port('127.0.0.1', port, 60, link)
+    out = subprocess.run([processes._bin('flwr'), 'supernode', 'register',
+                          str(good['public']), 'edge0'], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    node = {'role': 'device', 'device': 0, 'edge': 0, 'budget': 1,
+            'workdir': str(tmp_path), 'config': ''}
+    for name, key in (('device0', good), ('stranger', bad)):
+      procs.start(name, processes.supernode_command(
+          f'127.0.0.1:{port}', processes.free_port(), node, ca=tls['ca'],
+          key=key), env)
+    stranger = procs.procs['stranger']
+    stranger.wait(timeout=120)
+    log = (tmp_path / 'logs' / 'stranger.log').read_text()
+    assert stranger.returncode != 0
+    assert 'Failed to activate' in log or '2004' in log, log[-2000:]
+    assert procs.alive('device0')
+    out = subprocess.run([processes._bin('flwr'), 'supernode', 'list',
+                          'edge0', '--format', 'json'], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    nodes = json.loads(out.stdout)['nodes']
+    assert len(nodes) == 1
+  finally:
+    procs.stop_all()
+
+
+# ------------------------------------------------- whole networked runs
+
+
+def _network(config, **fields):
+  config.network.timeout_s = 240.0
+  config.network.setup_timeout_s = 600.0
+  config.network.join_timeout_s = 180.0
+  config.network.run_timeout_s = 1500.0
+  config.network.restart_delay_s = 2.0
+  # Ports apart from a parallel run's (and the default 19100).
+  config.network.base_port = 20000 + (os.getpid() % 400) * 16
+  for k, v in fields.items():
+    setattr(config.network, k, v)
+  return config
+
+
+def _flower_processes_of(workdir) -> list:
+  out = []
+  for cmdline in pathlib.Path('/proc').glob('[0-9]*/cmdline'):
+    try:
+      text = cmdline.read_bytes().replace(b'\0', b' ').decode()
+    except OSError:
+      continue
+    if str(workdir) in text:
+      out.append(text)
+  return out
+
+
+def _ledger_key(r):
+  return (r['src_tier'], r['src_id'], r['dst_tier'], r['dst_id'], r['kind'],
+          r['bytes'], r['final'], r['round'])
+
+
+@pytest.mark.slow
+def test_networked_run_equals_the_in_process_run(tmp_path):
+  """Every tier its own process over TLS with device keys, one impostor per
+  edge: the devices' results, importances and the ledger equal the
+  in-process loop's; every ledger record travels in a message at most a
+  bounded envelope larger, and the links carry more still."""
+  from acme_jax import pipeline
+  from acme_jax.networked import launcher
+  config = _network(tiny_config(), impostors=1)
+  inproc = pipeline.run(tiny_config(), tmp_path / 'inproc', log=lambda *_: 0)
+  net = launcher.Launcher(config, tmp_path / 'net', log=lambda *_: 0).run()
+  assert not _flower_processes_of(tmp_path / 'net')
+
+  got = {d['device']: d for d in net['devices']}
+  assert sorted(got) == [d['device'] for d in inproc['devices']]
+  for want in inproc['devices']:
+    have = got[want['device']]
+    for key in ('edge', 'budget', 'params', 'bytes', 'header_arch',
+                'header_cells', 'nas_header_params', 'nas_test_accuracy',
+                'finetune_lr', 'importance_sha256', 'header_params',
+                'total_params', 'test_accuracy', 'gate_channels_live',
+                'label_histogram', 'local_samples',
+                'linear_probe_test_accuracy', 'predicted_accuracy',
+                'measured_accuracy'):
+      assert have[key] == want[key], (want['device'], key)
+    for key in ('width_mult', 'depth_mult', 'histogram_weighted_accuracy'):
+      assert have[key] == pytest.approx(want[key], abs=1e-6)
+  assert sorted(map(_ledger_key, net['ledger'])) == sorted(
+      map(_ledger_key, json.loads(
+          (tmp_path / 'inproc' / 'ledger.json').read_text())))
+
+  kinds = net['bytes']['by_kind']
+  for kind in ('front', 'histogram', 'backbone', 'importance', 'metrics'):
+    k = kinds[kind]
+    assert k['ledger_bytes'] < k['message_bytes'] < \
+        k['ledger_bytes'] + 4096 * k['messages'], kind
+  for link in net['bytes']['by_link'].values():
+    assert link['ledger_bytes'] < link['message_bytes'] < link['wire_bytes']
+
+  # The impostors were refused at the door: nothing of theirs aggregated.
+  assert net['impostors'] and all(i['exited'] and i['refusal']
+                                  for i in net['impostors'])
+  for e, edge in net['edges'].items():
+    enrolled = [d['device'] for d in inproc['devices'] if d['edge'] == e]
+    for r in edge['rounds']:
+      assert r['members'] == r['answered'] == r['pruned'] == enrolled
