@@ -228,13 +228,14 @@ def validate_network(config):
                 'run_timeout_s'):
     _check(config, f'network.{field}', lambda v: _is_number(v) and v > 0,
            'must be a number of seconds > 0')
-  for field in ('restart_delay_s', 'rejoin_timeout_s'):
+  for field in ('restart_delay_s', 'rejoin_timeout_s', 'round_wait_s'):
     _check(config, f'network.{field}', lambda v: _is_number(v) and v >= 0,
            'must be a number of seconds >= 0')
   _positive_int(config, 'network.min_devices')
   _non_negative_int(config, 'network.retries')
   _non_negative_int(config, 'network.max_restarts')
   _non_negative_int(config, 'network.impostors')
+  _non_negative_int(config, 'network.max_in_flight')
   from acme_jax.networked import launcher
   for fault in config.network.faults:
     launcher.parse_fault(fault)

@@ -246,8 +246,12 @@ def get_config(arg=None):
   config.network.timeout_s = 300.0      # a round's reply, then go on
   config.network.setup_timeout_s = 1800.0  # features, header NAS
   config.network.join_timeout_s = 300.0  # nodes joining an edge
+  config.network.round_wait_s = 30.0    # for devices that left, per round
   config.network.run_timeout_s = 3600.0
   config.network.min_devices = 1        # per edge and round, else fail
+  # Requests an edge has out at once (0: all its devices). Real devices
+  # compute in parallel; on one machine this bounds the ClientApp processes.
+  config.network.max_in_flight = 0
   config.network.retries = 2            # setup requests, cloud requests
   config.network.max_restarts = 2       # per tier process (launcher)
   config.network.restart_delay_s = 5.0

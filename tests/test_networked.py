@@ -272,3 +272,35 @@ def test_networked_run_equals_the_in_process_run(tmp_path):
     enrolled = [d['device'] for d in inproc['devices'] if d['edge'] == e]
     for r in edge['rounds']:
       assert r['members'] == r['answered'] == r['pruned'] == enrolled
+
+
+@pytest.mark.slow
+def test_networked_run_survives_faults(tmp_path):
+  """A device killed mid-round, a device that never answers, an edge
+  killed mid-round: the rounds go on with the devices that answer, the
+  killed device rejoins, the edge resumes from its workdir without redoing
+  a finished round, and every process is gone at the end."""
+  from acme_jax.networked import launcher
+  config = tiny_config()
+  config.system.devices_per_edge = (2,)
+  config.aggregation.rounds = 2
+  _network(config, timeout_s=120.0, round_wait_s=150.0, faults=(
+      'kill:device1@train.round:0', 'stall:device3@train.round:0',
+      'kill:edge0@train.round:1'))
+  net = launcher.Launcher(config, tmp_path, log=lambda *_: 0).run()
+  assert not _flower_processes_of(tmp_path)
+  assert net['restarts'] == {'device1': 1, 'edge0': 1}
+
+  rounds0 = net['edges'][0]['rounds']
+  assert [r['answered'] for r in rounds0] == [[0], [0, 1]]
+  rounds1 = net['edges'][1]['rounds']
+  assert rounds1[0]['answered'] == [2] and rounds1[1]['answered'] == [2, 3]
+  assert 'train.round: no reply from device 3 within 120s' in (
+      tmp_path / 'edge1' / 'edge.log').read_text()
+  # Round 0 was sent once: the restarted edge resumed at round 1.
+  sent = [json.loads(l) for l in (tmp_path / 'edge0' / 'messages.jsonl')
+          .read_text().splitlines()]
+  round0 = [m for m in sent if m['kind'] == 'train.round' and
+            m['round'] == 0 and m['direction'] == 'down']
+  assert sorted(m['peer'][1] for m in round0) == [0, 1]
+  assert sorted(d['device'] for d in net['devices']) == [0, 1, 2, 3]

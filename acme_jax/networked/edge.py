@@ -119,28 +119,35 @@ class Edge:
                 by_node: bool = False, record: bool = True, round_=None):
     """Sends each endpoint its (payloads, control) request as `kind`;
     returns {endpoint: reply} for the replies that came back in time.
-    Missing and failed replies are logged, one line each."""
-    if not requests:
-      return {}
-    msgs, targets = [], []
+    Each request waits `timeout` seconds from when it is sent; at most
+    `network.max_in_flight` are out at once (0: all). Missing and failed
+    replies are logged, one line each."""
+    queue = []
     for peer, (payloads, control) in requests.items():
       node = peer[1] if by_node else self.nodes.get(peer)
       if node is None:
         self.log(f'{kind}: {peer[0]} {peer[1]} is not connected; skipped')
         continue
-      msg = Message(payload.content(payloads, **control), dst_node_id=node,
-                    message_type=kind)
-      msgs.append(msg)
-      targets.append(peer)
-      if record:
-        self._record_message(peer, 'down' if peer[0] == 'device' else 'up',
-                             kind, msg, round_)
-    ids = list(self.grid.push_messages(msgs))
-    pending = dict(zip(ids, targets))
-    replies, end = {}, time.time() + timeout
-    while pending and time.time() < end:
+      queue.append((peer, Message(payload.content(payloads, **control),
+                                  dst_node_id=node, message_type=kind)))
+    window = self.net.get('max_in_flight', 0) or len(queue)
+    pending, replies = {}, {}
+
+    def push(count):
+      batch, queue[:count] = queue[:count], []
+      for peer, msg in batch:
+        if record:
+          self._record_message(peer, 'down' if peer[0] == 'device' else 'up',
+                               kind, msg, round_)
+      ids = self.grid.push_messages([msg for _, msg in batch])
+      for i, (peer, _) in zip(ids, batch):
+        pending[i] = (peer, time.time() + timeout)
+
+    push(window)
+    while pending:
       for reply in self.grid.pull_messages(list(pending)):
-        peer = pending.pop(reply.metadata.reply_to_message_id, None)
+        peer, _ = pending.pop(reply.metadata.reply_to_message_id,
+                              (None, None))
         if peer is None:
           continue
         if reply.has_error():
@@ -151,11 +158,16 @@ class Edge:
         if record:
           self._record_message(peer, 'up' if peer[0] == 'device' else 'down',
                                kind, reply, round_)
+      now = time.time()
+      for i, (peer, deadline) in list(pending.items()):
+        if now > deadline:
+          del pending[i]
+          self.log(f'{kind}: no reply from {peer[0]} {peer[1]} within '
+                   f'{timeout:.0f}s; going on without it')
+      if queue and len(pending) < window:
+        push(window - len(pending))
       if pending:
         time.sleep(0.2)
-    for peer in pending.values():
-      self.log(f'{kind}: no reply from {peer[0]} {peer[1]} within '
-               f'{timeout:.0f}s; going on without it')
     return replies
 
   def _ask_cloud(self, kind, payloads=None, **control):
@@ -194,6 +206,20 @@ class Edge:
       self.state['excluded'] = sorted(set(self.state.get('excluded', []))
                                       | set(missing))
       self._commit()
+
+  def _wait_for_members(self):
+    """Before a round: up to `network.round_wait_s` for devices that left
+    (a restarted device rejoins here, under a new node id or its old one)."""
+    end = time.time() + self.net.round_wait_s
+    while True:
+      self.discover(wait=False)
+      missing = [d for d in self.members() if ('device', d) not in self.nodes]
+      if not missing or time.time() > end:
+        if missing:
+          self.log(f'devices {missing} are not connected; the round goes on '
+                   f'without them')
+        return
+      time.sleep(1.0)
 
   def members(self):
     """The devices this edge serves: those that joined, minus excluded."""
@@ -326,7 +352,7 @@ class Edge:
     personalized = rounds.is_personalized(a.mode)
     for r in range(self.state['rounds_done'], a.rounds):
       t = time.time()
-      self.discover(wait=False)
+      self._wait_for_members()
       members = [d for d in self.members() if ('device', d) in self.nodes]
       requests = {('device', d): ({}, {'round': r, 'signature': int(
           personalized and d not in signatures)}) for d in members}

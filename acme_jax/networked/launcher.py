@@ -17,6 +17,8 @@ import pathlib
 import re
 import signal
 import subprocess
+import sys
+import threading
 import time
 
 from acme_jax import device_stages
@@ -31,8 +33,9 @@ FAULT = re.compile(r'^(kill|stall):(device|edge)(\d+)@([a-z.]+):(\d+)$')
 
 def parse_fault(text: str):
   """'kill:device1@train.round:0' -> ('kill', 'device', 1, 'train.round', 0):
-  when the edge sends that message kind for that round, SIGKILL (or SIGSTOP,
-  'stall') that tier's process group."""
+  when the edge sends that message kind for that round, SIGKILL that tier's
+  processes ('kill'), or freeze the work the node starts for it while the
+  node itself stays connected ('stall': the reply never arrives)."""
   m = FAULT.match(text)
   if not m:
     raise ConfigError('network.faults', text,
@@ -40,6 +43,10 @@ def parse_fault(text: str):
                       '<message kind>:<round>, e.g. kill:device1@train.round:0')
   action, tier, ident, kind, round_ = m.groups()
   return action, tier, int(ident), kind, int(round_)
+
+
+def _terminate(signum, _):
+  sys.exit(128 + signum)
 
 
 class Launcher:
@@ -77,6 +84,9 @@ class Launcher:
 
   def run(self) -> dict:
     t0 = time.time()
+    if threading.current_thread() is threading.main_thread():
+      # A SIGTERM (a CI timeout, `kill`) still stops every process.
+      signal.signal(signal.SIGTERM, _terminate)
     try:
       self._check()
       world = self._cloud()
@@ -291,12 +301,14 @@ class Launcher:
         self.procs.signal(name, signal.SIGKILL)
         self._event(f'fault: killed {name} at {kind} round {round_}')
       else:
-        self.procs.signal(name, signal.SIGSTOP)
         self.stalled[name] = time.time() + self.net.timeout_s + 5
         self._event(f'fault: stalled {name} at {kind} round {round_}')
     for name, until in list(self.stalled.items()):
-      if time.time() > until:
-        self.procs.signal(name, signal.SIGCONT)
+      # The node stays connected (its heartbeats go on) while the work it
+      # started for the message is frozen: the reply never comes.
+      stop = signal.SIGSTOP if time.time() < until else signal.SIGCONT
+      self.procs.signal(name, stop, children_only=True)
+      if stop == signal.SIGCONT:
         del self.stalled[name]
         self._event(f'fault: resumed {name}')
 

@@ -156,16 +156,18 @@ class Processes:
     proc = self.procs.get(name)
     return proc is not None and proc.poll() is None
 
-  def signal(self, name: str, sig):
-    """`sig` to the process, its group and every process it spawned."""
+  def signal(self, name: str, sig, children_only: bool = False):
+    """`sig` to the process, its group and every process it spawned (or
+    only to what it spawned)."""
     proc = self.procs.get(name)
     if proc is None:
       return
     tree = descendants(proc.pid)
-    try:
-      os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-      pass
+    if not children_only:
+      try:
+        os.killpg(proc.pid, sig)
+      except (ProcessLookupError, PermissionError):
+        pass
     for pid in tree:
       try:
         os.kill(pid, sig)

@@ -1,5 +1,8 @@
 """Each tier on its own machine (the launcher starts them all on one).
 
+  # once, anywhere: the run's CA, each edge host's certificate, node keys
+  python -m acme_jax.networked.tiers secrets --workdir=S --hosts=EDGE_HOST \
+      --nodes=device0,device1,cloud_key
   # cloud machine: train, then serve every edge (one SuperNode per edge)
   python -m acme_jax.networked.tiers cloud-prepare --config_json=C --workdir=W/cloud
   python -m acme_jax.networked.tiers cloud-node --workdir=W/cloud \
@@ -31,8 +34,10 @@ def _key(path):
 
 def main(argv=None):
   p = argparse.ArgumentParser(prog='python -m acme_jax.networked.tiers')
-  p.add_argument('tier', choices=('cloud-prepare', 'cloud-node', 'edge',
-                                  'device'))
+  p.add_argument('tier', choices=('secrets', 'cloud-prepare', 'cloud-node',
+                                  'edge', 'device'))
+  p.add_argument('--hosts', default='127.0.0.1,localhost')
+  p.add_argument('--nodes', default='')
   p.add_argument('--config_json', default='')
   p.add_argument('--workdir', required=True)
   p.add_argument('--edge', type=int, default=0)
@@ -52,6 +57,12 @@ def main(argv=None):
   from acme_jax.networked import processes
   workdir = pathlib.Path(args.workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
+  if args.tier == 'secrets':
+    from acme_jax.networked import security
+    security.certificates(workdir, hosts=tuple(args.hosts.split(',')))
+    for name in filter(None, args.nodes.split(',')):
+      security.node_key(workdir, name)
+    return 0
   if args.tier == 'cloud-prepare':
     from acme_jax import cli
     from acme_jax.networked import cloud, handlers

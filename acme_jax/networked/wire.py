@@ -13,8 +13,8 @@ from typing import Dict, Tuple
 class Relays:
   """Byte-counting TCP relays, served from one background thread."""
 
-  def __init__(self, host: str = '127.0.0.1'):
-    self.host = host
+  def __init__(self, host: str = '127.0.0.1', hold_s: float = 120.0):
+    self.host, self.hold_s = host, hold_s
     self.counts: Dict[str, list] = {}   # link -> [bytes up, bytes down]
     self._loop = asyncio.new_event_loop()
     self._servers = []
@@ -44,11 +44,21 @@ class Relays:
         writer.close()
 
     async def handle(client_reader, client_writer):
-      try:
-        server_reader, server_writer = await asyncio.open_connection(*target)
-      except OSError:
-        client_writer.close()
-        return
+      # While the target is down (an edge restarting), hold the client's
+      # connection and keep dialing, as a slow network path would: closing
+      # it at once would end the client's TLS handshake with an EOF, which
+      # a Flower SuperNode does not retry.
+      end = asyncio.get_running_loop().time() + self.hold_s
+      while True:
+        try:
+          server_reader, server_writer = await asyncio.open_connection(
+              *target)
+          break
+        except OSError:
+          if asyncio.get_running_loop().time() > end:
+            client_writer.close()
+            return
+          await asyncio.sleep(0.5)
       await asyncio.gather(pipe(client_reader, server_writer, 0),
                            pipe(server_reader, client_writer, 1))
 

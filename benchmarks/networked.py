@@ -1,0 +1,143 @@
+"""Rounds per minute of the networked loop as device processes grow.
+
+  python -m benchmarks.networked --devices=6,24,96
+  python -m benchmarks.networked --devices=6,24 --in_flight=0 --rounds=3
+
+Each count is a full networked run on this machine (2 edges, the devices
+split evenly, iid data, the default model with short cloud and header
+schedules: accuracy is not the point), every tier its own process with TLS
+and device keys. The cloud stages are trained once and copied to every run.
+A watchdog stops a run when the machine's available memory falls below
+--min_available_gb; the table says where it stopped and why.
+"""
+import json
+import os
+import pathlib
+import shutil
+import threading
+import time
+
+from absl import app, flags
+
+from acme_jax import cli
+from acme_jax.networked import launcher, processes
+
+DEVICES = flags.DEFINE_list('devices', ['6', '24', '96'], 'device counts')
+ROUNDS = flags.DEFINE_integer('rounds', 2, 'aggregation rounds per run')
+IN_FLIGHT = flags.DEFINE_integer(
+    'in_flight', 4, 'requests an edge keeps in flight (network.max_in_flight; '
+    '0 = all its devices at once)')
+WORKDIR = flags.DEFINE_string('workdir', 'runs/bench_networked',
+                              'one subdirectory per device count')
+MIN_GB = flags.DEFINE_float('min_available_gb', 1.5,
+                            'stop a run below this much available memory')
+
+
+def bench_config(devices: int):
+  from configs import default
+  config = default.get_config()
+  for stage in (config.cloud.teacher, config.cloud.width_stage,
+                config.cloud.depth_stage):
+    stage.epochs = 2
+  config.system.num_edges = 2
+  config.system.devices_per_edge = (devices // 2,)
+  config.system.partition = 'iid'
+  h = config.header
+  h.search_epochs, h.finetune_epochs, h.controller_steps_per_epoch = 1, 1, 2
+  h.finetune_lrs = (0.03,)
+  a = config.aggregation
+  a.rounds, a.local_epochs, a.finetune_epochs = ROUNDS.value, 1, 1
+  n = config.network
+  n.max_in_flight = IN_FLIGHT.value
+  n.timeout_s, n.setup_timeout_s = 1800.0, 3600.0
+  n.join_timeout_s, n.run_timeout_s = 900.0, 7200.0
+  return config
+
+
+def _available_gb() -> float:
+  for line in open('/proc/meminfo'):
+    if line.startswith('MemAvailable:'):
+      return int(line.split()[1]) / 2**20
+  return float('nan')
+
+
+def _tree_rss_gb(pid: int) -> float:
+  total = 0
+  for p in [pid] + processes.descendants(pid):
+    try:
+      for line in open(f'/proc/{p}/status'):
+        if line.startswith('VmRSS:'):
+          total += int(line.split()[1])
+    except OSError:
+      pass
+  return total / 2**20
+
+
+class Watch:
+  """Samples memory every second; kills the run when memory runs out."""
+
+  def __init__(self, run: launcher.Launcher):
+    self.run, self.peak_rss, self.min_available = run, 0.0, _available_gb()
+    self.stopped = None
+    self._done = threading.Event()
+    threading.Thread(target=self._loop, daemon=True).start()
+
+  def _loop(self):
+    while not self._done.wait(1.0):
+      self.peak_rss = max(self.peak_rss, _tree_rss_gb(os.getpid()))
+      available = _available_gb()
+      self.min_available = min(self.min_available, available)
+      if available < MIN_GB.value and self.stopped is None:
+        self.stopped = f'memory: {available:.1f} GB available'
+        self.run.procs.stop_all()
+
+  def close(self):
+    self._done.set()
+
+
+def main(argv):
+  del argv
+  cli.enable_compilation_cache()
+  base = pathlib.Path(WORKDIR.value)
+  rows, cloud = [], None
+  for count in [int(d) for d in DEVICES.value]:
+    wd = base / f'devices{count}'
+    if cloud is not None and not (wd / 'cloud').exists():
+      shutil.copytree(cloud, wd / 'cloud')
+    run = launcher.Launcher(bench_config(count), wd, log=lambda *_: None)
+    watch, t0, row = Watch(run), time.time(), {'devices': count}
+    try:
+      result = run.run()
+      per_round = [max(e['rounds'][r]['seconds']
+                       for e in result['edges'].values())
+                   for r in range(ROUNDS.value)]
+      row.update(status='finished', seconds=time.time() - t0,
+                 round_seconds=per_round,
+                 rounds_per_minute=60 * len(per_round) / sum(per_round),
+                 answered=sum(len(e['rounds'][-1]['answered'])
+                              for e in result['edges'].values()))
+      cloud = cloud or wd / 'cloud'
+    except Exception as e:  # pylint: disable=broad-except
+      row.update(status=watch.stopped or f'failed: {e}'[:200],
+                 seconds=time.time() - t0)
+    finally:
+      watch.close()
+    row.update(peak_rss_gb=watch.peak_rss,
+               min_available_gb=watch.min_available,
+               processes=count + 3 * 2 + 2)
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    (base / 'results.json').write_text(json.dumps(rows, indent=1))
+  print('\n| device processes | status | s per round | rounds/min | '
+        'peak RSS (GB) | min available (GB) | wall (s) |')
+  print('|---:|---|---:|---:|---:|---:|---:|')
+  for r in rows:
+    print(f'| {r["devices"]} | {r["status"]} | '
+          f'{"/".join(f"{s:.0f}" for s in r.get("round_seconds", []))} | '
+          f'{r.get("rounds_per_minute", float("nan")):.2f} | '
+          f'{r["peak_rss_gb"]:.1f} | {r["min_available_gb"]:.1f} | '
+          f'{r["seconds"]:.0f} |')
+
+
+if __name__ == '__main__':
+  app.run(main)
