@@ -11,7 +11,6 @@ import sys
 import traceback
 from typing import Callable
 
-from acme_jax import config as config_lib
 
 _OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / d)
               for d in ('acme_jax', 'experiments', 'benchmarks'))
@@ -22,6 +21,7 @@ class UserError(Exception):
 
 
 def is_expected(error: BaseException) -> bool:
+  from acme_jax import config as config_lib  # here: config imports JAX
   if isinstance(error, (config_lib.ConfigError, UserError)):
     return True
   if isinstance(error, (ValueError, FileNotFoundError)):

@@ -65,7 +65,10 @@ def check_cloud_config(wd: workdir_lib.Workdir, config):
   path = wd / 'cloud/config.json'
   if not path.exists():
     return
-  saved = workdir_lib.read_json(path)
+  # Only the cloud sections bind a workdir (a record holding more, e.g. a
+  # whole config, is compared on those).
+  saved = {k: v for k, v in workdir_lib.read_json(path).items()
+           if k in CLOUD_SECTIONS}
   current = config_subset(config, CLOUD_SECTIONS)
   diffs = sorted(d for d in _diff(saved, current)
                  if _lookup(saved, d) is not _MISSING)

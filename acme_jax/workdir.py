@@ -22,9 +22,7 @@ import sys
 import tempfile
 from typing import Any, Callable
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from acme_jax import errors
 
@@ -207,6 +205,7 @@ class Workdir:
 
   def write_json(self, name: str, value):
     """Writes and seals a cache (process 0 only, on multi-host runs)."""
+    import jax
     if jax.process_index() == 0:
       atomic_write_json(self / name, value)
       seal(self / name)
@@ -248,12 +247,19 @@ class Workdir:
       shutil.rmtree(path)
     params = compute()
     save(path, params)
+    import jax
     if jax.process_index() == 0:
       seal(path)
     return params
 
 
+# jax and orbax are imported where used: the networked mode's message
+# handlers (a fresh process per message) write JSON without them.
+
+
 def save(path, params):
+  import jax
+  import orbax.checkpoint as ocp
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
@@ -262,6 +268,8 @@ def save(path, params):
 
 
 def restore(path, like):
+  import jax
+  import orbax.checkpoint as ocp
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                           jax.tree.map(np.asarray, like))
   with ocp.StandardCheckpointer() as checkpointer:

@@ -10,13 +10,8 @@ import pathlib
 
 import numpy as np
 
-from acme_jax import device_stages
-from acme_jax import shapes
-from acme_jax import stages
 from acme_jax import workdir as workdir_lib
-from acme_jax.models import subnet as subnet_lib
 from acme_jax.networked import payload
-from acme_jax.system import transfers
 
 SERVE = 'serve'
 
@@ -28,6 +23,11 @@ def backbone_name(width: float, depth: float) -> str:
 def prepare(config, workdir, log=print) -> dict:
   """Cloud stages, selection and the served files; returns the world's
   topology (device ids, edges, budgets) for whoever starts the devices."""
+  # Here, not at the top: the cloud's message handlers (`Service`) import
+  # this module in a fresh process per message and need none of JAX.
+  from acme_jax import device_stages, shapes, stages
+  from acme_jax.models import subnet as subnet_lib
+  from acme_jax.system import transfers
   wd = stages.prepare_run(config, workdir)
   dataset, cloud_data, _ = stages.load_data(config, log)
   cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)

@@ -25,7 +25,6 @@ from acme_jax import device_stages
 from acme_jax import stages
 from acme_jax import workdir as workdir_lib
 from acme_jax.config import ConfigError
-from acme_jax.networked import cloud as cloud_lib
 from acme_jax.networked import processes, report, security, wire
 
 FAULT = re.compile(r'^(kill|stall):(device|edge)(\d+)@([a-z.]+):(\d+)$')

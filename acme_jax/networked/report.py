@@ -69,7 +69,24 @@ def collect(wd, world, wire_totals=None) -> dict:
       devices.append(record)
   return {'devices': devices, 'edges': edges,
           'bytes': byte_table(ledger, messages, wire_totals),
+          'reply_seconds': reply_seconds(messages),
           'ledger': ledger.to_records()}
+
+
+def reply_seconds(messages) -> dict:
+  """Per message kind, the median and max seconds from a request to its
+  reply: the device's work plus Flower's cost of a message (a fresh
+  ClientApp process per message, its imports, polling)."""
+  sent, waits = {}, collections.defaultdict(list)
+  for m in messages:
+    key = (m['edge'], m['kind'], tuple(m['peer']), m['round'])
+    out = m['direction'] == ('down' if m['peer'][0] == 'device' else 'up')
+    if out:
+      sent.setdefault(key, []).append(m['t'])
+    elif sent.get(key):
+      waits[m['kind']].append(m['t'] - sent[key].pop(0))
+  return {k: {'median': float(sorted(v)[len(v) // 2]), 'max': max(v),
+              'replies': len(v)} for k, v in sorted(waits.items())}
 
 
 def byte_table(ledger: Ledger, messages, wire_totals=None) -> dict:
@@ -140,6 +157,10 @@ def markdown(results) -> str:
   out += ['## Bytes by link', '', report_lib.markdown_table(
       ['link', 'ledger bytes', 'message bytes', 'wire bytes (TCP)',
        'message / ledger', 'wire / ledger'], rows), '']
+  rows = [[k, v['replies'], f'{v["median"]:.1f}', f'{v["max"]:.1f}']
+          for k, v in results.get('reply_seconds', {}).items()]
+  out += ['## Seconds from request to reply', '', report_lib.markdown_table(
+      ['message', 'replies', 'median', 'max'], rows), '']
   for e, edge in results['edges'].items():
     for r in edge['rounds']:
       out.append(f'- edge {e} round {r["round"]}: trained '
