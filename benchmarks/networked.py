@@ -31,6 +31,8 @@ WORKDIR = flags.DEFINE_string('workdir', 'runs/bench_networked',
                               'one subdirectory per device count')
 MIN_GB = flags.DEFINE_float('min_available_gb', 1.5,
                             'stop a run below this much available memory')
+RUN_TIMEOUT = flags.DEFINE_float('run_timeout_s', 7200.0,
+                                 'stop a run that takes longer')
 
 
 def bench_config(devices: int):
@@ -50,7 +52,7 @@ def bench_config(devices: int):
   n = config.network
   n.max_in_flight = IN_FLIGHT.value
   n.timeout_s, n.setup_timeout_s = 1800.0, 3600.0
-  n.join_timeout_s, n.run_timeout_s = 900.0, 7200.0
+  n.join_timeout_s, n.run_timeout_s = 900.0, RUN_TIMEOUT.value
   return config
 
 
@@ -61,16 +63,25 @@ def _available_gb() -> float:
   return float('nan')
 
 
-def _tree_rss_gb(pid: int) -> float:
-  total = 0
+KINDS = ('flower-supernode', 'flwr-clientapp', 'flower-superlink',
+         'flwr-serverapp', 'flower-superexec')
+
+
+def _tree_rss_gb(pid: int):
+  """(total GB, {process kind: GB}) of `pid` and everything below it."""
+  total, by_kind = 0, {}
   for p in [pid] + processes.descendants(pid):
     try:
+      cmd = open(f'/proc/{p}/cmdline', 'rb').read().decode(errors='replace')
       for line in open(f'/proc/{p}/status'):
         if line.startswith('VmRSS:'):
-          total += int(line.split()[1])
+          kb = int(line.split()[1])
+          total += kb
+          kind = next((k for k in KINDS if k in cmd), 'other')
+          by_kind[kind] = by_kind.get(kind, 0) + kb / 2**20
     except OSError:
       pass
-  return total / 2**20
+  return total / 2**20, by_kind
 
 
 class Watch:
@@ -78,13 +89,17 @@ class Watch:
 
   def __init__(self, run: launcher.Launcher):
     self.run, self.peak_rss, self.min_available = run, 0.0, _available_gb()
+    self.by_kind = {}  # per process kind, its peak summed RSS
     self.stopped = None
     self._done = threading.Event()
     threading.Thread(target=self._loop, daemon=True).start()
 
   def _loop(self):
     while not self._done.wait(1.0):
-      self.peak_rss = max(self.peak_rss, _tree_rss_gb(os.getpid()))
+      total, by_kind = _tree_rss_gb(os.getpid())
+      self.peak_rss = max(self.peak_rss, total)
+      for kind, gb in by_kind.items():
+        self.by_kind[kind] = max(self.by_kind.get(kind, 0.0), gb)
       available = _available_gb()
       self.min_available = min(self.min_available, available)
       if available < MIN_GB.value and self.stopped is None:
@@ -124,7 +139,8 @@ def main(argv):
       watch.close()
     row.update(peak_rss_gb=watch.peak_rss,
                min_available_gb=watch.min_available,
-               processes=count + 3 * 2 + 2)
+               processes=count + 3 * 2 + 2,
+               peak_rss_by_kind_gb=watch.by_kind)
     rows.append(row)
     print(json.dumps(row), flush=True)
     (base / 'results.json').write_text(json.dumps(rows, indent=1))

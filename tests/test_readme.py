@@ -13,7 +13,7 @@ def test_readme_block_is_generated_from_the_committed_results(name):
   block = readme_tables.BLOCKS[name]
   results = json.loads(block.snapshot.read_text())
   text = readme_tables.current_block(readme_tables.README.read_text(), block)
-  assert text == readme_tables.render(results).strip(), (
+  assert text == block.render(results).strip(), (
       f'README drifted from {block.snapshot.name}: run python -m '
       f'acme_jax.tools.readme_tables --block={name} --results=<results.json>')
 

@@ -44,6 +44,13 @@ def parse_fault(text: str):
   return action, tier, int(ident), kind, int(round_)
 
 
+def _readable(text: str) -> str:
+  """The informative lines of a `flwr` CLI message (no box drawing)."""
+  lines = [l.strip(' \u2502\u2500\u256d\u256e\u2570\u256f') for l in
+           text.splitlines()]
+  return ' '.join(l for l in lines if l)[-400:]
+
+
 def _terminate(signum, _):
   sys.exit(128 + signum)
 
@@ -53,7 +60,7 @@ class Launcher:
 
   def __init__(self, config, workdir, log=print):
     self.config, self.net, self.log = config, config.network, log
-    self.wd = pathlib.Path(workdir)
+    self.wd = pathlib.Path(workdir).resolve()  # Flower reads paths as given
     self.procs = processes.Processes(self.wd / 'logs')
     self.relays = None
     self.restarts = {}
@@ -174,11 +181,19 @@ class Launcher:
                           capture_output=True, text=True, timeout=120)
 
   def _register(self, e, public_key, name):
-    out = self._flwr(e, 'supernode', 'register', str(public_key), f'edge{e}')
-    text = out.stdout + out.stderr
-    if out.returncode and 'already' not in text.lower():
-      raise RuntimeError(f'edge {e}: registering {name} failed: '
-                         f'{text.strip().splitlines()[-1:]}')
+    """Enrols a node's key at edge `e` (its control API may need a moment
+    after the port opens, so a failure is retried for a while)."""
+    end = time.time() + 60
+    while True:
+      out = self._flwr(e, 'supernode', 'register', str(public_key),
+                       f'edge{e}')
+      text = out.stdout + out.stderr
+      if out.returncode == 0 or 'already' in text.lower():
+        return
+      if time.time() > end:
+        raise RuntimeError(f'edge {e}: registering {name} failed: '
+                           f'{_readable(text)}')
+      time.sleep(2.0)
 
   def _link(self, name, e) -> str:
     """host:port a node of edge `e` dials: through a counting relay."""
@@ -246,7 +261,7 @@ class Launcher:
                      '--run-config', run_config)
     if out.returncode:
       raise RuntimeError(f'edge {e}: flwr run failed: '
-                         f'{(out.stdout + out.stderr).strip()[-400:]}')
+                         f'{_readable(out.stdout + out.stderr)}')
     self._event(f'edge {e}: run submitted')
 
   # --------------------------------------------------------- supervise
@@ -354,9 +369,11 @@ class Launcher:
   def _collect(self, seconds) -> dict:
     results = report.collect(self.wd, self.world,
                              self.relays.totals() if self.relays else None)
+    from acme_jax import report as report_lib
     results.update(seconds=seconds, events=self.events,
                    restarts=self.restarts,
-                   impostors=self._impostor_outcomes())
+                   impostors=self._impostor_outcomes(),
+                   provenance={'networked': report_lib.provenance()})
     workdir_lib.atomic_write_json(self.wd / 'networked.json', results)
     workdir_lib.atomic_write_text(self.wd / 'networked.md',
                                   report.markdown(results))

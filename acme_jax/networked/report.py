@@ -132,9 +132,10 @@ def _ratio(x):
   return '-' if x is None else f'{x:.3f}'
 
 
-def markdown(results) -> str:
+def markdown(results, heading: str = '#') -> str:
   b = results['bytes']
-  out = ['# Networked run', '',
+  sub = heading + '#' if heading == '#' else heading
+  out = [f'{heading} Networked run', '',
          f'{len(results["devices"])} devices reported; '
          f'{results.get("seconds", 0):.0f} s in all.', '']
   rows = [[d['device'], d['edge'], f'{d["depth_mult"]:g}',
@@ -146,7 +147,7 @@ def markdown(results) -> str:
       rows), '']
   rows = [[k, v['messages'], v['ledger_bytes'], v['message_bytes'],
            _ratio(v['message_over_ledger'])] for k, v in b['by_kind'].items()]
-  out += ['## Bytes by record kind', '', report_lib.markdown_table(
+  out += [f'{sub} Bytes by record kind', '', report_lib.markdown_table(
       ['kind', 'messages', 'ledger bytes', 'message bytes',
        'message / ledger'], rows), '']
   rows = []
@@ -154,12 +155,12 @@ def markdown(results) -> str:
     rows.append([tier, v['ledger_bytes'], v['message_bytes'],
                  v.get('wire_bytes', '-'), _ratio(v['message_over_ledger']),
                  _ratio(v.get('wire_over_ledger'))])
-  out += ['## Bytes by link', '', report_lib.markdown_table(
+  out += [f'{sub} Bytes by link', '', report_lib.markdown_table(
       ['link', 'ledger bytes', 'message bytes', 'wire bytes (TCP)',
        'message / ledger', 'wire / ledger'], rows), '']
   rows = [[k, v['replies'], f'{v["median"]:.1f}', f'{v["max"]:.1f}']
           for k, v in results.get('reply_seconds', {}).items()]
-  out += ['## Seconds from request to reply', '', report_lib.markdown_table(
+  out += [f'{sub} Seconds from request to reply', '', report_lib.markdown_table(
       ['message', 'replies', 'median', 'max'], rows), '']
   for e, edge in results['edges'].items():
     for r in edge['rounds']:
@@ -167,3 +168,18 @@ def markdown(results) -> str:
                  f'{r["answered"]} of {r["members"]}, pruned {r["pruned"]} '
                  f'({r["seconds"]:.1f} s)')
   return '\n'.join(out) + '\n'
+
+
+def scaling_table(rows) -> str:
+  """benchmarks/networked.py's rows as a table."""
+  out = []
+  for r in rows:
+    seconds = r.get('round_seconds', [])
+    out.append([r['devices'], r['status'],
+                ' / '.join(f'{s:.0f}' for s in seconds) or '-',
+                f"{r['rounds_per_minute']:.2f}" if 'rounds_per_minute' in r
+                else '-', f"{r['peak_rss_gb']:.1f}",
+                f"{r['min_available_gb']:.1f}", f"{r['seconds']:.0f}"])
+  return report_lib.markdown_table(
+      ['device processes', 'status', 's per round', 'rounds / min',
+       'peak RSS (GB)', 'min available (GB)', 'wall (s)'], out)

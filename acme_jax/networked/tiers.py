@@ -86,7 +86,7 @@ def main(argv=None):
     import subprocess
     tls = None
     if args.tls_dir:
-      d = pathlib.Path(args.tls_dir)
+      d = pathlib.Path(args.tls_dir).resolve()
       tls = {'ca': d / 'ca.crt', 'cert': d / 'server.pem',
              'key': d / 'server.key'}
     address = f'127.0.0.1:{args.port}'
