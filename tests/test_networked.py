@@ -19,7 +19,7 @@ from acme_jax import config as config_lib
 from acme_jax.config import ConfigError
 from acme_jax.device import features
 from acme_jax.models import subnet as subnet_lib
-from acme_jax.networked import payload, processes, security, wire
+from acme_jax.networked import payload, processes, report, security, wire
 
 
 @pytest.fixture
@@ -220,11 +220,6 @@ def _flower_processes_of(workdir) -> list:
   return out
 
 
-def _ledger_key(r):
-  return (r['src_tier'], r['src_id'], r['dst_tier'], r['dst_id'], r['kind'],
-          r['bytes'], r['final'], r['round'])
-
-
 @pytest.mark.slow
 def test_networked_run_equals_the_in_process_run(tmp_path):
   """Every tier its own process over TLS with device keys, one impostor per
@@ -238,23 +233,17 @@ def test_networked_run_equals_the_in_process_run(tmp_path):
   net = launcher.Launcher(config, tmp_path / 'net', log=lambda *_: 0).run()
   assert not _flower_processes_of(tmp_path / 'net')
 
-  got = {d['device']: d for d in net['devices']}
-  assert sorted(got) == [d['device'] for d in inproc['devices']]
-  for want in inproc['devices']:
-    have = got[want['device']]
-    for key in ('edge', 'budget', 'params', 'bytes', 'header_arch',
-                'header_cells', 'nas_header_params', 'nas_test_accuracy',
-                'finetune_lr', 'importance_sha256', 'header_params',
-                'total_params', 'test_accuracy', 'gate_channels_live',
-                'label_histogram', 'local_samples',
-                'linear_probe_test_accuracy', 'predicted_accuracy',
-                'measured_accuracy'):
-      assert have[key] == want[key], (want['device'], key)
-    for key in ('width_mult', 'depth_mult', 'histogram_weighted_accuracy'):
-      assert have[key] == pytest.approx(want[key], abs=1e-6)
-  assert sorted(map(_ledger_key, net['ledger'])) == sorted(
-      map(_ledger_key, json.loads(
-          (tmp_path / 'inproc' / 'ledger.json').read_text())))
+  diff = report.compare(net, inproc['devices'], json.loads(
+      (tmp_path / 'inproc' / 'ledger.json').read_text()))
+  assert diff == {'devices': {}, 'missing': [], 'ledger_equal': True,
+                  'compared': 6}
+  # The comparison is not vacuous: it sees a changed digest or accuracy.
+  tampered = json.loads(json.dumps(net))
+  tampered['devices'][0]['importance_sha256'] = ['0' * 64]
+  tampered['devices'][1]['test_accuracy'] += 1 / 24
+  assert sorted(report.compare(tampered, inproc['devices'], net['ledger'])
+                ['devices']) == sorted(d['device'] for d in
+                                       tampered['devices'][:2])
 
   # Flower adds an envelope per message and per array (a tiny model's
   # backbone is ~40 small arrays, so its overhead is large in ratio).

@@ -176,9 +176,14 @@ class Launcher:
 
   def _flwr(self, e, *args) -> subprocess.CompletedProcess:
     home = self.wd / f'edge{e}' / 'flwr'
-    return subprocess.run([processes._bin('flwr'), *args],
-                          env=processes.flower_env(home), cwd=processes.REPO,
-                          capture_output=True, text=True, timeout=120)
+    try:
+      return subprocess.run([processes._bin('flwr'), *args],
+                            env=processes.flower_env(home),
+                            cwd=processes.REPO, capture_output=True,
+                            text=True, timeout=120)
+    except subprocess.TimeoutExpired as ex:
+      raise RuntimeError(f'edge {e}: `flwr {args[0]} {args[1]}` got no '
+                         f'answer within 120 s') from ex
 
   def _register(self, e, public_key, name):
     """Enrols a node's key at edge `e` (its control API may need a moment

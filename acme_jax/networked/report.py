@@ -128,6 +128,42 @@ def byte_table(ledger: Ledger, messages, wire_totals=None) -> dict:
   return {'by_kind': kinds, 'by_link': links}
 
 
+# Per-device fields a networked run must reproduce exactly; multipliers
+# travel as float32 in the front, so they match to 1e-6.
+EXACT = ('edge', 'budget', 'params', 'bytes', 'header_arch', 'header_cells',
+         'nas_header_params', 'nas_test_accuracy', 'finetune_lr',
+         'importance_sha256', 'header_params', 'total_params',
+         'test_accuracy', 'gate_channels_live', 'label_histogram',
+         'local_samples', 'linear_probe_test_accuracy', 'predicted_accuracy',
+         'measured_accuracy')
+CLOSE = ('width_mult', 'depth_mult', 'histogram_weighted_accuracy')
+
+
+def _ledger_key(r):
+  return (r['src_tier'], r['src_id'], r['dst_tier'], r['dst_id'], r['kind'],
+          r['bytes'], r['final'], r['round'])
+
+
+def compare(networked: dict, in_process_devices, in_process_ledger) -> dict:
+  """Where a networked run differs from the in-process run of the same
+  config: {'devices': {id: [fields]}, 'missing': [ids], 'ledger_equal'}."""
+  got = {d['device']: d for d in networked['devices']}
+  out = {'devices': {}, 'missing': []}
+  for want in in_process_devices:
+    have = got.get(want['device'])
+    if have is None:
+      out['missing'].append(want['device'])
+      continue
+    bad = [k for k in EXACT if have.get(k) != want.get(k)]
+    bad += [k for k in CLOSE if abs(have[k] - want[k]) > 1e-6]
+    if bad:
+      out['devices'][want['device']] = bad
+  out['ledger_equal'] = (sorted(map(_ledger_key, networked['ledger'])) ==
+                         sorted(map(_ledger_key, in_process_ledger)))
+  out['compared'] = len(in_process_devices)
+  return out
+
+
 def _ratio(x):
   return '-' if x is None else f'{x:.3f}'
 
@@ -175,11 +211,40 @@ def scaling_table(rows) -> str:
   out = []
   for r in rows:
     seconds = r.get('round_seconds', [])
-    out.append([r['devices'], r['status'],
+    status = r['status'] if len(r['status']) <= 60 else r['status'][:57] + '...'
+    out.append([r['devices'], status,
                 ' / '.join(f'{s:.0f}' for s in seconds) or '-',
                 f"{r['rounds_per_minute']:.2f}" if 'rounds_per_minute' in r
                 else '-', f"{r['peak_rss_gb']:.1f}",
                 f"{r['min_available_gb']:.1f}", f"{r['seconds']:.0f}"])
+    kinds = r.get('peak_rss_by_kind_gb', {})
+    out[-1].append(', '.join(f'{k.split("-")[-1]} {v:.1f}' for k, v in
+                             sorted(kinds.items())) or '-')
   return report_lib.markdown_table(
       ['device processes', 'status', 's per round', 'rounds / min',
-       'peak RSS (GB)', 'min available (GB)', 'wall (s)'], out)
+       'peak RSS (GB)', 'min available (GB)', 'wall (s)',
+       'peak RSS by process kind (GB)'], out)
+
+
+def main(argv=None):
+  """python -m acme_jax.networked.report --networked=W --in_process=W2"""
+  import argparse
+  p = argparse.ArgumentParser(prog='python -m acme_jax.networked.report')
+  p.add_argument('--networked', required=True, help='a networked workdir')
+  p.add_argument('--in_process', required=True,
+                 help='an experiments.main workdir of the same config')
+  args = p.parse_args(argv)
+  net = json.loads((pathlib.Path(args.networked) / 'networked.json')
+                   .read_text())
+  wd = pathlib.Path(args.in_process)
+  diff = compare(net, json.loads((wd / 'results.json').read_text())['devices'],
+                 json.loads((wd / 'ledger.json').read_text()))
+  print(json.dumps(diff))
+  same = not diff['devices'] and not diff['missing'] and diff['ledger_equal']
+  print(f'{diff["compared"]} devices: ' + (
+      'every field and every ledger record equal' if same else 'DIFFERENT'))
+  return 0 if same else 1
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

@@ -54,8 +54,15 @@ def render_networked(results: dict) -> str:
   from acme_jax.networked import report as net_report
   parts = [f"_Source: {_source(results, 'networked')}._",
            net_report.markdown(results, heading='####')]
+  refused = [i for i in results.get('impostors', []) if i['refusal']]
+  parts.append(f"Impostors (unregistered keys claiming a device): "
+               f"{len(refused)} of {len(results.get('impostors', []))} "
+               f"refused at activation. Tier restarts: "
+               f"{results.get('restarts') or 'none'}.")
   if results.get('scaling'):
-    parts.append(net_report.scaling_table(results['scaling']))
+    parts += ['#### Scaling: rounds per minute as device processes grow '
+              '(`python -m benchmarks.networked`)',
+              net_report.scaling_table(results['scaling'])]
   return '\n\n'.join(p.strip() for p in parts)
 
 
