@@ -208,39 +208,6 @@ def _validate_distributed(config):
          "must be '', gloo or mpi")
 
 
-def validate_network(config):
-  """The networked mode's section (`experiments.networked`)."""
-  if 'network' not in config:
-    raise ConfigError('network', None, 'the networked mode needs a network '
-                      'section (configs/default.py has one)')
-  _check(config, 'network.host', lambda v: isinstance(v, str) and v,
-         'must be a host name or IP address')
-  _check(config, 'network.base_port',
-         lambda v: _is_int(v) and 1024 <= v <= 65535 - 64,
-         'must be a port in 1024..65471')
-  for field in ('tls', 'auth', 'count_bytes'):
-    _check(config, f'network.{field}', lambda v: isinstance(v, bool),
-           'must be True or False')
-  if config.network.auth and not config.network.tls:
-    raise ConfigError('network.auth', True, 'device authentication needs '
-                      'network.tls = True')
-  for field in ('timeout_s', 'setup_timeout_s', 'join_timeout_s',
-                'run_timeout_s'):
-    _check(config, f'network.{field}', lambda v: _is_number(v) and v > 0,
-           'must be a number of seconds > 0')
-  for field in ('restart_delay_s', 'rejoin_timeout_s', 'round_wait_s'):
-    _check(config, f'network.{field}', lambda v: _is_number(v) and v >= 0,
-           'must be a number of seconds >= 0')
-  _positive_int(config, 'network.min_devices')
-  _non_negative_int(config, 'network.retries')
-  _non_negative_int(config, 'network.max_restarts')
-  _non_negative_int(config, 'network.impostors')
-  _non_negative_int(config, 'network.max_in_flight')
-  from acme_jax.networked import launcher
-  for fault in config.network.faults:
-    launcher.parse_fault(fault)
-
-
 def check_devices(config, device_count: int):
   """The cloud's global batches split evenly over the mesh's devices."""
   for field in ('batch_size', 'eval_batch_size'):

@@ -11,12 +11,11 @@ stops everything it started. Rerunning with the same --workdir resumes. How
 to start each tier on its own machine: `acme_jax/networked/tiers.py`.
 """
 from acme_jax import cli
-from acme_jax import config as config_lib
-from acme_jax.networked import launcher
+from acme_jax.networked import launcher, settings
 
 
 def run(config, workdir):
-  config_lib.validate_network(config)
+  settings.validate(config)
   return launcher.Launcher(config, workdir).run()
 
 

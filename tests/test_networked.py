@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from acme_jax import config as config_lib
 from acme_jax.config import ConfigError
 from acme_jax.device import features
 from acme_jax.models import subnet as subnet_lib
-from acme_jax.networked import payload, processes, report, security, wire
+from acme_jax.networked import (payload, processes, report, security,
+                                settings, wire)
+from acme_jax.system import ledger
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_payloads_travel_whole_and_their_size_is_measured(flower_task):
   np.testing.assert_array_equal(got['imp'], big)
   assert payload.control(msg) == {'round': 3, 'width': 0.5}
   # Serialized size: the arrays' bytes plus a small, bounded envelope.
-  arrays = payload.array_bytes(tree) + big.nbytes
+  arrays = ledger.payload_bytes(tree) + big.nbytes
   assert arrays < payload.message_bytes(msg) < arrays + 4096
   with pytest.raises(ValueError, match='contains "/"'):
     payload.flatten({'a/b': np.zeros(1)})
@@ -58,7 +59,7 @@ def test_payloads_travel_whole_and_their_size_is_measured(flower_task):
 
 def test_network_config_and_faults_are_checked_up_front():
   config = tiny_config()
-  config_lib.validate_network(config)
+  settings.validate(config)
   for field, value, words in (
       ('faults', ('kill:device1@train.round',), 'kill:device1@train.round'),
       ('faults', ('explode:device1@train.round:0',), 'explode'),
@@ -67,12 +68,12 @@ def test_network_config_and_faults_are_checked_up_front():
     bad = tiny_config()
     setattr(bad.network, field, value)
     with pytest.raises(ConfigError, match=f'network.{field}') as e:
-      config_lib.validate_network(bad)
+      settings.validate(bad)
     assert words in str(e.value)
   bad = tiny_config()
   bad.network.tls = False
   with pytest.raises(ConfigError, match='network.auth.*needs network.tls'):
-    config_lib.validate_network(bad)
+    settings.validate(bad)
 
 
 def test_certificates_chain_to_the_run_ca_and_keys_are_private(tmp_path):

@@ -36,7 +36,7 @@ def prepare(config, workdir, log=print) -> dict:
   workdir_lib.atomic_write_json(wd / 'selection.json', selection)
   serve = wd / SERVE
   serve.mkdir(exist_ok=True)
-  _save(serve / 'front.npz', transfers.front_payload(selection['candidates']))
+  payload.save_npz(serve / 'front.npz', transfers.front_payload(selection['candidates']))
   model, supernet = cloud['model'], cloud['supernet']
   multipliers = {(c['width_mult'], c['depth_mult'])
                  for c in selection['candidates']}
@@ -45,25 +45,13 @@ def prepare(config, workdir, log=print) -> dict:
     path = serve / f'{backbone_name(width, depth)}.npz'
     if not path.exists():
       sub = subnet_lib.for_model(model, width, depth)
-      _save(path, subnet_lib.extract(model, supernet, sub)[1])
+      payload.save_npz(path, subnet_lib.extract(model, supernet, sub)[1])
   topology = stages.build_topology(config, cloud['grid'])
   world = {'devices': [{'id': d.id, 'edge': d.edge_id, 'budget': d.budget}
                        for d in topology.devices],
            'edges': list(topology.edges)}
   workdir_lib.atomic_write_json(wd / 'world.json', world)
   return world
-
-
-def _save(path: pathlib.Path, tree):
-  flat = payload.flatten(tree)
-  tmp = path.with_suffix('.tmp.npz')
-  np.savez(tmp, **{k.replace('/', '|'): v for k, v in flat.items()})
-  tmp.replace(path)
-
-
-def _load(path: pathlib.Path):
-  with np.load(path) as f:
-    return payload.unflatten({k.replace('|', '/'): f[k] for k in f.files})
 
 
 class Service:
@@ -73,14 +61,14 @@ class Service:
     self.dir = pathlib.Path(workdir)
 
   def front(self) -> dict:
-    return _load(self.dir / SERVE / 'front.npz')
+    return payload.load_npz(self.dir / SERVE / 'front.npz')
 
   def backbone(self, width: float, depth: float):
     path = self.dir / SERVE / f'{backbone_name(width, depth)}.npz'
     if not path.exists():
       raise ValueError(f'the cloud has no trained backbone width {width} '
                        f'depth {depth}')
-    return _load(path)
+    return payload.load_npz(path)
 
   def receive_metrics(self, edge: int, metrics):
     """An edge's closing summary: per device [test accuracy, params]."""

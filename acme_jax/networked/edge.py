@@ -192,13 +192,13 @@ class Edge(link.Link):
     for width, depth in sorted(needed, key=repr):
       path = self.dir / f'{cloud_lib.backbone_name(width, depth)}.npz'
       if path.exists():
-        out[(width, depth)] = cloud_lib._load(path)
+        out[(width, depth)] = payload.load_npz(path)
         continue
       reply = self._ask_cloud('query.backbone', width=width, depth=depth)
       out[(width, depth)] = payload.payloads(reply)['backbone']
       self.ledger.send('cloud', ('edge', self.id), 'backbone',
                        out[(width, depth)], final=False)
-      cloud_lib._save(path, out[(width, depth)])
+      payload.save_npz(path, out[(width, depth)])
       self._commit()
     return out
 

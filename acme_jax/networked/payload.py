@@ -6,6 +6,7 @@ travels as one `ArrayRecord` keyed by its '/'-joined paths; control values
 size Flower serializes a message to (its content-addressed objects), which
 `wire.py`'s socket counts then add HTTP, TLS and polling to.
 """
+import pathlib
 from typing import Mapping, Optional
 
 import numpy as np
@@ -74,6 +75,15 @@ def message_bytes(message: Message) -> int:
              for obj in get_all_nested_objects(message).values())
 
 
-def array_bytes(tree) -> int:
-  """What the ledger counts for a payload: its arrays' bytes."""
-  return int(sum(np.asarray(v).nbytes for v in flatten(tree).values()))
+def save_npz(path, tree):
+  """A payload kept on disk (what the cloud serves, what an edge relays),
+  written atomically."""
+  path = pathlib.Path(path)
+  tmp = path.with_suffix('.tmp.npz')
+  np.savez(tmp, **{k.replace('/', '|'): v for k, v in flatten(tree).items()})
+  tmp.replace(path)
+
+
+def load_npz(path):
+  with np.load(path) as f:
+    return unflatten({k.replace('|', '/'): f[k] for k in f.files})
