@@ -16,11 +16,12 @@ its communication ledger needs only shapes:
 
   python -m acme_jax.tools.plan --config=configs/bert_base_sst2.py
 """
+from configs import common
 from configs import default
 
 
 def get_config(arg=None):
-  del arg  # no variants
+  common.parse_arg(arg, 'configs/bert_base_sst2.py')  # no variants
   config = default.get_config()
   config.data.name = 'glue/sst2'
   config.data.text.max_length = 64

@@ -17,16 +17,13 @@ stage and a few dozen samples per user, so it finishes on a 2-core CPU:
   python -m experiments.main \
       --config=configs/cifar100_vit_b16.py:synthetic_smoke --workdir=runs/smoke
 """
+from configs import common
 from configs import default
-
-ARGS = ('real', 'synthetic_smoke')
 
 
 def get_config(arg=None):
-  arg = arg or 'real'
-  if arg not in ARGS:
-    raise ValueError(f'configs/cifar100_vit_b16.py takes one of {ARGS}, '
-                     f'not {arg!r}')
+  arg = common.parse_arg(arg, 'configs/cifar100_vit_b16.py',
+                         variants=('real', 'synthetic_smoke')).variant
   config = default.get_config()
   config.data.name = 'cifar100'
   config.data.image_size = 224          # images resized to 224 (paper)

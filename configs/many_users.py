@@ -13,13 +13,14 @@ client engine, `engine.chunk` users at a time:
 The argument is the user count (a multiple of the 8 edges; default 256).
 The training sample count grows with it, ~94 per user.
 """
+from configs import common
 from configs import default
 
 EDGES = 8
 
 
 def get_config(arg=None):
-  users = int(arg or 256)
+  users = common.parse_arg(arg, 'configs/many_users.py', users=256).users
   if users <= 0 or users % EDGES:
     raise ValueError(f'configs/many_users.py takes a user count that is a '
                      f'positive multiple of {EDGES}, not {arg!r}')

@@ -21,16 +21,13 @@ The model is the real 6-layer, 384-hidden, 12-head MiniLM; the default grid
 keeps 12/9/6/3 heads and 6/4/3/2 layers (ACME.md 3). Every device gets a
 subnet of it and a NAS header over its 1-D token grid.
 """
+from configs import common
 from configs import default
-
-ARGS = ('full', 'smoke')
 
 
 def get_config(arg=None):
-  arg = arg or 'full'
-  if arg not in ARGS:
-    raise ValueError(f'configs/minilm_wordnet.py takes one of {ARGS}, '
-                     f'not {arg!r}')
+  arg = common.parse_arg(arg, 'configs/minilm_wordnet.py',
+                         variants=('full', 'smoke')).variant
   config = default.get_config()
   config.data.name = 'wordnet'
   config.data.text.max_length = 48      # glosses: ~21 WordPiece tokens, 2%

@@ -9,11 +9,12 @@ top of `make run`'s:
   python -m experiments.headers --config=configs/paper_tables.py --workdir=runs/tables
   python -m experiments.aggregation --config=configs/paper_tables.py --workdir=runs/tables
 """
+from configs import common
 from configs import default
 
 
 def get_config(arg=None):
-  del arg  # no variants
+  common.parse_arg(arg, 'configs/paper_tables.py')  # no variants
   config = default.get_config()
   config.baselines.repeats = 5
   config.aggregation.repeats = 5
