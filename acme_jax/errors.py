@@ -5,6 +5,9 @@ line saying it is a bug to report.
 Expected: a `ConfigError` or `UserError`, and a ValueError or
 FileNotFoundError raised by this package's own code (its messages name the
 problem; a ValueError from inside a library is a bug of ours).
+
+A leaf module: it imports nothing of the project, so every module may raise
+these errors without an import circle.
 """
 import pathlib
 import sys
@@ -16,13 +19,21 @@ _OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / d)
               for d in ('acme_jax', 'experiments', 'benchmarks'))
 
 
+class ConfigError(ValueError):
+  """A config field with a value it cannot take: names the field, the value
+  and what is allowed."""
+
+  def __init__(self, field: str, value, allowed: str):
+    self.field, self.value, self.allowed = field, value, allowed
+    super().__init__(f'config.{field} = {value!r} is invalid: {allowed}')
+
+
 class UserError(Exception):
   """An expected failure: the message names the problem and what to do."""
 
 
 def is_expected(error: BaseException) -> bool:
-  from acme_jax import config as config_lib  # here: config imports JAX
-  if isinstance(error, (config_lib.ConfigError, UserError)):
+  if isinstance(error, (ConfigError, UserError)):
     return True
   if isinstance(error, (ValueError, FileNotFoundError)):
     frames = traceback.extract_tb(error.__traceback__)

@@ -1,163 +1,131 @@
-"""ACME's single loop (ACME.md 2), top-down, with every stage cached in the workdir.
+"""ACME's single loop (ACME.md 2), top-down, with every stage cached in the
+workdir.
 
-    run(config, workdir)
-      data      load the dataset; cut the cloud's share off the training set
-      cloud     teacher -> importance reordering -> width stage -> width+depth
-                stage -> grid measurement (accuracy, per-class accuracy, sizes)
-      selection accuracy predictor -> costs -> Pareto Front Grid, baselines;
-                the trained subnets' non-dominated set for the edges
-      system    topology (edges, devices, budgets), non-IID device data
-      edge      per-device backbone from budget + label histogram; backbones
-                shipped (ledger); linear probe of each backbone on local data
-      device    cached backbone features -> header NAS within the budget
-      rounds    device <-> edge personalized aggregation, pruning, fine-tuning
-      ledger    ACME vs the centralized baseline
-      report    results.json, report.md, plots
+    world     data and the devices' partition; the cloud's teacher,
+              importance reordering, width and width+depth stages and grid
+              measurement; selection (predictor, costs, Pareto Front Grid);
+              the topology                                      (world.py)
+    edge      per device: its backbone, chosen from its budget and label
+              histogram, extracted and delivered (ledger); the device's
+              cached features of it and a linear probe    (edge/stage.py)
+    device    header NAS within the budget, fine-tuning, data signature
+                                                        (device/stage.py)
+    rounds    device <-> edge personalized importance aggregation, pruning,
+              fine-tuning                           (federated/acme.py)
+    report    the ledger against the centralized baseline; results.json,
+              report.md, plots
 
-The paper's comparison tables are experiments of their own
-(`experiments/headers.py`, `experiments/aggregation.py`) that reuse this
-workdir's cloud stages and add their sections to the same results.
+The paper's comparison tables are experiments of their own (`experiments/`)
+that build the same world and add their sections to the same results.
 """
-import time
+import dataclasses
 
 import jax
-import ml_collections
 import numpy as np
 
-from acme_jax import device_stages
+from acme_jax import config as config_lib
 from acme_jax import report
-from acme_jax import shapes
-from acme_jax import stages
+from acme_jax import streams
+from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
-from acme_jax.device import features
+from acme_jax.device import signature as signature_lib
+from acme_jax.device import stage as device_stage
+from acme_jax.device import state as state_lib
+from acme_jax.edge import stage as edge_stage
+from acme_jax.federated import acme
 from acme_jax.models import subnet as subnet_lib
-from acme_jax.system import ledger as ledger_lib
-from acme_jax.system import transfers
+from acme_jax.hierarchy import ledger as ledger_lib
+from acme_jax.hierarchy import transfers
 
 
-def deliver(config, cloud, selection, topology, splits, num_classes, log):
-  """Edge choice per device, backbone delivery (ledger), linear probes."""
-  model, supernet = cloud['model'], cloud['supernet']
-  cands = selection['candidates']
-  histograms, picks = device_stages.edge_choice(config, selection, topology,
-                                                splits, num_classes)
-  ledger = ledger_lib.Ledger()
-  backbones, device_backbone, records = {}, {}, []
-
-  def backbone(width, depth):
-    key = (depth, width)
-    if key not in backbones:
-      sub = subnet_lib.for_model(model, width, depth)
-      backbones[key] = subnet_lib.extract(model, supernet, sub)[1]
-    return key
-
-  for device, pick in zip(topology.devices, picks):
-    cand = cands[pick.candidate]
-    key = backbone(cand['width_mult'], cand['depth_mult'])
-    device_backbone[device.id] = key
-    if pick.params + config.system.header_allowance > device.budget:
-      raise AssertionError(f'device {device.id}: backbone over budget')
-    if subnet_lib.param_count(backbones[key]) != pick.params:
-      raise AssertionError(f'device {device.id}: shipped backbone size '
-                           f'differs from the one chosen')
-    train, _, test = splits[device.id]
-    sub = subnet_lib.for_model(model, cand['width_mult'], cand['depth_mult'])
-    cls = [features.backbone_tokens(
-        model, supernet, sub, s.images, config.cloud.eval_batch_size,
-        source=config.header.features_from)[:, 0] for s in (train, test)]
-    probe = features.linear_probe_accuracy(cls[0], train.labels, cls[1],
-                                           test.labels, config.seed)
-    records.append({
-        'device': device.id, 'edge': device.edge_id, 'budget': device.budget,
-        'width_mult': cand['width_mult'], 'depth_mult': cand['depth_mult'],
-        'params': pick.params,
-        'bytes': subnet_lib.param_bytes(backbones[key]),
-        'predicted_accuracy': cand['predicted_accuracy'],
-        'measured_accuracy': cand['measured_accuracy'],
-        'histogram_weighted_accuracy': pick.score,
-        'label_histogram': np.asarray(histograms[device.id]).astype(
-            int).tolist(),
-        'local_samples': [len(s) for s in splits[device.id]],
-        'linear_probe_test_accuracy': probe})
-    log(f'[edge] device {device.id} (edge {device.edge_id}, budget '
-        f'{device.budget:,}): depth {cand["depth_mult"]:g} width '
-        f'{cand["width_mult"]:g}, {pick.params:,} params, probe {probe:.3f}')
-  reference = None
-  a = config.aggregation
-  if a.signature == 'features' and a.mode in ('pruning_per_js',
-                                              'pruning_per_emd'):
-    reference = backbone(*device_stages.reference_multipliers(config))
-  transfers.deliver_backbones(
-      ledger, topology, transfers.front_payload(cands),
-      {d: h.astype(np.float32) for d, h in enumerate(histograms)},
-      backbones, device_backbone, reference=reference)
-  return records, ledger, backbones, device_backbone
+def run(config, workdir, log=print):
+  """Run (or resume) ACME on `config`, writing everything under `workdir`."""
+  world = world_lib.build(config, workdir, log)
+  log('[selection] ' + report.selection_line(world.selection))
+  customized = world.wd.cached_stage(
+      'devices.json', config_lib.subset(config, world_lib.DEVICE_SECTIONS),
+      lambda: customize(world, log))
+  return write_report(world, customized, log)
 
 
-def customize_devices(config, cloud, selection, topology, splits, num_classes,
-                      log):
-  """Edge choice, header NAS and ACME's rounds for every device."""
-  devices, ledger, backbones, device_backbone = deliver(
-      config, cloud, selection, topology, splits, num_classes, log)
-  key = jax.random.fold_in(jax.random.key(config.seed), stages.DEVICES)
-  choices = [(d['width_mult'], d['depth_mult'], d['params']) for d in devices]
-  headers = device_stages.device_headers(config, cloud, topology, splits,
-                                         choices, jax.random.fold_in(key, 0),
-                                         num_classes, log)
-  for record, header in zip(devices, headers):
+def customize(world: world_lib.World, log=print) -> dict:
+  """Edge, device and rounds for every device of the world."""
+  config = world.config
+  device_hp = device_stage.DeviceHparams.from_config(config,
+                                                     world.num_classes)
+  rounds_hp = acme.RoundsHparams.from_config(config)
+  key = jax.random.fold_in(jax.random.key(config.seed), streams.DEVICES)
+  delivery = edge_stage.deliver(config, world, world.splits, device_hp, log)
+  headers = device_headers(world, device_hp, delivery,
+                           jax.random.fold_in(key, streams.HEADER_SEARCH), log)
+  for record, header in zip(delivery.records, headers):
     r = header.result
     record.update(header_arch=r['arch'], header_cells=r['n_layers'],
                   nas_header_params=r['nas_header_params'],
                   nas_test_accuracy=r['test_accuracy'],
                   finetune_lr=r['finetune_lr'])
-  device_stages.run_rounds(config, headers, num_classes,
-                           config.aggregation.mode, jax.random.fold_in(key, 1),
-                           ledger=ledger)
-  accuracy = device_stages.test_accuracies(config, headers, num_classes)
-  params = device_stages.header_params(config, headers, num_classes)
+  headers, digests = acme.run(rounds_hp, device_hp.nas, headers,
+                              jax.random.fold_in(key, streams.ROUNDS),
+                              ledger=delivery.ledger)
+  return close(world, device_hp, delivery, headers, digests, log)
+
+
+def device_headers(world: world_lib.World, hp: device_stage.DeviceHparams,
+                   delivery: edge_stage.Delivery, key, log=print):
+  """Per device: header NAS within the budget its backbone leaves,
+  fine-tuning, and its data signature. Returns the devices'
+  `state.DeviceHeader`s."""
+  config = world.config
+  targets = [device_stage.Target(
+      device=r['device'], edge=r['edge'],
+      key=jax.random.fold_in(key, r['device']),
+      limit=r['budget'] - r['params'],
+      cells=device_stage.header_cells(hp, r['width_mult'], r['depth_mult']))
+             for r in delivery.records]
+  headers = device_stage.search_headers(hp, delivery.features, targets,
+                                        log=log)
+  signatures = signature_lib.signatures(
+      signature_lib.SignatureHparams.from_config(config), world.cloud.model,
+      world.cloud.supernet, [s[0] for s in delivery.splits],
+      world.num_classes)
+  return [dataclasses.replace(h, signature=s)
+          for h, s in zip(headers, signatures)]
+
+
+def close(world: world_lib.World, hp: device_stage.DeviceHparams,
+          delivery: edge_stage.Delivery, headers, digests, log=print) -> dict:
+  """The closing pass: each device's final header, test accuracy and
+  size; its metrics to the edge and the cloud (ledger)."""
+  config, topology = world.config, world.topology
+  accuracy = state_lib.test_accuracy(hp.nas, headers, hp.batch_size,
+                                     hp.strategy)
+  params = state_lib.header_params(hp.nas.spec, headers)
+  devices = delivery.records
   for record, header, acc, n in zip(devices, headers, accuracy, params):
     record.update(header_params=n, total_params=record['params'] + n,
                   test_accuracy=float(acc),
-                  importance_sha256=header.result['importance_sha256'],
-                  gate_channels_live=int(sum(
-                      np.sum(np.asarray(g) > 0)
-                      for g in jax.tree.leaves(header.gates))))
-    if record['total_params'] > record['budget']:
-      raise AssertionError(f'device {record["device"]} exceeds its budget')
+                  importance_sha256=digests[header.device],
+                  gate_channels_live=state_lib.live_gate_channels(header))
     log(f'[device] {record["device"]}: header {n:,} params (NAS '
         f'{record["nas_header_params"]:,}), total {record["total_params"]:,} '
         f'<= {record["budget"]:,}; test accuracy '
         f'{record["nas_test_accuracy"]:.3f} after NAS, {acc:.3f} after '
         f'{config.aggregation.rounds} {config.aggregation.mode} rounds')
+  ledger = delivery.ledger
   transfers.report_metrics(ledger, topology, {
       d['device']: np.asarray([d['test_accuracy'], d['total_params']],
                               np.float32) for d in devices})
-  model_bytes = [subnet_lib.param_bytes(backbones[device_backbone[d.id]]) +
-                 4 * params[d.id] for d in topology.devices]
+  model_bytes = [subnet_lib.param_bytes(
+      delivery.backbones[delivery.device_backbone[d.id]]) + 4 * params[d.id]
+                 for d in topology.devices]
   return {'devices': devices, 'ledger': ledger.to_records(),
           'model_bytes': model_bytes}
 
 
-def run(config: ml_collections.ConfigDict, workdir, log=print):
-  """Run (or resume) ACME on `config`, writing everything under `workdir`."""
-  wd = stages.prepare_run(config, workdir)
-  t0 = time.time()
-  dataset, cloud_data, device_data = stages.load_data(config, log)
-  num_devices = stages.num_devices(config)
-  splits = device_stages.check_partition(config, device_data, num_devices,
-                                         dataset.num_classes)
-  cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
-  log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')
-  arch = shapes.architecture(config, dataset.num_classes)
-  selection = stages.run_selection(config, cloud['grid'], arch)
-  workdir_lib.atomic_write_json(wd / 'selection.json', selection)
-  log('[selection] ' + report.selection_line(selection))
-
-  topology = stages.build_topology(config, cloud['grid'])
-  customized = stages.cached_stage(
-      wd, 'devices.json', config, stages.DEVICE_SECTIONS,
-      lambda: customize_devices(config, cloud, selection, topology, splits,
-                                dataset.num_classes, log))
+def write_report(world: world_lib.World, customized: dict, log=print):
+  """The ledger against the centralized baseline; results.json, report.md,
+  the grid table and the Pareto plot."""
+  wd, topology, splits = world.wd, world.topology, world.splits
   devices = customized['devices']
   ledger = ledger_lib.Ledger.from_records(customized['ledger'])
   centralized = transfers.centralized(
@@ -165,14 +133,14 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
       {d.id: splits[d.id][0].raw_bytes() for d in topology.devices},
       {d.id: customized['model_bytes'][d.id] for d in topology.devices})
   ledger_summary = ledger_lib.compare(ledger, centralized)
-
+  cloud = world.cloud
   results = {
-      'dataset': dataset.name,
+      'dataset': world.dataset.name,
       'cloud': {
-          'grid': report.merge_grid(cloud['grid'], cloud['test'],
-                                    cloud['teacher_cut_test']),
+          'grid': report.merge_grid(cloud.grid, cloud.test,
+                                    cloud.teacher_cut_test),
       },
-      'selection': {k: selection[k] for k in
+      'selection': {k: world.selection[k] for k in
                     ('picks', 'tradeoff_gain_vs_highest_accuracy')},
       'devices': devices,
       'ledger': ledger_summary,
@@ -181,9 +149,9 @@ def run(config: ml_collections.ConfigDict, workdir, log=print):
   workdir_lib.atomic_write_text(wd / 'cloud/grid.md',
                                 report.grid_table(results['cloud']['grid']) +
                                 '\n')
-  results = report.write_results(wd, results, config)
+  results = report.write_results(wd, results, world.config)
   workdir_lib.atomic_save_figure(wd / 'pareto.png', report.pareto_figure(
-      selection, devices))
+      world.selection, devices))
   log('\n' + report.grid_table(results['cloud']['grid']))
   log('\n' + report.devices_table(devices))
   log('\n' + report.ledger_table(ledger_summary))

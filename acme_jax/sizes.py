@@ -1,13 +1,15 @@
 """Sizes that follow from a config alone: no data, no training.
 
-The supernet's architecture, the exact parameter count of every trained grid
-subnet and the smallest header. Config validation, the plan tool and the
-pipeline all size things here, so an impossible budget is caught before any
-work and every tool counts the same way.
+The supernet's architecture, the device count, the exact parameter count of
+every trained grid subnet, the header's feature shape and the smallest
+header. Config validation, the plan tool and the loop all size things here,
+so an impossible budget is caught before any work and every tool counts the
+same way.
 """
 import numpy as np
 
 from acme_jax import data as data_lib
+from acme_jax.device import header as header_lib
 from acme_jax.selection import costs
 
 
@@ -17,21 +19,40 @@ def is_bert(config) -> bool:
 
 def architecture(config, num_classes: int):
   """The supernet's ViTArchitecture or BertArchitecture."""
-  m = config.model
+  model = config.model
   if is_bert(config):
-    return costs.BertArchitecture(
-        num_layers=m.num_layers, num_heads=m.num_heads,
-        hidden_size=m.hidden_size, mlp_dim=m.mlp_dim,
-        vocab_size=m.vocab_size, max_positions=m.max_positions,
-        type_vocab_size=m.type_vocab_size, num_classes=num_classes)
-  return costs.ViTArchitecture.for_images(
-      config.data.image_size, num_layers=m.num_layers, num_heads=m.num_heads,
-      hidden_size=m.hidden_size, mlp_dim=m.mlp_dim, patch_size=m.patch_size,
-      channels=data_lib.channels(config.data), num_classes=num_classes)
+    return costs.BertArchitecture(num_layers=model.num_layers,
+                                  num_heads=model.num_heads,
+                                  hidden_size=model.hidden_size,
+                                  mlp_dim=model.mlp_dim,
+                                  vocab_size=model.vocab_size,
+                                  max_positions=model.max_positions,
+                                  type_vocab_size=model.type_vocab_size,
+                                  num_classes=num_classes)
+  return costs.ViTArchitecture.for_images(config.data.image_size,
+                                          num_layers=model.num_layers,
+                                          num_heads=model.num_heads,
+                                          hidden_size=model.hidden_size,
+                                          mlp_dim=model.mlp_dim,
+                                          patch_size=model.patch_size,
+                                          channels=data_lib.channels(
+                                              config.data),
+                                          num_classes=num_classes)
 
 
 def num_classes(config) -> int:
   return data_lib.num_classes(config.data)
+
+
+def devices_per_edge(config) -> list:
+  """Devices under each edge: one count for all, or one per edge."""
+  per_edge = tuple(config.system.devices_per_edge)
+  edges = config.system.num_edges
+  return list(per_edge) * edges if len(per_edge) == 1 else list(per_edge)
+
+
+def num_devices(config) -> int:
+  return sum(devices_per_edge(config))
 
 
 def grid(config) -> list:
@@ -59,14 +80,19 @@ def feature_shape(config) -> tuple:
   return (1, side, side, config.model.hidden_size)
 
 
+def max_header_cells(config) -> int:
+  """Cells a header holds: `header.num_layers` (0: the prototype's rule,
+  at most 3) + 2, the prototype child's count."""
+  return (config.header.num_layers or 3) + 2
+
+
 def smallest_header(config, cells: int) -> int:
   """Parameters of the cheapest header (all pools) with `cells` cells."""
-  from acme_jax.device import header as header_lib
-  h = config.header
+  header = config.header
   spec = header_lib.Spec(num_classes=num_classes(config),
                          feature_dim=config.model.hidden_size,
                          grid_rank=len(feature_shape(config)) - 2,
-                         num_channels=h.num_channels, num_nodes=h.num_nodes,
+                         num_channels=header.num_channels, num_nodes=header.num_nodes,
                          max_layers=cells)
   return int(header_lib.param_count(
-      spec, header_lib.smallest_arch(h.num_nodes), cells))
+      spec, header_lib.smallest_arch(header.num_nodes), cells))

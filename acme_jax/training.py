@@ -1,4 +1,5 @@
 """Small training utilities shared by the cloud and device stages."""
+import dataclasses
 import sys
 import time
 from typing import Iterator
@@ -7,6 +8,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class StageHparams:
+  """One cloud training stage (the teacher or an elastic stage): AdamW with
+  warm-up, the data order (`seed`), augmentation and, for the elastic
+  stages, the distillation loss's weights and how subnets run."""
+  epochs: int
+  learning_rate: float
+  batch_size: int
+  seed: int = 0
+  weight_decay: float = 0.0
+  warmup_fraction: float = 0.1
+  clip_norm: float = 1.0
+  max_shift: int = 0            # random-shift augmentation (pixels)
+  lambda_logits: float = 1.0    # elastic stages: soft cross-entropy ...
+  lambda_hidden: float = 0.1    # ... and hidden-state MSE weights
+  scheme: str = 'static'        # elastic stages: static | sliced | masked
+  remat: bool = False           # recompute each subnet's activations
+
+  @classmethod
+  def from_config(cls, section, batch_size: int, seed: int,
+                  **fields) -> 'StageHparams':
+    """A config stage section (cloud.teacher, width_stage, depth_stage)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    own = {k: v for k, v in section.items() if k in names}
+    return cls(**own, batch_size=batch_size, seed=seed, **fields)
 
 
 def decay_mask(params):

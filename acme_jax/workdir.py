@@ -219,6 +219,19 @@ class Workdir:
     self.write_json(name, value)
     return value
 
+  def cached_stage(self, name: str, fingerprint: dict,
+                   compute: Callable[[], Any]):
+    """`compute()` once per `fingerprint` (the config sections the stage
+    depends on); reruns load the saved value (verified against its hash: a
+    damaged copy is recomputed)."""
+    if self.valid_json(name):
+      saved = read_json(self / name)
+      if saved.get('config') == fingerprint:
+        return saved['value']
+    value = json.loads(json.dumps(compute(), default=_json_default))
+    self.write_json(name, {'config': fingerprint, 'value': value})
+    return value
+
   def has_checkpoint(self, name: str) -> bool:
     """True when a committed checkpoint `name` matches its hash."""
     path = self / name

@@ -33,10 +33,11 @@ from absl import flags
 
 from acme_jax import cli
 from acme_jax import report
+from acme_jax import training
 from acme_jax.cloud import elastic, teacher
 from acme_jax.data import base
 from acme_jax.models import subnet, vit
-from acme_jax.system import mesh
+from acme_jax.parallel import mesh
 
 _BATCH = flags.DEFINE_integer('batch', 2, 'global batch (a multiple of the '
                               'device count)')
@@ -70,9 +71,11 @@ def vit_b16(dtype) -> vit.ViT:
                  input_spec=spec, dtype=jnp.dtype(dtype))
 
 
-def forward_flops(layers: int, heads: int, mlp: int, hidden=768, head_dim=64,
-                  patch=16, side=224, channels=3, classes=_CLASSES) -> float:
-  """Multiply-adds x 2 of one image's forward pass (matmuls only)."""
+def forward_flops(layers: int, heads: int, mlp: int, hidden=768,
+                  head_dim=64) -> float:
+  """Multiply-adds x 2 of one 224x224x3 image's forward pass through a
+  ViT-B/16-shaped model (matmuls only)."""
+  patch, side, channels, classes = 16, 224, 3, _CLASSES
   tokens = (side // patch) ** 2 + 1
   inner = heads * head_dim
   per_layer = (2 * tokens * hidden * 3 * inner       # q, k, v
@@ -143,8 +146,11 @@ def build(step_name: str, model, par: mesh.Parallel, batch: int):
     step = teacher.make_train_step(model, tx, par, params, opt_state)
     return step, (params, opt_state, images, labels)
   stage = elastic.Stage.of(GRID, GRID, matched_teacher=True)
-  step = elastic.make_elastic_step(model, tx, stage, 1.0, 1.0, _SCHEME.value,
-                                   par, params, opt_state, _REMAT.value)
+  hp = training.StageHparams(
+      epochs=1, learning_rate=1e-4, batch_size=batch, lambda_logits=1.0,
+      lambda_hidden=1.0, scheme=_SCHEME.value, remat=_REMAT.value)
+  step = elastic.make_elastic_step(model, tx, stage, hp, par, params,
+                                   opt_state)
   return step, (params, opt_state, params, images)
 
 

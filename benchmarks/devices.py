@@ -23,9 +23,19 @@ import jax
 from absl import flags
 
 from acme_jax import cli
-from acme_jax import device_stages, report, stages
+from acme_jax import pipeline
+from acme_jax import report
+from acme_jax import sizes
+from acme_jax import streams
+from acme_jax import world as world_lib
+from acme_jax.cloud import stage as cloud_stage
+from acme_jax.data import stage as data_stage
+from acme_jax.device import stage as device_stage
+from acme_jax.edge import stage as edge_stage
+from acme_jax.federated import acme
 from acme_jax.models import subnet as subnet_lib
-from acme_jax.system import engine
+from acme_jax.selection import stage as selection_stage
+from acme_jax.parallel import engine
 from configs import many_users
 
 _USERS = flags.DEFINE_list('users', ['8', '64', '256'], 'user counts')
@@ -35,40 +45,50 @@ _STRATEGIES = flags.DEFINE_list(
 _CHUNK = flags.DEFINE_integer('chunk', 0, 'users at once (0: all)')
 
 
-def setup(users: int):
-  """(config, cloud, topology, splits, choices, num_classes) for `users`."""
+def setup(users: int) -> world_lib.World:
+  """The world of `users` users with a fresh supernet: each grid subnet's
+  accuracy is a proxy that grows with its size, so every user's edge picks
+  the largest subnet within its budget less the allowance."""
   config = many_users.get_config(str(users))
-  dataset, _, device_data = stages.load_data(config, log=lambda _: None)
-  key = jax.random.key(config.seed)
-  model, params = stages.build_model(config, dataset, key)
+  dataset, cloud_data, device_data = data_stage.load(config,
+                                                     log=lambda _: None)
+  model, params = cloud_stage.build_model(config, dataset,
+                                          jax.random.key(config.seed))
   grid = []
   for d in config.cloud.depth_mults:
     for w in config.cloud.width_mults:
       size, _ = subnet_lib.subnet_size(model, params,
                                        subnet_lib.for_model(model, w, d))
-      grid.append({'depth': d, 'width': w, 'params': size})
-  topology = stages.build_topology(config, grid)
-  # Each user: the largest grid subnet within its budget less the allowance.
-  choices = []
-  for device in topology.devices:
-    fits = [g for g in grid
-            if g['params'] + config.system.header_allowance <= device.budget]
-    best = max(fits, key=lambda g: g['params'])
-    choices.append((best['width'], best['depth'], best['params']))
-  splits = device_stages.device_splits(config, device_data,
-                                       topology.num_devices,
-                                       dataset.num_classes)
-  cloud = {'model': model, 'supernet': params}
-  return config, cloud, topology, splits, choices, dataset.num_classes
+      grid.append({'depth_mult': d, 'width_mult': w, 'params': size})
+  largest = max(g['params'] for g in grid)
+  for g in grid:
+    g['accuracy'] = g['params'] / largest
+    g['per_class_accuracy'] = [g['accuracy']] * dataset.num_classes
+  selection = selection_stage.run(
+      selection_stage.SelectionHparams.from_config(config), grid,
+      sizes.architecture(config, dataset.num_classes))
+  splits = data_stage.device_splits(
+      data_stage.PartitionHparams.from_config(config), device_data,
+      dataset.num_classes)
+  return world_lib.World(
+      config, None, dataset, cloud_data, device_data, splits,
+      cloud_stage.Trained(model, params, grid, grid, grid), selection,
+      world_lib.topology(config, grid))
 
 
-def device_stage(config, cloud, topology, splits, choices, num_classes):
+def device_stage_run(world: world_lib.World):
+  """Features, header search + fine-tuning + test, signatures, and one
+  pruning_per_emd round, for every user."""
+  config, quiet = world.config, lambda *_: None
   key = jax.random.key(config.seed)
-  headers = device_stages.device_headers(config, cloud, topology, splits,
-                                         choices, key, num_classes,
-                                         log=lambda _: None)
-  device_stages.run_rounds(config, headers, num_classes, 'pruning_per_emd',
-                           jax.random.fold_in(key, 1))
+  hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
+  delivery = edge_stage.deliver(config, world, world.splits, hp, quiet)
+  headers = pipeline.device_headers(
+      world, hp, delivery, jax.random.fold_in(key, streams.HEADER_SEARCH),
+      quiet)
+  headers, _ = acme.run(
+      acme.RoundsHparams.from_config(config, mode='pruning_per_emd'), hp.nas,
+      headers, jax.random.fold_in(key, streams.ROUNDS))
   return headers
 
 
@@ -84,15 +104,14 @@ def main(argv):
                 if s != 'sharded' or jax.device_count() > 1]
   rows, per_minute = [], {}
   for users in map(int, _USERS.value):
-    problem = setup(users)
+    world = setup(users)
     for strategy in strategies:
-      config = problem[0]
-      config.engine.strategy = strategy
-      config.engine.chunk = _CHUNK.value
+      world.config.engine.strategy = strategy
+      world.config.engine.chunk = _CHUNK.value
       engine.clear_caches()
       before = sum(engine.trace_counts().values())
       start = time.perf_counter()
-      headers = device_stage(*problem)
+      headers = device_stage_run(world)
       seconds = time.perf_counter() - start
       compiles = sum(engine.trace_counts().values()) - before
       per_minute[users, strategy] = users / seconds * 60

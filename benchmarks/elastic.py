@@ -27,6 +27,7 @@ from absl import flags
 
 from acme_jax import cli
 from acme_jax import report
+from acme_jax import training
 from acme_jax.cloud import elastic
 from acme_jax.models import subnet, vit
 
@@ -74,7 +75,9 @@ def main(argv):
 
   rows, losses = [], {}
   for scheme in ('masked', 'sliced', 'static'):
-    step = elastic.make_elastic_step(model, tx, stage, 1.0, 1.0, scheme)
+    step = elastic.make_elastic_step(model, tx, stage, training.StageHparams(
+        epochs=1, learning_rate=1e-4, batch_size=_BATCH.value,
+        lambda_logits=1.0, lambda_hidden=1.0, scheme=scheme))
     first = []
     seconds = _best(lambda: step(params, opt_state, teacher, images),
                     _REPS.value, first)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from acme_jax.system import engine as E
+from acme_jax.parallel import engine as E
 
 FEATURE_SHAPE = (4, 4, 64)
 BATCH = 32

@@ -20,7 +20,9 @@ from ml_collections import config_flags
 from acme_jax import cli
 from acme_jax import data as data_lib
 from acme_jax import report
-from acme_jax.device import customize, features, nas
+from acme_jax import sizes
+from acme_jax.device import features, nas
+from acme_jax.device import stage as device_stage
 from acme_jax.device import header as header_lib
 from acme_jax.models import subnet, vit
 
@@ -44,9 +46,8 @@ def main(_):
     return features.token_grid(features.backbone_tokens(
         model, params, full, x, source=source), patch_grid)
 
-  cfg = customize.nas_config(config, backbone(images[:1]).shape,
-                             ds.num_classes)
-  cells = customize.max_cells(config)
+  cfg = device_stage.DeviceHparams.from_config(config, ds.num_classes).nas
+  cells = sizes.max_header_cells(config)
   start = nas.init_child(cfg, 0)
   arch = header_lib.smallest_arch(cfg.spec.num_nodes)
   arch[:, 1] = 0  # separable convs: a realistic header cost
@@ -60,8 +61,9 @@ def main(_):
 
   @jax.jit
   def cached_step(child, x, y):
-    return nas.train_child(cfg, child, arch, cells, gates, x, y, weights,
-                           0.05, key)[0]
+    return nas.train_child(cfg, child, arch, cells, gates,
+                           {'x': x, 'y': y, 'w': weights, 'lr': 0.05},
+                           key)[0]
 
   @jax.jit
   def recompute_step(child, x, y):
@@ -69,8 +71,9 @@ def main(_):
     tokens = out['hidden'][-1] if source == 'last_hidden' else out['tokens']
     grid = jax.lax.stop_gradient(tokens[:, 1:]).reshape(
         (x.shape[0],) + patch_grid + (tokens.shape[-1],))
-    return nas.train_child(cfg, child, arch, cells, gates, grid, y, weights,
-                           0.05, key)[0]
+    return nas.train_child(cfg, child, arch, cells, gates,
+                           {'x': grid, 'y': y, 'w': weights, 'lr': 0.05},
+                           key)[0]
 
   def cached():
     cache = backbone(images)

@@ -44,15 +44,15 @@ def bench_config(devices: int):
   config.system.num_edges = 2
   config.system.devices_per_edge = (devices // 2,)
   config.system.partition = 'iid'
-  h = config.header
-  h.search_epochs, h.finetune_epochs, h.controller_steps_per_epoch = 1, 1, 2
-  h.finetune_lrs = (0.03,)
-  a = config.aggregation
-  a.rounds, a.local_epochs, a.finetune_epochs = ROUNDS.value, 1, 1
-  n = config.network
-  n.max_in_flight = IN_FLIGHT.value
-  n.timeout_s, n.setup_timeout_s = 1800.0, 3600.0
-  n.join_timeout_s, n.run_timeout_s = 900.0, RUN_TIMEOUT.value
+  header = config.header
+  header.search_epochs, header.finetune_epochs, header.controller_steps_per_epoch = 1, 1, 2
+  header.finetune_lrs = (0.03,)
+  aggregation = config.aggregation
+  aggregation.rounds, aggregation.local_epochs, aggregation.finetune_epochs = ROUNDS.value, 1, 1
+  network = config.network
+  network.max_in_flight = IN_FLIGHT.value
+  network.timeout_s, network.setup_timeout_s = 1800.0, 3600.0
+  network.join_timeout_s, network.run_timeout_s = 900.0, RUN_TIMEOUT.value
   return config
 
 

@@ -16,28 +16,31 @@ repeats, and each mode's paired difference to wo_pruning with its CI (a
 gain "holds" where the CI excludes 0). Reuses the workdir's cloud stages and
 adds `aggregation` to results.json.
 """
-import dataclasses
-
 import jax
 import numpy as np
 
-from acme_jax import device_stages
+from acme_jax import choices
+from acme_jax import config as config_lib
+from acme_jax import pipeline
 from acme_jax import report
-from acme_jax import shapes
-from acme_jax import stages
 from acme_jax import stats
+from acme_jax import streams
+from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
+from acme_jax.data import stage as data_stage
+from acme_jax.device import stage as device_stage
+from acme_jax.device import state as state_lib
+from acme_jax.edge import stage as edge_stage
+from acme_jax.federated import acme
 
-SECTIONS = stages.CLOUD_SECTIONS + ('selection', 'system', 'header',
-                                    'aggregation')
-PERSONALIZED = ('pruning_per_js', 'pruning_per_emd')
+SECTIONS = world_lib.DEVICE_SECTIONS
 
 
 def columns(config) -> list:
   """(column name, mode, temperature) of every compared run."""
   out = []
   for mode in config.aggregation.modes:
-    if mode in PERSONALIZED:
+    if mode in choices.PERSONALIZED_MODES:
       out += [(f'{mode}@T={t:g}', mode, t)
               for t in config.aggregation.temperatures]
     else:
@@ -45,36 +48,41 @@ def columns(config) -> list:
   return out
 
 
-def one_repeat(config, cloud, selection, topology, device_data, test,
-               num_classes, repeat, log):
+def setup_partition(config, setup: str, seed=None):
+  aggregation = config.aggregation
+  return data_stage.PartitionHparams.from_config(
+      config, scheme=setup, fraction_per_class=aggregation.fraction_per_class,
+      seed=seed)
+
+
+def one_repeat(world: world_lib.World, repeat: int, log):
   """Mean device test accuracy of every column on every setup, one repeat."""
-  a = config.aggregation
-  seed = config.seed + repeat
+  config = world.config
+  aggregation = config.aggregation
+  device_hp = device_stage.DeviceHparams.from_config(config,
+                                                     world.num_classes)
   key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), stages.AGGREGATION), repeat)
+      jax.random.key(config.seed), streams.AGGREGATION_EXPERIMENT), repeat)
+  quiet = lambda *_: None  # noqa: E731
   out = {}
-  for s, setup in enumerate(a.setups):
-    splits = device_stages.device_splits(
-        config, device_data, topology.num_devices, num_classes, scheme=setup,
-        fraction_per_class=a.fraction_per_class, seed=seed)
-    if a.test_on == 'class_matched':
-      splits = device_stages.class_matched_test(splits, test)
-    _, picks = device_stages.edge_choice(config, selection, topology, splits,
-                                         num_classes)
-    cands = selection['candidates']
-    choices = [(cands[p.candidate]['width_mult'],
-                cands[p.candidate]['depth_mult'], p.params) for p in picks]
+  for s, setup in enumerate(aggregation.setups):
+    splits = data_stage.device_splits(
+        setup_partition(config, setup, seed=config.seed + repeat),
+        world.device_data, world.num_classes)
+    if aggregation.test_on == 'class_matched':
+      splits = data_stage.class_matched_test(splits, world.dataset.test)
     setup_key = jax.random.fold_in(key, s)
-    base = device_stages.device_headers(
-        config, cloud, topology, splits, choices,
-        jax.random.fold_in(setup_key, 0), num_classes, log=lambda *_: None)
+    delivery = edge_stage.deliver(config, world, splits, device_hp, quiet)
+    base = pipeline.device_headers(
+        world, device_hp, delivery,
+        jax.random.fold_in(setup_key, streams.HEADER_SEARCH), quiet)
     accs = {}
     for name, mode, temperature in columns(config):
-      devices = [dataclasses.replace(d) for d in base]
-      device_stages.run_rounds(config, devices, num_classes, mode,
-                               jax.random.fold_in(setup_key, 1), temperature)
-      accs[name] = float(np.mean(device_stages.test_accuracies(config, devices,
-                                                                num_classes)))
+      rounds = acme.RoundsHparams.from_config(config, mode, temperature)
+      devices, _ = acme.run(rounds, device_hp.nas, base,
+                            jax.random.fold_in(setup_key, streams.ROUNDS))
+      accs[name] = float(np.mean(state_lib.test_accuracy(
+          device_hp.nas, devices, device_hp.batch_size, device_hp.strategy)))
     out[setup] = accs
     log(f'[aggregation] repeat {repeat} {setup}: ' + ', '.join(
         f'{k} {v:.3f}' for k, v in accs.items()))
@@ -110,26 +118,16 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print) -> dict:
-  wd = stages.prepare_run(config, workdir)
-  dataset, cloud_data, device_data = stages.load_data(config, log)
-  for setup in config.aggregation.setups:  # every setup feasible, up front
-    device_stages.check_partition(
-        config, device_data, stages.num_devices(config), dataset.num_classes,
-        scheme=setup,
-        fraction_per_class=config.aggregation.fraction_per_class,
-        field='aggregation.setups')
-  cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
-  selection = stages.run_selection(
-      config, cloud['grid'], shapes.architecture(config, dataset.num_classes))
-  topology = stages.build_topology(config, cloud['grid'])
-  repeats = []
-  for r in range(config.aggregation.repeats):
-    repeats.append(stages.cached_stage(
-        wd, f'experiments/aggregation/repeat_{r}.json', config, SECTIONS,
-        lambda r=r: one_repeat(config, cloud, selection, topology,
-                               device_data, dataset.test,
-                               dataset.num_classes, r, log)))
+  world = world_lib.build(config, workdir, log, partitions=[
+      (setup_partition(config, setup), 'aggregation.setups')
+      for setup in config.aggregation.setups])  # every setup, up front
+  fingerprint = config_lib.subset(config, SECTIONS)
+  repeats = [world.wd.cached_stage(
+      f'experiments/aggregation/repeat_{r}.json', fingerprint,
+      lambda r=r: one_repeat(world, r, log))
+             for r in range(config.aggregation.repeats)]
   aggregation = summarize(config, repeats)
+  wd = world.wd
   workdir_lib.atomic_write_json(wd / 'aggregation.json', aggregation)
   workdir_lib.atomic_save_figure(wd / 'aggregation.png',
                                  report.aggregation_figure(aggregation))

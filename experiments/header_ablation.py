@@ -22,22 +22,25 @@ nas_shared vs nas_shared_longer whether fine-tuning is too short. Reports
 mean ± 95% CI over `baselines.repeats` and paired differences to
 nas_shared.
 """
-import copy
+import dataclasses
 
 import jax
 import numpy as np
 
-from acme_jax import device_stages
+from acme_jax import config as config_lib
 from acme_jax import report
-from acme_jax import stages
 from acme_jax import stats
+from acme_jax import streams
+from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import stage as cloud_stage
+from acme_jax.data import stage as data_stage
 from acme_jax.device import controller as controller_lib
-from acme_jax.device import customize
 from acme_jax.device import header as header_lib
+from acme_jax.device import stage as device_stage
 from acme_jax.models import subnet as subnet_lib
 
-SECTIONS = stages.CLOUD_SECTIONS + ('system', 'header', 'baselines')
+SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
 COLUMNS = ('nas_shared', 'nas_scratch', 'nas_shared_longer', 'random',
            'smallest', 'fixed_best')
 
@@ -54,60 +57,53 @@ def _random_archs(spec, keys, limit, cells):
   return out
 
 
-def one_repeat(config, cloud, topology, device_data, num_classes, repeat,
-               log):
+def one_repeat(world: world_lib.World, repeat: int, log):
+  config, topology = world.config, world.topology
+  hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
   seed = config.seed + repeat
-  model, supernet = cloud['model'], cloud['supernet']
-  splits = device_stages.device_splits(config, device_data,
-                                       topology.num_devices, num_classes,
-                                       seed=seed)
+  model, supernet = world.cloud.model, world.cloud.supernet
+  splits = data_stage.device_splits(
+      data_stage.PartitionHparams.from_config(config, seed=seed),
+      world.device_data, world.num_classes)
   key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), stages.HEADERS), repeat)
-  ids = [d.id for d in topology.devices]
-  edges = [d.edge_id for d in topology.devices]
+      jax.random.key(config.seed), streams.HEADERS_EXPERIMENT), repeat)
   limit = config.system.header_allowance
+  spec = hp.nas.spec
   rows = []
   for depth in config.baselines.ablation_depths:
     sub = subnet_lib.for_model(model, 1.0, depth)
-    locals_ = customize.many_local_features(
-        config, model, supernet, [sub] * len(ids), [splits[d] for d in ids])
-    keys = [jax.random.fold_in(key, d) for d in ids]
-    cells = [customize.header_cells(config, 1.0, depth)] * len(ids)
-    spec = customize.nas_config(config, locals_[0].x_train.shape,
-                                num_classes).spec
+    locals_ = device_stage.local_features(
+        hp, model, supernet, [sub] * topology.num_devices,
+        [splits[d.id] for d in topology.devices])
+    targets = [device_stage.Target(
+        device=d.id, edge=d.edge_id, key=jax.random.fold_in(key, d.id),
+        limit=limit, cells=device_stage.header_cells(hp, 1.0, depth))
+               for d in topology.devices]
 
-    def headers(cfg, archs=None):
-      found = customize.search_headers(cfg, locals_, num_classes, keys,
-                                       [limit] * len(ids), cells, ids, edges,
-                                       archs=archs)
+    def headers(variant, archs=None):
+      found = device_stage.search_headers(variant, locals_, targets,
+                                          archs=archs)
       return float(np.mean([h.result['test_accuracy'] for h in found]))
 
-    variant = lambda **fields: _with_header(config, **fields)  # noqa: E731
     row = {'depth_fraction': depth}
-    row['nas_shared'] = headers(variant(final_weights='shared'))
-    row['nas_scratch'] = headers(variant(final_weights='scratch'))
-    row['nas_shared_longer'] = headers(variant(
-        final_weights='shared',
-        finetune_epochs=4 * config.header.finetune_epochs))
-    row['random'] = headers(config, _random_archs(
-        spec, [jax.random.fold_in(k, 5) for k in keys], limit, cells))
+    row['nas_shared'] = headers(dataclasses.replace(hp,
+                                                    final_weights='shared'))
+    row['nas_scratch'] = headers(dataclasses.replace(hp,
+                                                     final_weights='scratch'))
+    row['nas_shared_longer'] = headers(dataclasses.replace(
+        hp, final_weights='shared', finetune_epochs=4 * hp.finetune_epochs))
+    row['random'] = headers(hp, _random_archs(
+        spec, [jax.random.fold_in(t.key, streams.RANDOM_ARCH)
+               for t in targets], limit, [t.cells for t in targets]))
     row['smallest'] = headers(
-        config, [header_lib.smallest_arch(spec.num_nodes)] * len(ids))
-    fixed = customize.baseline_accuracies(config, locals_, num_classes, seed)
+        hp, [header_lib.smallest_arch(spec.num_nodes)] * len(targets))
+    fixed = device_stage.fixed_heads(hp, locals_, seed)
     best = max(fixed.values(), key=lambda v: np.mean(v['val_accuracy']))
     row['fixed_best'] = float(np.mean(best['test_accuracy']))
     rows.append(row)
     log(f'[header_ablation] repeat {repeat} depth {depth:g}: ' + ', '.join(
         f'{k} {row[k]:.3f}' for k in COLUMNS))
   return rows
-
-
-def _with_header(config, **fields):
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    for name, value in fields.items():
-      config.header[name] = value
-  return config
 
 
 def summarize(config, repeats) -> dict:
@@ -124,21 +120,15 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print) -> dict:
-  wd = stages.prepare_run(config, workdir)
-  dataset, cloud_data, device_data = stages.load_data(config, log)
-  device_stages.check_partition(config, device_data,
-                                stages.num_devices(config),
-                                dataset.num_classes)
-  cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
-  topology = stages.build_topology(config, cloud['grid'])
-  repeats = [stages.cached_stage(
-      wd, f'experiments/header_ablation/repeat_{r}.json', config, SECTIONS,
-      lambda r=r: one_repeat(config, cloud, topology, device_data,
-                             dataset.num_classes, r, log))
+  world = world_lib.build(config, workdir, log)
+  fingerprint = config_lib.subset(config, SECTIONS)
+  repeats = [world.wd.cached_stage(
+      f'experiments/header_ablation/repeat_{r}.json', fingerprint,
+      lambda r=r: one_repeat(world, r, log))
              for r in range(config.baselines.repeats)]
   ablation = summarize(config, repeats)
-  workdir_lib.atomic_write_json(wd / 'header_ablation.json', ablation)
-  report.write_results(wd, {'header_ablation': ablation}, config)
+  workdir_lib.atomic_write_json(world.wd / 'header_ablation.json', ablation)
+  report.write_results(world.wd, {'header_ablation': ablation}, config)
   log('\n' + report.ablation_table(ablation))
   return ablation
 

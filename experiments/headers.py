@@ -19,42 +19,45 @@ stages (trains them first if absent) and adds `headers` to results.json.
 import jax
 import numpy as np
 
-from acme_jax import device_stages
+from acme_jax import config as config_lib
 from acme_jax import report
-from acme_jax import stages
 from acme_jax import stats
+from acme_jax import streams
+from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
-from acme_jax.device import customize
+from acme_jax.cloud import stage as cloud_stage
+from acme_jax.data import stage as data_stage
+from acme_jax.device import stage as device_stage
 from acme_jax.models import subnet as subnet_lib
 
-SECTIONS = stages.CLOUD_SECTIONS + ('system', 'header', 'baselines')
+SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
 
 
-def one_repeat(config, cloud, topology, device_data, num_classes, repeat,
-               log):
+def one_repeat(world: world_lib.World, repeat: int, log):
   """Mean device test accuracy of each head at each depth, one repeat."""
+  config, topology = world.config, world.topology
+  hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
   seed = config.seed + repeat
-  model, supernet = cloud['model'], cloud['supernet']
-  splits = device_stages.device_splits(config, device_data,
-                                       topology.num_devices, num_classes,
-                                       seed=seed)
+  model, supernet = world.cloud.model, world.cloud.supernet
+  splits = data_stage.device_splits(
+      data_stage.PartitionHparams.from_config(config, seed=seed),
+      world.device_data, world.num_classes)
   key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), stages.HEADERS), repeat)
+      jax.random.key(config.seed), streams.HEADERS_EXPERIMENT), repeat)
   rows = []
   for depth in config.baselines.depth_fractions:
     sub = subnet_lib.for_model(model, 1.0, depth)
-    locals_ = customize.many_local_features(
-        config, model, supernet, [sub] * topology.num_devices,
+    locals_ = device_stage.local_features(
+        hp, model, supernet, [sub] * topology.num_devices,
         [splits[d.id] for d in topology.devices])
     # The same per-device keys at every depth: only the backbone changes.
-    headers = customize.search_headers(
-        config, locals_, num_classes,
-        [jax.random.fold_in(key, d.id) for d in topology.devices],
-        [config.system.header_allowance] * topology.num_devices,
-        [customize.header_cells(config, 1.0, depth)] * topology.num_devices,
-        [d.id for d in topology.devices],
-        [d.edge_id for d in topology.devices])
-    fixed = customize.baseline_accuracies(config, locals_, num_classes, seed)
+    targets = [device_stage.Target(
+        device=d.id, edge=d.edge_id, key=jax.random.fold_in(key, d.id),
+        limit=config.system.header_allowance,
+        cells=device_stage.header_cells(hp, 1.0, depth))
+               for d in topology.devices]
+    headers = device_stage.search_headers(hp, locals_, targets)
+    fixed = device_stage.fixed_heads(hp, locals_, seed)
     row = {'depth_fraction': depth,
            'acme_nas': float(np.mean([h.result['test_accuracy']
                                       for h in headers])),
@@ -93,20 +96,14 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print) -> dict:
-  wd = stages.prepare_run(config, workdir)
-  dataset, cloud_data, device_data = stages.load_data(config, log)
-  device_stages.check_partition(config, device_data,
-                                stages.num_devices(config),
-                                dataset.num_classes)
-  cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
-  topology = stages.build_topology(config, cloud['grid'])
-  repeats = []
-  for r in range(config.baselines.repeats):
-    repeats.append(stages.cached_stage(
-        wd, f'experiments/headers/repeat_{r}.json', config, SECTIONS,
-        lambda r=r: one_repeat(config, cloud, topology, device_data,
-                               dataset.num_classes, r, log)))
+  world = world_lib.build(config, workdir, log)
+  fingerprint = config_lib.subset(config, SECTIONS)
+  repeats = [world.wd.cached_stage(
+      f'experiments/headers/repeat_{r}.json', fingerprint,
+      lambda r=r: one_repeat(world, r, log))
+             for r in range(config.baselines.repeats)]
   headers = summarize(config, repeats)
+  wd = world.wd
   workdir_lib.atomic_write_json(wd / 'headers.json', headers)
   workdir_lib.atomic_save_figure(wd / 'headers.png',
                                  report.headers_figure(headers))

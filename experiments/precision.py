@@ -16,8 +16,8 @@ bf16 - f32 with its CI; a difference holds where the CI excludes 0. Writes
 import numpy as np
 
 from acme_jax import report
-from acme_jax import stages
 from acme_jax import stats
+from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
 
 DTYPES = ('float32', 'bfloat16')
@@ -28,10 +28,8 @@ def one_run(config, workdir, dtype: str, seed: int, log) -> dict:
   with cfg.unlocked():
     cfg.model.dtype = dtype
     cfg.seed = seed
-  wd = workdir_lib.Workdir(workdir)
-  dataset, cloud_data, _ = stages.load_data(cfg, log)
-  cloud = stages.run_cloud(cfg, wd, dataset, cloud_data, log)
-  test = cloud['test']
+  _, cloud = world_lib.train_cloud(cfg, workdir, log)
+  test = cloud.test
   full = next(r for r in test
               if r['depth_mult'] == 1.0 and r['width_mult'] == 1.0)
   return {'full': float(full['accuracy']),
@@ -39,7 +37,7 @@ def one_run(config, workdir, dtype: str, seed: int, log) -> dict:
 
 
 def run(config, workdir, log=print) -> dict:
-  wd = stages.prepare_run(config, workdir)
+  wd = world_lib.prepare(config, workdir)
   runs = {dtype: [] for dtype in DTYPES}
   for r in range(config.baselines.repeats):
     for dtype in DTYPES:

@@ -47,6 +47,16 @@ def tiny_nas():
   return spec, nas.NasConfig(spec, controller.Controller(2, hidden=8))
 
 
+def live_fraction(gates, active) -> float:
+  """Share of the used gate channels (`active`) still on in `gates`."""
+  import numpy as np
+  on = sum(float(np.sum((np.asarray(g) > 0) & (np.asarray(a) > 0)))
+           for g, a in zip(jax.tree.leaves(gates), jax.tree.leaves(active)))
+  total = sum(float(np.sum(np.asarray(a) > 0))
+              for a in jax.tree.leaves(active))
+  return on / max(total, 1.0)
+
+
 def constructed_grid():
   """A 4 x 4 measured grid (depth, width, accuracy) made from a formula:
   concave in depth with an interior optimum, quadratic loss in width."""

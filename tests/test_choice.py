@@ -49,9 +49,9 @@ def _config_12x12(edge_accuracy):
 
 def _grid(config):
   """Trained-grid records whose accuracy grows with depth and width."""
-  from acme_jax import shapes
+  from acme_jax import sizes
   records = []
-  for g in shapes.grid(config):
+  for g in sizes.grid(config):
     acc = 0.3 + 0.4 * g['depth_mult'] + 0.25 * g['width_mult']
     records.append(dict(g, accuracy=acc,
                         per_class_accuracy=[acc + 0.01 * c for c in range(10)],
@@ -66,12 +66,15 @@ def test_edges_ship_only_trained_subnets_and_the_full_one_when_it_fits(
   (layers, heads) pair, yet the edge chooses among the 16 trained pairs; a
   device whose budget fits the full backbone + header allowance gets it."""
   import numpy as np
-  from acme_jax import device_stages, shapes, stages
-  from acme_jax.system import topology as topology_lib
+  from acme_jax import sizes
+  from acme_jax.edge import stage as edge_stage
+  from acme_jax.selection import stage as selection_stage
+  from acme_jax.hierarchy import topology as topology_lib
   config = _config_12x12(edge_accuracy)
   records = _grid(config)
-  selection = stages.run_selection(
-      config, records, shapes.architecture(config, 10))
+  selection = selection_stage.run(
+      selection_stage.SelectionHparams.from_config(config), records,
+      sizes.architecture(config, 10))
   trained = {(r['depth_mult'], r['width_mult']) for r in records}
   assert {(c['depth_mult'], c['width_mult'])
           for c in selection['candidates']} == trained
@@ -85,7 +88,8 @@ def test_edges_ship_only_trained_subnets_and_the_full_one_when_it_fits(
     labels = np.arange(10)
 
   splits = [(Train, None, None)] * 3
-  _, picks = device_stages.edge_choice(config, selection, topology, splits, 10)
+  _, picks = edge_stage.edge_choice(edge_stage.EdgeHparams.from_config(config),
+                                    selection, topology, splits, 10)
   chosen = [selection['candidates'][p.candidate] for p in picks]
   assert (chosen[0]['depth_mult'], chosen[0]['width_mult']) == (1.0, 1.0)
   assert chosen[1]['params'] < full

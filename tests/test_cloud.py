@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from acme_jax import training
 from acme_jax.cloud import elastic, grid, importance
 from acme_jax.data.base import Split
 from acme_jax.models import subnet, vit
@@ -178,7 +179,9 @@ def test_elastic_step_equals_a_loop_over_dense_subnets(tiny_vit, scheme,
   depths, widths = (1.0, 1 / 3), (1.0, 0.5)
   stage = elastic.Stage.of(depths, widths, matched)
   tx = optax.sgd(1.0)  # update = -grad, so the step exposes the gradient sum
-  step = elastic.make_elastic_step(model, tx, stage, 1.0, 0.5, scheme)
+  step = elastic.make_elastic_step(model, tx, stage, training.StageHparams(
+      epochs=1, learning_rate=1.0, batch_size=6, lambda_logits=1.0,
+      lambda_hidden=0.5, scheme=scheme))
   teacher = jax.tree.map(lambda x: x * 1.1, params)
   new, _, losses = step(params, tx.init(params), teacher, images)
   reference = lambda p: _reference_stage_loss(  # noqa: E731

@@ -19,8 +19,9 @@ from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import local_data
 from acme_jax.device import nas
-from acme_jax.edge import rounds
-from acme_jax.system import engine
+from acme_jax.device import state as state_lib
+from acme_jax.federated import acme
+from acme_jax.parallel import engine
 
 SPEC, CFG = tiny_nas()
 SIZES = (14, 22, 30, 18, 26)  # unequal local data: padding must not matter
@@ -37,35 +38,36 @@ def device_stage(strategy) -> dict:
     locals_.append(features.LocalFeatures(x[:n], y[:n], x[n:n + 5],
                                           y[n:n + 5], x[n + 5:], y[n + 5:],
                                           x[:n, 0, 0]))
-  data, sizes = local_data.device_data(locals_)
+  padded = local_data.device_data(locals_)
   keys = [jax.random.key(d) for d in range(len(SIZES))]
   smallest = int(header_lib.param_count(
       SPEC, header_lib.smallest_arch(SPEC.num_nodes), 3))
   limits = [smallest + 300 * d for d in range(len(SIZES))]
   hp = nas.SearchHparams(epochs=2, batch_size=8, controller_steps_per_epoch=2)
-  found = nas.search(CFG, hp, data, sizes, keys, limits, [3, 4, 3, 4, 3],
+  found = nas.search(CFG, hp, padded, keys, limits, [3, 4, 3, 4, 3],
                      strategy)
-  tuned = nas.train_fixed(CFG, [f['state'] for f in found], data, sizes,
-                          keys, epochs=1, batch_size=8, lr_max=0.05,
-                          lr_min=5e-4, lr_period=10, lr_period_mult=2,
-                          strategy=strategy)
-  headers = [rounds.DeviceHeader(device=d, edge=d // 3, state=s, lr=0.05,
-                                 data=data[d], sizes=sizes[d],
-                                 signature=np.full((4, 3), d, np.float32))
+  schedule = state_lib.Schedule(batch_size=8)
+  tuned = state_lib.train_fixed(CFG, [f['state'] for f in found], padded,
+                                keys, schedule, 1, 0.05, strategy)
+  headers = [state_lib.DeviceHeader(
+      device=d, edge=d // 3, state=s, lr=0.05, data=padded.data[d],
+      sizes=padded.sizes[d], signature=np.full((4, 3), d, np.float32))
              for d, s in enumerate(tuned)]
-  imps = rounds.train(CFG, rounds.TrainSchedule(batch_size=8), headers, 1,
-                      jax.random.key(7), strategy)
-  rounds.run_rounds(CFG, rounds.TrainSchedule(batch_size=8), headers,
-                    'pruning_per_emd', rounds=1, prune_ratio=0.5,
-                    local_epochs=1, finetune_epochs=1, key=jax.random.key(3),
-                    strategy=strategy)
+  headers, imps = state_lib.train(CFG, schedule, headers, 1,
+                                  jax.random.key(7), strategy)
+  headers, _ = acme.run(acme.RoundsHparams(
+      mode='pruning_per_emd', rounds=1, prune_ratio=0.5, local_epochs=1,
+      finetune_epochs=1, taylor='squared', signature_kind='features',
+      temperature=1.0, self_weight=None, js_variant='standard',
+      schedule=schedule, strategy=strategy), CFG, headers,
+                        jax.random.key(3))
   return {
       'archs': [np.asarray(f['arch']).tolist() for f in found],
       'search_val': [float(f['val_accuracy']) for f in found],
       'importances': [np.concatenate([np.ravel(v) for v in
                                       jax.tree.leaves(i)]).tolist()
                       for i in imps],
-      'test_accuracy': [float(a) for a in rounds.test_accuracy(
+      'test_accuracy': [float(a) for a in state_lib.test_accuracy(
           CFG, headers, 8, strategy)],
   }
 

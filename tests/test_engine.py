@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from acme_jax.system import engine as E
+from acme_jax.parallel import engine as E
 
 FEATURES = 3
 BATCH = 4

@@ -12,7 +12,8 @@ from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import local_data
 from acme_jax.device import nas
-from acme_jax.system import engine
+from acme_jax.device import state as state_lib
+from acme_jax.parallel import engine
 
 SPEC, CFG = tiny_nas()
 CLASSES, DIM, NODES = SPEC.num_classes, SPEC.feature_dim, SPEC.num_nodes
@@ -35,24 +36,23 @@ def local(n, seed):
 
 def test_search_fits_budgets_in_one_program_whatever_the_data_sizes():
   locals_ = [local(n, i) for i, n in enumerate((40, 66, 100))]
-  data, sizes = local_data.device_data(locals_)
+  padded = local_data.device_data(locals_)
   smallest = int(header_lib.param_count(SPEC, header_lib.smallest_arch(NODES),
                                         3))
   limits = [smallest + 150, smallest + 600, 10**6]
   hp = nas.SearchHparams(epochs=3, batch_size=16,
                          controller_steps_per_epoch=4)
   before = engine.trace_counts().get('loop.step', 0)
-  found = nas.search(CFG, hp, data, sizes,
+  found = nas.search(CFG, hp, padded,
                      [jax.random.key(i) for i in range(3)], limits, [3, 5, 3],
                      strategy='loop')
   # train, controller and evaluation steps: one program each for all three
   # devices, although each has its own data size, budget and layer count.
   assert engine.trace_counts()['loop.step'] - before == 3
   # Fine-tuning the found archs reuses the search's train step.
-  nas.train_fixed(CFG, [r['state'] for r in found], data, sizes,
-                  [jax.random.key(5)] * 3, epochs=1, batch_size=16,
-                  lr_max=0.05, lr_min=5e-4, lr_period=10, lr_period_mult=2,
-                  strategy='loop')
+  state_lib.train_fixed(CFG, [r['state'] for r in found], padded,
+                        [jax.random.key(5)] * 3,
+                        state_lib.Schedule(batch_size=16), 1, 0.05, 'loop')
   assert engine.trace_counts()['loop.step'] - before == 3
   for result, limit in zip(found, limits):
     header_lib.validate_arch(result['arch'], NODES)

@@ -20,7 +20,7 @@ from acme_jax.device import features
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.networked import (payload, processes, report, security,
                                 settings, wire)
-from acme_jax.system import ledger
+from acme_jax.hierarchy import ledger
 
 
 @pytest.fixture
@@ -53,6 +53,12 @@ def test_payloads_travel_whole_and_their_size_is_measured(flower_task):
   # Serialized size: the arrays' bytes plus a small, bounded envelope.
   arrays = ledger.payload_bytes(tree) + big.nbytes
   assert arrays < payload.message_bytes(msg) < arrays + 4096
+  # Counted without serializing the data again, yet exactly what Flower's
+  # deflation of every nested object gives (1 MiB spans several chunks).
+  from flwr.supercore.inflatable.inflatable_object import (
+      get_all_nested_objects)
+  assert payload.message_bytes(msg) == sum(
+      len(o.deflate()) for o in get_all_nested_objects(msg).values())
   with pytest.raises(ValueError, match='contains "/"'):
     payload.flatten({'a/b': np.zeros(1)})
 

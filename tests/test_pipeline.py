@@ -9,7 +9,7 @@ from acme_jax import config as config_lib
 from acme_jax import pipeline
 from acme_jax.cloud import elastic, teacher
 from acme_jax.device import nas
-from acme_jax.edge import rounds
+from acme_jax.federated import acme
 from conftest import tiny_config
 from experiments import aggregation, headers
 
@@ -97,7 +97,7 @@ def test_runs_end_to_end_then_resumes_without_retraining(finished, tmp_path,
   monkeypatch.setattr(teacher, 'train_teacher', fail)
   monkeypatch.setattr(elastic, 'train_elastic', fail)
   monkeypatch.setattr(nas, 'search', fail)
-  monkeypatch.setattr(rounds, 'run_rounds', fail)
+  monkeypatch.setattr(acme, 'run', fail)
   pipeline.run(config, tmp_path, log=_quiet)
   headers.run(config, tmp_path, log=_quiet)
   aggregation.run(config, tmp_path, log=_quiet)

@@ -4,12 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_nas
+from conftest import live_fraction, tiny_nas
 
 from acme_jax import training
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import local_data, nas, prune
+from acme_jax.device import state as state_lib
 
 SPEC, CFG = tiny_nas()
 CLASSES, DIM, CHANNELS, NODES = (SPEC.num_classes, SPEC.feature_dim,
@@ -32,13 +33,12 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   gates['cells'][0, 0, 0, 1, 2] = 0.0  # a pruned channel: importance 0
   state = nas.init_state(CFG, jax.random.key(0), 10**6, 2, arch=ARCH,
                          gates=gates)
-  (consts,), (sizes,) = local_data.device_data([features.LocalFeatures(
+  padded = local_data.device_data([features.LocalFeatures(
       x, y, x[:1], y[:1], x[:1], y[:1], x[:, 0, 0])])
-  trained, = nas.train_fixed(
-      CFG, [state], [consts], [sizes],
-      [jax.random.key(0)], epochs=1, batch_size=12, lr_max=0.1, lr_min=0.1,
-      lr_period=10, lr_period_mult=2, strategy='loop')
-  imp = nas.importance(trained)
+  trained, = state_lib.train_fixed(
+      CFG, [state], padded, [jax.random.key(0)],
+      state_lib.Schedule(batch_size=12, lr_min=0.1), 1, 0.1, 'loop')
+  imp = state_lib.importance(trained)
   header = header_lib.Header(SPEC)
   child = state.child
 
@@ -87,7 +87,7 @@ def test_pruning_ranks_all_used_gate_channels_together():
   importance['final'][1, :3] = [0.1, 0.2, 0.3]
   gates = prune.prune_gates(importance, active, 3.0 / n_active)
   assert gates['final'][1].tolist() == [0, 0, 0, 1]
-  assert prune.live_fraction(gates, active) == pytest.approx(
+  assert live_fraction(gates, active) == pytest.approx(
       1 - 3.0 / n_active)
   off = sum(((np.asarray(g) == 0) & (a > 0)).sum()
             for g, a in zip(jax.tree.leaves(gates), jax.tree.leaves(active)))
@@ -96,7 +96,7 @@ def test_pruning_ranks_all_used_gate_channels_together():
   importance['final'][1, :3] = 9.0
   again = prune.prune_gates(importance, active, 4.0 / n_active, gates)
   assert again['final'][1].tolist() == [0, 0, 0, 1]
-  assert prune.live_fraction(again, active) == pytest.approx(
+  assert live_fraction(again, active) == pytest.approx(
       1 - 4.0 / n_active)
 
 

@@ -6,18 +6,20 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_nas
+from conftest import live_fraction, tiny_nas
 
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import local_data, nas, prune
-from acme_jax.edge import rounds
-from acme_jax.system.ledger import Ledger
+from acme_jax.device import state as state_lib
+from acme_jax.federated import acme
+from acme_jax.parallel import engine
+from acme_jax.hierarchy.ledger import Ledger
 
 SPEC, CFG = tiny_nas()
 CLASSES, DIM, CHANNELS, NODES = (SPEC.num_classes, SPEC.feature_dim,
                                  SPEC.num_channels, SPEC.num_nodes)
-SCHEDULE = rounds.TrainSchedule(batch_size=8)
+SCHEDULE = state_lib.Schedule(batch_size=8)
 ARCHS = [np.array([[0, 0, 1, 2], [2, 4, 0, 5]], np.int32),
          np.array([[1, 4, 0, 0], [0, 1, 2, 3]], np.int32)]
 
@@ -36,7 +38,7 @@ def devices(num=4, seed=0):
   data, sizes = local_data.device_data(locals_)
   out = []
   for d in range(num):
-    out.append(rounds.DeviceHeader(
+    out.append(state_lib.DeviceHeader(
         device=d, edge=d // 2,
         state=nas.init_state(CFG, jax.random.key(d), 10**6, 2 + d % 2,
                              arch=ARCHS[d % 2]),
@@ -45,11 +47,17 @@ def devices(num=4, seed=0):
   return out
 
 
+def hparams(mode, rounds_=2, ratio=0.5, temperature=1.0):
+  return acme.RoundsHparams(
+      mode=mode, rounds=rounds_, prune_ratio=ratio, local_epochs=1,
+      finetune_epochs=1, taylor='squared', signature_kind='features',
+      temperature=temperature, self_weight=None, js_variant='standard',
+      schedule=SCHEDULE, strategy=engine.Options('loop'))
+
+
 def run(devs, mode, ledger=None, rounds_=2, ratio=0.5):
-  return rounds.run_rounds(CFG, SCHEDULE, devs, mode, rounds=rounds_,
-                           prune_ratio=ratio, local_epochs=1,
-                           finetune_epochs=1, key=jax.random.key(0),
-                           ledger=ledger, strategy='loop')
+  return acme.run(hparams(mode, rounds_, ratio), CFG, devs,
+                  jax.random.key(0), ledger=ledger)[0]
 
 
 
@@ -59,7 +67,7 @@ def test_pruning_reaches_the_ratio_and_records_every_exchange(mode):
   devs = run(devices(), mode, ledger)
   for d in devs:
     active = prune.active_gates(SPEC, d.arch, d.n_layers)
-    assert prune.live_fraction(d.gates, active) == pytest.approx(0.5,
+    assert live_fraction(d.gates, active) == pytest.approx(0.5,
                                                                  abs=0.02)
     full = int(header_lib.param_count(SPEC, d.arch, d.n_layers))
     assert d.header_params(SPEC) < full
@@ -103,10 +111,8 @@ def test_personalized_weights_follow_signature_similarity():
       devs[1], signature=devs[0].signature,
       state=devs[1].state._replace(arch=devs[0].state.arch,
                                    n_layers=devs[0].state.n_layers))
-  out = rounds.run_rounds(CFG, SCHEDULE, devs, 'pruning_per_emd', rounds=1,
-                          prune_ratio=0.5, local_epochs=1, finetune_epochs=1,
-                          key=jax.random.key(0), temperature=1e-3,
-                          strategy='loop')
+  out, _ = acme.run(hparams('pruning_per_emd', rounds_=1,
+                            temperature=1e-3), CFG, devs, jax.random.key(0))
   # Identical signatures: W is uniform over the two, so both receive the
   # same aggregated importance and prune the same channels.
   for a, b in zip(jax.tree.leaves(out[0].gates), jax.tree.leaves(out[1].gates)):

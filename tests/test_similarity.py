@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 from scipy.spatial import distance as sp_distance
 
+from acme_jax.device import signature as signature_lib
 from acme_jax.edge import similarity as S
 
 
@@ -20,31 +21,31 @@ def onehot(i, n):
 
 
 def test_histogram_signature_is_normalised_counts():
-  sig = S.histogram_signature(np.array([0, 0, 2, 2, 2, 3]), num_classes=5)
+  sig = signature_lib.histogram_signature(np.array([0, 0, 2, 2, 2, 3]), num_classes=5)
   np.testing.assert_allclose(sig, [2 / 6, 0, 3 / 6, 1 / 6, 0])
   with pytest.raises(ValueError, match='lie in'):
-    S.histogram_signature([0, 5], num_classes=5)
+    signature_lib.histogram_signature([0, 5], num_classes=5)
   with pytest.raises(ValueError, match='at least one'):
-    S.histogram_signature(np.array([], np.int32), num_classes=5)
+    signature_lib.histogram_signature(np.array([], np.int32), num_classes=5)
 
 
 def test_feature_signature_subsamples_reproducibly():
   feats = np.arange(1000 * 3, dtype=np.float32).reshape(1000, 3)
-  sig = S.feature_signature(feats, max_samples=200, seed=7)
+  sig = signature_lib.feature_signature(feats, max_samples=200, seed=7)
   assert sig.shape == (200, 3) and sig.dtype == np.float32
   rows = sig[:, 0] // 3
   assert len(np.unique(rows)) == 200  # without replacement, real rows
   np.testing.assert_array_equal(sig, feats[rows.astype(int)])
-  np.testing.assert_array_equal(sig, S.feature_signature(feats, 200, seed=7))
-  assert not np.array_equal(sig, S.feature_signature(feats, 200, seed=8))
+  np.testing.assert_array_equal(sig, signature_lib.feature_signature(feats, 200, seed=7))
+  assert not np.array_equal(sig, signature_lib.feature_signature(feats, 200, seed=8))
   # Fewer samples than the cap: all of them.
-  assert S.feature_signature(feats[:50], 200, seed=0).shape == (50, 3)
+  assert signature_lib.feature_signature(feats[:50], 200, seed=0).shape == (50, 3)
 
 
 def test_feature_signature_orders_by_label_like_the_prototype():
   feats = np.random.default_rng(0).normal(size=(300, 4))
   labels = np.random.default_rng(1).integers(0, 10, size=300)
-  sig = S.feature_signature(feats, 100, seed=3, labels=labels)
+  sig = signature_lib.feature_signature(feats, 100, seed=3, labels=labels)
   index = [int(np.flatnonzero((feats == row).all(1))[0]) for row in sig]
   assert np.all(np.diff(labels[index]) >= 0)
 
@@ -184,7 +185,7 @@ def test_more_similar_devices_get_more_weight():
   # Devices 0 and 1 share classes 0-4; device 2 holds classes 5-9.
   labels = [np.arange(0, 5).repeat(10), np.arange(0, 5).repeat(10)[:-7],
             np.arange(5, 10).repeat(10)]
-  sigs = [S.histogram_signature(l, 10) for l in labels]
+  sigs = [signature_lib.histogram_signature(l, 10) for l in labels]
   for mode in ('pruning_per_emd', 'pruning_per_js'):
     w = S.mode_weights(mode, signatures=sigs, signature_kind='histogram')
     np.testing.assert_allclose(w.sum(1), 1)

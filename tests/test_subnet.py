@@ -138,7 +138,8 @@ def test_features_batched_across_devices_equal_one_device_at_a_time(tiny_vit):
   """Devices grouped by backbone share one stream of batches; each gets the
   features its own backbone gives its own data, split by split."""
   from acme_jax.data.base import Split
-  from acme_jax.device import customize, features
+  from acme_jax.device import features
+  from acme_jax.device import stage as device_stage
   from configs import default
   model, params = tiny_vit
   config = default.get_config()
@@ -151,8 +152,9 @@ def test_features_batched_across_devices_equal_one_device_at_a_time(tiny_vit):
   subs = [subnet.for_model(model, w, d) for w, d in
           ((0.5, 2 / 3), (1.0, 1.0), (0.5, 2 / 3), (0.25, 1 / 3))]
   device_splits = [(split(5 + d), split(2), split(3 + d)) for d in range(4)]
-  together = customize.many_local_features(config, model, params, subs,
-                                           device_splits)
+  hp = device_stage.DeviceHparams.from_config(config, 3)
+  together = device_stage.local_features(hp, model, params, subs,
+                                         device_splits)
   grid = features.patch_grid(model, (8, 8, 1))
   for sub, splits, got in zip(subs, device_splits, together):
     alone = [features.backbone_tokens(model, params, sub, s.images)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from acme_jax.data.base import Split
-from acme_jax.device import customize, features, heads, local_data, nas
+from acme_jax.device import features, heads, local_data, nas
 from acme_jax.device import header as header_lib
-from acme_jax.edge import similarity
+from acme_jax.device import signature as signature_lib
+from acme_jax.device import stage as device_stage
 from acme_jax.models import bert, subnet
 from configs import default
 
@@ -31,6 +32,9 @@ def separable_tokens(n, seed):
 @pytest.fixture(scope='module')
 def config():
   c = default.get_config()
+  c.model.family = 'bert'      # a 1-D grid of D-wide token features
+  c.model.hidden_size = D
+  c.data.text.max_length = T + 1
   c.header.num_channels = 8
   c.header.num_nodes = 2
   return c
@@ -50,26 +54,26 @@ def test_bert_features_are_a_token_sequence(config):
 
   sub = subnet.for_model(model, 0.5, 0.5)
   train = split(6)
-  (local,) = customize.many_local_features(
-      config, model, params, [sub], [(train, split(3), split(4))])
+  hp = device_stage.DeviceHparams.from_config(config, CLASSES)
+  (local,) = device_stage.local_features(
+      hp, model, params, [sub], [(train, split(3), split(4))])
   # The extracted backbone's last hidden state: [CLS] and the tokens after.
   small, dense = subnet.extract(model, params, sub)
   hidden = small.apply({'params': dense}, train.images)['hidden'][-1]
   np.testing.assert_allclose(local.x_train, hidden[:, 1:], atol=1e-5)
   np.testing.assert_allclose(local.cls_train, hidden[:, 0], atol=1e-5)
-  cfg = customize.nas_config(config, local.x_train.shape, CLASSES)
-  assert cfg.spec.grid_rank == 1
+  assert hp.nas.spec.grid_rank == 1 and local.x_train.ndim == 3
 
 
 def test_nas_header_fixed_heads_and_signatures_learn_on_1d_grids(config):
   locals_ = [separable_tokens(n, i) for i, n in enumerate((40, 60))]
-  cfg = customize.nas_config(config, locals_[0].x_train.shape, CLASSES)
-  data, sizes = local_data.device_data(locals_)
+  cfg = device_stage.DeviceHparams.from_config(config, CLASSES).nas
+  padded = local_data.device_data(locals_)
   smallest = int(header_lib.param_count(
       cfg.spec, header_lib.smallest_arch(cfg.spec.num_nodes), 3))
   hp = nas.SearchHparams(epochs=3, batch_size=16,
                          controller_steps_per_epoch=2)
-  found = nas.search(cfg, hp, data, sizes, [jax.random.key(i) for i in (0, 1)],
+  found = nas.search(cfg, hp, padded, [jax.random.key(i) for i in (0, 1)],
                      [smallest + 2000] * 2, [3, 3], 'loop')
   for result in found:
     header_lib.validate_arch(result['arch'], cfg.spec.num_nodes)
@@ -80,6 +84,6 @@ def test_nas_header_fixed_heads_and_signatures_learn_on_1d_grids(config):
                                batch_size=8, learning_rate=LEARNING_RATES[kind],
                                seed=0, strategy='loop')
     assert np.mean(out['test_accuracy']) > 1 / CLASSES + 0.2, kind
-  sig = similarity.feature_signature(locals_[0].cls_train, 16, seed=0,
-                                     labels=locals_[0].y_train)
+  sig = signature_lib.feature_signature(locals_[0].cls_train, 16, seed=0,
+                                        labels=locals_[0].y_train)
   assert sig.shape[1] == D

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from acme_jax.system import topology as T
+from acme_jax.hierarchy import topology as T
 
 
 def test_profile_defaults_are_the_prototype_constants():
@@ -29,7 +29,7 @@ def test_devices_are_numbered_edge_by_edge(counts, seed):
   for edge, count in enumerate(counts):
     ids = [d.id for d in topo.devices_of(edge)]
     assert ids == list(range(start, start + count))
-    assert all(topo.edge_of(i) == edge for i in ids)
+    assert all(topo.device(i).edge_id == edge for i in ids)
     start += count
   assert all(10 <= d.budget <= 20 for d in topo.devices)
 

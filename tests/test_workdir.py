@@ -34,17 +34,18 @@ def test_checkpoint_is_computed_once_and_partial_writes_are_replaced(tmp_path):
 
 
 def test_cloud_config_check_refuses_changes_but_not_newer_fields(tmp_path):
-  from acme_jax import stages
-  from acme_jax.config import ConfigError
+  from acme_jax import config as config_lib
+  from acme_jax.cloud import stage as cloud_stage
+  from acme_jax.errors import ConfigError
   from configs import default
   config = default.get_config()
   wd = workdir_lib.Workdir(tmp_path / 'w')
-  saved = stages.config_subset(config, stages.CLOUD_SECTIONS)
+  saved = config_lib.subset(config, cloud_stage.SECTIONS)
   del saved['cloud']['remat']  # a record written before the field existed
   (wd / 'cloud').mkdir()
   (wd / 'cloud/config.json').write_text(json.dumps(saved))
-  stages.check_cloud_config(wd, config)  # resumes
+  cloud_stage.check_config(wd, config)  # resumes
   with config.unlocked():
     config.cloud.batch_size = 7
   with pytest.raises(ConfigError, match='cloud.batch_size'):
-    stages.check_cloud_config(wd, config)
+    cloud_stage.check_config(wd, config)

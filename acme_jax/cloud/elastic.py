@@ -34,13 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from acme_jax import choices
 from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models import subnet as subnet_lib
-from acme_jax.models.vit import Masks, ViT
-from acme_jax.system import mesh
+from acme_jax.models.vit import ViT
+from acme_jax.parallel import mesh
 
-SCHEMES = ('sliced', 'masked', 'static')
+SCHEMES = choices.ELASTIC_SCHEMES
 
 
 def block_end_weights(layer_gates):
@@ -69,7 +70,7 @@ def distillation_loss(out, teacher_out, layer_gates, lambda_logits,
   return lambda_logits * logit_loss + lambda_hidden * hidden_loss
 
 
-TEACHERS = ('width_stage', 'width_stage_full', 'teacher')
+TEACHERS = choices.STAGE2_TEACHERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +88,6 @@ class Stage:
 
   def pairs(self):
     return [(d, w) for d in self.depth_mults for w in self.width_mults]
-
-
-def stage_subnets(model: ViT, depth_mults, width_mults) -> Masks:
-  """Stacked masks of every (depth, width) pair, largest first."""
-  return subnet_lib.stack_masks(
-      [subnet_lib.masks(model, subnet_lib.for_model(model, w, d))
-       for d, w in Stage.of(depth_mults, width_mults).pairs()])
 
 
 def _layer_gates(model: ViT, depth_mults) -> np.ndarray:
@@ -208,18 +202,21 @@ def static_losses(model: ViT, params, teacher_params, inputs, stage: Stage,
   return jnp.stack(out)
 
 
-def make_elastic_step(model: ViT, tx, stage: Stage, lambda_logits: float,
-                      lambda_hidden: float, scheme: str = 'static',
+def make_elastic_step(model: ViT, tx, stage: Stage,
+                      hp: training.StageHparams,
                       par: Optional[mesh.Parallel] = None, params=None,
-                      opt_state=None, remat: bool = False):
+                      opt_state=None):
   """Jitted step(params, opt_state, teacher_params, images) -> (params,
-  opt_state, per-subnet losses), data-parallel over `par`'s mesh. The
-  images are prepared (resized, normalised) once per step."""
-  if scheme not in SCHEMES:
+  opt_state, per-subnet losses), data-parallel over `par`'s mesh, with
+  `hp`'s loss weights, scheme and remat. The images are prepared (resized,
+  normalised) once per step."""
+  if hp.scheme not in SCHEMES:
     raise ValueError(f'elastic scheme must be one of {SCHEMES}, got '
-                     f'{scheme!r}')
+                     f'{hp.scheme!r}')
   losses_fn = {'sliced': sliced_losses, 'masked': masked_losses,
-               'static': static_losses}[scheme]
+               'static': static_losses}[hp.scheme]
+  lambda_logits, lambda_hidden, remat = (hp.lambda_logits, hp.lambda_hidden,
+                                         hp.remat)
   bare = model.clone(input_spec=None)
   par = par or mesh.single_device()
   param_s = par.param_shardings(params) if params is not None else None
@@ -244,31 +241,27 @@ def make_elastic_step(model: ViT, tx, stage: Stage, lambda_logits: float,
 
 
 def train_elastic(model: ViT, params, teacher_params, data: Split,
-                  stage: Stage, stage_config, batch_size: int, seed: int,
-                  desc: str, scheme: str = 'static',
-                  par: Optional[mesh.Parallel] = None, remat: bool = False):
+                  stage: Stage, hp: training.StageHparams, desc: str,
+                  par: Optional[mesh.Parallel] = None):
   """Distil into every subnet of `stage`; returns (host params, epoch
   losses)."""
   par = par or mesh.single_device()
-  steps = training.steps_per_epoch(len(data), batch_size) * stage_config.epochs
-  tx = training.adamw_with_warmup(
-      stage_config.learning_rate, steps, stage_config.warmup_fraction,
-      stage_config.weight_decay, stage_config.clip_norm)
+  steps = training.steps_per_epoch(len(data), hp.batch_size) * hp.epochs
+  tx = training.adamw_with_warmup(hp.learning_rate, steps,
+                                  hp.warmup_fraction, hp.weight_decay,
+                                  hp.clip_norm)
   params = par.params(params)
   teacher_params = par.params(teacher_params)
   opt_state = tx.init(params)
-  step = make_elastic_step(model, tx, stage, stage_config.lambda_logits,
-                           stage_config.lambda_hidden, scheme, par, params,
-                           opt_state, remat)
-  rng = np.random.default_rng(seed)
+  step = make_elastic_step(model, tx, stage, hp, par, params, opt_state)
+  rng = np.random.default_rng(hp.seed)
   losses = []
-  progress = training.Progress(steps, stage_config.epochs, desc)
+  progress = training.Progress(steps, hp.epochs, desc)
   try:
-    for epoch in range(stage_config.epochs):
+    for epoch in range(hp.epochs):
       epoch_loss = []
-      for idx in training.epoch_batches(len(data), batch_size, rng):
-        images = training.random_shift(data.images[idx],
-                                       stage_config.get('max_shift', 0), rng)
+      for idx in training.epoch_batches(len(data), hp.batch_size, rng):
+        images = training.random_shift(data.images[idx], hp.max_shift, rng)
         params, opt_state, loss = step(params, opt_state, teacher_params,
                                        par.batch(images))
         epoch_loss.append(loss)

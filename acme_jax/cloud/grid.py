@@ -17,7 +17,7 @@ from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models.vit import ViT
-from acme_jax.system import mesh
+from acme_jax.parallel import mesh
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,14 +36,11 @@ def make_count_fn(model: ViT, num_classes: int):
   return count
 
 
-def per_class_correct(model: ViT, params, data: Split,
-                      sub: subnet_lib.SubnetConfig, num_classes: int,
-                      batch_size: int, par: Optional[mesh.Parallel] = None):
-  """Per-class (correct, total) of subnet `sub` of the supernet on `data`."""
-  par = par or mesh.single_device()
-  sub_model, sliced, gates = subnet_lib.static_form(model, params, sub)
+def _count(sub_model, placed, gates, data: Split, num_classes: int,
+           batch_size: int, par: mesh.Parallel):
+  """Per-class (correct, total) of a static form (`placed` params, layer
+  `gates`) on `data`."""
   count_fn = make_count_fn(sub_model, num_classes)
-  placed = par.params(sliced)
   correct, total = 0.0, 0.0
   for idx, weights in training.padded_batches(len(data), batch_size):
     c, t = count_fn(placed, par.batch(data.images[idx]),
@@ -67,13 +64,23 @@ def grid_points(depth_mults, width_mults):
 def measure_grid(model: ViT, params, data: Split, num_classes: int,
                  depth_mults, width_mults, batch_size: int,
                  par: Optional[mesh.Parallel] = None):
-  """Records {depth_mult, width_mult, accuracy, per_class_accuracy, params, bytes}."""
+  """Records {depth_mult, width_mult, accuracy, per_class_accuracy, params,
+  bytes}. Each width's static form is sliced and placed once and serves
+  every depth of that width (only its layer gates differ)."""
+  par = par or mesh.single_device()
   params = jax.tree.map(np.asarray, params)
+  by_width = {}
+  for width in sorted(width_mults, reverse=True):
+    sub_model, sliced, _ = subnet_lib.static_form(
+        model, params, subnet_lib.for_model(model, width, 1.0))
+    by_width[width] = (sub_model, par.params(sliced))
   records = []
   for depth, width in grid_points(depth_mults, width_mults):
     sub = subnet_lib.for_model(model, width, depth)
-    correct, total = per_class_correct(model, params, data, sub, num_classes,
-                                       batch_size, par)
+    sub_model, placed = by_width[width]
+    correct, total = _count(sub_model, placed,
+                            subnet_lib.layer_gates(model, sub), data,
+                            num_classes, batch_size, par)
     acc, per_class = accuracy_record(correct, total)
     n_params, n_bytes = subnet_lib.subnet_size(model, params, sub)
     records.append({'depth_mult': float(depth), 'width_mult': float(width),

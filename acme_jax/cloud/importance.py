@@ -24,7 +24,7 @@ import numpy as np
 from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models.vit import ViT, full_masks
-from acme_jax.system import mesh
+from acme_jax.parallel import mesh
 
 
 def importance_scores(model: ViT, params, data: Split, batch_size: int,

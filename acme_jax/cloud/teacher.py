@@ -8,7 +8,7 @@ import optax
 from acme_jax import training
 from acme_jax.data.base import Split
 from acme_jax.models.vit import ViT
-from acme_jax.system import mesh
+from acme_jax.parallel import mesh
 
 
 def make_train_step(model: ViT, tx: optax.GradientTransformation,
@@ -33,27 +33,26 @@ def make_train_step(model: ViT, tx: optax.GradientTransformation,
   return step
 
 
-def train_teacher(model: ViT, params, data: Split, stage_config, batch_size: int,
-                  seed: int, desc: str = 'teacher',
+def train_teacher(model: ViT, params, data: Split,
+                  hp: training.StageHparams, desc: str = 'teacher',
                   par: Optional[mesh.Parallel] = None):
   """Supervised fine-tuning; returns (host params, per-epoch mean losses)."""
   par = par or mesh.single_device()
-  steps = training.steps_per_epoch(len(data), batch_size) * stage_config.epochs
-  tx = training.adamw_with_warmup(
-      stage_config.learning_rate, steps, stage_config.warmup_fraction,
-      stage_config.weight_decay, stage_config.clip_norm)
+  steps = training.steps_per_epoch(len(data), hp.batch_size) * hp.epochs
+  tx = training.adamw_with_warmup(hp.learning_rate, steps,
+                                  hp.warmup_fraction, hp.weight_decay,
+                                  hp.clip_norm)
   params = par.params(params)
   opt_state = tx.init(params)
   step = make_train_step(model, tx, par, params, opt_state)
-  rng = np.random.default_rng(seed)
+  rng = np.random.default_rng(hp.seed)
   losses = []
-  progress = training.Progress(steps, stage_config.epochs, desc)
+  progress = training.Progress(steps, hp.epochs, desc)
   try:
-    for epoch in range(stage_config.epochs):
+    for epoch in range(hp.epochs):
       epoch_loss = []
-      for idx in training.epoch_batches(len(data), batch_size, rng):
-        images = training.random_shift(data.images[idx],
-                                       stage_config.get('max_shift', 0), rng)
+      for idx in training.epoch_batches(len(data), hp.batch_size, rng):
+        images = training.random_shift(data.images[idx], hp.max_shift, rng)
         params, opt_state, loss = step(params, opt_state, par.batch(images),
                                        par.batch(data.labels[idx]))
         epoch_loss.append(loss)

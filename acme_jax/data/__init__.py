@@ -3,14 +3,15 @@ import functools
 
 import numpy as np
 
+from acme_jax import choices
 from acme_jax.data.base import Dataset, Split
 
-OFFLINE = ('digits', 'synthetic')
-TFDS = ('cifar10', 'cifar100', 'cars196')
+OFFLINE = choices.OFFLINE_DATASETS
+TFDS = choices.TFDS_IMAGE_DATASETS
 # Text sources: token ids in Split.images, a TextSpec as input_spec.
-TFDS_TEXT = ('glue/sst2', 'imdb_reviews', 'ag_news_subset')
-TEXT = ('wordnet',) + TFDS_TEXT
-SUPPORTED = OFFLINE + TFDS + TEXT
+TFDS_TEXT = choices.TFDS_TEXT_DATASETS
+TEXT = choices.TEXT_DATASETS
+SUPPORTED = choices.DATASETS
 
 # config.data.text's fields and defaults, for configs that lack some.
 TEXT_DEFAULTS = dict(tokenizer='', max_length=64,

@@ -24,9 +24,12 @@ from typing import Optional
 
 import numpy as np
 
-RANDOM_SCHEMES = ('iid', 'dirichlet', 'shards')
-CATEGORY_SCHEMES = ('IID', 'C2', 'C3', 'C4')
-SCHEMES = RANDOM_SCHEMES + CATEGORY_SCHEMES
+from acme_jax import choices
+from acme_jax import streams
+
+RANDOM_SCHEMES = choices.RANDOM_PARTITIONS
+CATEGORY_SCHEMES = choices.CATEGORY_PARTITIONS
+SCHEMES = choices.PARTITIONS
 
 NUM_GROUPS = 4  # the prototype cuts the classes into 4 groups (25 each on CIFAR-100)
 
@@ -201,7 +204,7 @@ def category_groups(labels, num_devices: int, scheme: str, seed: int,
     raise ValueError(f'fraction_per_class must be in (0, 1], got {fraction_per_class}')
   num_classes = _num_classes(labels, num_classes)
   class_sets = category_class_sets(num_classes, num_devices, scheme, seed)
-  rng = np.random.default_rng(seed + 1)  # samples drawn independently of the groups
+  rng = np.random.default_rng(seed + streams.CATEGORY_SAMPLES)
   parts = [[] for _ in range(num_devices)]
   for label in range(num_classes):
     holders = [dev for dev, classes in enumerate(class_sets) if label in classes]

@@ -21,6 +21,7 @@ test / validation / train, so every split sees every class. `index` is the
 synset's position in the chosen dictionary files read in LEXNAMES' part of
 speech order (noun, verb, adj, adv), source 'wordnet'.
 """
+import dataclasses
 import functools
 import pathlib
 import re
@@ -148,59 +149,71 @@ def select(lexfiles, seed: int, min_examples_per_class: int = 0,
                 for name, p in parts.items()}
 
 
-def summary(path=DEFAULT_DIR, pos=('noun', 'verb'), with_lemma=True,
-            min_examples_per_class=0, max_examples_per_class=0,
-            validation_fraction=0.1, test_fraction=TEST_FRACTION) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Which glosses make the dataset, and how they are cut.
+
+  path: the directory holding data.noun, data.verb, ...
+  pos: which parts of speech ('noun', 'verb', 'adj', 'adv') to read.
+  with_lemma: prefix each gloss with its synset's first lemma.
+  min_examples_per_class: supersenses with fewer synsets are dropped.
+  max_examples_per_class: at most this many synsets per class (0 = all).
+  validation_fraction: share of each class's non-test synsets held out.
+  test_fraction: share of each class's synsets held out for test.
+  """
+  path: str = DEFAULT_DIR
+  pos: Sequence[str] = ('noun', 'verb')
+  with_lemma: bool = True
+  min_examples_per_class: int = 40
+  max_examples_per_class: int = 400
+  validation_fraction: float = 0.1
+  test_fraction: float = TEST_FRACTION
+
+  def selected(self, synsets, seed: int):
+    return select([s.lexfile for s in synsets], seed,
+                  self.min_examples_per_class, self.max_examples_per_class,
+                  self.validation_fraction, self.test_fraction)
+
+
+def summary(**options) -> dict:
   """What the plan tool sizes a run by, without a tokenizer: class count,
   examples outside test (train + validation), mean UTF-8 bytes of a kept
-  sample."""
-  synsets = read_synsets(path, pos)
+  sample. `options`: the fields of `Options`."""
+  o = Options(**options)
+  synsets = read_synsets(o.path, o.pos)
   lexfiles = [s.lexfile for s in synsets]
-  kept, parts = select(lexfiles, 0, min_examples_per_class,
-                       max_examples_per_class, validation_fraction,
-                       test_fraction)
+  kept, parts = o.selected(synsets, 0)
   members = np.isin(lexfiles, kept)
   nbytes = text_lib.utf8_nbytes(
-      [sentence(s, with_lemma) for s, m in zip(synsets, members) if m])
+      [sentence(s, o.with_lemma) for s, m in zip(synsets, members) if m])
   return {'num_classes': len(kept),
           'train_examples': len(parts['train']) + len(parts['validation']),
           'mean_sample_bytes': float(nbytes.mean()) if len(nbytes) else 0.0}
 
 
-def load(tokenizer, max_length: int, seed: int, path=DEFAULT_DIR,
-         pos: Sequence[str] = ('noun', 'verb'), with_lemma: bool = True,
-         min_examples_per_class: int = 40, max_examples_per_class: int = 400,
-         validation_fraction: float = 0.1,
-         test_fraction: float = TEST_FRACTION) -> Dataset:
+def load(tokenizer, max_length: int, seed: int, **options) -> Dataset:
   """The WordNet supersense dataset, tokenized.
 
   Args:
     tokenizer: a tokenizer.json path (or a `text.Tokenizer`).
     max_length: T, the fixed length ids are truncated and padded to.
     seed: seeds the per-class cap and the train/validation/test cut.
-    path: the directory holding data.noun, data.verb, ...
-    pos: which parts of speech ('noun', 'verb', 'adj', 'adv') to read.
-    with_lemma: prefix each gloss with its synset's first lemma.
-    min_examples_per_class: supersenses with fewer synsets are dropped.
-    max_examples_per_class: at most this many synsets per class (0 = all).
-    validation_fraction: share of each class's non-test synsets held out.
-    test_fraction: share of each class's synsets held out for test.
+    **options: the fields of `Options` (which glosses, how they are cut).
 
   Returns:
     Dataset 'wordnet'; label i is the i-th kept supersense in lex_filenum
     order (`class_names` gives their names).
   """
-  synsets = read_synsets(path, pos)
-  kept, parts = select([s.lexfile for s in synsets], seed,
-                       min_examples_per_class, max_examples_per_class,
-                       validation_fraction, test_fraction)
+  o = Options(**options)
+  synsets = read_synsets(o.path, o.pos)
+  kept, parts = o.selected(synsets, seed)
   if not kept:
-    raise ValueError(f'no WordNet supersense in {pos} has '
-                     f'{min_examples_per_class} synsets')
+    raise ValueError(f'no WordNet supersense in {o.pos} has '
+                     f'{o.min_examples_per_class} synsets')
   label_of = {lexfile: i for i, lexfile in enumerate(kept)}
   tokenizer = text_lib.as_tokenizer(tokenizer)
   splits = text_lib.tokenize_splits(tokenizer, max_length, {
-      name: ([sentence(synsets[i], with_lemma) for i in positions],
+      name: ([sentence(synsets[i], o.with_lemma) for i in positions],
              [label_of[synsets[i].lexfile] for i in positions], positions,
              SOURCE)
       for name, positions in parts.items()})

@@ -8,11 +8,13 @@ as the extracted subnet.
 """
 import dataclasses
 import functools
+from typing import Optional
 
 import jax
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from acme_jax import choices
 from acme_jax import training
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models import vit
@@ -21,7 +23,8 @@ from acme_jax.models.vit import ViT
 
 @dataclasses.dataclass
 class LocalFeatures:
-  """One device's cached backbone outputs: header grids and CLS tokens."""
+  """One device's cached backbone outputs: header grids and CLS tokens (the
+  linear probe reads those of train and test)."""
   x_train: np.ndarray
   y_train: np.ndarray
   x_val: np.ndarray
@@ -29,9 +32,10 @@ class LocalFeatures:
   x_test: np.ndarray
   y_test: np.ndarray
   cls_train: np.ndarray
+  cls_test: Optional[np.ndarray] = None
 
 
-FEATURE_SOURCES = ('last_hidden', 'final_norm')
+FEATURE_SOURCES = choices.FEATURE_SOURCES
 
 
 @functools.lru_cache(maxsize=None)

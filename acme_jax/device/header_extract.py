@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from acme_jax.device import header
+from acme_jax.device import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ExtractedHeader(nn.Module):
                          lambda: jnp.zeros(len(stem))).value
     var = self.variable('batch_stats', 'stem_var',
                         lambda: jnp.ones(len(stem))).value
-    x = (x - mean) * jax.lax.rsqrt(var + header.BN_EPS) * self.param(
+    x = (x - mean) * jax.lax.rsqrt(var + ops.BN_EPS) * self.param(
         'stem_scale', nn.initializers.ones, (len(stem),)) + self.param(
             'stem_bias', nn.initializers.zeros, (len(stem),))
     x = scatter(x, stem)
@@ -77,9 +78,9 @@ class ExtractedHeader(nn.Module):
                 inp, next(sep_iter), header.SEP_KERNELS[op], weights,
                 f'cell{layer}_node{node}_{branch}')
           elif op == 2:
-            total = total + header.pool(inp, 'avg')
+            total = total + ops.pool(inp, 'avg')
           elif op == 3:
-            total = total + header.pool(inp, 'max')
+            total = total + ops.pool(inp, 'max')
           else:
             total = total + inp
         nodes.append(total)
@@ -87,7 +88,7 @@ class ExtractedHeader(nn.Module):
       y = sum(jax.nn.relu(nodes[i]) @ self.param(
           f'cell{layer}_final{i}', nn.initializers.zeros, (c, len(live)))
               for i in loose)
-      y = header.batch_norm(y, self.param(f'cell{layer}_final_scale',
+      y = ops.batch_norm(y, self.param(f'cell{layer}_final_scale',
                                    nn.initializers.ones, (len(live),)),
                      self.param(f'cell{layer}_final_bias',
                                 nn.initializers.zeros, (len(live),)), weights)
@@ -104,16 +105,16 @@ class ExtractedHeader(nn.Module):
     p = lambda suffix, init, shape: self.param(  # noqa: E731
         f'{name}_{suffix}', init, shape)
     zeros, ones = nn.initializers.zeros, nn.initializers.ones
-    y = header.depthwise(jax.nn.relu(x)[..., dw1],
+    y = ops.depthwise(jax.nn.relu(x)[..., dw1],
                    p('dw1', zeros, (k,) * rank + (len(dw1),)))
     y = y @ p('pw1', zeros, (len(dw1), len(pw1)))
-    y = header.batch_norm(y, p('scale1', ones, (len(pw1),)),
+    y = ops.batch_norm(y, p('scale1', ones, (len(pw1),)),
                    p('bias1', zeros, (len(pw1),)), weights)
     # dw2 reads only channels live after pw1; `dw2` indexes into `pw1`.
-    y = header.depthwise(jax.nn.relu(y)[..., dw2],
+    y = ops.depthwise(jax.nn.relu(y)[..., dw2],
                    p('dw2', zeros, (k,) * rank + (len(dw2),)))
     y = y @ p('pw2', zeros, (len(dw2), len(pw2)))
-    y = header.batch_norm(y, p('scale2', ones, (len(pw2),)),
+    y = ops.batch_norm(y, p('scale2', ones, (len(pw2),)),
                    p('bias2', zeros, (len(pw2),)), weights)
     return jnp.zeros(y.shape[:-1] + (c,), y.dtype).at[..., pw2].set(y)
 

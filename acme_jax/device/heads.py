@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from acme_jax import choices
+from acme_jax import streams
 from acme_jax import training
-from acme_jax.system import engine
+from acme_jax.parallel import engine
 
 
 def _grid_rank(features) -> int:
@@ -83,10 +85,7 @@ class CNNProject(nn.Module):
     return nn.Dense(self.num_classes)(_mean_tokens(x))
 
 
-BASELINES = {'linear': Linear, 'mlp': MLP, 'mixer': Mixer,
-             'cnn_project': CNNProject}
-
-
+BASELINES = dict(zip(choices.HEAD_KINDS, (Linear, MLP, Mixer, CNNProject)))
 
 
 def make_batches(features, labels, batch_size: int, epochs: int, seed: int,
@@ -190,7 +189,7 @@ def train_and_test(kind: str, num_classes: int, device_data: Sequence,
   for i in range(len(device_data)):
     key = jax.random.fold_in(jax.random.key(seed), i)
     params = module.init(key, sample)['params']
-    inputs.append((params, jax.random.fold_in(key, 1)))
+    inputs.append((params, jax.random.fold_in(key, streams.HEAD_DROPOUT)))
   trained = engine.for_each_device(init, step, final, inputs, batches,
                                    strategy=strategy)
   return {

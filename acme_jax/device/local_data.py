@@ -19,6 +19,13 @@ class DeviceData(NamedTuple):
   y: np.ndarray
 
 
+class Padded(NamedTuple):
+  """Devices' padded features (`data`, the engine's consts) and each one's
+  real rows per split (`sizes`, {'train': n, 'val': n, 'test': n})."""
+  data: list
+  sizes: list
+
+
 def bucket(rows: int) -> int:
   """Rows padded to the next power of two, at least 256: devices, stages and
   experiments with similar data sizes then share compiled programs."""
@@ -31,7 +38,7 @@ def split_rows(sizes: dict, split: str) -> np.ndarray:
   return np.arange(start, start + sizes[split], dtype=np.int32)
 
 
-def device_data(locals_, dtype=np.float32):
+def device_data(locals_, dtype=np.float32) -> Padded:
   """(DeviceData per device, real sizes per device): every device's splits
   stacked in one array, padded (copies of row 0, weight 0) to one bucket."""
   sizes = [{s: len(getattr(l, f'y_{s}')) for s in SPLITS} for l in locals_]
@@ -45,7 +52,7 @@ def device_data(locals_, dtype=np.float32):
     pad = rows - len(y)
     data.append(DeviceData(np.concatenate([x, np.repeat(x[:1], pad, 0)]),
                            np.concatenate([y, np.repeat(y[:1], pad)])))
-  return data, sizes
+  return Padded(data, sizes)
 
 
 def index_batches(rows: np.ndarray, batch_size: int,

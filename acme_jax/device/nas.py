@@ -24,7 +24,7 @@ then validation, then test rows, padded to a bucketed row count); batches
 are row indices with 0/1 sample weights and a learning rate. Three programs
 serve the whole device stage: `train_step` (search, fine-tuning and the
 rounds' local training), `controller_step` and `eval_step`.
-`acme_jax.system.engine` runs them for many devices at once (loop, vmap or
+`acme_jax.parallel.engine` runs them for many devices at once (loop, vmap or
 sharded), so one compiled program serves every device, architecture,
 pruning state and data size in a bucket.
 """
@@ -38,14 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from acme_jax import choices
+from acme_jax import streams
 from acme_jax import training
 from acme_jax.device import controller as controller_lib
 from acme_jax.device import header as header_lib
-from acme_jax.device.local_data import (DeviceData, index_batches,
-                                        random_batch, split_rows)
-from acme_jax.system import engine
+from acme_jax.device.local_data import (Padded, index_batches, random_batch,
+                                        split_rows)
+from acme_jax.parallel import engine
 
-DERIVES = ('prototype', 'sample')
+DERIVES = choices.DERIVES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +134,12 @@ def init_state(cfg: NasConfig, key, limit: int, n_layers: int, child=None,
 # ----------------------------------------------------------- pure functions
 
 
-def train_child(cfg: NasConfig, child: ChildState, arch, n_layers, gates, x, y,
-                w, lr, key):
-  """One SGD step of the header; returns (child, correct, dL/dgates)."""
+def train_child(cfg: NasConfig, child: ChildState, arch, n_layers, gates,
+                batch, key):
+  """One SGD step of the header on `batch` {x, y, w (row weights), lr};
+  returns (child, correct, dL/dgates)."""
   header = header_lib.Header(cfg.spec)
+  x, y, w, lr = batch['x'], batch['y'], batch['w'], batch['lr']
 
   def loss_fn(params, gates):
     logits, new = header.apply(
@@ -193,10 +197,10 @@ def programs(cfg: NasConfig) -> Programs:
             fits(cfg, state.limit, state.n_layers), smallest,
             cfg.resample_tries),
         lambda: state.arch)
-    x, y = consts.x[batch['idx']], consts.y[batch['idx']]
+    rows = {'x': consts.x[batch['idx']], 'y': consts.y[batch['idx']],
+            'w': batch['w'], 'lr': batch['lr']}
     child, correct, gate_grads = train_child(
-        cfg, state.child, arch, state.n_layers, state.gates, x, y,
-        batch['w'], batch['lr'], drop_key)
+        cfg, state.child, arch, state.n_layers, state.gates, rows, drop_key)
     seen_correct = state.seen_correct + correct
     seen_count = state.seen_count + jnp.sum(batch['w'])
     running = seen_correct / jnp.maximum(seen_count, 1.0)
@@ -240,14 +244,15 @@ def programs(cfg: NasConfig) -> Programs:
     return state, sums + jnp.stack([c, t])
 
   def sample_archs(state: DeviceState, count: int):
-    keys = jax.random.split(jax.random.fold_in(state.key, 7), count)
+    keys = jax.random.split(jax.random.fold_in(state.key, streams.FINAL_ARCHS),
+                            count)
     return jax.vmap(lambda k: cfg.controller.sample(state.ctrl_params, k)[0])(
         keys)
 
   return Programs(train_step, controller_step, eval_step, sample_archs)
 
 
-def _identity(x):
+def identity(x):
   return x
 
 
@@ -278,19 +283,19 @@ def sgdr(epoch: int, lr_max: float, lr_min: float, period: int,
   return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(rate))
 
 
-def _seeded_rng(key, salt: int) -> np.random.Generator:
+def seeded_rng(key, salt: int) -> np.random.Generator:
   return np.random.default_rng(int(jax.random.randint(
       jax.random.fold_in(key, salt), (), 0, 2**31 - 1)))
 
 
-def evaluate(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
+def evaluate(cfg: NasConfig, states: Sequence[DeviceState], padded: Padded,
              split: str, batch_size: int, strategy: str) -> np.ndarray:
   """Accuracy of each state's (arch, gates) header on its `split`."""
   p = programs(cfg)
   batches = [index_batches(split_rows(s, split), batch_size, None)
-             for s in sizes]
+             for s in padded.sizes]
   sums = engine.for_each_device(_with_sums, p.eval_step, _sums, list(states),
-                                batches, device_consts=data,
+                                batches, device_consts=padded.data,
                                 strategy=strategy)
   return np.array([float(s[0]) / max(float(s[1]), 1.0) for s in sums])
 
@@ -313,21 +318,20 @@ class SearchHparams:
   num_final_archs: int = 10
 
 
-def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
-           sizes: Sequence[dict], keys, limits: Sequence[int],
-           n_layers: Sequence[int], strategy: str = 'auto',
+def search(cfg: NasConfig, hp: SearchHparams, padded: Padded, keys,
+           limits: Sequence[int], n_layers: Sequence[int],
+           strategy: str = 'auto',
            log: Optional[Callable[[str], None]] = None) -> List[dict]:
   """ENAS search for every device; returns per device {arch, val_accuracy,
   n_layers, header_params, state (DeviceState, the shared weights), history}.
-
-  `sizes[d]` = {'train': n, 'val': n, 'test': n} real rows of device d.
   """
+  data, sizes = padded
   if hp.derive not in DERIVES:
     raise ValueError(f'derive must be one of {DERIVES}, got {hp.derive!r}')
   p = programs(cfg)
   states = [init_state(cfg, k, l, n) for k, l, n in zip(keys, limits,
                                                         n_layers)]
-  rngs = [_seeded_rng(k, 1) for k in keys]
+  rngs = [seeded_rng(k, streams.SEARCH_BATCHES) for k in keys]
   best = [(-1.0, None)] * len(states)
   history = [[] for _ in states]
   for epoch in range(hp.epochs):
@@ -338,18 +342,18 @@ def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
     child_batches = [index_batches(split_rows(n, 'train'), hp.batch_size, rng,
                                    lr=lr, sample=np.int32(1))
                      for n, rng in zip(sizes, rngs)]
-    states = engine.for_each_device(_identity, p.train_step, _identity,
+    states = engine.for_each_device(identity, p.train_step, identity,
                                     states, child_batches, device_consts=data,
                                     strategy=strategy)
     ctrl_batches = [[random_batch(split_rows(n, 'val'), hp.batch_size, rng)
                      for _ in range(hp.controller_steps_per_epoch)]
                     for n, rng in zip(sizes, rngs)]
-    states = engine.for_each_device(_identity, p.controller_step, _identity,
+    states = engine.for_each_device(identity, p.controller_step, identity,
                                     states, ctrl_batches, device_consts=data,
                                     strategy=strategy)
     if hp.derive == 'prototype':
       archs = [np.asarray(s.epoch_arch) for s in states]
-      accs = evaluate(cfg, with_arch(states, archs), data, sizes, 'val',
+      accs = evaluate(cfg, with_arch(states, archs), padded, 'val',
                       hp.batch_size, strategy)
       best = [(a, arch) if a > b[0] else b
               for a, arch, b in zip(accs, archs, best)]
@@ -368,8 +372,8 @@ def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
     scored = []
     for i in range(hp.num_final_archs):
       archs = [c[i] for c in candidates]
-      scored.append((evaluate(cfg, with_arch(states, archs), data, sizes,
-                              'val', hp.batch_size, strategy), archs))
+      scored.append((evaluate(cfg, with_arch(states, archs), padded, 'val',
+                              hp.batch_size, strategy), archs))
     best = []
     for d, s in enumerate(states):
       ok_fits = fits(cfg, s.limit, s.n_layers)
@@ -392,41 +396,3 @@ def search(cfg: NasConfig, hp: SearchHparams, data: Sequence[DeviceData],
                     'state': s._replace(arch=jnp.asarray(arch)),
                     'history': history[d]})
   return results
-
-
-def train_fixed(cfg: NasConfig, states: Sequence[DeviceState], data, sizes,
-                keys, *, epochs: int, batch_size: int, lr_max, lr_min: float,
-                lr_period: int, lr_period_mult: int,
-                strategy: str = 'auto') -> List[DeviceState]:
-  """Train each state's fixed arch with its fixed gates (fine-tuning and the
-  rounds' local training); `lr_max` is one peak or one per device. The
-  returned states' Taylor sums cover exactly these steps (`importance`)."""
-  p = programs(cfg)
-  peaks = (list(lr_max) if isinstance(lr_max, (list, tuple, np.ndarray))
-           else [lr_max] * len(states))
-  batches = []
-  for n, key, peak in zip(sizes, keys, peaks):
-    rng = _seeded_rng(key, 2)
-    device = []
-    for epoch in range(epochs):
-      lr = np.float32(sgdr(epoch, peak, lr_min, lr_period, lr_period_mult))
-      device += index_batches(split_rows(n, 'train'), batch_size, rng, lr=lr,
-                              sample=np.int32(0))
-    batches.append(device)
-  zeros = jax.tree.map(jnp.zeros_like, states[0].taylor_squared)
-  start = [s._replace(key=jax.random.fold_in(k, 3), taylor_squared=zeros,
-                      taylor_linear=zeros, steps=jnp.zeros(()))
-           for s, k in zip(states, keys)]
-  return engine.for_each_device(_identity, p.train_step, _identity, start,
-                                batches, device_consts=data,
-                                strategy=strategy)
-
-
-def importance(state: DeviceState) -> dict:
-  """{'squared': mean over minibatches of (g dL/dg)^2 (NVlabs), 'abs_sum':
-  |sum of g dL/dg| / minibatches}, each shaped like the gates."""
-  steps = max(float(state.steps), 1.0)
-  return {'squared': jax.tree.map(lambda v: np.asarray(v) / steps,
-                                  state.taylor_squared),
-          'abs_sum': jax.tree.map(lambda v: np.abs(np.asarray(v)) / steps,
-                                  state.taylor_linear)}

@@ -4,7 +4,7 @@ Every conv of the header has a 0/1 gate per output channel
 (`header.gate_shapes`); the importance of a gate channel is the NVlabs
 Taylor criterion on the gate (their method 22, which the prototype's
 `pruning_engine.py` runs): (g_c * dL/dg_c)^2 per minibatch, averaged over
-the minibatches of local training (`nas.train_fixed`). The unsquared
+the minibatches of local training (`state.train_fixed`). The unsquared
 |sum g dL/dg| is kept as an option (`squared=False`), computed from the same
 gradients.
 
@@ -56,14 +56,6 @@ def prune_gates(importance, active, ratio: float, current=None) -> dict:
         np.float32))
     start += a.size
   return jax.tree.unflatten(treedef, gates)
-
-
-def live_fraction(gates, active) -> float:
-  """Share of the used gate channels still on."""
-  on = sum(float(np.sum((np.asarray(g) > 0) & (np.asarray(a) > 0)))
-           for g, a in zip(jax.tree.leaves(gates), jax.tree.leaves(active)))
-  total = sum(float(np.sum(np.asarray(a) > 0)) for a in jax.tree.leaves(active))
-  return on / max(total, 1.0)
 
 
 def active_gates(spec: header_lib.Spec, arch, n_layers: int) -> dict:

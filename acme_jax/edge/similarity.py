@@ -1,4 +1,5 @@
-"""Data signatures, distances and aggregation weights between devices (ACME.md 6).
+"""Distances between devices' data signatures, and aggregation weights
+(ACME.md 6). Devices make their signatures (`device/signature.py`).
 
 The edge never sees raw data, only a small per-device *signature*; from pairwise
 signature distances it builds a row-stochastic matrix W so that device k receives
@@ -36,64 +37,16 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from scipy import stats
 
-MODES = ('wo_pruning', 'pruning_alone', 'pruning_avg', 'pruning_per_js',
-         'pruning_per_emd')
+from acme_jax import choices
+
+MODES = choices.MODES
 METRICS = ('emd', 'js')
-SIGNATURE_KINDS = ('histogram', 'features')
-JS_VARIANTS = ('standard', 'prototype')
-# The common backbone whose CLS features make signatures: the full supernet
-# (the prototype's) or the smallest grid subnet.
-REFERENCE_BACKBONES = ('full', 'smallest')
+SIGNATURE_KINDS = choices.SIGNATURE_KINDS
+JS_VARIANTS = choices.JS_VARIANTS
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
 
 _PROTOTYPE_JS_EPS = 1e-6
-
-
-# ---------------------------------------------------------------------- signatures
-
-
-def histogram_signature(labels: ArrayLike, num_classes: int) -> np.ndarray:
-  """Normalised label histogram (C,): the cheapest signature, C floats on the wire."""
-  labels = np.asarray(labels).reshape(-1)
-  if labels.size == 0:
-    raise ValueError('histogram_signature needs at least one label.')
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f'labels must be integers, got dtype {labels.dtype}.')
-  if labels.min() < 0 or labels.max() >= num_classes:
-    raise ValueError(f'labels must lie in [0, {num_classes}), got '
-                     f'[{labels.min()}, {labels.max()}].')
-  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-  return counts / counts.sum()
-
-
-def feature_signature(features: ArrayLike, max_samples: int = 200, seed: int = 0,
-                      labels: Optional[ArrayLike] = None) -> np.ndarray:
-  """Features of up to `max_samples` random local samples, as an (m, D) array.
-
-  The caller computes `features` (n, D), e.g. CLS embeddings from the common
-  reference backbone; this only picks the subset, so the signature is a fixed-size
-  summary independent of the local dataset size. Sampling is without replacement
-  and reproducible from `seed`. If `labels` (n,) are given, the chosen rows are
-  ordered by label (stable), as in the prototype; this matters only for the
-  entry-wise JS distance, not for W1 (which ignores order).
-  """
-  features = np.asarray(features)
-  if features.ndim == 1:
-    features = features[:, None]
-  if features.ndim != 2 or features.shape[0] == 0:
-    raise ValueError(f'features must be (n, D) with n > 0, got {features.shape}.')
-  if max_samples < 1:
-    raise ValueError(f'max_samples must be >= 1, got {max_samples}.')
-  n = features.shape[0]
-  rng = np.random.default_rng(seed)
-  index = np.sort(rng.choice(n, size=min(n, max_samples), replace=False))
-  if labels is not None:
-    labels = np.asarray(labels).reshape(-1)
-    if labels.shape[0] != n:
-      raise ValueError(f'{labels.shape[0]} labels for {n} feature rows.')
-    index = index[np.argsort(labels[index], kind='stable')]
-  return features[index]
 
 
 # ----------------------------------------------------------------------- distances

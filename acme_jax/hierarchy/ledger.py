@@ -15,7 +15,6 @@ downloads are single records over 2 hops, so both sides count a relayed
 transfer the same way: once end to end, once per hop in the volume.
 """
 import dataclasses
-import json
 from typing import Iterable, Mapping, Sequence, Union
 
 import jax
@@ -164,9 +163,6 @@ class Ledger:
     return self._sum(lambda r: ((r.src_tier, r.src_id), (r.dst_tier, r.dst_id)),
                      weighted)
 
-  def by_round(self, weighted: bool = True) -> dict:
-    return self._sum(lambda r: r.round, weighted)
-
   def to_records(self) -> list:
     """JSON-ready list of dicts, one per transfer, in order."""
     return [dataclasses.asdict(r) for r in self._records]
@@ -183,13 +179,6 @@ class Ledger:
       ledger.add(Transfer(**{name: row[name] for name in fields
                              if name in row}))
     return ledger
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_records())
-
-  @classmethod
-  def from_json(cls, text: str) -> 'Ledger':
-    return cls.from_records(json.loads(text))
 
   def summary(self) -> dict:
     """JSON-ready totals, hop-weighted and unweighted."""

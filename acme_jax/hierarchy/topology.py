@@ -42,9 +42,6 @@ class Topology:
       raise ValueError(f'unknown device {device_id}; have {len(self.devices)}')
     return self.devices[device_id]
 
-  def edge_of(self, device_id: int) -> int:
-    return self.device(device_id).edge_id
-
 
 def _devices_per_edge(num_edges: int, devices_per_edge) -> list:
   if num_edges < 1:

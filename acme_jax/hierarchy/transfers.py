@@ -7,8 +7,8 @@ from typing import Hashable, Mapping, Optional
 
 import numpy as np
 
-from acme_jax.system.ledger import Ledger, centralized_ledger
-from acme_jax.system.topology import Topology
+from acme_jax.hierarchy.ledger import Ledger, centralized_ledger
+from acme_jax.hierarchy.topology import Topology
 
 
 FRONT_FIELDS = ('depth_mult', 'width_mult', 'accuracy', 'per_class', 'params',

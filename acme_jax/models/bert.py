@@ -88,12 +88,9 @@ class Bert(nn.Module):
     x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype,
                      name='ln_embed')(x)
     embeddings = x
-    x, hidden = encoder.run_layers(
-        self, x, num_layers=self.num_layers, heads=self.num_heads,
-        mlp=self.mlp_dim, head_dim=encoder.head_dim(self),
-        hidden_size=self.hidden_size, layer_norm_eps=self.layer_norm_eps,
-        pre_norm=False, dtype=self.dtype, masks=masks,
-        layer_gates=layer_gates, bias=padding_bias(attention_mask))
+    x, hidden = encoder.run_layers(self, x, pre_norm=False, masks=masks,
+                                   layer_gates=layer_gates,
+                                   bias=padding_bias(attention_mask))
     out = {'embeddings': embeddings, 'hidden': hidden, 'tokens': x}
     first = x[:, 0]
     if self.pooler:

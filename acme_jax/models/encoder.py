@@ -113,18 +113,19 @@ class Block(nn.Module):
     return gate * out + (1 - gate) * x  # a dropped post-LN layer: identity
 
 
-def run_layers(parent: nn.Module, x, *, num_layers: int, heads, mlp,
-               head_dim: int, hidden_size: int, layer_norm_eps: float,
-               pre_norm: bool, dtype, masks: Optional[Masks] = None,
-               layer_gates=None, bias=None):
-  """The encoder's layers, as submodules `block_{i}` of `parent` (call from
-  its compact method). Returns (x, hidden states (L, B, T, D))."""
-  heads = per_layer(heads, num_layers)
-  mlp = per_layer(mlp, num_layers)
+def run_layers(parent: nn.Module, x, *, pre_norm: bool,
+               masks: Optional[Masks] = None, layer_gates=None, bias=None):
+  """The encoder's layers, as submodules `block_{i}` of `parent` (a ViT or
+  Bert, whose sizes they take; call from its compact method). Returns (x,
+  hidden states (L, B, T, D))."""
+  num_layers = parent.num_layers
+  heads = per_layer(parent.num_heads, num_layers)
+  mlp = per_layer(parent.mlp_dim, num_layers)
   hidden = []
   for layer in range(num_layers):
-    block = Block(heads[layer], head_dim, mlp[layer], hidden_size,
-                  layer_norm_eps, pre_norm, dtype, name=f'block_{layer}')
+    block = Block(heads[layer], head_dim(parent), mlp[layer],
+                  parent.hidden_size, parent.layer_norm_eps, pre_norm,
+                  parent.dtype, name=f'block_{layer}')
     if masks is not None:
       x = block(x, masks.heads[layer], masks.neurons[layer],
                 masks.layers[layer], bias)

@@ -123,6 +123,18 @@ def width_slice(model: Encoder, params, heads: int, neurons: int):
       sliced
 
 
+def is_uniform(subnet: SubnetConfig) -> bool:
+  """Every kept layer keeps the same heads and neurons (every grid point)."""
+  return len(set(subnet.heads)) == 1 and len(set(subnet.neurons)) == 1
+
+
+def layer_gates(model: Encoder, subnet: SubnetConfig) -> np.ndarray:
+  """(L,) 1.0 at the supernet's layers `subnet` keeps, 0.0 at dropped ones."""
+  gates = np.zeros((model.num_layers,), np.float32)
+  gates[list(subnet.layers)] = 1
+  return gates
+
+
 def static_form(model: Encoder, params, subnet: SubnetConfig):
   """`subnet` at its own cost: (model, params, layer_gates) to call as
   `model.apply({'params': params}, x, layer_gates=gates)`.
@@ -132,12 +144,10 @@ def static_form(model: Encoder, params, subnet: SubnetConfig):
   compiled program; any other is extracted (gates all ones). Same outputs as
   the masked supernet, without the masked heads', neurons' and layers' FLOPs.
   """
-  if len(set(subnet.heads)) == 1 and len(set(subnet.neurons)) == 1:
+  if is_uniform(subnet):
     sub_model, sliced = width_slice(model, params, subnet.heads[0],
                                     subnet.neurons[0])
-    gates = np.zeros((model.num_layers,), np.float32)
-    gates[list(subnet.layers)] = 1
-    return sub_model, sliced, gates
+    return sub_model, sliced, layer_gates(model, subnet)
   sub_model, dense = extract(model, params, subnet, with_head=True)
   return sub_model, dense, np.ones((len(subnet.layers),), np.float32)
 

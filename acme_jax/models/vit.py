@@ -65,11 +65,8 @@ class ViT(nn.Module):
     x = x + self.param('pos_embed', init, (1, x.shape[1], self.hidden_size)
                        ).astype(self.dtype)
     embeddings = x
-    x, hidden = encoder.run_layers(
-        self, x, num_layers=self.num_layers, heads=self.num_heads,
-        mlp=self.mlp_dim, head_dim=encoder.head_dim(self),
-        hidden_size=self.hidden_size, layer_norm_eps=self.layer_norm_eps,
-        pre_norm=True, dtype=self.dtype, masks=masks, layer_gates=layer_gates)
+    x, hidden = encoder.run_layers(self, x, pre_norm=True, masks=masks,
+                                   layer_gates=layer_gates)
     tokens = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype,
                           name='ln_final')(x)
     out = {'embeddings': embeddings, 'hidden': hidden, 'tokens': tokens}

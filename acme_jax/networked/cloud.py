@@ -25,33 +25,31 @@ def prepare(config, workdir, log=print) -> dict:
   topology (device ids, edges, budgets) for whoever starts the devices."""
   # Here, not at the top: the cloud's message handlers (`Service`) import
   # this module in a fresh process per message and need none of JAX.
-  from acme_jax import device_stages, shapes, stages
+  from acme_jax import world as world_lib
+  from acme_jax.device import signature as signature_lib
   from acme_jax.models import subnet as subnet_lib
-  from acme_jax.system import transfers
-  wd = stages.prepare_run(config, workdir)
-  dataset, cloud_data, _ = stages.load_data(config, log)
-  cloud = stages.run_cloud(config, wd, dataset, cloud_data, log)
-  selection = stages.run_selection(
-      config, cloud['grid'], shapes.architecture(config, dataset.num_classes))
-  workdir_lib.atomic_write_json(wd / 'selection.json', selection)
-  serve = wd / SERVE
+  from acme_jax.hierarchy import transfers
+  world = world_lib.build(config, workdir, log)
+  selection = world.selection
+  serve = world.wd / SERVE
   serve.mkdir(exist_ok=True)
-  payload.save_npz(serve / 'front.npz', transfers.front_payload(selection['candidates']))
-  model, supernet = cloud['model'], cloud['supernet']
+  payload.save_npz(serve / 'front.npz',
+                   transfers.front_payload(selection['candidates']))
+  model, supernet = world.cloud.model, world.cloud.supernet
   multipliers = {(c['width_mult'], c['depth_mult'])
                  for c in selection['candidates']}
-  multipliers.add(device_stages.reference_multipliers(config))
+  multipliers.add(signature_lib.reference_multipliers(config))
   for width, depth in sorted(multipliers):
     path = serve / f'{backbone_name(width, depth)}.npz'
     if not path.exists():
       sub = subnet_lib.for_model(model, width, depth)
       payload.save_npz(path, subnet_lib.extract(model, supernet, sub)[1])
-  topology = stages.build_topology(config, cloud['grid'])
-  world = {'devices': [{'id': d.id, 'edge': d.edge_id, 'budget': d.budget}
-                       for d in topology.devices],
-           'edges': list(topology.edges)}
-  workdir_lib.atomic_write_json(wd / 'world.json', world)
-  return world
+  topology = world.topology
+  layout = {'devices': [{'id': d.id, 'edge': d.edge_id, 'budget': d.budget}
+                        for d in topology.devices],
+            'edges': list(topology.edges)}
+  workdir_lib.atomic_write_json(world.wd / 'world.json', layout)
+  return layout
 
 
 class Service:

@@ -16,12 +16,17 @@ import pickle
 import jax
 import numpy as np
 
-from acme_jax import device_stages
-from acme_jax import stages
+from acme_jax import choices
+from acme_jax import streams
 from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import partition
-from acme_jax.device import customize, features
-from acme_jax.edge import rounds, similarity
+from acme_jax.data import stage as data_stage
+from acme_jax.device import features
+from acme_jax.device import signature as signature_lib
+from acme_jax.device import stage as device_stage
+from acme_jax.device import state as state_lib
+from acme_jax.federated import acme
 from acme_jax.models import subnet as subnet_lib
 
 
@@ -55,23 +60,41 @@ class Device:
 
   # --------------------------------------------------------------- data
 
-  def splits(self):
-    """This device's (train, val, test): its share of the data, as the
-    in-process run partitions it (the device owns these samples)."""
-    cached = self._load('splits')
+  def _local(self):
+    """(this device's (train, val, test), class count, the supernet's
+    description): its share of the data, as the in-process run partitions
+    it (the device owns these samples), loaded once and kept."""
+    cached = self._load('local')
     if cached is None:
-      dataset, _, device_data = stages.load_data(self.config, log=_quiet)
-      all_splits = device_stages.device_splits(
-          self.config, device_data, stages.num_devices(self.config),
+      dataset, _, device_data = data_stage.load(self.config, log=_quiet)
+      splits = data_stage.device_splits(
+          data_stage.PartitionHparams.from_config(self.config), device_data,
           dataset.num_classes)
-      cached = (all_splits[self.id], dataset.num_classes)
-      self._save('splits', cached)
+      # The model's static fields only (params unused: the device computes
+      # with the backbone it received).
+      model = cloud_stage.build_model(self.config, dataset,
+                                      jax.random.key(self.config.seed))[0]
+      cached = (splits[self.id], dataset.num_classes, model)
+      self._save('local', cached)
     return cached
 
+  def splits(self):
+    return self._local()[0]
+
+  def _num_classes(self) -> int:
+    return self._local()[1]
+
+  def _model(self):
+    return self._local()[2]
+
+  def _device_hp(self) -> device_stage.DeviceHparams:
+    return device_stage.DeviceHparams.from_config(self.config,
+                                                  self._num_classes())
+
   def histogram(self) -> np.ndarray:
-    (train, _, _), num_classes = self.splits()
+    train, _, _ = self.splits()
     return partition.label_histogram(train.labels,
-                                     num_classes).astype(np.float32)
+                                     self._num_classes()).astype(np.float32)
 
   # -------------------------------------------------- backbone, header
 
@@ -81,23 +104,22 @@ class Device:
     is frozen), the linear probe and, with feature signatures, this
     device's signature through the reference backbone."""
     def compute():
-      splits, _ = self.splits()
-      model = self._model()
+      splits, model = self.splits(), self._model()
       sub = subnet_lib.for_model(model, width, depth)
       tokens = self._tokens(model, backbone, sub, [s.images for s in splits])
-      local = customize.local_features_from_tokens(model, splits, tokens)
-      probe = features.linear_probe_accuracy(
-          tokens[0][:, 0], splits[0].labels, tokens[2][:, 0],
-          splits[2].labels, self.config.seed)
-      if self.config.aggregation.signature == 'histogram':
-        signature = similarity.histogram_signature(splits[0].labels,
-                                                   self._num_classes())
-      elif rounds.is_personalized(self.config.aggregation.mode):
-        ref = device_stages.reference_subnet(self.config, model)
+      local = device_stage.local_features_from_tokens(model, splits, tokens)
+      probe = device_stage.linear_probe(local, self.config.seed)
+      aggregation = self.config.aggregation
+      if aggregation.signature == 'histogram':
+        signature = signature_lib.histogram_signature(splits[0].labels,
+                                                      self._num_classes())
+      elif aggregation.mode in choices.PERSONALIZED_MODES:
+        hp = signature_lib.SignatureHparams.from_config(self.config)
+        ref = subnet_lib.for_model(model, *hp.reference)
         cls = self._tokens(model, reference if reference is not None
                            else backbone, ref, [splits[0].images])[0][:, 0]
-        signature = device_stages.feature_signature(
-            self.config, cls, splits[0].labels, self.config.seed + self.id)
+        signature = signature_lib.device_feature_signature(
+            hp, cls, splits[0].labels, self.id)
       else:  # the mode never reads a feature signature
         signature = None
       self._save('features', {'local': local, 'width': width, 'depth': depth,
@@ -108,16 +130,6 @@ class Device:
               'local_samples': [len(s) for s in splits]}
     return self._once('backbone', compute)
 
-  def _num_classes(self) -> int:
-    return self.splits()[1]
-
-  def _model(self):
-    """The supernet's description (its static fields; params unused: the
-    device computes with the backbone it received)."""
-    dataset, _, _ = stages.load_data(self.config, log=_quiet)
-    return stages.build_model(self.config, dataset,
-                              jax.random.key(self.config.seed))[0]
-
   def _tokens(self, model, backbone, sub, image_sets):
     device_model, params = subnet_lib.as_supernet(model, backbone, sub)
     return [features.backbone_tokens(
@@ -126,17 +138,19 @@ class Device:
 
   def search_header(self) -> dict:
     """Header NAS within the budget left by the backbone, then fine-tuning
-    (the in-process `device_stages.device_headers` for this one device)."""
+    (the in-process device stage, for this one device)."""
     def compute():
       config, got = self.config, self._load('features')
-      key = jax.random.fold_in(jax.random.key(config.seed), stages.DEVICES)
-      header, = customize.search_headers(
-          config, [got['local']], self._num_classes(),
-          [jax.random.fold_in(jax.random.fold_in(key, 0), self.id)],
-          [self.budget - got['params']],
-          [customize.header_cells(config, got['width'], got['depth'])],
-          [self.id], [self.edge])
-      header.signature = got['signature']
+      hp = self._device_hp()
+      key = jax.random.fold_in(jax.random.key(config.seed), streams.DEVICES)
+      header, = device_stage.search_headers(hp, [got['local']], [
+          device_stage.Target(
+              device=self.id, edge=self.edge,
+              key=jax.random.fold_in(
+                  jax.random.fold_in(key, streams.HEADER_SEARCH), self.id),
+              limit=self.budget - got['params'],
+              cells=device_stage.header_cells(hp, got['width'],
+                                              got['depth']))])
       self._save('header', header)
       r = header.result
       return {'header_arch': r['arch'], 'header_cells': r['n_layers'],
@@ -147,14 +161,15 @@ class Device:
 
   # ------------------------------------------------------------- rounds
 
-  def _rounds_args(self):
-    header = self._load('header')
-    cfg = customize.nas_config(self.config, header.data.x.shape,
-                               self._num_classes())
+  def _clients(self) -> acme.EngineClients:
+    """This device alone as the rounds' clients (the in-process device
+    side of a round, run here)."""
     key = jax.random.fold_in(
-        jax.random.fold_in(jax.random.key(self.config.seed), stages.DEVICES),
-        1)
-    return header, cfg, customize.schedule(self.config), key
+        jax.random.fold_in(jax.random.key(self.config.seed), streams.DEVICES),
+        streams.ROUNDS)
+    return acme.EngineClients(acme.RoundsHparams.from_config(self.config),
+                              self._device_hp().nas, [self._load('header')],
+                              key)
 
   def signature(self):
     """This device's data signature (float32), None without features."""
@@ -165,46 +180,37 @@ class Device:
   def train_round(self, r: int) -> dict:
     """Round `r`'s local training; returns the importances for the edge."""
     def compute():
-      header, cfg, schedule, key = self._rounds_args()
-      a = self.config.aggregation
-      train_key, finetune_key = rounds.round_keys(key, r)
-      imp, = rounds.train(cfg, schedule, [header], a.local_epochs, train_key,
-                          device_stages.engine.options(self.config))
-      if a.mode == 'wo_pruning':
-        rounds.train(cfg, schedule, [header], a.finetune_epochs, finetune_key,
-                     device_stages.engine.options(self.config))
-      self._save('header', header)
-      return {'importance': jax.tree.map(
-          lambda x: np.asarray(x, np.float32), imp[a.taylor]),
-              'train_samples': header.sizes['train']}
+      clients = self._clients()
+      report = clients.train(r, [self.id], ())[self.id]
+      self._save('header', clients.devices[0])
+      return {'importance': report.importance,
+              'train_samples': report.train_samples}
     return self._once(f'train_{r}', compute)
 
   def prune_round(self, r: int, aggregated) -> dict:
-    """Round `r`'s pruning with the edge's aggregated importances, then
-    fine-tuning with the gates fixed."""
+    """Round `r`'s pruning with the edge's aggregated importances (None:
+    no pruning, `wo_pruning`), then fine-tuning with the gates fixed."""
     def compute():
-      header, cfg, schedule, key = self._rounds_args()
-      a = self.config.aggregation
-      rounds.prune_device(cfg, header, aggregated,
-                          rounds.prune_ratio_at(a.prune_ratio, r, a.rounds))
-      rounds.train(cfg, schedule, [header], a.finetune_epochs,
-                   rounds.round_keys(key, r)[1],
-                   device_stages.engine.options(self.config))
-      self._save('header', header)
-      digests = self._load('digests') or {}
-      digests[r] = rounds.digest(self._load(f'reply_train_{r}')['importance'])
-      self._save('digests', digests)
+      clients = self._clients()
+      clients.finetune(r, [self.id], None if aggregated is None
+                       else {self.id: aggregated})
+      self._save('header', clients.devices[0])
+      if aggregated is not None:
+        digests = self._load('digests') or {}
+        digests[r] = state_lib.digest(
+            self._load(f'reply_train_{r}')['importance'])
+        self._save('digests', digests)
       return {'round': r}
     return self._once(f'prune_{r}', compute)
 
   def metrics(self) -> dict:
     """The closing metrics: test accuracy and total parameters (to the
     edge), and this device's full record (kept in its workdir)."""
-    header, cfg, _, _ = self._rounds_args()
+    header, hp = self._load('header'), self._device_hp()
     got = self._load('features')
-    acc, = rounds.test_accuracy(cfg, [header], self.config.header.batch_size,
-                                device_stages.engine.options(self.config))
-    n = header.header_params(cfg.spec)
+    acc, = state_lib.test_accuracy(hp.nas, [header], hp.batch_size,
+                                   hp.strategy)
+    n = header.header_params(hp.nas.spec)
     digests = self._load('digests') or {}
     record = dict(
         device=self.id, edge=self.edge, budget=self.budget,
@@ -213,8 +219,7 @@ class Device:
         total_params=got['params'] + n,
         test_accuracy=float(acc),
         importance_sha256=[digests[r] for r in sorted(digests)],
-        gate_channels_live=int(sum(np.sum(np.asarray(g) > 0)
-                                   for g in jax.tree.leaves(header.gates))),
+        gate_channels_live=state_lib.live_gate_channels(header),
         label_histogram=self.histogram().astype(int).tolist(),
         **self._load('reply_backbone'), **self._load('reply_header'))
     workdir_lib.atomic_write_json(self.dir / 'record.json', record)

@@ -16,17 +16,19 @@ Progress is saved in the edge's workdir after every phase and round, so a
 restarted edge resumes where it stopped; the devices answer repeated
 requests from what they saved.
 """
+import os
 import pathlib
 import time
 
 import numpy as np
 
-from acme_jax import device_stages
 from acme_jax import workdir as workdir_lib
-from acme_jax.edge import rounds
+from acme_jax.device import signature as signature_lib
+from acme_jax.edge import stage as edge_stage
+from acme_jax.federated import acme
 from acme_jax.networked import link, payload
 from acme_jax.networked.link import EdgeError
-from acme_jax.system.ledger import Ledger
+from acme_jax.hierarchy.ledger import Ledger
 
 
 def multipliers(width, depth) -> tuple:
@@ -68,7 +70,7 @@ class Edge(link.Link):
         break
       if attempt:
         self.discover(wait=True)
-      replies = self._exchange(kind, {('device', d): requests_for(d)
+      replies = self.exchange(kind, {('device', d): requests_for(d)
                                       for d in todo},
                                self.net.setup_timeout_s)
       for (_, d), reply in replies.items():
@@ -83,7 +85,7 @@ class Edge(link.Link):
                                       | set(missing))
       self._commit()
 
-  def _wait_for_members(self):
+  def wait_for_members(self):
     """Before a round: up to `network.round_wait_s` for devices that left
     (a restarted device rejoins here, under a new node id or its old one)."""
     end = time.time() + self.net.round_wait_s
@@ -158,9 +160,9 @@ class Edge(link.Link):
     if 'picks' not in self.state:
       devices = [d for d in self.members() if d in histograms]
       budgets = self.state['budgets']
-      picks = device_stages.choose(self.config, front,
-                                   [histograms[d] for d in devices],
-                                   [budgets[str(d)] for d in devices])
+      picks = edge_stage.choose(edge_stage.EdgeHparams.from_config(
+          self.config), front, [histograms[d] for d in devices],
+                                [budgets[str(d)] for d in devices])
       chosen = {}
       for d, pick in zip(devices, picks):
         width, depth = multipliers(front['width_mult'][pick.candidate],
@@ -176,9 +178,8 @@ class Edge(link.Link):
     return self.state['picks']
 
   def _reference(self):
-    a = self.config.aggregation
-    if a.signature == 'features' and rounds.is_personalized(a.mode):
-      return multipliers(*device_stages.reference_multipliers(self.config))
+    if signature_lib.needs_reference(self.config):
+      return multipliers(*signature_lib.reference_multipliers(self.config))
     return None
 
   def _backbones(self, picks):
@@ -222,57 +223,24 @@ class Edge(link.Link):
     self._setup_phase('train.backbone', request, 'backbones_done', got)
 
   def _rounds(self):
-    a = self.config.aggregation
-    signatures = {int(k): np.asarray(v, np.float32)
-                  for k, v in self.state.get('signatures', {}).items()}
-    personalized = rounds.is_personalized(a.mode)
-    for r in range(self.state['rounds_done'], a.rounds):
-      t = time.time()
-      self._wait_for_members()
-      members = [d for d in self.members() if ('device', d) in self.nodes]
-      requests = {('device', d): ({}, {'round': r, 'signature': int(
-          personalized and d not in signatures)}) for d in members}
-      replies = self._exchange('train.round', requests, self.net.timeout_s,
-                               round_=r)
-      answered = sorted(p[1] for p in replies)
-      if len(answered) < self.net.min_devices:
-        raise EdgeError(f'round {r}: {len(answered)} devices answered, '
-                        f'fewer than network.min_devices = '
-                        f'{self.net.min_devices}')
-      own, sizes = {}, {}
-      for (_, d), reply in sorted(replies.items()):
-        parts, c = payload.payloads(reply), payload.control(reply)
-        own[d], sizes[d] = parts['importance'], int(c['train_samples'])
-        if 'signature' in parts:
-          signatures[d] = parts['signature']
-          self.ledger.send(('device', d), ('edge', self.id), 'signature',
-                           signatures[d], round=r)
-        self.ledger.send(('device', d), ('edge', self.id), 'importance',
-                         own[d], round=r)
-      pruned = answered
-      if a.mode != 'wo_pruning':
-        mixed = rounds.aggregate_edge(
-            a.mode, [own[d] for d in answered],
-            [signatures.get(d) for d in answered],
-            [sizes[d] for d in answered], signature_kind=a.signature,
-            temperature=a.temperature,
-            self_weight=device_stages.self_weight(self.config),
-            js_variant=a.js_variant)
-        requests = {('device', d): ({'aggregated': m}, {'round': r})
-                    for d, m in zip(answered, mixed)}
-        for d, m in zip(answered, mixed):
-          self.ledger.send(('edge', self.id), ('device', d), 'importance', m,
-                           round=r)
-        pruned = sorted(p[1] for p in self._exchange(
-            'train.prune', requests, self.net.timeout_s, round_=r))
+    """The rounds (`federated.acme.apply`), the device side of each sent
+    to the devices over this edge's link; committed after every round."""
+    hp = acme.RoundsHparams.from_config(self.config)
+    state = acme.EdgeState(self.state['rounds_done'], {
+        int(k): np.asarray(v, np.float32)
+        for k, v in self.state.get('signatures', {}).items()})
+    devices = _LinkedDevices(self)
+    while state.round < hp.rounds:
+      t, r = time.time(), state.round
+      state, out = acme.apply(hp, state, devices, self.ledger)
       self.state['rounds'].append({
-          'round': r, 'members': members, 'answered': answered,
-          'pruned': pruned, 'seconds': time.time() - t})
-      self._commit(rounds_done=r + 1, signatures={
-          str(k): v.tolist() for k, v in signatures.items()})
-      self.log(f'round {r + 1}/{a.rounds}: {len(answered)}/{len(members)} '
-               f'devices trained, {len(pruned)} pruned '
-               f'({time.time() - t:.1f}s)')
+          'round': r, 'members': devices.asked, 'answered': out['answered'],
+          'pruned': out['pruned'], 'seconds': time.time() - t})
+      self._commit(rounds_done=state.round, signatures={
+          str(k): np.asarray(v).tolist() for k, v in state.signatures.items()})
+      self.log(f'round {r + 1}/{hp.rounds}: {len(out["answered"])}/'
+               f'{len(devices.asked)} devices trained, '
+               f'{len(out["pruned"])} pruned ({time.time() - t:.1f}s)')
 
   def _metrics(self):
     got = {int(k): np.asarray(v, np.float32)
@@ -280,7 +248,7 @@ class Edge(link.Link):
     todo = {('device', d): ({}, {}) for d in self.members() if d not in got}
     if todo:
       self.discover(wait=False)
-    for (_, d), reply in self._exchange('query.metrics', todo,
+    for (_, d), reply in self.exchange('query.metrics', todo,
                                         self.net.timeout_s).items():
       got[d] = payload.payloads(reply)['metrics']
       self.ledger.send(('device', d), ('edge', self.id), 'metrics', got[d])
@@ -291,6 +259,46 @@ class Edge(link.Link):
       self.ledger.send(('edge', self.id), 'cloud', 'metrics',
                        [got[d] for d in sorted(got)])
       self._commit(metrics_sent=True)
+
+
+class _LinkedDevices(acme.Clients):
+  """An edge's devices as the rounds' clients: each request a message over
+  the edge's link, waiting for devices that left before a round."""
+
+  def __init__(self, edge: Edge):
+    self.edge = edge
+    self.asked = []
+
+  def members(self):
+    self.edge.wait_for_members()
+    self.asked = [d for d in self.edge.members()
+                  if ('device', d) in self.edge.nodes]
+    return self.asked
+
+  def train(self, r, devices, signature_from):
+    net = self.edge.net
+    replies = self.edge.exchange(
+        'train.round', {('device', d): ({}, {
+            'round': r, 'signature': int(d in signature_from)})
+                        for d in devices}, net.timeout_s, round_=r)
+    if len(replies) < net.min_devices:
+      raise EdgeError(f'round {r}: {len(replies)} devices answered, fewer '
+                      f'than network.min_devices = {net.min_devices}')
+    reports = {}
+    for (_, d), reply in sorted(replies.items()):
+      parts, c = payload.payloads(reply), payload.control(reply)
+      reports[d] = acme.Report(
+          edge=self.edge.id, importance=parts.get('importance'),
+          train_samples=int(c['train_samples']),
+          signature=parts.get('signature'))
+    return reports
+
+  def finetune(self, r, devices, aggregated):
+    requests = {('device', d): (
+        {} if aggregated is None else {'aggregated': aggregated[d]},
+        {'round': r}) for d in devices}
+    return sorted(p[1] for p in self.edge.exchange(
+        'train.prune', requests, self.edge.net.timeout_s, round_=r))
 
 
 def serve(grid, run_config):
@@ -308,7 +316,7 @@ def serve(grid, run_config):
     with open(log_path, 'a') as f:
       f.write(line + '\n')
 
-  status = {'status': 'running', 'pid': __import__('os').getpid()}
+  status = {'status': 'running', 'pid': os.getpid()}
   workdir_lib.atomic_write_json(workdir / 'status.json', status)
   try:
     cli.enable_compilation_cache()

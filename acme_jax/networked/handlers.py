@@ -80,7 +80,7 @@ def handle(message: Message, context) -> Message:
       sent['signature'] = device.signature()
     return _reply(message, sent, train_samples=out['train_samples'])
   if kind == 'train.prune':
-    device.prune_round(int(c['round']), parts['aggregated'])
+    device.prune_round(int(c['round']), parts.get('aggregated'))
     return _reply(message, done=1)
   if kind == 'query.metrics':
     record = device.metrics()

@@ -21,10 +21,8 @@ import sys
 import threading
 import time
 
-from acme_jax import device_stages
-from acme_jax import stages
 from acme_jax import workdir as workdir_lib
-from acme_jax.config import ConfigError
+from acme_jax.errors import ConfigError
 from acme_jax.networked import processes, report, security, wire
 
 FAULT = re.compile(r'^(kill|stall):(device|edge)(\d+)@([a-z.]+):(\d+)$')
@@ -119,11 +117,12 @@ class Launcher:
   def _check(self):
     """Everything that can be wrong with the config, before any process."""
     from acme_jax import config as config_lib
+    from acme_jax.data import stage as data_stage
     config_lib.validate(self.config)
-    dataset, _, device_data = stages.load_data(self.config, log=lambda *_: 0)
-    device_stages.check_partition(self.config, device_data,
-                                  stages.num_devices(self.config),
-                                  dataset.num_classes)
+    dataset, _, device_data = data_stage.load(self.config, log=lambda *_: 0)
+    data_stage.check_partition(
+        data_stage.PartitionHparams.from_config(self.config), device_data,
+        dataset.num_classes)
 
   def _cloud(self) -> dict:
     """The cloud's stages, in their own process (cached in its workdir)."""

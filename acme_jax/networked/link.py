@@ -58,7 +58,7 @@ class Link:
         if node not in online:
           del self.nodes[endpoint]
       if fresh:
-        replies = self._exchange(
+        replies = self.exchange(
             'query.info', {('node', n): ({}, {}) for n in fresh},
             self.net.timeout_s, by_node=True, record=False)
         for node, reply in replies.items():
@@ -80,7 +80,7 @@ class Link:
 
   # ---------------------------------------------------------- exchange
 
-  def _exchange(self, kind: str, requests: dict, timeout: float,
+  def exchange(self, kind: str, requests: dict, timeout: float,
                 by_node: bool = False, record: bool = True, round_=None):
     """Sends each endpoint its (payloads, control) request as `kind`;
     returns {endpoint: reply} for the replies that came back in time.
@@ -140,7 +140,7 @@ class Link:
     for attempt in range(self.net.retries + 1):
       if cloud not in self.nodes:
         self.discover(wait=True)
-      reply = self._exchange(kind, {cloud: (payloads or {}, control)},
+      reply = self.exchange(kind, {cloud: (payloads or {}, control)},
                              self.net.timeout_s).get(cloud)
       if reply is not None:
         return reply

@@ -68,11 +68,28 @@ def control(message: Message) -> dict:
 
 
 def message_bytes(message: Message) -> int:
-  """Bytes of the message as Flower serializes it for the wire."""
+  """Bytes of the message as Flower serializes it for the wire: every
+  nested object's deflated size. The array data (Flower's `ArrayChunk`s,
+  nearly all of the bytes) is counted from its length rather than
+  serialized again: Flower serializes it when it pushes the message."""
+  from flwr.app.message.arraychunk import ArrayChunk
   from flwr.supercore.inflatable.inflatable_object import (
       get_all_nested_objects)
-  return sum(len(obj.deflate())
-             for obj in get_all_nested_objects(message).values())
+  total = 0
+  for obj in get_all_nested_objects(message).values():
+    if isinstance(obj, ArrayChunk):
+      total += _chunk_bytes(len(obj.data))
+    else:
+      total += len(obj.deflate())
+  return total
+
+
+def _chunk_bytes(n: int) -> int:
+  """A deflated ArrayChunk of n data bytes: its header (which names the
+  body's length) and the data."""
+  from flwr.app.message.arraychunk import ArrayChunk
+  empty = len(ArrayChunk(memoryview(b'')).deflate())  # header with length 0
+  return empty - 1 + len(str(n)) + n
 
 
 def save_npz(path, tree):

@@ -1,6 +1,6 @@
 """The networked run's results: per-device records, and bytes three ways.
 
-  ledger   the arrays of ACME's records (ACME.md 7), what `system/ledger.py`
+  ledger   the arrays of ACME's records (ACME.md 7), what `hierarchy/ledger.py`
            counts in-process (the edges enter each record as it passes);
   message  the Flower messages that carried them, as Flower serializes them
            (requests and acks without a payload are 'control');
@@ -14,7 +14,7 @@ import pathlib
 from acme_jax import report as report_lib
 from acme_jax import workdir as workdir_lib
 from acme_jax.networked.edge import multipliers
-from acme_jax.system.ledger import Ledger
+from acme_jax.hierarchy.ledger import Ledger
 
 # Which message (kind, direction) carries which ledger kind.
 CARRIES = {

@@ -1,14 +1,8 @@
 """The config's `network` section, checked before any process starts: one
 ConfigError naming the field (the same field checks as `acme_jax.config`)."""
-from acme_jax import config as config_lib
-from acme_jax.config import ConfigError
-
-# The field checks every section shares.
-check = config_lib._check  # pylint: disable=protected-access
-is_int = config_lib._is_int  # pylint: disable=protected-access
-is_number = config_lib._is_number  # pylint: disable=protected-access
-positive_int = config_lib._positive_int  # pylint: disable=protected-access
-non_negative_int = config_lib._non_negative_int  # pylint: disable=W0212
+from acme_jax.checks import (boolean, check, is_int, is_number,
+                             non_negative_int, positive_int)
+from acme_jax.errors import ConfigError
 
 
 def validate(config):
@@ -22,18 +16,17 @@ def validate(config):
         lambda v: is_int(v) and 1024 <= v <= 65535 - 64,
         'must be a port in 1024..65471')
   for field in ('tls', 'auth', 'count_bytes'):
-    check(config, f'network.{field}', lambda v: isinstance(v, bool),
-        'must be True or False')
+    boolean(config, f'network.{field}')
   if config.network.auth and not config.network.tls:
     raise ConfigError('network.auth', True, 'device authentication needs '
                       'network.tls = True')
   for field in ('timeout_s', 'setup_timeout_s', 'join_timeout_s',
                 'run_timeout_s'):
     check(config, f'network.{field}', lambda v: is_number(v) and v > 0,
-        'must be a number of seconds > 0')
+          'must be a number of seconds > 0')
   for field in ('restart_delay_s', 'rejoin_timeout_s', 'round_wait_s'):
     check(config, f'network.{field}', lambda v: is_number(v) and v >= 0,
-        'must be a number of seconds >= 0')
+          'must be a number of seconds >= 0')
   positive_int(config, 'network.min_devices')
   non_negative_int(config, 'network.retries')
   non_negative_int(config, 'network.max_restarts')

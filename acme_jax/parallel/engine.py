@@ -36,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-STRATEGIES = ('auto', 'loop', 'vmap', 'sharded')
+from acme_jax import choices
+
+STRATEGIES = choices.STRATEGIES
 MESH_AXIS = 'devices'
 
 _trace_counts = collections.Counter()
@@ -306,9 +308,10 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
     raise ValueError(f'{len(device_consts)} device consts for {num_devices} '
                      f'devices')
 
+  program = (init, step, final)
   if chunk and num_devices > chunk and strategy != 'loop':
-    return _chunked(init, step, final, device_inputs, per_device,
-                    device_consts, strategy, mesh, chunk)
+    return _chunked(program, device_inputs, per_device, device_consts,
+                    strategy, mesh, chunk)
   if strategy == 'loop':
     init_fn, step_fn, final_fn = _loop_functions(init, step, final)
     outputs = []
@@ -321,32 +324,34 @@ def for_each_device(init: Callable, step: Callable, final: Callable,
     return outputs
 
   num_steps = max(len(batches) for batches in per_device)
-  return _stacked(init, step, final, device_inputs, per_device, device_consts,
-                  strategy, mesh, num_steps, num_devices)
+  return _stacked(program, device_inputs, per_device, device_consts,
+                  strategy, mesh, (num_steps, num_devices))
 
 
-def _stacked(init, step, final, device_inputs, per_device, device_consts,
-             strategy, mesh, num_steps, num_rows):
-  """The vmap / sharded run of all given devices as `num_rows` rows (the
-  extra rows are dummies) of `num_steps` padded steps."""
+def _stacked(program, device_inputs, per_device, device_consts, strategy,
+             mesh, shape):
+  """The vmap / sharded run of `program` (init, step, final) for all given
+  devices as `shape` = (num_steps, num_rows): rows past the devices are
+  dummies, steps past a device's batches are masked."""
+  num_steps, num_rows = shape
   num_devices = len(device_inputs)
   if strategy == 'vmap':
-    run = _vmap_function(init, step, final)
+    run = _vmap_function(*program)
   else:
     mesh = mesh or default_mesh()
     if MESH_AXIS not in mesh.axis_names:
       raise ValueError(f'mesh needs a {MESH_AXIS!r} axis, has {mesh.axis_names}')
     shards = mesh.shape[MESH_AXIS]
     num_rows = -(-num_rows // shards) * shards
-    run = _sharded_function(init, step, final, mesh)
+    run = _sharded_function(*program, mesh)
   batches, mask = _stack_padded(per_device, num_steps, num_rows)
   stacked_outputs = run(_stack_inputs(device_inputs, num_rows), batches, mask,
                         _stack_inputs(device_consts, num_rows))
   return unstack(stacked_outputs, num_devices)
 
 
-def _chunked(init, step, final, device_inputs, per_device, device_consts,
-             strategy, mesh, chunk):
+def _chunked(program, device_inputs, per_device, device_consts, strategy,
+             mesh, chunk):
   """Stacked runs of `chunk` devices at a time, all with the same static
   shapes (the last chunk padded with dummies): one compiled program."""
   device_inputs, device_consts = list(device_inputs), list(device_consts)
@@ -354,7 +359,7 @@ def _chunked(init, step, final, device_inputs, per_device, device_consts,
   outputs = []
   for start in range(0, len(device_inputs), chunk):
     part = slice(start, start + chunk)
-    outputs += _stacked(init, step, final, device_inputs[part],
-                        per_device[part], device_consts[part], strategy,
-                        mesh, num_steps, chunk)
+    outputs += _stacked(program, device_inputs[part], per_device[part],
+                        device_consts[part], strategy, mesh,
+                        (num_steps, chunk))
   return outputs

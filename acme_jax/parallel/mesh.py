@@ -21,8 +21,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from acme_jax import choices
+
 AXIS = 'data'
-PARAM_SHARDINGS = ('replicated', 'fsdp')
+PARAM_SHARDINGS = choices.PARAM_SHARDINGS
 
 
 def initialize(distributed_config) -> bool:

@@ -18,6 +18,8 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from acme_jax import choices
+
 
 @dataclasses.dataclass(frozen=True)
 class DeviceProfile:
@@ -240,7 +242,7 @@ class ExactCostModel(CostModel):
                      for dm, wm in zip(depth, width)], np.int64).reshape(-1)
 
 
-COST_MODELS = ('paper', 'exact')
+COST_MODELS = choices.COST_MODELS
 
 
 def make_cost_model(name: str, profile: DeviceProfile = DeviceProfile(),

@@ -18,19 +18,20 @@ import sys
 import numpy as np
 from ml_collections import config_flags
 
+from acme_jax import choices
 from acme_jax import cli
 from acme_jax import config as config_lib
 from acme_jax import data as data_lib
-from acme_jax import device_stages
 from acme_jax import report
-from acme_jax import shapes
-from acme_jax import stages
+from acme_jax import sizes
+from acme_jax import world as world_lib
 from acme_jax.data import partition
 from acme_jax.device import header as header_lib
+from acme_jax.device import signature as signature_lib
 from acme_jax.edge import choice
 from acme_jax.selection import costs
-from acme_jax.system import ledger as ledger_lib
-from acme_jax.system import transfers
+from acme_jax.hierarchy import ledger as ledger_lib
+from acme_jax.hierarchy import transfers
 
 _CONFIG = config_flags.DEFINE_config_file('config', None,
                                           'Path to a configs/*.py file.')
@@ -40,23 +41,26 @@ FLOAT32 = 4
 
 def gate_units(config) -> int:
   """Floats of one importance vector: every gate channel of the header."""
-  h = config.header
-  spec = header_lib.Spec(num_classes=1, feature_dim=1,
-                         num_channels=h.num_channels, num_nodes=h.num_nodes,
-                         max_layers=(h.num_layers or 3) + 2)
+  header = config.header
+  spec = header_lib.Spec(num_classes=1,
+                         feature_dim=1,
+                         num_channels=header.num_channels,
+                         num_nodes=header.num_nodes,
+                         max_layers=sizes.max_header_cells(config))
   return sum(int(np.prod(s)) for s in header_lib.gate_shapes(spec).values())
 
 
 def record_header_rounds(config, ledger, topology, arch):
   """The device <-> edge rounds of ACME.md 6, as the pipeline records them."""
-  a = config.aggregation
-  if a.mode == 'wo_pruning' or a.rounds == 0:
+  aggregation = config.aggregation
+  if aggregation.mode == 'wo_pruning' or aggregation.rounds == 0:
     return
-  personalized = a.mode in ('pruning_per_js', 'pruning_per_emd')
-  signature = (a.signature_samples * arch.hidden_size
-               if a.signature == 'features' else arch.num_classes) * FLOAT32
+  personalized = aggregation.mode in choices.PERSONALIZED_MODES
+  signature = (aggregation.signature_samples *
+               arch.hidden_size if aggregation.signature == 'features' else
+               arch.num_classes) * FLOAT32
   importance = gate_units(config) * FLOAT32
-  for r in range(a.rounds):
+  for r in range(aggregation.rounds):
     for d in topology.devices:
       edge = ('edge', d.edge_id)
       if personalized and r == 0:
@@ -74,9 +78,9 @@ def plan(config) -> dict:
   config_lib.validate(config)
   name = config.data.name
   num_classes = data_lib.num_classes(config.data)
-  arch = shapes.architecture(config, num_classes)
-  grid = shapes.grid(config)
-  topology = stages.build_topology(config, grid)
+  arch = sizes.architecture(config, num_classes)
+  grid = sizes.grid(config)
+  topology = world_lib.topology(config, grid)
 
   # Balanced labels of the training set, minus the cloud's share.
   n_train = data_lib.train_examples(config.data)
@@ -85,16 +89,16 @@ def plan(config) -> dict:
   per_class_devices = int(round((1 - config.data.cloud_fraction) *
                                 (n_train // num_classes)))
   labels = np.repeat(np.arange(num_classes), per_class_devices)
-  sys_c = config.system
-  parts = partition.partition(labels, topology.num_devices, sys_c.partition,
-                              config.seed, alpha=sys_c.dirichlet_alpha,
-                              shards_per_device=sys_c.shards_per_device,
-                              fraction_per_class=sys_c.fraction_per_class,
+  system = config.system
+  parts = partition.partition(labels, topology.num_devices, system.partition,
+                              config.seed, alpha=system.dirichlet_alpha,
+                              shards_per_device=system.shards_per_device,
+                              fraction_per_class=system.fraction_per_class,
                               num_classes=num_classes)
   train_counts = {
       i: len(partition.local_splits(idx, labels, config.seed + i,
-                                    sys_c.local_val_fraction,
-                                    sys_c.local_test_fraction)[0])
+                                    system.local_val_fraction,
+                                    system.local_test_fraction)[0])
       for i, idx in enumerate(parts)}
 
   params = [g['params'] for g in grid]
@@ -102,17 +106,15 @@ def plan(config) -> dict:
                   (1, num_classes))  # accuracy proxy: grows with size
   picks = choice.choose_backbones(
       params, proxy, np.ones((topology.num_devices, num_classes)),
-      [d.budget for d in topology.devices], sys_c.header_allowance)
+      [d.budget for d in topology.devices], system.header_allowance)
 
   ledger = ledger_lib.Ledger()
   front_bytes = len(grid) * (5 + num_classes) * FLOAT32
   keys = [(g['depth_mult'], g['width_mult']) for g in grid]
   backbones = {k: g['params'] * FLOAT32 for k, g in zip(keys, grid)}
-  a = config.aggregation
   reference = None
-  if a.signature == 'features' and a.mode in ('pruning_per_js',
-                                              'pruning_per_emd'):
-    width, depth = device_stages.reference_multipliers(config)
+  if signature_lib.needs_reference(config):
+    width, depth = signature_lib.reference_multipliers(config)
     reference = (depth, width)
     backbones.setdefault(reference, FLOAT32 * costs.exact_param_count(
         arch, depth, width))
@@ -124,7 +126,7 @@ def plan(config) -> dict:
   record_header_rounds(config, ledger, topology, arch)
   transfers.report_metrics(ledger, topology,
                            {d.id: 2 * FLOAT32 for d in topology.devices})
-  models = {d.id: (pick.params + sys_c.header_allowance) * FLOAT32
+  models = {d.id: (pick.params + system.header_allowance) * FLOAT32
             for d, pick in zip(topology.devices, picks)}
   native = data_lib.native_sample_bytes(config.data)
   model_input = data_lib.model_input_bytes(config.data)

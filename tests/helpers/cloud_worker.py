@@ -15,9 +15,10 @@ import numpy as np
 sys.path[:0] = ['.', 'tests']
 
 from acme_jax import data as data_lib  # noqa: E402
+from acme_jax import training  # noqa: E402
 from acme_jax.cloud import elastic, grid, importance, teacher  # noqa: E402
 from acme_jax.models import vit  # noqa: E402
-from acme_jax.system import mesh  # noqa: E402
+from acme_jax.parallel import mesh  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
 
@@ -34,17 +35,17 @@ def main(out, sharding='replicated', coordinator='', nproc='1', pid='0'):
       input_spec=dataset.input_spec)
   params = vit.init_params(model, jax.random.key(0), dataset.image_shape)
   par = mesh.Parallel(mesh.local_mesh_all_devices(), sharding)
-  stage_config = ml_collections.ConfigDict(dict(
-      epochs=2, learning_rate=1e-3, weight_decay=0.05, warmup_fraction=0.1,
-      clip_norm=1.0, max_shift=1, lambda_logits=1.0, lambda_hidden=1.0))
-  trained, losses = teacher.train_teacher(model, params, cloud, stage_config,
-                                          16, 0, par=par)
+  stage = dict(epochs=2, learning_rate=1e-3, batch_size=16,
+               weight_decay=0.05, warmup_fraction=0.1, clip_norm=1.0,
+               max_shift=1, lambda_logits=1.0, lambda_hidden=1.0)
+  trained, losses = teacher.train_teacher(
+      model, params, cloud, training.StageHparams(**stage, seed=0), par=par)
   heads, neurons = importance.importance_scores(model, trained, cloud, 16, 2,
                                                 par=par)
-  stage = elastic.Stage.of((1.0, 1 / 3), (1.0, 0.5), True)
   supernet, elastic_losses = elastic.train_elastic(
-      model, trained, trained, cloud, stage, stage_config, 16, 1, 'test',
-      par=par)
+      model, trained, trained, cloud,
+      elastic.Stage.of((1.0, 1 / 3), (1.0, 0.5), True),
+      training.StageHparams(**stage, seed=1), 'test', par=par)
   records = grid.measure_grid(model, supernet, dataset.validation, 10,
                               (1.0, 1 / 3), (1.0, 0.5), 16, par=par)
   if mesh.is_writer():

@@ -1,0 +1,225 @@
+"""The cloud tier of the loop (ACME.md 3): fine-tune the teacher, reorder
+heads and neurons by importance, distil the width- then width+depth-elastic
+supernet, and measure every trained subnet on the grid.
+
+Each stage is committed to the workdir as a verified orbax checkpoint (or
+JSON) and loaded on a rerun; a stage recomputed invalidates every later one,
+and a workdir trained under other cloud settings is refused.
+"""
+import dataclasses
+import time
+from typing import Tuple
+
+import jax
+
+from acme_jax import config as config_lib
+from acme_jax import streams
+from acme_jax import training
+from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import elastic, grid, importance, teacher
+from acme_jax.errors import ConfigError
+from acme_jax.models import vit
+from acme_jax.parallel import mesh
+
+# The cloud's cached stages depend on these config sections only; later
+# stages are recomputed when their own sections change, so e.g. a new
+# partition reuses the trained supernet.
+SECTIONS = ('seed', 'data', 'model', 'cloud')
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudHparams:
+  """config.cloud, typed: the grid, each stage's optimization, batches."""
+  width_mults: Tuple[float, ...]
+  depth_mults: Tuple[float, ...]
+  eval_batch_size: int
+  importance_batches: int
+  importance_batch_size: int
+  reorder: bool
+  teacher: training.StageHparams
+  width_stage: training.StageHparams
+  depth_stage: training.StageHparams
+  stage2_teacher: str             # choices.STAGE2_TEACHERS
+
+  @classmethod
+  def from_config(cls, config) -> 'CloudHparams':
+    cloud = config.cloud
+    elastic_fields = dict(scheme=cloud.elastic_scheme,
+                          remat=cloud.get('remat', False))
+    return cls(width_mults=tuple(cloud.width_mults),
+               depth_mults=tuple(cloud.depth_mults),
+               eval_batch_size=cloud.eval_batch_size,
+               importance_batches=cloud.importance_batches,
+               importance_batch_size=cloud.batch_size,
+               reorder=cloud.reorder,
+               teacher=training.StageHparams.from_config(
+                   cloud.teacher, cloud.batch_size, config.seed),
+               width_stage=training.StageHparams.from_config(
+                   cloud.width_stage, cloud.batch_size,
+                   config.seed + streams.WIDTH_STAGE_SEED, **elastic_fields),
+               depth_stage=training.StageHparams.from_config(
+                   cloud.depth_stage, cloud.batch_size,
+                   config.seed + streams.DEPTH_STAGE_SEED, **elastic_fields),
+               stage2_teacher=cloud.depth_stage.teacher)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """What the cloud holds after its stages: the supernet model and its
+  params, and the grid's measurements."""
+  model: vit.ViT               # or bert.Bert
+  supernet: dict
+  grid: list                   # validation: per subnet accuracy and sizes
+  test: list                   # the same on the test split
+  teacher_cut_test: list       # the teacher cut to each subnet, untrained
+
+
+def build_model(config, dataset, key):
+  """The supernet (reading the dataset's stored images through its input
+  spec) and its initial params: imported HF weights, or fresh."""
+  if config.model.init_checkpoint:
+    from acme_jax.models import checkpoints
+    model, params, _ = checkpoints.load(
+        config.model.init_checkpoint, num_classes=dataset.num_classes,
+        key=jax.random.fold_in(key, streams.HEAD_INIT))
+    return model.clone(input_spec=dataset.input_spec), params
+  if config.model.get('family', 'vit') == 'bert':
+    from acme_jax.models import bert
+    model = bert.bert_from_config(config.model, dataset.num_classes,
+                                  config.model.vocab_size).clone(
+                                      input_spec=dataset.input_spec)
+    return model, bert.init_params(model, jax.random.fold_in(
+        key, streams.TEACHER_INIT), dataset.input_spec.max_length)
+  model = vit.vit_from_config(config.model, dataset.num_classes).clone(
+      input_spec=dataset.input_spec)
+  return model, vit.init_params(
+      model, jax.random.fold_in(key, streams.TEACHER_INIT),
+      dataset.image_shape)
+
+
+def _diff(a, b, prefix=''):
+  keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else ()
+  if not keys:
+    return [prefix.rstrip('.')] if a != b else []
+  out = []
+  for k in keys:
+    out += _diff(a.get(k), b.get(k), f'{prefix}{k}.')
+  return out
+
+
+_MISSING = object()
+
+
+def _lookup(tree, dotted: str):
+  for key in dotted.split('.'):
+    if not isinstance(tree, dict) or key not in tree:
+      return _MISSING
+    tree = tree[key]
+  return tree
+
+
+def check_config(wd: workdir_lib.Workdir, config):
+  """Refuse to resume cloud stages trained under a different config.
+  Fields a workdir's record lacks were added by a later version, whose
+  defaults keep the earlier behaviour: they do not block a resume."""
+  path = wd / 'cloud/config.json'
+  if not path.exists():
+    return
+  # Only the cloud sections bind a workdir (a record holding more, e.g. a
+  # whole config, is compared on those).
+  saved = {k: v for k, v in workdir_lib.read_json(path).items()
+           if k in SECTIONS}
+  current = config_lib.subset(config, SECTIONS)
+  diffs = sorted(d for d in _diff(saved, current)
+                 if _lookup(saved, d) is not _MISSING)
+  if diffs:
+    raise ConfigError(
+        diffs[0], '(changed)',
+        f'{wd.path} holds cloud stages trained with a different config '
+        f'(fields differ: {", ".join(diffs[:5])}); use a new --workdir')
+
+
+def _record_config(wd: workdir_lib.Workdir, config):
+  """Written once the first cloud stage is committed (not before: a failed
+  start must not bind the workdir to a config that trained nothing)."""
+  path = wd / 'cloud/config.json'
+  if not path.exists():
+    workdir_lib.atomic_write_json(path, config_lib.subset(config, SECTIONS))
+
+
+def _write_output(path, value):
+  """Outputs (not caches) of a stage: only process 0 writes them."""
+  if mesh.is_writer():
+    workdir_lib.atomic_write_json(path, value)
+
+
+def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
+        log=print) -> Trained:
+  """Teacher, reordering, elastic stages and grid measurement (ACME.md 3),
+  each loaded from the workdir when a previous run committed it."""
+  hp = CloudHparams.from_config(config)
+  check_config(wd, config)
+  model, init = build_model(config, dataset, jax.random.key(config.seed))
+  par = mesh.from_config(config.cloud)
+  recomputed = []  # a stage recomputed invalidates every later one
+
+  def stage(name, fit):
+    t0 = time.time()
+    done = wd.has_checkpoint(name) and not recomputed
+    params = wd.cached_params(name, fit, init, recompute=bool(recomputed))
+    if not done:
+      recomputed.append(name)
+    _record_config(wd, config)
+    log(f'[cloud] {name.split("/")[-1]} '
+        f'{"loaded" if done else "trained"} ({time.time() - t0:.0f}s)')
+    return params
+
+  def fit_teacher():
+    params, losses = teacher.train_teacher(model, init, cloud_data,
+                                           hp.teacher, par=par)
+    _write_output(wd / 'cloud/teacher_losses.json', losses)
+    return params
+
+  def fit_elastic(name, start, teacher_params, subnets, stage_hp):
+    def fit():
+      params, losses = elastic.train_elastic(
+          model, start, teacher_params, cloud_data, subnets, stage_hp,
+          desc=name, par=par)
+      _write_output(wd / f'cloud/{name}_losses.json', losses)
+      return params
+    return fit
+
+  teacher_params = stage('cloud/teacher', fit_teacher)
+
+  def fit_reordered():
+    heads, neurons = importance.importance_scores(
+        model, teacher_params, cloud_data, hp.importance_batch_size,
+        hp.importance_batches, par=par)
+    return importance.reorder(model, teacher_params, heads, neurons)
+
+  reordered = (stage('cloud/reordered', fit_reordered) if hp.reorder
+               else teacher_params)
+  width_params = stage('cloud/width_stage', fit_elastic(
+      'width_stage', reordered, reordered,
+      elastic.Stage.of((1.0,), hp.width_mults), hp.width_stage))
+  stage2_teacher = (reordered if hp.stage2_teacher == 'teacher'
+                    else width_params)
+  supernet = stage('cloud/depth_stage', fit_elastic(
+      'depth_stage', width_params, stage2_teacher,
+      elastic.Stage.of(hp.depth_mults, hp.width_mults,
+                       matched_teacher=hp.stage2_teacher == 'width_stage'),
+      hp.depth_stage))
+
+  def measured(name, params, split):
+    if recomputed and (wd / name).exists():
+      (wd / name).unlink()  # measured on weights that were recomputed
+    return wd.cached_json(name, lambda: grid.measure_grid(
+        model, params, split, dataset.num_classes, hp.depth_mults,
+        hp.width_mults, hp.eval_batch_size, par=par))
+
+  return Trained(
+      model=model, supernet=supernet,
+      grid=measured('cloud/grid.json', supernet, dataset.validation),
+      test=measured('cloud/grid_test.json', supernet, dataset.test),
+      teacher_cut_test=measured('cloud/grid_teacher_cut_test.json',
+                                teacher_params, dataset.test))

@@ -1,0 +1,104 @@
+"""The one set-up every job shares: the config checked, the data and the
+devices' partition, the cloud's trained supernet, the selection and the
+topology.
+
+Every entry point (the main job, each paper-table experiment, the networked
+cloud) calls `build`; each stage is cached in the workdir, so a job run on a
+finished workdir loads the trained supernet instead of training it again.
+"""
+import dataclasses
+import time
+from typing import Sequence, Tuple
+
+import jax
+import numpy as np
+
+from acme_jax import config as config_lib
+from acme_jax import sizes
+from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import stage as cloud_stage
+from acme_jax.data import stage as data_stage
+from acme_jax.selection import stage as selection_stage
+from acme_jax.parallel import mesh
+from acme_jax.hierarchy import topology as topology_lib
+
+# The device-side stages depend on these sections (the cloud's, and theirs).
+DEVICE_SECTIONS = cloud_stage.SECTIONS + ('selection', 'system', 'header',
+                                          'aggregation')
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+  """What every job starts from."""
+  config: object                 # the validated ConfigDict
+  wd: workdir_lib.Workdir
+  dataset: object                # data.base.Dataset
+  cloud_data: object             # the cloud's share of train (a Split)
+  device_data: object            # the devices' share of train (a Split)
+  splits: list                   # per device (train, val, test) Splits
+  cloud: cloud_stage.Trained
+  selection: dict
+  topology: topology_lib.Topology
+
+  @property
+  def num_classes(self) -> int:
+    return self.dataset.num_classes
+
+
+def prepare(config, workdir) -> workdir_lib.Workdir:
+  """Everything a run checks before any work: the config, multi-host
+  start-up, the device count the batches split over, the workdir."""
+  config_lib.validate(config)
+  mesh.initialize(config.cloud.distributed)
+  config_lib.check_devices(config, jax.device_count())
+  return workdir_lib.Workdir(workdir)
+
+
+def build(config, workdir, log=print,
+          partitions: Sequence[Tuple[data_stage.PartitionHparams, str]] = ()
+          ) -> World:
+  """The world of `config` in `workdir`. Every partition a job will draw
+  (`partitions`: (hparams, config field to blame), besides the config's
+  own) is checked before any training."""
+  wd = prepare(config, workdir)
+  t0 = time.time()
+  dataset, cloud_data, device_data = data_stage.load(config, log)
+  splits = data_stage.check_partition(
+      data_stage.PartitionHparams.from_config(config), device_data,
+      dataset.num_classes)
+  for hp, field in partitions:
+    data_stage.check_partition(hp, device_data, dataset.num_classes, field)
+  cloud = cloud_stage.run(config, wd, dataset, cloud_data, log)
+  log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')
+  selection = selection_stage.run(
+      selection_stage.SelectionHparams.from_config(config), cloud.grid,
+      sizes.architecture(config, dataset.num_classes))
+  if mesh.is_writer():
+    workdir_lib.atomic_write_json(wd / 'selection.json', selection)
+  return World(config, wd, dataset, cloud_data, device_data, splits, cloud,
+               selection, topology(config, cloud.grid))
+
+
+def train_cloud(config, workdir, log=print):
+  """(dataset, the cloud's trained supernet): the cloud stages alone."""
+  wd = prepare(config, workdir)
+  dataset, cloud_data, _ = data_stage.load(config, log)
+  return dataset, cloud_stage.run(config, wd, dataset, cloud_data, log)
+
+
+def topology(config, grid_records) -> topology_lib.Topology:
+  """Edges, devices, budgets (params of backbone + header) and profiles.
+  Budgets not given are spread over [smallest, largest] trained subnet +
+  the header allowance."""
+  system = config.system
+  budgets = tuple(system.budgets)
+  if not budgets:
+    params = [r['params'] for r in grid_records]
+    low = min(params) + system.header_allowance
+    high = max(params) + system.header_allowance
+    budgets = (np.linspace(low, high, sizes.num_devices(config)).round()
+               .astype(int).tolist() if system.budget_draw == 'linspace'
+               else ('uniform', low, high))
+  return topology_lib.build_topology(
+      system.num_edges, sizes.devices_per_edge(config), budgets,
+      selection_stage.device_profile(config), seed=config.seed)
