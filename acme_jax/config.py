@@ -240,6 +240,7 @@ def _validate_header(config):
   check(config, 'header.final_weights',
         lambda v: v in choices.FINAL_WEIGHTS, 'must be shared or scratch')
   one_of(config, 'header.features_from', choices.FEATURE_SOURCES)
+  one_of(config, 'header.final_schedule', choices.FINAL_SCHEDULES)
 
   some_of(config, 'baselines.kinds', choices.HEAD_KINDS)
   positive_numbers(config, 'baselines.learning_rates')
@@ -251,6 +252,10 @@ def _validate_header(config):
           'must be a non-empty list of numbers in (0, 1] that each keep at '
           'least one layer')
   positive_int(config, 'baselines.repeats')
+  check(config, 'baselines.train_sizes',
+        lambda v: len(v) > 0 and all(is_int(x) and x > 0 for x in v),
+        'must be a non-empty list of positive integers')
+  some_of(config, 'baselines.search_budgets', choices.SEARCH_BUDGETS)
 
 
 def _validate_aggregation(config):
@@ -275,6 +280,13 @@ def _validate_aggregation(config):
   positive_int(config, f'{a}.repeats')
   check(config, f'{a}.test_on', lambda v: v in choices.TEST_ON,
         'must be local or class_matched')
+  one_of(config, f'{a}.optimizer', choices.ROUND_OPTIMIZERS)
+  positive_number(config, f'{a}.lr')
+  fraction(config, f'{a}.momentum', low_open=False, high_open=True)
+  positive_int(config, f'{a}.batch_size')
+  one_of(config, f'{a}.prune_set', choices.PRUNE_SETS)
+  fraction(config, f'{a}.criterion_momentum', low_open=False)
+  boolean(config, f'{a}.finetune_last')
 
 
 def _check_header_allowance(config):
@@ -326,6 +338,7 @@ def _validate_selection_and_system(config):
   positive_number(config, 'system.dirichlet_alpha')
   positive_int(config, 'system.shards_per_device')
   fraction(config, 'system.fraction_per_class', high_open=False)
+  one_of(config, 'system.category_sampling', choices.CATEGORY_SAMPLING)
   fraction(config, 'system.local_val_fraction', low_open=False)
   fraction(config, 'system.local_test_fraction', low_open=False)
   if (config.system.local_val_fraction + config.system.local_test_fraction

@@ -56,8 +56,7 @@ def customize(world: world_lib.World, log=print) -> dict:
   rounds_hp = acme.RoundsHparams.from_config(config)
   key = jax.random.fold_in(jax.random.key(config.seed), streams.DEVICES)
   delivery = edge_stage.deliver(config, world, world.splits, device_hp, log)
-  headers = device_headers(world, device_hp, delivery,
-                           jax.random.fold_in(key, streams.HEADER_SEARCH), log)
+  headers = device_headers(world, device_hp, delivery, key, log)
   for record, header in zip(delivery.records, headers):
     r = header.result
     record.update(header_arch=r['arch'], header_cells=r['n_layers'],
@@ -72,21 +71,21 @@ def customize(world: world_lib.World, log=print) -> dict:
 
 def device_headers(world: world_lib.World, hp: device_stage.DeviceHparams,
                    delivery: edge_stage.Delivery, key, log=print):
-  """Per device: header NAS within the budget its backbone leaves,
-  fine-tuning, and its data signature. Returns the devices'
-  `state.DeviceHeader`s."""
-  config = world.config
-  targets = [device_stage.Target(
-      device=r['device'], edge=r['edge'],
-      key=jax.random.fold_in(key, r['device']),
-      limit=r['budget'] - r['params'],
-      cells=device_stage.header_cells(hp, r['width_mult'], r['depth_mult']))
-             for r in delivery.records]
-  headers = device_stage.search_headers(hp, delivery.features, targets,
-                                        log=log)
+  """Per device: header NAS within the budget its backbone leaves, the
+  final training, and its data signature; `key` is the device stage's.
+  Returns the devices' `state.DeviceHeader`s."""
+  headers = device_stage.search_headers(
+      hp, delivery.features, device_stage.targets(hp, delivery.records, key),
+      log=log)
+  return with_signatures(world, headers, delivery.splits)
+
+
+def with_signatures(world: world_lib.World, headers, splits):
+  """The headers with each device's data signature (from its train split,
+  through the reference backbone)."""
   signatures = signature_lib.signatures(
-      signature_lib.SignatureHparams.from_config(config), world.cloud.model,
-      world.cloud.supernet, [s[0] for s in delivery.splits],
+      signature_lib.SignatureHparams.from_config(world.config),
+      world.cloud.model, world.cloud.supernet, [s[0] for s in splits],
       world.num_classes)
   return [dataclasses.replace(h, signature=s)
           for h, s in zip(headers, signatures)]
@@ -97,8 +96,7 @@ def close(world: world_lib.World, hp: device_stage.DeviceHparams,
   """The closing pass: each device's final header, test accuracy and
   size; its metrics to the edge and the cloud (ledger)."""
   config, topology = world.config, world.topology
-  accuracy = state_lib.test_accuracy(hp.nas, headers, hp.batch_size,
-                                     hp.strategy)
+  accuracy = state_lib.test_accuracy(hp.nas, headers, hp.strategy)
   params = state_lib.header_params(hp.nas.spec, headers)
   devices = delivery.records
   for record, header, acc, n in zip(devices, headers, accuracy, params):
@@ -132,8 +130,12 @@ def write_report(world: world_lib.World, customized: dict, log=print):
       topology,
       {d.id: splits[d.id][0].raw_bytes() for d in topology.devices},
       {d.id: customized['model_bytes'][d.id] for d in topology.devices})
-  ledger_summary = ledger_lib.compare(ledger, centralized)
   cloud = world.cloud
+  full = subnet_lib.extract(cloud.model, cloud.supernet,
+                            subnet_lib.for_model(cloud.model, 1.0, 1.0))[1]
+  ledger_summary = ledger_lib.compare(
+      ledger, centralized, ledger_lib.full_model_ledger(
+          [d.id for d in topology.devices], subnet_lib.param_bytes(full)))
   results = {
       'dataset': world.dataset.name,
       'cloud': {

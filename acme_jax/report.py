@@ -77,6 +77,39 @@ def headers_table(headers) -> str:
           '* = the paired difference\'s CI excludes 0.')
 
 
+def budget_table(budget) -> str:
+  """Searched header vs random architecture vs the best fixed head by
+  training samples per device and search budget, with the paired gains
+  (* = the CI excludes 0)."""
+  rows = [[c['train_samples'], c['budget'],
+           f"{c['epochs']} x {c['controller_steps_per_epoch']}",
+           stats.fmt(c['accuracy']['acme_nas']),
+           stats.fmt(c['accuracy']['random_arch']),
+           stats.fmt(c['accuracy']['fixed_best']),
+           stats.fmt_diff(c['nas_minus_fixed_best']),
+           stats.fmt_diff(c['nas_minus_random'])] for c in budget['cells']]
+  return (markdown_table(
+      ['train samples', 'budget', 'epochs x ctrl steps', 'searched',
+       'random arch', 'best fixed head', 'searched - best fixed',
+       'searched - random'], rows) +
+          f"\n\n{budget['repeats']} repeat(s); depth fraction "
+          f"{budget['depth_fraction']:g}; ± = 95% CI over repeats; * = the "
+          'paired difference\'s CI excludes 0.')
+
+
+def engine_table(result) -> str:
+  """The device stage under the loop and vmap strategies: the same
+  backbones, and mean device test accuracy with the paired difference."""
+  rows = [['loop', stats.fmt(result['loop'])],
+          ['vmap', stats.fmt(result['vmap'])],
+          ['vmap - loop', stats.fmt_diff(result['vmap_minus_loop'])]]
+  return (markdown_table(['strategy', 'mean device test accuracy'], rows) +
+          f"\n\n{result['repeats']} repeats; same backbones: "
+          f"{'yes' if result['same_backbones'] else 'no'}; same searched "
+          f"architecture on {result['same_archs']} of {result['devices']} "
+          'devices; ± = 95% CI; * = the CI excludes 0.')
+
+
 def aggregation_table(aggregation) -> str:
   """Mean device test accuracy per mode and setup (± 95% CI), and the paired
   gain over wo_pruning (* = its CI excludes 0)."""
@@ -169,9 +202,16 @@ def ledger_table(summary) -> str:
            _mb(summary['centralized']['by_kind'][k])] for k in kinds]
   rows.append(['**total**', _mb(summary['acme']['total']),
                _mb(summary['centralized']['total'])])
-  return (markdown_table(['kind', 'ACME MB', 'centralized MB'], rows) +
+  text = (markdown_table(['kind', 'ACME MB', 'centralized MB'], rows) +
           f"\n\nACME / centralized = {summary['ratio']:.4f} "
           f"(hop-weighted; unweighted {summary['ratio_unweighted']:.4f})")
+  full = summary.get('full_model_deployment')
+  if full:
+    text += (f"\n\nACME / full-model deployment = {full['ratio']:.4f} "
+             f"(hop-weighted; unweighted {full['ratio_unweighted']:.4f}): "
+             f"every device receiving the full pre-trained backbone, "
+             f"{_mb(full['total'])} MB")
+  return text
 
 
 def picks_table(selection) -> str:

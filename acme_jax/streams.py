@@ -11,6 +11,8 @@ HEAD_INIT = 1            # a fresh classifier on an imported checkpoint
 DEVICES = 2              # the main job's device stage
 HEADERS_EXPERIMENT = 3   # experiments.headers and header_ablation
 AGGREGATION_EXPERIMENT = 4
+BUDGET_EXPERIMENT = 5    # experiments.header_budget
+ENGINE_EXPERIMENT = 6    # experiments.engine_equivalence
 
 # Added to config.seed: the elastic stages' data order and augmentation.
 WIDTH_STAGE_SEED = 1
@@ -19,6 +21,7 @@ DEPTH_STAGE_SEED = 2
 # Folded into a device-stage key (the main job's, or an experiment setup's).
 HEADER_SEARCH = 0        # then folded with each device id
 ROUNDS = 1               # then folded with the round, then the phase
+HEADER_INIT = 2          # then folded with each edge id: its headers' seed
 
 # Folded into a device's own key.
 FINETUNE = 11            # fine-tuning of a found architecture
@@ -39,6 +42,3 @@ CATEGORY_SAMPLES = 1
 # Round phases, folded into a round's key.
 LOCAL_TRAINING, FINETUNING = 0, 1
 
-# Seeds of fresh header weights (`header.final_weights = 'scratch'`): this
-# base + device id, so a device's header does not depend on its neighbours.
-SCRATCH_HEADER_SEED = 1000

@@ -83,9 +83,7 @@ def device_stage_run(world: world_lib.World):
   key = jax.random.key(config.seed)
   hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
   delivery = edge_stage.deliver(config, world, world.splits, hp, quiet)
-  headers = pipeline.device_headers(
-      world, hp, delivery, jax.random.fold_in(key, streams.HEADER_SEARCH),
-      quiet)
+  headers = pipeline.device_headers(world, hp, delivery, key, quiet)
   headers, _ = acme.run(
       acme.RoundsHparams.from_config(config, mode='pruning_per_emd'), hp.nas,
       headers, jax.random.fold_in(key, streams.ROUNDS))

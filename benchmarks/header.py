@@ -21,7 +21,8 @@ from acme_jax import cli
 from acme_jax import data as data_lib
 from acme_jax import report
 from acme_jax import sizes
-from acme_jax.device import features, nas
+from acme_jax.device import features
+from acme_jax.device import child as child_lib
 from acme_jax.device import stage as device_stage
 from acme_jax.device import header as header_lib
 from acme_jax.models import subnet, vit
@@ -48,7 +49,7 @@ def main(_):
 
   cfg = device_stage.DeviceHparams.from_config(config, ds.num_classes).nas
   cells = sizes.max_header_cells(config)
-  start = nas.init_child(cfg, 0)
+  start = child_lib.init_child(cfg, 0)
   arch = header_lib.smallest_arch(cfg.spec.num_nodes)
   arch[:, 1] = 0  # separable convs: a realistic header cost
   gates = header_lib.full_gates(cfg.spec)
@@ -61,7 +62,7 @@ def main(_):
 
   @jax.jit
   def cached_step(child, x, y):
-    return nas.train_child(cfg, child, arch, cells, gates,
+    return child_lib.train_child(cfg, child, arch, cells, gates,
                            {'x': x, 'y': y, 'w': weights, 'lr': 0.05},
                            key)[0]
 
@@ -71,7 +72,7 @@ def main(_):
     tokens = out['hidden'][-1] if source == 'last_hidden' else out['tokens']
     grid = jax.lax.stop_gradient(tokens[:, 1:]).reshape(
         (x.shape[0],) + patch_grid + (tokens.shape[-1],))
-    return nas.train_child(cfg, child, arch, cells, gates,
+    return child_lib.train_child(cfg, child, arch, cells, gates,
                            {'x': grid, 'y': y, 'w': weights, 'lr': 0.05},
                            key)[0]
 

@@ -1,6 +1,24 @@
 """What every config file shares: reading its `--config=FILE:ARG` argument
-(in the spirit of big_vision's `parse_arg`)."""
+(in the spirit of big_vision's `parse_arg`), and the prototype's rounds."""
 import ml_collections
+
+
+def prototype_rounds(config):
+  """The rounds of the prototype's aggregation experiment (`third_part/`:
+  `distributed_prune.py`, `client.py`, `pruning_engine.py` with
+  `imagenet_resnet50_prune72.json`): 10 rounds of 1 local epoch of SGD (lr
+  1e-3, momentum 0.5, batch 64), then 10 of the separable convs' channels
+  pruned per round (~1% of 1,024: 10% after the tenth) by the Taylor
+  criterion smoothed with momentum 0.9, no fine-tuning after the last
+  prune; signatures from the full supernet, row-softmax at T = 1.
+  `wo_pruning` trains the same 10 epochs."""
+  config.aggregation.update(dict(
+      rounds=10, local_epochs=1, finetune_epochs=0, optimizer='sgd', lr=1e-3,
+      momentum=0.5, batch_size=64, prune_set='separable', prune_ratio=0.1,
+      criterion_momentum=0.9, finetune_last=False, taylor='squared',
+      signature='features', reference_backbone='full', temperature=1.0,
+      temperatures=(1.0,)))
+  return config
 
 
 def parse_arg(arg, file: str, *, variants=(), **fields):

@@ -85,7 +85,7 @@ def _cloud():
   c.batch_size = 64
   c.eval_batch_size = 256
   c.reorder = True           # importance reordering (ACME.md 3.3)
-                             # Elastic stages: static (each subnet a static slice, one unrolled
+  # Elastic stages: static (each subnet a static slice, one unrolled
   # program) | sliced (width slices, depths scanned, dropped layers skipped)
   # | masked (every subnet at full size, masks as data); same gradients.
   c.elastic_scheme = 'static'
@@ -133,9 +133,11 @@ def _cloud():
   c.depth_stage.max_shift = 1
   c.depth_stage.lambda_logits = 1.0   # prototype
   c.depth_stage.lambda_hidden = 1.0   # prototype
-                                      # Stage 2's teacher: width_stage (DynaBERT: the width-elastic model at the
-  # student's width) | width_stage_full (the prototype's code: it at full
-  # width) | teacher (the fine-tuned teacher).
+  # Stage 2's teacher: width_stage (DynaBERT: the width-elastic model at the
+  # student's width) | width_stage_full (it at full width) | teacher (the
+  # fine-tuned teacher). The prototype's stage 2 loads the width-elastic
+  # model but trains on hard labels only: it computes the teacher's outputs
+  # and never uses them.
   c.depth_stage.teacher = 'width_stage'
   return c
 
@@ -149,7 +151,7 @@ def _selection():
   c.sigma = 1e-6
   c.size_constraint = 0.8  # normalised, for the cloud's picks
   c.front = 'pfg'          # pfg | non_dominated (report)
-                           # Baselines random / traverse / worst / ... only among ratios that realise
+  # Baselines random / traverse / worst / ... only among ratios that realise
   # a real subnet (>= 1 head and layer); False = the prototype's behaviour.
   c.baselines_realisable_only = True
   # The edges rank the trained subnets by their per-class validation
@@ -172,6 +174,9 @@ def _system():
   c.dirichlet_alpha = 0.5
   c.shards_per_device = 2
   c.fraction_per_class = 0.1  # category setups (prototype: 10%)
+  # Category setups: disjoint (devices sharing a class get different
+  # samples) | independent (each device sampled on its own, the prototype's)
+  c.category_sampling = 'disjoint'
   c.local_val_fraction = 0.2
   c.local_test_fraction = 0.2
   c.profile = ml_collections.ConfigDict(dict(
@@ -187,7 +192,8 @@ def _header():
   c = ml_collections.ConfigDict()
   c.features_from = 'last_hidden'  # prototype; | final_norm
   c.num_channels = 32         # prototype 256
-  c.num_nodes = 3             # nodes per cell (prototype 5)
+  c.num_nodes = 3             # nodes per cell (prototype's
+                              # train_search.py default 3; run_nas.sh 1)
   c.num_layers = 0            # 0 = prototype rule: 1 if w*d > .25
                               # else 3; the child has it + 2 cells
   c.search_epochs = 8         # prototype 130
@@ -211,12 +217,16 @@ def _header():
   c.entropy_weight = 1e-4     # prototype
   c.baseline_decay = 0.99     # prototype
   c.reward_scale = 100.0      # prototype: accuracy in percent
-                              # Final architecture: prototype (each epoch's arch at its peak running
+  # The final training of a header (and of every head compared with it):
+  # cosine (annealed per step to lr_min at its end) | sgdr (the prototype's
+  # warm restarts, which can end near the peak).
+  c.final_schedule = 'cosine'
+  # Final architecture: prototype (each epoch's arch at its peak running
   # train accuracy, best on local validation) | sample (best of
   # num_final_archs controller samples, ENAS's derive step).
   c.derive = 'prototype'
   c.num_final_archs = 8       # for derive = sample
-                              # The found arch is then trained for finetune_epochs from fresh weights
+  # The found arch is then trained for finetune_epochs from fresh weights
   # (scratch: ENAS's final retraining) or from the search's shared weights
   # (shared: the prototype). On digits `shared` loses 3-10 points: with a
   # few dozen search steps each path's shared weights are barely trained
@@ -234,6 +244,10 @@ def _baselines():
   c.depth_fractions = (1.0, 0.75, 0.5, 0.25)
   c.repeats = 1            # configs/paper_tables.py: 5
   c.ablation_depths = (1.0, 0.5)  # experiments.header_ablation
+  # experiments.header_budget: training samples per device (at most what it
+  # has; digits gives ~70) and search budgets (see there).
+  c.train_sizes = (20, 40, 70)
+  c.search_budgets = ('default', 'x4', 'prototype')
   return c
 
 
@@ -247,7 +261,7 @@ def _aggregation():
   c.taylor = 'squared'   # (g dL/dg)^2 (NVlabs) | abs_sum
   c.signature = 'features'  # features | histogram
   c.signature_samples = 200  # prototype
-                             # Common backbone of feature signatures: smallest (the smallest grid
+  # Common backbone of feature signatures: smallest (the smallest grid
   # subnet, which fits every device's budget) | full (the prototype's, which
   # computes signatures centrally; the full supernet exceeds small budgets).
   c.reference_backbone = 'smallest'
@@ -255,13 +269,28 @@ def _aggregation():
   c.temperature = 1.0    # prototype (plain softmax)
   c.self_weight = -1.0   # < 0: no override (prototype)
   c.mode = 'pruning_per_emd'  # ACME, for the main devices
-                              # The comparison experiment (experiments/aggregation.py):
+  # How the rounds train: header (the header's optimizer from each device's
+  # fine-tuning rate, each phase annealed) | sgd (a constant `lr`,
+  # `momentum`, `batch_size`: the prototype's 1e-3, 0.5, 64).
+  c.optimizer = 'header'
+  c.lr = 1e-3
+  c.momentum = 0.5
+  c.batch_size = 64
+  # What a device may prune: all (every gate it uses) | separable (its
+  # separable convs' channels alone, the prototype's).
+  c.prune_set = 'all'
+  # The pruning criterion smoothed over rounds (NVlabs' momentum; the
+  # prototype's 0.9); 0 = each round's alone.
+  c.criterion_momentum = 0.0
+  c.finetune_last = True  # the last round fine-tunes after pruning
+                          # (the prototype's prunes and evaluates)
+  # The comparison experiment (experiments/aggregation.py):
   c.modes = ('wo_pruning', 'pruning_alone', 'pruning_avg',
                               'pruning_per_js', 'pruning_per_emd')
   c.temperatures = (1.0, 0.05)  # for the personalized modes
   c.setups = ('IID', 'C2', 'C3', 'C4')
   c.fraction_per_class = 0.15  # prototype 10%; digits is tiny
-                               # Device test sets in the comparison: 'local' (its own ~10 held-out samples)
+  # Device test sets in the comparison: 'local' (its own ~10 held-out samples)
   # or 'class_matched' (the test split's samples of the device's classes).
   c.test_on = 'class_matched'
   c.repeats = 1          # configs/paper_tables.py: 5
@@ -271,7 +300,7 @@ def _aggregation():
 def _engine():
   c = ml_collections.ConfigDict()
   c.strategy = 'auto'         # auto | loop | vmap | sharded
-                              # Users processed at once by the stacked strategies (0: all); bounds the
+  # Users processed at once by the stacked strategies (0: all); bounds the
   # device stage's accelerator memory, so thousands of users stream through.
   c.chunk = 0
   return c
@@ -291,7 +320,7 @@ def _network():
   c.round_wait_s = 30.0    # for devices that left, per round
   c.run_timeout_s = 3600.0
   c.min_devices = 1        # per edge and round, else fail
-                           # Requests an edge has out at once (0: all its devices). Real devices
+  # Requests an edge has out at once (0: all its devices). Real devices
   # compute in parallel; on one machine this bounds the ClientApp processes.
   c.max_in_flight = 0
   c.retries = 2            # setup requests, cloud requests
@@ -301,7 +330,7 @@ def _network():
   # two missed 30 s heartbeats); restarts keep trying this long.
   c.rejoin_timeout_s = 180.0
   c.count_bytes = True     # TCP bytes per link (relays)
-                           # Security check: SuperNodes per edge with keys the edge never registered,
+  # Security check: SuperNodes per edge with keys the edge never registered,
   # each claiming to be one of its devices (they must be refused).
   c.impostors = 0
   # Fault injection, e.g. ('kill:device1@train.round:0',

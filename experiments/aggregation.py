@@ -5,11 +5,14 @@
   python -m experiments.aggregation --config=configs/paper_tables.py --workdir=runs/tables
 
 For each category setup (`aggregation.setups`: IID, C2, C3, C4) every device
-gets its data, its backbone from the edge and a NAS header; then every mode
-runs its rounds from the same headers with the same training keys (a paired
-comparison): wo_pruning, pruning_alone, pruning_avg, and the personalized
-pruning_per_js / pruning_per_emd at each of `aggregation.temperatures`.
-Repeat r redraws the device data (seed + r) and every device-side key.
+gets its data and, as in the prototype's experiment, its edge's one
+backbone, header architecture and initial weights (`shared_headers`), which
+it trains on its own data; then every mode runs its rounds from the same
+headers with the same training keys (a paired comparison): wo_pruning,
+pruning_alone, pruning_avg, and the personalized pruning_per_js /
+pruning_per_emd at each of `aggregation.temperatures`. Repeat r redraws the
+device data (seed + r), every device-side key and the headers' initial
+weights.
 
 Reports mean device test accuracy per setup and mode as mean ± 95% CI over
 repeats, and each mode's paired difference to wo_pruning with its CI (a
@@ -55,6 +58,28 @@ def setup_partition(config, setup: str, seed=None):
       seed=seed)
 
 
+def shared_headers(world: world_lib.World, hp, delivery, key):
+  """The prototype's set-up: per edge one backbone (`one_per_edge`), one
+  header architecture (searched on the edge's smallest-budget device, so
+  it fits every device's budget) and one initialization for every device;
+  each device then trains it on its own data. So channel c is the same
+  channel on all of an edge's devices, and the modes differ only in how
+  they weigh each other's importances."""
+  targets = device_stage.targets(hp, delivery.records, key)
+  leads = {}
+  for i, record in sorted(enumerate(delivery.records),
+                          key=lambda x: (x[1]['budget'], x[0])):
+    leads.setdefault(record['edge'], i)
+  order = sorted(leads.values())
+  found = device_stage.search_headers(
+      hp, [delivery.features[i] for i in order], [targets[i] for i in order])
+  arch = {targets[i].edge: h.arch for i, h in zip(order, found)}
+  headers = device_stage.search_headers(
+      hp, delivery.features, targets,
+      archs=[arch[t.edge] for t in targets])
+  return pipeline.with_signatures(world, headers, delivery.splits)
+
+
 def one_repeat(world: world_lib.World, repeat: int, log):
   """Mean device test accuracy of every column on every setup, one repeat."""
   config = world.config
@@ -72,17 +97,16 @@ def one_repeat(world: world_lib.World, repeat: int, log):
     if aggregation.test_on == 'class_matched':
       splits = data_stage.class_matched_test(splits, world.dataset.test)
     setup_key = jax.random.fold_in(key, s)
-    delivery = edge_stage.deliver(config, world, splits, device_hp, quiet)
-    base = pipeline.device_headers(
-        world, device_hp, delivery,
-        jax.random.fold_in(setup_key, streams.HEADER_SEARCH), quiet)
+    delivery = edge_stage.deliver(config, world, splits, device_hp, quiet,
+                                  one_per_edge=True)
+    base = shared_headers(world, device_hp, delivery, setup_key)
     accs = {}
     for name, mode, temperature in columns(config):
       rounds = acme.RoundsHparams.from_config(config, mode, temperature)
       devices, _ = acme.run(rounds, device_hp.nas, base,
                             jax.random.fold_in(setup_key, streams.ROUNDS))
       accs[name] = float(np.mean(state_lib.test_accuracy(
-          device_hp.nas, devices, device_hp.batch_size, device_hp.strategy)))
+          device_hp.nas, devices, device_hp.strategy)))
     out[setup] = accs
     log(f'[aggregation] repeat {repeat} {setup}: ' + ', '.join(
         f'{k} {v:.3f}' for k, v in accs.items()))

@@ -13,8 +13,8 @@ it on the device's test split:
   nas_shared_longer  as nas_shared, with 4x the fine-tuning epochs
   random             a uniformly random arch within budget, fresh weights
   smallest           the cheapest cell (pools only), fresh weights
-  fixed_best         the fixed head (`baselines.kinds`) best on local
-                     validation, on each repeat
+  fixed_best         per device, the fixed head (`baselines.kinds`) best
+                     on local validation
 
 nas_scratch vs random isolates what the search's choice of arch is worth;
 nas_shared vs nas_scratch what the shared weights are worth as a start;
@@ -35,7 +35,6 @@ from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import stage as data_stage
-from acme_jax.device import controller as controller_lib
 from acme_jax.device import header as header_lib
 from acme_jax.device import stage as device_stage
 from acme_jax.models import subnet as subnet_lib
@@ -43,18 +42,6 @@ from acme_jax.models import subnet as subnet_lib
 SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
 COLUMNS = ('nas_shared', 'nas_scratch', 'nas_shared_longer', 'random',
            'smallest', 'fixed_best')
-
-
-def _random_archs(spec, keys, limit, cells):
-  out = []
-  for key, n in zip(keys, cells):
-    while True:
-      key, sub = jax.random.split(key)
-      arch = np.asarray(controller_lib.uniform_arch(sub, spec.num_nodes))
-      if int(header_lib.param_count(spec, arch, n)) <= limit:
-        out.append(arch)
-        break
-  return out
 
 
 def one_repeat(world: world_lib.World, repeat: int, log):
@@ -75,10 +62,10 @@ def one_repeat(world: world_lib.World, repeat: int, log):
     locals_ = device_stage.local_features(
         hp, model, supernet, [sub] * topology.num_devices,
         [splits[d.id] for d in topology.devices])
-    targets = [device_stage.Target(
-        device=d.id, edge=d.edge_id, key=jax.random.fold_in(key, d.id),
-        limit=limit, cells=device_stage.header_cells(hp, 1.0, depth))
-               for d in topology.devices]
+    targets = device_stage.targets(hp, [
+        {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,
+         'depth_mult': depth, 'budget': limit, 'params': 0}
+        for d in topology.devices], key)
 
     def headers(variant, archs=None):
       found = device_stage.search_headers(variant, locals_, targets,
@@ -92,14 +79,14 @@ def one_repeat(world: world_lib.World, repeat: int, log):
                                                      final_weights='scratch'))
     row['nas_shared_longer'] = headers(dataclasses.replace(
         hp, final_weights='shared', finetune_epochs=4 * hp.finetune_epochs))
-    row['random'] = headers(hp, _random_archs(
-        spec, [jax.random.fold_in(t.key, streams.RANDOM_ARCH)
-               for t in targets], limit, [t.cells for t in targets]))
+    row['random'] = headers(hp, device_stage.random_archs(hp, targets))
     row['smallest'] = headers(
         hp, [header_lib.smallest_arch(spec.num_nodes)] * len(targets))
     fixed = device_stage.fixed_heads(hp, locals_, seed)
-    best = max(fixed.values(), key=lambda v: np.mean(v['val_accuracy']))
-    row['fixed_best'] = float(np.mean(best['test_accuracy']))
+    # Per device, the fixed head best on validation (as `compare`).
+    row['fixed_best'] = float(np.mean([
+        max(fixed.values(), key=lambda v: v['val_accuracy'][d])[
+            'test_accuracy'][d] for d in range(len(targets))]))
     rows.append(row)
     log(f'[header_ablation] repeat {repeat} depth {depth:g}: ' + ', '.join(
         f'{k} {row[k]:.3f}' for k in COLUMNS))

@@ -5,16 +5,19 @@
 
 Every device gets a full-width backbone cut at each depth fraction
 (`baselines.depth_fractions`); on its cached features the ACME NAS header
-(within `system.header_allowance`) and each fixed head (`baselines.kinds`)
-are trained for the same epochs, each with its learning rate chosen on local
-validation data, and tested on the device's test split. Repeat r redraws the
-device data (partition seed `seed + r`) and every device-side key; the
-cloud's supernet is the workdir's (trained once, as in the paper).
+(within `system.header_allowance`), a random architecture within the same
+budget (the control for NAS) and each fixed head (`baselines.kinds`) get the
+same final training (`device/compare.py`) and are tested on the device's
+test split. Repeat r redraws the device data (partition seed `seed + r`),
+every device-side key and the headers' initial weights; the cloud's
+supernet is the workdir's (trained once, as in the paper), so the CIs cover
+the devices' data, keys and initialization, not the cloud's training.
 
 Reports per depth and on average: mean device test accuracy, mean ± 95% CI
-over repeats, and the paired difference NAS - head with its CI; a
+over repeats, and the paired difference NAS - arm with its CI; a
 difference "holds" where the CI excludes 0. Reuses the workdir's cloud
-stages (trains them first if absent) and adds `headers` to results.json.
+stages (trains them first if absent) and adds `headers` to results.json,
+with `final_train_steps` (each arm's per-device steps, equal across arms).
 """
 import jax
 import numpy as np
@@ -27,6 +30,7 @@ from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import stage as data_stage
+from acme_jax.device import compare
 from acme_jax.device import stage as device_stage
 from acme_jax.models import subnet as subnet_lib
 
@@ -34,7 +38,8 @@ SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
 
 
 def one_repeat(world: world_lib.World, repeat: int, log):
-  """Mean device test accuracy of each head at each depth, one repeat."""
+  """Every arm at each depth, one repeat: per depth the mean device test
+  accuracy of each arm and the per-device details (`compare.compare`)."""
   config, topology = world.config, world.topology
   hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
   seed = config.seed + repeat
@@ -50,47 +55,41 @@ def one_repeat(world: world_lib.World, repeat: int, log):
     locals_ = device_stage.local_features(
         hp, model, supernet, [sub] * topology.num_devices,
         [splits[d.id] for d in topology.devices])
-    # The same per-device keys at every depth: only the backbone changes.
-    targets = [device_stage.Target(
-        device=d.id, edge=d.edge_id, key=jax.random.fold_in(key, d.id),
-        limit=config.system.header_allowance,
-        cells=device_stage.header_cells(hp, 1.0, depth))
-               for d in topology.devices]
-    headers = device_stage.search_headers(hp, locals_, targets)
-    fixed = device_stage.fixed_heads(hp, locals_, seed)
-    row = {'depth_fraction': depth,
-           'acme_nas': float(np.mean([h.result['test_accuracy']
-                                      for h in headers])),
-           'nas_header_params': float(np.mean(
-               [h.result['nas_header_params'] for h in headers]))}
-    row.update({k: float(np.mean(v['test_accuracy'])) for k, v in
-                fixed.items()})
-    row['params'] = {k: int(np.mean(v['params'])) for k, v in fixed.items()}
-    row['learning_rate'] = {k: v['learning_rate'] for k, v in fixed.items()}
-    rows.append(row)
+    # The same per-device keys and initial weights at every depth: only
+    # the backbone changes.
+    targets = device_stage.targets(hp, [
+        {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,
+         'depth_mult': depth, 'budget': config.system.header_allowance,
+         'params': 0} for d in topology.devices], key)
+    out = compare.compare(hp, locals_, targets, seed)
+    rows.append({'depth_fraction': depth, **out['mean_test_accuracy'],
+                 'details': out})
     log(f'[headers] repeat {repeat} depth {depth:g}: ' + ', '.join(
-        f'{k} {row[k]:.3f}' for k in ('acme_nas',) + tuple(fixed)))
+        f'{k} {v:.3f}' for k, v in out['mean_test_accuracy'].items()))
   return rows
 
 
 def summarize(config, repeats) -> dict:
   """Means, CIs and paired differences over the repeats' rows."""
-  heads = ('acme_nas',) + tuple(config.baselines.kinds)
+  names = compare.arms(config.baselines.kinds)
+  others = names[1:]
   by_depth = []
   for i, depth in enumerate(config.baselines.depth_fractions):
-    cells = {k: stats.mean_ci([rep[i][k] for rep in repeats]) for k in heads}
-    diffs = {k: stats.paired([rep[i]['acme_nas'] for rep in repeats],
-                             [rep[i][k] for rep in repeats])
-             for k in config.baselines.kinds}
+    cells = {k: stats.mean_ci([rep[i][k] for rep in repeats]) for k in names}
+    diffs = {k: stats.paired([rep[i][compare.NAS] for rep in repeats],
+                             [rep[i][k] for rep in repeats]) for k in others}
     by_depth.append({'depth_fraction': depth, 'accuracy': cells,
                      'nas_minus': diffs})
   average = {k: [float(np.mean([row[k] for row in rep])) for rep in repeats]
-             for k in heads}
+             for k in names}
+  first = repeats[0][0]['details']
   return {
       'by_depth': by_depth,
       'average': {k: stats.mean_ci(v) for k, v in average.items()},
-      'nas_minus': {k: stats.paired(average['acme_nas'], average[k])
-                    for k in config.baselines.kinds},
+      'nas_minus': {k: stats.paired(average[compare.NAS], average[k])
+                    for k in others},
+      'final_train_steps': first['final_train_steps'],
+      'search_steps': first['search_steps'],
       'repeats': len(repeats), 'rows': repeats,
   }
 

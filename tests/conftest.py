@@ -40,11 +40,33 @@ def tiny_vit():
 def tiny_nas():
   """(Spec, NasConfig) shared by the device-stage tests: one compile of the
   train, controller and eval programs serves all of them."""
-  from acme_jax.device import controller, header, nas
+  from acme_jax.device import child as child_lib
+  from acme_jax.device import controller, header
   spec = header.Spec(num_classes=3, feature_dim=5, grid_rank=2,
                      num_channels=4, num_nodes=2, max_layers=5,
                      dropout_rate=0.0)
-  return spec, nas.NasConfig(spec, controller.Controller(2, hidden=8))
+  return spec, child_lib.NasConfig(spec, controller.Controller(2, hidden=8))
+
+
+def tiny_rounds(mode, spec, schedule, strategy='loop', **overrides):
+  """RoundsHparams for the device-stage tests (the header's optimizer, all
+  gates prunable, no smoothing), with `overrides`."""
+  from acme_jax.device import header
+  from acme_jax.federated import acme
+  from acme_jax.parallel import engine
+  fields = dict(
+      mode=mode, rounds=2, prune_ratio=0.5, local_epochs=1,
+      finetune_epochs=1, taylor='squared', signature_kind='features',
+      temperature=1.0, self_weight=None, js_variant='standard',
+      optimizer='header', lr=1e-3, momentum=0.5, batch_size=8,
+      prune_set='all', criterion_momentum=0.0, finetune_last=True,
+      schedule=schedule,
+      gates=header.Spec(num_classes=1, feature_dim=1,
+                        num_channels=spec.num_channels,
+                        num_nodes=spec.num_nodes, max_layers=spec.max_layers),
+      strategy=(strategy if isinstance(strategy, engine.Options)
+                else engine.Options(strategy)))
+  return acme.RoundsHparams(**dict(fields, **overrides))
 
 
 def live_fraction(gates, active) -> float:
@@ -91,4 +113,6 @@ def tiny_config():
   config.aggregation.local_epochs = 1
   config.aggregation.finetune_epochs = 1
   config.aggregation.setups = ('IID', 'C4')
+  config.baselines.train_sizes = (10,)
+  config.baselines.search_budgets = ('default', 'prototype')
   return config

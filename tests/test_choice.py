@@ -1,4 +1,5 @@
 """Edge backbone choice: budgets respected, data-aware, ties to the smaller."""
+import numpy as np
 import pytest
 
 from acme_jax.edge import choice
@@ -95,3 +96,39 @@ def test_edges_ship_only_trained_subnets_and_the_full_one_when_it_fits(
   assert chosen[1]['params'] < full
   for p, budget in zip(picks, budgets):
     assert p.params + allowance <= budget
+
+
+def test_the_edges_front_drops_dominated_subnets():
+  """The candidates' front is not all of them: a subnet larger and no more
+  accurate than another is off it, and the edge never ships it while a
+  front subnet fits."""
+  from acme_jax import sizes
+  from acme_jax.edge import stage as edge_stage
+  from acme_jax.hierarchy import topology as topology_lib
+  from acme_jax.selection import stage as selection_stage
+  config = _config_12x12('measured')
+  records = _grid(config)
+  # Make the deepest, widest subnet no better than a smaller one.
+  small = min(records, key=lambda r: r['params'])
+  big = max(records, key=lambda r: r['params'])
+  big['accuracy'] = small['accuracy']
+  big['per_class_accuracy'] = list(small['per_class_accuracy'])
+  selection = selection_stage.run(
+      selection_stage.SelectionHparams.from_config(config), records,
+      sizes.architecture(config, 10))
+  on_front = [c['on_front'] for c in selection['candidates']]
+  assert any(on_front) and not all(on_front)
+  dominated = next(c for c in selection['candidates']
+                   if c['params'] == big['params'])
+  assert not dominated['on_front']
+  budget = big['params'] + config.system.header_allowance
+  topology = topology_lib.build_topology(1, 1, [budget])
+
+  class Train:
+    labels = np.arange(10)
+
+  _, (pick,) = edge_stage.edge_choice(
+      edge_stage.EdgeHparams.from_config(config), selection, topology,
+      [(Train, None, None)], 10)
+  assert selection['candidates'][pick.candidate]['on_front']
+  assert not pick.fallback

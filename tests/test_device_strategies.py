@@ -3,6 +3,7 @@ Taylor importance and pruning, test accuracy) gives the same per-device
 answers whatever the client engine's strategy and chunk size: loop, vmap,
 vmap in chunks, and sharded over 8 simulated CPU devices (in a subprocess,
 since the device count is fixed at JAX's start)."""
+import dataclasses
 import json
 import os
 import pathlib
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_nas
+from conftest import tiny_nas, tiny_rounds
 
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
@@ -55,11 +56,9 @@ def device_stage(strategy) -> dict:
              for d, s in enumerate(tuned)]
   headers, imps = state_lib.train(CFG, schedule, headers, 1,
                                   jax.random.key(7), strategy)
-  headers, _ = acme.run(acme.RoundsHparams(
-      mode='pruning_per_emd', rounds=1, prune_ratio=0.5, local_epochs=1,
-      finetune_epochs=1, taylor='squared', signature_kind='features',
-      temperature=1.0, self_weight=None, js_variant='standard',
-      schedule=schedule, strategy=strategy), CFG, headers,
+  headers = [dataclasses.replace(h, start=7) for h in headers]  # one start
+  headers, _ = acme.run(tiny_rounds('pruning_per_emd', SPEC, schedule,
+                                    strategy, rounds=1), CFG, headers,
                         jax.random.key(3))
   return {
       'archs': [np.asarray(f['arch']).tolist() for f in found],
@@ -68,7 +67,7 @@ def device_stage(strategy) -> dict:
                                       jax.tree.leaves(i)]).tolist()
                       for i in imps],
       'test_accuracy': [float(a) for a in state_lib.test_accuracy(
-          CFG, headers, 8, strategy)],
+          CFG, headers, strategy)],
   }
 
 

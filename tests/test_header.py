@@ -199,3 +199,106 @@ def test_active_gates_follow_the_arch():
   assert np.all(active['cells'][:2] == sep[None, :, :, None, None])
   assert np.all(active['cells'][2] == 0)
   assert active['final'].sum(1).tolist() == [CHANNELS, CHANNELS, 0]
+
+
+# ------------------------------------------------- an independent reference
+
+
+def _np_depthwise(x, kernel):
+  """'SAME' depthwise conv by explicit loops over the 2-D grid."""
+  n, h, w, c = x.shape
+  k = kernel.shape[0]
+  r = k // 2
+  out = np.zeros_like(x)
+  for i in range(h):
+    for j in range(w):
+      for di in range(k):
+        for dj in range(k):
+          ii, jj = i + di - r, j + dj - r
+          if 0 <= ii < h and 0 <= jj < w:
+            out[:, i, j] += x[:, ii, jj] * kernel[di, dj]
+  return out
+
+
+def _np_pool(x, kind):
+  """3x3 stride-1 'SAME' pools: torch's AvgPool2d(3, 1, 1) counts the zero
+  padding, MaxPool2d ignores it."""
+  n, h, w, c = x.shape
+  out = np.zeros_like(x)
+  for i in range(h):
+    for j in range(w):
+      window = x[:, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2]
+      out[:, i, j] = (window.max(axis=(1, 2)) if kind == 'max'
+                      else window.sum(axis=(1, 2)) / 9.0)
+  return out
+
+
+def _np_bn(x, scale, bias, w):
+  """BatchNorm with the statistics of the rows weighted `w`."""
+  wx = w[:, None, None, None]
+  count = w.sum() * x.shape[1] * x.shape[2]
+  mean = (wx * x).sum(axis=(0, 1, 2)) / count
+  var = (wx * (x - mean) ** 2).sum(axis=(0, 1, 2)) / count
+  return (x - mean) / np.sqrt(var + 1e-5) * scale + bias
+
+
+def _np_header(params, stats, x, arch, n_layers, gates, w):
+  """The search-space header in evaluation mode, written from its
+  definition (ENAS micro child) with numpy loops, float64."""
+  f = lambda a: np.asarray(a, np.float64)  # noqa: E731
+  p = jax.tree.map(f, params)
+  g = jax.tree.map(f, gates)
+  h = f(x) @ p['stem']
+  h = ((h - f(stats['stem_mean'])) / np.sqrt(f(stats['stem_var']) + 1e-5)
+       * p['stem_scale'] + p['stem_bias']) * g['stem']
+  names = {0: 'sep3', 1: 'sep5', 4: 'sep1'}
+  prev, cur = h, h
+  for layer in range(n_layers):
+    entries = [prev, cur]
+    read = set()
+    for node in range(arch.shape[0]):
+      total = 0.0
+      for branch in range(2):
+        inp, op = arch[node, 2 * branch], arch[node, 2 * branch + 1]
+        read.add(int(inp))
+        y = entries[inp]
+        if op in names:
+          sel = lambda name: p[f'{names[op]}_{name}'][layer, node, inp,  # noqa
+                                                      branch]
+          gate = g['cells'][layer, node, branch]
+          for rep in range(2):
+            y = _np_depthwise(np.maximum(y, 0), sel('dw')[rep]) * gate[2 * rep]
+            y = y @ sel('pw')[rep]
+            y = _np_bn(y, sel('scale')[rep], sel('bias')[rep], w)
+            y = y * gate[2 * rep + 1]
+        elif op == 2:
+          y = _np_pool(y, 'avg')
+        elif op == 3:
+          y = _np_pool(y, 'max')
+        total = total + y
+      entries.append(total)
+    out = sum(np.maximum(e, 0) @ p['final_conv'][layer, i]
+              for i, e in enumerate(entries) if i not in read)
+    out = _np_bn(out, p['final_scale'][layer], p['final_bias'][layer], w)
+    prev, cur = cur, out * g['final'][layer]
+  pooled = np.maximum(cur, 0).mean(axis=(1, 2))
+  return pooled @ p['classifier']['kernel'] + p['classifier']['bias']
+
+
+def test_header_forward_equals_a_numpy_reference():
+  """Stem, cells (every op, inputs that choose their own weights, loose
+  ends), BatchNorm over weighted rows (a padding row at weight 0), gates and
+  the classifier: the jitted header equals a loop-by-loop numpy reference."""
+  s = spec(2, max_layers=3)
+  rng = np.random.default_rng(11)
+  v = perturbed(s, 3)
+  x = rng.standard_normal((4, 4, 4, DIM)).astype(np.float32)
+  w = np.array([1, 1, 0, 1], np.float32)   # row 2 is padding
+  x[2] = 50.0                              # ... which must change nothing
+  arch = np.array([[0, 0, 1, 4], [2, 1, 0, 2], [3, 3, 1, 5]], np.int32)
+  gates = random_gates(s, rng, keep=0.8)
+  got = apply(s, v, x, arch, 2, gates, w)
+  want = _np_header(v['params'], v['batch_stats'], x, arch, 2, gates,
+                    w.astype(np.float64))
+  keep = w > 0
+  np.testing.assert_allclose(got[keep], want[keep], rtol=1e-4, atol=1e-5)

@@ -271,3 +271,26 @@ def test_sharded_checkpoint(tmp_path, loaded):
 def test_unsupported_activation():
   with pytest.raises(ValueError, match='gelu_new'):
     hf_import.vit_from_hf_config(dict(_config(), hidden_act='gelu_new'))
+
+
+def test_header_features_are_hf_hidden_states_before_the_final_norm(
+    loaded, expected):
+  """What the header reads ('last_hidden', the prototype's) is Hugging
+  Face's `hidden_states[-1]`, the last block's output before the final
+  LayerNorm; 'final_norm' is HF's `last_hidden_state`. Checked against the
+  torch reference, through the function the device stage calls."""
+  from acme_jax.device import features
+  from acme_jax.models import subnet
+  model, params = loaded
+  full = subnet.for_model(model, 1.0, 1.0)
+  images = np.asarray(expected['images'], np.float32)
+  with jax.default_matmul_precision('highest'):
+    before = features.backbone_tokens(model, params, full, images)
+    after = features.backbone_tokens(model, params, full, images,
+                                     source='final_norm')
+  np.testing.assert_allclose(before, expected['hidden_states'][-1],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(after, expected['last_hidden'], rtol=1e-5,
+                             atol=1e-5)
+  assert _max_diff(expected['hidden_states'][-1],
+                   expected['last_hidden']) > 0.1  # the two differ

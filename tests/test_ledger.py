@@ -142,3 +142,21 @@ def test_edges_receive_each_backbone_once_reference_included():
   # Each device gets its backbone and the reference, once each.
   assert per_device == {0: [100, 50], 1: [100, 50], 2: [300, 50], 3: [50],
                         4: [300, 50], 5: [300, 50]}
+
+
+def test_full_model_deployment_is_a_second_labelled_scenario():
+  """Every device receiving the full backbone (2 hops): ACME's bytes over
+  that scenario's, apart from the centralized ratio."""
+  acme = L.Ledger()
+  acme.send('cloud', ('edge', 0), 'backbone', 300, final=False)
+  acme.send(('edge', 0), ('device', 0), 'backbone', 300)
+  acme.send(('edge', 0), ('device', 1), 'backbone', 300)
+  central = L.centralized_ledger([0, 1], 1000, 500)
+  full = L.full_model_ledger([0, 1], 4000)
+  summary = L.compare(acme, central, full)
+  scenario = summary['full_model_deployment']
+  assert scenario['total'] == 2 * 2 * 4000
+  assert scenario['ratio'] == pytest.approx(900 / 16000)
+  assert scenario['ratio_unweighted'] == pytest.approx(600 / 8000)
+  assert summary['ratio'] == pytest.approx(900 / (2 * (2000 + 1000)))
+  assert 'full_model_deployment' not in L.compare(acme, central)

@@ -12,6 +12,7 @@ from acme_jax.device import features
 from acme_jax.device import header as header_lib
 from acme_jax.device import local_data
 from acme_jax.device import nas
+from acme_jax.device import child as child_lib
 from acme_jax.device import state as state_lib
 from acme_jax.parallel import engine
 
@@ -81,7 +82,7 @@ def test_sgdr_is_the_prototype_scheduler():
 
   scheduler = LRScheduler()
   for epoch in range(75):
-    assert nas.sgdr(epoch, 0.1, 5e-4, 10, 2) == pytest.approx(
+    assert child_lib.sgdr(epoch, 0.1, 5e-4, 10, 2) == pytest.approx(
         scheduler.update(epoch))
 
 
@@ -89,12 +90,64 @@ def test_first_controller_step_has_zero_advantage():
   """baseline starts at the first reward (prototype), so the first update
   leaves the controller unchanged."""
   (data,), (sizes,) = local_data.device_data([local(30, 0)])
-  state = nas.init_state(CFG, jax.random.key(0), 10**6, 3)
+  state = child_lib.init_state(CFG, jax.random.key(0), 10**6, 3)
   batch = {'idx': local_data.split_rows(sizes, 'val')[:6],
            'w': np.ones(6, np.float32)}
-  step = jax.jit(nas.programs(CFG).controller_step)
+  step = jax.jit(child_lib.programs(CFG).controller_step)
   after = step(state, batch, data)
   assert float(after.has_baseline) == 1.0
   for a, b in zip(jax.tree.leaves(after.ctrl_params),
                   jax.tree.leaves(state.ctrl_params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_does_not_depend_on_how_the_test_set_is_ordered():
+  """Whole-split evaluation: shuffling a device's test rows, or giving the
+  devices other neighbours (another padded batch size), leaves its accuracy
+  unchanged, although the cells' BatchNorm uses batch statistics."""
+  rng = np.random.default_rng(5)
+  first = local(40, 0)
+  perm = rng.permutation(len(first.y_test))
+  shuffled = features.LocalFeatures(
+      first.x_train, first.y_train, first.x_val, first.y_val,
+      first.x_test[perm], first.y_test[perm], first.cls_train)
+  state = child_lib.init_state(CFG, jax.random.key(0), 10**6, 3,
+                               arch=np.array([[0, 0, 1, 4], [2, 1, 0, 2]],
+                                             np.int32))
+  alone = child_lib.evaluate(CFG, [state], local_data.device_data([first]),
+                             'test', 'loop')
+  reordered = child_lib.evaluate(CFG, [state],
+                                 local_data.device_data([shuffled]), 'test',
+                                 'loop')
+  # Beside a device with a much larger test split: a larger padded batch.
+  big = local(200, 1)
+  beside = child_lib.evaluate(CFG, [state, state],
+                              local_data.device_data([first, big]), 'test',
+                              'loop')
+  np.testing.assert_allclose(alone, reordered, atol=1e-7)
+  np.testing.assert_allclose(alone[0], beside[0], atol=1e-7)
+
+
+def test_one_compile_per_padding_bucket():
+  """Devices in different row buckets are padded to the largest bucket of
+  their call: one set of programs per bucket, not per device."""
+  small = [local(20, 0), local(30, 1)]        # 256-row bucket
+  large = [local(20, 2), local(300, 3)]       # 512-row bucket (the larger)
+  assert local_data.bucket(sum(len(getattr(small[1], f'y_{s}'))
+                               for s in ('train', 'val', 'test'))) == 256
+  assert local_data.bucket(300) == 512
+  hp = nas.SearchHparams(epochs=1, batch_size=16, controller_steps_per_epoch=1)
+  keys = [jax.random.key(i) for i in range(2)]
+
+  def traces(locals_):
+    before = engine.trace_counts().get('loop.step', 0)
+    nas.search(CFG, hp, local_data.device_data(locals_), keys, [10**6] * 2,
+               [3, 3], 'loop')
+    return engine.trace_counts()['loop.step'] - before
+
+  traces(small)
+  assert traces(small) == 0   # the same bucket: no new program
+  # A new bucket: one train, one controller and one evaluation program,
+  # for both devices, then none.
+  assert traces(large) == 3
+  assert traces(large) == 0

@@ -11,7 +11,7 @@ from acme_jax.cloud import elastic, teacher
 from acme_jax.device import nas
 from acme_jax.federated import acme
 from conftest import tiny_config
-from experiments import aggregation, headers
+from experiments import aggregation, header_budget, headers
 
 GRID_KEYS = {'depth_mult', 'width_mult', 'accuracy', 'per_class_accuracy',
              'params', 'bytes'}
@@ -29,6 +29,7 @@ def finished(tmp_path_factory):
   pipeline.run(config, path, log=_quiet)
   headers.run(config, path, log=_quiet)
   aggregation.run(config, path, log=_quiet)
+  header_budget.run(config, path, log=_quiet)
   return path
 
 
@@ -79,7 +80,16 @@ def test_runs_end_to_end_then_resumes_without_retraining(finished, tmp_path,
   assert {'signature', 'importance', 'backbone', 'front'} <= kinds
   assert not any(r['kind'] == 'raw_data' for r in records)  # stays on device
   assert set(results['headers']['average']) == {
-      'acme_nas', 'linear', 'mlp', 'mixer', 'cnn_project'}
+      'acme_nas', 'random_arch', 'linear', 'mlp', 'mixer', 'cnn_project',
+      'fixed_best'}
+  # The same final training steps on every device for every arm.
+  steps = results['headers']['final_train_steps']
+  assert any('random' in arm for arm in steps)
+  assert len({tuple(v) for v in steps.values()}) == 1
+  budget = results['header_budget']
+  assert [(c['train_samples'], c['budget']) for c in budget['cells']] == [
+      (10, 'default'), (10, 'prototype')]
+  assert budget['cells'][1]['epochs'] == 130
   assert [r['depth_fraction'] for r in results['headers']['by_depth']] == [
       1.0, pytest.approx(1 / 3)]
   assert set(results['aggregation']['by_setup']) == {'IID', 'C4'}
@@ -87,8 +97,9 @@ def test_runs_end_to_end_then_resumes_without_retraining(finished, tmp_path,
       'wo_pruning', 'pruning_alone', 'pruning_avg', 'pruning_per_js@T=1',
       'pruning_per_js@T=0.05', 'pruning_per_emd@T=1',
       'pruning_per_emd@T=0.05'}
+  assert ledger['full_model_deployment']['ratio'] > 0
   for name in ('report.md', 'pareto.png', 'selection.json', 'ledger.json',
-               'headers.png', 'aggregation.png'):
+               'headers.png', 'aggregation.png', 'header_budget.json'):
     assert (tmp_path / name).stat().st_size > 0
 
   def fail(*args, **kwargs):
@@ -101,6 +112,7 @@ def test_runs_end_to_end_then_resumes_without_retraining(finished, tmp_path,
   pipeline.run(config, tmp_path, log=_quiet)
   headers.run(config, tmp_path, log=_quiet)
   aggregation.run(config, tmp_path, log=_quiet)
+  header_budget.run(config, tmp_path, log=_quiet)
   assert json.loads((tmp_path / 'results.json').read_text()) == first
 
 

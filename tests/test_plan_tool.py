@@ -35,6 +35,12 @@ def test_plan_of_the_paper_setup():
   assert summary['acme']['by_kind']['importance'] == 5 * 2 * 2 * units * 4
   assert summary['ratio'] == pytest.approx(
       summary['acme']['total'] / summary['centralized']['total'])
+  # The second scenario: every device receives the full ViT-B/16 backbone
+  # (85,798,656 parameters without a head) over 2 hops.
+  full = summary['full_model_deployment']
+  assert full['total'] == 5 * 2 * 4 * 85_798_656
+  assert full['ratio'] == pytest.approx(summary['acme']['total'] /
+                                        full['total'])
 
 
 def test_plan_command_prints_the_table():
@@ -46,3 +52,7 @@ def test_plan_command_prints_the_table():
   assert 'ACME / centralized =' in result.stdout
   assert 'raw_data' in result.stdout and 'Assumptions' in result.stdout
   assert 'Sensitivity (not the result)' in result.stdout
+  line = next(l for l in result.stdout.splitlines()
+              if l.startswith('full-model deployment'))
+  summary = plan.plan(cifar100_vit_b16.get_config())
+  assert f"{summary['full_model_deployment']['ratio']:.4f}" in line

@@ -9,7 +9,8 @@ from conftest import live_fraction, tiny_nas
 from acme_jax import training
 from acme_jax.device import features
 from acme_jax.device import header as header_lib
-from acme_jax.device import local_data, nas, prune
+from acme_jax.device import local_data, prune
+from acme_jax.device import child as child_lib
 from acme_jax.device import state as state_lib
 
 SPEC, CFG = tiny_nas()
@@ -31,7 +32,7 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   x, y = data()
   gates = header_lib.full_gates(SPEC)
   gates['cells'][0, 0, 0, 1, 2] = 0.0  # a pruned channel: importance 0
-  state = nas.init_state(CFG, jax.random.key(0), 10**6, 2, arch=ARCH,
+  state = child_lib.init_state(CFG, jax.random.key(0), 10**6, 2, arch=ARCH,
                          gates=gates)
   padded = local_data.device_data([features.LocalFeatures(
       x, y, x[:1], y[:1], x[:1], y[:1], x[:, 0, 0])])
@@ -74,6 +75,47 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   assert imp['squared']['cells'][0, 0, 0, 1, 2] == 0.0
   # A pool slot has no gates in use: its importance is exactly 0.
   assert np.all(imp['squared']['cells'][:, 0, 1] == 0)
+
+
+def test_taylor_importance_averages_squares_over_minibatches():
+  """Over two minibatches, the NVlabs criterion is the mean of the
+  per-minibatch (g dL/dg)^2, not the square of the mean gradient (a rate
+  of 0 keeps the weights fixed, so each batch's gradient is at the start)."""
+  from acme_jax import streams
+  x, y = data(12, seed=1)
+  gates = header_lib.full_gates(SPEC)
+  state = child_lib.init_state(CFG, jax.random.key(0), 10**6, 2, arch=ARCH)
+  padded = local_data.device_data([features.LocalFeatures(
+      x, y, x[:1], y[:1], x[:1], y[:1], x[:, 0, 0])])
+  key = jax.random.key(4)
+  trained, = state_lib.train_fixed(
+      CFG, [state], padded, [key],
+      state_lib.Schedule(batch_size=6, kind='constant'), 1, 0.0, 'loop')
+  imp = state_lib.importance(trained)['squared']
+  # The two minibatches train_fixed drew (its batch-order stream).
+  order = child_lib.seeded_rng(key, streams.TRAIN_BATCHES).permutation(12)
+  header = header_lib.Header(SPEC)
+
+  def gate_grad(rows):
+    def loss(g):
+      logits, _ = header.apply(
+          {'params': state.child.params,
+           'batch_stats': state.child.batch_stats}, x[rows], ARCH, 2, g,
+          jnp.ones(len(rows)), train=True,
+          rngs={'dropout': jax.random.key(0)}, mutable=['batch_stats'])
+      return training.cross_entropy(logits, y[rows]).mean()
+    return jax.grad(loss)(jax.tree.map(jnp.asarray, gates))
+
+  grads = [gate_grad(order[:6]), gate_grad(order[6:])]
+  for leaf in ('stem', 'cells', 'final'):
+    per_batch = [(np.asarray(gates[leaf]) * np.asarray(g[leaf])) ** 2
+                 for g in grads]
+    want = 0.5 * (per_batch[0] + per_batch[1])
+    np.testing.assert_allclose(imp[leaf], want, rtol=1e-4, atol=1e-12)
+    square_of_mean = (np.asarray(gates[leaf]) * 0.5 * (
+        np.asarray(grads[0][leaf]) + np.asarray(grads[1][leaf]))) ** 2
+    if leaf == 'final':
+      assert not np.allclose(imp[leaf], square_of_mean, rtol=1e-2)
 
 
 def test_pruning_ranks_all_used_gate_channels_together():

@@ -376,3 +376,19 @@ def test_baselines_stay_within_a_boolean_mask_of_realisable_points():
   assert pareto.random_pick(size, 0.8, 0, mask) in (2, 3)
   np.testing.assert_array_equal(pareto.feasible(size, 0.8, mask), [2, 3])
   np.testing.assert_array_equal(pareto.feasible(size, 0.8, [4, 3]), [3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 30), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_non_dominated_min_equals_brute_force(n, dims, seed):
+  """A point is kept iff no other point is <= on every objective and < on
+  one, checked pair by pair in pure Python (ties on a coarse grid)."""
+  rng = np.random.default_rng(seed)
+  points = rng.integers(0, 4, (n, dims)).astype(float)
+  kept = set(pareto.non_dominated_min(*points.T).tolist())
+  for i in range(n):
+    dominated = any(
+        all(points[j, k] <= points[i, k] for k in range(dims)) and
+        any(points[j, k] < points[i, k] for k in range(dims))
+        for j in range(n) if j != i)
+    assert (i in kept) == (not dominated)

@@ -188,16 +188,18 @@ def category_class_sets(num_classes: int, num_devices: int, scheme: str,
 
 def category_groups(labels, num_devices: int, scheme: str, seed: int,
                     fraction_per_class: float = 0.1,
-                    num_classes: Optional[int] = None) -> list:
+                    num_classes: Optional[int] = None,
+                    independent: bool = False) -> list:
   """The prototype's category setups: each device gets a fraction of each of its classes.
 
   Device d gets floor(fraction_per_class * n_c) samples of each class c in its set
-  (n_c = samples of c in `labels`). Devices sharing a class get disjoint samples; if
-  the k devices holding a class need more than all of it (k * floor(f * n_c) > n_c,
-  i.e. roughly k * f > 1) we raise ValueError rather than overlap or shrink silently
-  (the prototype sampled each user independently, so its users could share samples).
-  Samples not handed out stay unassigned. A device that would get no sample at all
-  (tiny classes) is an error too.
+  (n_c = samples of c in `labels`). By default devices sharing a class get disjoint
+  samples; if the k devices holding a class need more than all of it
+  (k * floor(f * n_c) > n_c, i.e. roughly k * f > 1) we raise ValueError rather than
+  overlap or shrink silently. `independent` samples each device on its own, as the
+  prototype does (`sampling.py`: every user draws its share of each class apart from
+  the others), so devices may hold the same samples. Samples not handed out stay
+  unassigned. A device that would get no sample at all (tiny classes) is an error too.
   """
   labels = _as_labels(labels)
   if not 0 < fraction_per_class <= 1:
@@ -210,6 +212,10 @@ def category_groups(labels, num_devices: int, scheme: str, seed: int,
     holders = [dev for dev, classes in enumerate(class_sets) if label in classes]
     members = rng.permutation(np.flatnonzero(labels == label))
     take = int(math.floor(fraction_per_class * len(members) + 1e-9))
+    if independent:
+      for device in holders:
+        parts[device].extend(rng.choice(members, take, replace=False).tolist())
+      continue
     if len(holders) * take > len(members):
       raise ValueError(
           f'{scheme}: class {label} is shared by {len(holders)} devices, each asking '
@@ -236,12 +242,14 @@ def _num_classes(labels: np.ndarray, num_classes: Optional[int]) -> int:
 def partition(labels, num_devices: int, scheme: str, seed: int, *,
               alpha: float = 0.5, shards_per_device: int = 2,
               fraction_per_class: float = 0.1,
-              num_classes: Optional[int] = None) -> list:
+              num_classes: Optional[int] = None,
+              independent: bool = False) -> list:
   """Index arrays (sorted, int64, into `labels`), one per device, for `scheme`.
 
   `alpha` is used by 'dirichlet', `shards_per_device` by 'shards',
-  `fraction_per_class` and `num_classes` (default: max label + 1) by the category
-  setups 'IID', 'C2', 'C3', 'C4'. See the module docstring for each scheme.
+  `fraction_per_class`, `num_classes` (default: max label + 1) and `independent`
+  by the category setups 'IID', 'C2', 'C3', 'C4'. See the module docstring for
+  each scheme.
   """
   if scheme == 'iid':
     return iid(labels, num_devices, seed)
@@ -252,7 +260,7 @@ def partition(labels, num_devices: int, scheme: str, seed: int, *,
   if scheme in CATEGORY_SCHEMES:
     return category_groups(labels, num_devices, scheme, seed,
                            fraction_per_class=fraction_per_class,
-                           num_classes=num_classes)
+                           num_classes=num_classes, independent=independent)
   raise ValueError(f'unknown partition scheme {scheme!r}; allowed: {SCHEMES}')
 
 

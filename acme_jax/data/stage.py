@@ -26,6 +26,7 @@ class PartitionHparams:
   fraction_per_class: float = 0.1
   val_fraction: float = 0.2
   test_fraction: float = 0.2
+  independent: bool = False     # category setups: each device sampled apart
 
   @classmethod
   def from_config(cls, config, scheme: Optional[str] = None,
@@ -42,7 +43,8 @@ class PartitionHparams:
                fraction_per_class=fraction_per_class or
                system.fraction_per_class,
                val_fraction=system.local_val_fraction,
-               test_fraction=system.local_test_fraction)
+               test_fraction=system.local_test_fraction,
+               independent=system.category_sampling == 'independent')
 
 
 def load(config, log=print):
@@ -62,7 +64,8 @@ def device_splits(hp: PartitionHparams, device_data, num_classes: int):
   parts = partition.partition(
       device_data.labels, hp.num_devices, hp.scheme, hp.seed,
       alpha=hp.dirichlet_alpha, shards_per_device=hp.shards_per_device,
-      fraction_per_class=hp.fraction_per_class, num_classes=num_classes)
+      fraction_per_class=hp.fraction_per_class, num_classes=num_classes,
+      independent=hp.independent)
   splits = []
   for device, idx in enumerate(parts):
     local = partition.local_splits(idx, device_data.labels, hp.seed + device,

@@ -116,6 +116,18 @@ def make_batches(features, labels, batch_size: int, epochs: int, seed: int,
   return batches
 
 
+def device_batches(device_data, epochs: int, batch_size: int,
+                   learning_rate: float, seed: int) -> list:
+  """Every device's training batches, its rate decaying (cosine) from
+  `learning_rate` to 0 over its own steps: annealed to its end."""
+  def rates(n):
+    schedule = optax.cosine_decay_schedule(learning_rate, max(n - 1, 1))
+    return [schedule(i) for i in range(n)]
+
+  return [make_batches(d.x_train, d.y_train, batch_size, epochs, seed + i,
+                       rates) for i, d in enumerate(device_data)]
+
+
 WEIGHT_DECAY = 1e-4
 
 
@@ -170,19 +182,16 @@ def train_and_test(kind: str, num_classes: int, device_data: Sequence,
                    *, epochs: int, batch_size: int, learning_rate: float,
                    seed: int, strategy: str = 'auto', **module_kwargs) -> dict:
   """Train one fixed head per device on its cached features (AdamW, cosine
-  decay from `learning_rate` over the longest device's steps).
+  decay from `learning_rate` to 0 over each device's own steps, so every
+  schedule is annealed to its end).
 
   device_data: per device a `features.LocalFeatures` (the same grid and D for
-  every device). Returns per-device lists 'val_accuracy', 'test_accuracy'
-  and 'params'.
+  every device). Returns per-device lists 'val_accuracy', 'test_accuracy',
+  'params' and 'train_steps'.
   """
   module = BASELINES[kind](num_classes, **module_kwargs)
-  steps = max(len(d.y_train) for d in device_data)
-  total = -(-steps // batch_size) * epochs
-  schedule = optax.cosine_decay_schedule(learning_rate, total)
-  rates = lambda n: [schedule(i) for i in range(n)]  # noqa: E731
-  batches = [make_batches(d.x_train, d.y_train, batch_size, epochs, seed + i,
-                          rates) for i, d in enumerate(device_data)]
+  batches = device_batches(device_data, epochs, batch_size, learning_rate,
+                           seed)
   init, step, final, correct = _functions(module)
   sample = device_data[0].x_train[:1]
   inputs = []
@@ -198,6 +207,7 @@ def train_and_test(kind: str, num_classes: int, device_data: Sequence,
       'test_accuracy': [accuracy(correct, p, d.x_test, d.y_test, batch_size)
                         for p, d in zip(trained, device_data)],
       'params': [count_params(p) for p in trained],
+      'train_steps': [len(b) for b in batches],
   }
 
 

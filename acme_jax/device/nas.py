@@ -14,295 +14,24 @@ The final architecture (`derive`): 'prototype' keeps, per epoch, the arch
 sampled at the step where the epoch's running train accuracy peaked,
 validates it on all local validation data, and returns the best over epochs;
 'sample' draws `num_final_archs` archs from the trained controller and keeps
-the best on validation (ENAS's derive step).
-
-Everything per device is a pure step over (state, batch, consts). One
-`DeviceState` holds a device's child weights and optimizer, controller,
-baseline, budget, layer count, current architecture and gates, Taylor
-importance sums and PRNG key; the consts hold its cached features (train,
-then validation, then test rows, padded to a bucketed row count); batches
-are row indices with 0/1 sample weights and a learning rate. Three programs
-serve the whole device stage: `train_step` (search, fine-tuning and the
-rounds' local training), `controller_step` and `eval_step`.
-`acme_jax.parallel.engine` runs them for many devices at once (loop, vmap or
-sharded), so one compiled program serves every device, architecture,
-pruning state and data size in a bucket.
+the best on validation (ENAS's derive step). The steps run as `child.py`'s
+programs through the client engine, for many devices at once.
 """
 import dataclasses
-import functools
-import math
-from typing import Callable, List, NamedTuple, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from acme_jax import choices
 from acme_jax import streams
-from acme_jax import training
-from acme_jax.device import controller as controller_lib
+from acme_jax.device import child as child_lib
 from acme_jax.device import header as header_lib
 from acme_jax.device.local_data import (Padded, index_batches, random_batch,
                                         split_rows)
 from acme_jax.parallel import engine
 
 DERIVES = choices.DERIVES
-
-
-@dataclasses.dataclass(frozen=True)
-class NasConfig:
-  """Static hyperparameters of the device stage: one compile per NasConfig."""
-  spec: header_lib.Spec
-  controller: controller_lib.Controller
-  momentum: float = 0.9
-  weight_decay: float = 1e-4
-  grad_clip: float = 0.0         # 0 = none (prototype); ENAS clips at 5
-  controller_lr: float = 0.0025  # prototype
-  entropy_weight: float = 1e-4
-  baseline_decay: float = 0.99
-  reward_scale: float = 100.0    # prototype rewards accuracy in percent
-  resample_tries: int = 10
-
-
-class ChildState(NamedTuple):
-  params: dict
-  batch_stats: dict
-  opt_state: optax.OptState
-
-
-class DeviceState(NamedTuple):
-  child: ChildState
-  ctrl_params: dict
-  ctrl_opt: optax.OptState
-  baseline: jax.Array       # moving-average reward
-  has_baseline: jax.Array   # 0 until the first controller step
-  key: jax.Array
-  limit: jax.Array          # max header parameters on this device
-  n_layers: jax.Array       # cells this device's header uses
-  arch: jax.Array           # the fixed architecture (when not sampling)
-  gates: dict               # 0/1 gate channels (header.gate_shapes)
-  seen_correct: jax.Array   # this epoch's running train accuracy ...
-  seen_count: jax.Array
-  best_running: jax.Array   # ... its peak, and the arch sampled there
-  epoch_arch: jax.Array
-  taylor_squared: dict      # sums over steps of (g dL/dg)^2 ...
-  taylor_linear: dict       # ... and of g dL/dg, per gate channel
-  steps: jax.Array
-
-
-def child_optimizer(cfg: NasConfig) -> optax.GradientTransformation:
-  """torch SGD(momentum, weight_decay) without the learning rate (a batch
-  field), after optional global-norm clipping."""
-  parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip else []
-  return optax.chain(*parts, optax.add_decayed_weights(cfg.weight_decay),
-                     optax.trace(cfg.momentum))
-
-
-def init_child(cfg: NasConfig, seed: int) -> ChildState:
-  variables = header_lib.init_variables(cfg.spec, seed)
-  return ChildState(variables['params'], variables['batch_stats'],
-                    child_optimizer(cfg).init(variables['params']))
-
-
-def init_state(cfg: NasConfig, key, limit: int, n_layers: int, child=None,
-               arch=None, gates=None) -> DeviceState:
-  """A device's state: fresh child (or `child`) and controller, its budget,
-  layer count, architecture (default: the cheapest) and gates (default: all
-  on)."""
-  seeds, key = jax.random.split(key)
-  child_seed, ctrl_seed = (int(s) for s in jax.random.randint(
-      seeds, (2,), 0, 2**31 - 1))
-  ctrl_params = cfg.controller.init(ctrl_seed)
-  gates = header_lib.full_gates(cfg.spec) if gates is None else gates
-  gates = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), gates)
-  zeros = jax.tree.map(jnp.zeros_like, gates)
-  smallest = header_lib.smallest_arch(cfg.spec.num_nodes)
-  return DeviceState(
-      child=init_child(cfg, child_seed) if child is None else child,
-      ctrl_params=ctrl_params,
-      ctrl_opt=controller_lib.optimizer(cfg.controller_lr).init(ctrl_params),
-      baseline=jnp.zeros(()), has_baseline=jnp.zeros(()), key=key,
-      limit=jnp.asarray(limit, jnp.int32),
-      n_layers=jnp.asarray(n_layers, jnp.int32),
-      arch=jnp.asarray(smallest if arch is None else arch, jnp.int32),
-      gates=gates, seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
-      best_running=jnp.zeros(()), epoch_arch=jnp.asarray(smallest),
-      taylor_squared=zeros, taylor_linear=zeros, steps=jnp.zeros(()))
-
-
-# ----------------------------------------------------------- pure functions
-
-
-def train_child(cfg: NasConfig, child: ChildState, arch, n_layers, gates,
-                batch, key):
-  """One SGD step of the header on `batch` {x, y, w (row weights), lr};
-  returns (child, correct, dL/dgates)."""
-  header = header_lib.Header(cfg.spec)
-  x, y, w, lr = batch['x'], batch['y'], batch['w'], batch['lr']
-
-  def loss_fn(params, gates):
-    logits, new = header.apply(
-        {'params': params, 'batch_stats': child.batch_stats}, x, arch,
-        n_layers, gates, w, train=True, rngs={'dropout': key},
-        mutable=['batch_stats'])
-    loss = jnp.sum(training.cross_entropy(logits, y) * w) / jnp.maximum(
-        jnp.sum(w), 1.0)
-    correct = jnp.sum((jnp.argmax(logits, -1) == y) * w)
-    return loss, (new['batch_stats'], correct)
-
-  (_, (stats, correct)), (grads, gate_grads) = jax.value_and_grad(
-      loss_fn, argnums=(0, 1), has_aux=True)(child.params, gates)
-  updates, opt_state = child_optimizer(cfg).update(grads, child.opt_state,
-                                                   child.params)
-  params = jax.tree.map(lambda p, u: p - lr * u, child.params, updates)
-  return ChildState(params, stats, opt_state), correct, gate_grads
-
-
-def eval_sums(cfg: NasConfig, child: ChildState, arch, n_layers, gates, x, y,
-              w):
-  """(correct, total) in evaluation mode: stem running statistics, cell
-  batch statistics (the prototype's model.eval()), no dropout."""
-  logits = header_lib.Header(cfg.spec).apply(
-      {'params': child.params, 'batch_stats': child.batch_stats}, x, arch,
-      n_layers, gates, w)
-  return jnp.sum((jnp.argmax(logits, -1) == y) * w), jnp.sum(w)
-
-
-def fits(cfg: NasConfig, limit, n_layers):
-  return lambda arch: header_lib.param_count(cfg.spec, arch, n_layers) <= limit
-
-
-class Programs(NamedTuple):
-  train_step: Callable       # (DeviceState, batch, consts) -> DeviceState
-  controller_step: Callable  # (DeviceState, batch, consts) -> DeviceState
-  eval_step: Callable        # ((DeviceState, sums), batch, consts) -> same
-  sample_archs: Callable     # (DeviceState, count) -> archs
-
-
-@functools.lru_cache(maxsize=None)
-def programs(cfg: NasConfig) -> Programs:
-  """The jittable per-device steps of the device stage for one NasConfig."""
-  smallest = header_lib.smallest_arch(cfg.spec.num_nodes)
-  tx = controller_lib.optimizer(cfg.controller_lr)
-
-  def train_step(state: DeviceState, batch, consts):
-    """One child step: on a freshly sampled arch within budget (batch
-    'sample' = 1, the search) or on the state's arch with its gates."""
-    key, arch_key, drop_key = jax.random.split(state.key, 3)
-    arch = jax.lax.cond(
-        batch['sample'] > 0,
-        lambda: controller_lib.sample_within(
-            cfg.controller, state.ctrl_params, arch_key,
-            fits(cfg, state.limit, state.n_layers), smallest,
-            cfg.resample_tries),
-        lambda: state.arch)
-    rows = {'x': consts.x[batch['idx']], 'y': consts.y[batch['idx']],
-            'w': batch['w'], 'lr': batch['lr']}
-    child, correct, gate_grads = train_child(
-        cfg, state.child, arch, state.n_layers, state.gates, rows, drop_key)
-    seen_correct = state.seen_correct + correct
-    seen_count = state.seen_count + jnp.sum(batch['w'])
-    running = seen_correct / jnp.maximum(seen_count, 1.0)
-    better = running > state.best_running
-    # First-order Taylor on each gate (NVlabs method 22): (g * dL/dg)^2.
-    taylor = jax.tree.map(jnp.multiply, state.gates, gate_grads)
-    return state._replace(
-        child=child, key=key, seen_correct=seen_correct,
-        seen_count=seen_count,
-        best_running=jnp.where(better, running, state.best_running),
-        epoch_arch=jnp.where(better, arch, state.epoch_arch),
-        taylor_squared=jax.tree.map(lambda s, t: s + t ** 2,
-                                    state.taylor_squared, taylor),
-        taylor_linear=jax.tree.map(jnp.add, state.taylor_linear, taylor),
-        steps=state.steps + 1)
-
-  def controller_step(state: DeviceState, batch, consts):
-    key, arch_key = jax.random.split(state.key)
-    arch, _, entropy = cfg.controller.sample(state.ctrl_params, arch_key)
-    x, y = consts.x[batch['idx']], consts.y[batch['idx']]
-    correct, total = eval_sums(cfg, state.child, arch, state.n_layers,
-                               state.gates, x, y, batch['w'])
-    feasible = fits(cfg, state.limit, state.n_layers)(arch)
-    reward = (jnp.where(feasible, cfg.reward_scale * correct / total, 0.0) +
-              cfg.entropy_weight * entropy)
-    baseline = jnp.where(state.has_baseline > 0, state.baseline - (
-        1 - cfg.baseline_decay) * (state.baseline - reward), reward)
-    grads = controller_lib.reinforce_grads(
-        cfg.controller, state.ctrl_params, arch, reward - baseline)
-    updates, ctrl_opt = tx.update(grads, state.ctrl_opt, state.ctrl_params)
-    return state._replace(
-        ctrl_params=optax.apply_updates(state.ctrl_params, updates),
-        ctrl_opt=ctrl_opt, baseline=baseline, has_baseline=jnp.ones(()),
-        key=key)
-
-  def eval_step(carry, batch, consts):
-    state, sums = carry
-    x, y = consts.x[batch['idx']], consts.y[batch['idx']]
-    c, t = eval_sums(cfg, state.child, state.arch, state.n_layers,
-                     state.gates, x, y, batch['w'])
-    return state, sums + jnp.stack([c, t])
-
-  def sample_archs(state: DeviceState, count: int):
-    keys = jax.random.split(jax.random.fold_in(state.key, streams.FINAL_ARCHS),
-                            count)
-    return jax.vmap(lambda k: cfg.controller.sample(state.ctrl_params, k)[0])(
-        keys)
-
-  return Programs(train_step, controller_step, eval_step, sample_archs)
-
-
-def identity(x):
-  return x
-
-
-def _with_sums(state):
-  return state, jnp.zeros(2)
-
-
-def _sums(carry):
-  return carry[1]
-
-
-# ------------------------------------------------------------ host drivers
-
-
-def sgdr(epoch: int, lr_max: float, lr_min: float, period: int,
-         period_mult: int) -> float:
-  """The prototype's per-epoch cosine annealing with warm restarts
-  (`utils.LRScheduler`), state machine included: at a restart epoch it has
-  already doubled the period, so that epoch gets the middle of the new
-  cycle's curve, and the next starts near lr_max."""
-  last_reset, t0, t_curr = 0, period, 0
-  for e in range(epoch + 1):
-    t_curr = e - last_reset
-    if t_curr == t0:
-      last_reset = e
-      t0 *= period_mult
-  rate = t_curr / t0 * math.pi
-  return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(rate))
-
-
-def seeded_rng(key, salt: int) -> np.random.Generator:
-  return np.random.default_rng(int(jax.random.randint(
-      jax.random.fold_in(key, salt), (), 0, 2**31 - 1)))
-
-
-def evaluate(cfg: NasConfig, states: Sequence[DeviceState], padded: Padded,
-             split: str, batch_size: int, strategy: str) -> np.ndarray:
-  """Accuracy of each state's (arch, gates) header on its `split`."""
-  p = programs(cfg)
-  batches = [index_batches(split_rows(s, split), batch_size, None)
-             for s in padded.sizes]
-  sums = engine.for_each_device(_with_sums, p.eval_step, _sums, list(states),
-                                batches, device_consts=padded.data,
-                                strategy=strategy)
-  return np.array([float(s[0]) / max(float(s[1]), 1.0) for s in sums])
-
-
-def with_arch(states, archs):
-  return [s._replace(arch=jnp.asarray(a, jnp.int32))
-          for s, a in zip(states, archs)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,25 +47,28 @@ class SearchHparams:
   num_final_archs: int = 10
 
 
-def search(cfg: NasConfig, hp: SearchHparams, padded: Padded, keys,
+def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded, keys,
            limits: Sequence[int], n_layers: Sequence[int],
            strategy: str = 'auto',
            log: Optional[Callable[[str], None]] = None) -> List[dict]:
   """ENAS search for every device; returns per device {arch, val_accuracy,
-  n_layers, header_params, state (DeviceState, the shared weights), history}.
+  n_layers, header_params, state (`child.DeviceState`, the shared weights),
+  history, child_steps, controller_steps}.
   """
   data, sizes = padded
   if hp.derive not in DERIVES:
     raise ValueError(f'derive must be one of {DERIVES}, got {hp.derive!r}')
-  p = programs(cfg)
-  states = [init_state(cfg, k, l, n) for k, l, n in zip(keys, limits,
-                                                        n_layers)]
-  rngs = [seeded_rng(k, streams.SEARCH_BATCHES) for k in keys]
+  p = child_lib.programs(cfg)
+  states = [child_lib.init_state(cfg, k, l, n)
+            for k, l, n in zip(keys, limits, n_layers)]
+  rngs = [child_lib.seeded_rng(k, streams.SEARCH_BATCHES) for k in keys]
   best = [(-1.0, None)] * len(states)
   history = [[] for _ in states]
+  child_steps = [0] * len(states)
+  identity = child_lib.identity
   for epoch in range(hp.epochs):
-    lr = np.float32(sgdr(epoch, hp.lr_max, hp.lr_min, hp.lr_period,
-                         hp.lr_period_mult))
+    lr = np.float32(child_lib.sgdr(epoch, hp.lr_max, hp.lr_min, hp.lr_period,
+                                   hp.lr_period_mult))
     states = [s._replace(seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
                          best_running=jnp.zeros(())) for s in states]
     child_batches = [index_batches(split_rows(n, 'train'), hp.batch_size, rng,
@@ -345,6 +77,7 @@ def search(cfg: NasConfig, hp: SearchHparams, padded: Padded, keys,
     states = engine.for_each_device(identity, p.train_step, identity,
                                     states, child_batches, device_consts=data,
                                     strategy=strategy)
+    child_steps = [c + len(b) for c, b in zip(child_steps, child_batches)]
     ctrl_batches = [[random_batch(split_rows(n, 'val'), hp.batch_size, rng)
                      for _ in range(hp.controller_steps_per_epoch)]
                     for n, rng in zip(sizes, rngs)]
@@ -353,8 +86,8 @@ def search(cfg: NasConfig, hp: SearchHparams, padded: Padded, keys,
                                     strategy=strategy)
     if hp.derive == 'prototype':
       archs = [np.asarray(s.epoch_arch) for s in states]
-      accs = evaluate(cfg, with_arch(states, archs), padded, 'val',
-                      hp.batch_size, strategy)
+      accs = child_lib.evaluate(cfg, child_lib.with_arch(states, archs),
+                                padded, 'val', strategy)
       best = [(a, arch) if a > b[0] else b
               for a, arch, b in zip(accs, archs, best)]
     for d, s in enumerate(states):
@@ -372,11 +105,11 @@ def search(cfg: NasConfig, hp: SearchHparams, padded: Padded, keys,
     scored = []
     for i in range(hp.num_final_archs):
       archs = [c[i] for c in candidates]
-      scored.append((evaluate(cfg, with_arch(states, archs), padded, 'val',
-                              hp.batch_size, strategy), archs))
+      scored.append((child_lib.evaluate(cfg, child_lib.with_arch(
+          states, archs), padded, 'val', strategy), archs))
     best = []
     for d, s in enumerate(states):
-      ok_fits = fits(cfg, s.limit, s.n_layers)
+      ok_fits = child_lib.fits(cfg, s.limit, s.n_layers)
       # Highest validation accuracy among feasible draws; ties: first drawn.
       ok = [(accs[d], -i, archs[d]) for i, (accs, archs) in enumerate(scored)
             if bool(ok_fits(archs[d]))]
@@ -386,7 +119,8 @@ def search(cfg: NasConfig, hp: SearchHparams, padded: Padded, keys,
   results = []
   for d, s in enumerate(states):
     acc, arch = best[d]
-    if arch is None or not bool(fits(cfg, s.limit, s.n_layers)(arch)):
+    if (arch is None or
+        not bool(child_lib.fits(cfg, s.limit, s.n_layers)(arch))):
       arch = header_lib.smallest_arch(cfg.spec.num_nodes)
     arch = np.asarray(arch, np.int32)
     results.append({'arch': arch, 'val_accuracy': float(acc),
@@ -394,5 +128,7 @@ def search(cfg: NasConfig, hp: SearchHparams, padded: Padded, keys,
                     'header_params': int(header_lib.param_count(
                         cfg.spec, arch, int(s.n_layers))),
                     'state': s._replace(arch=jnp.asarray(arch)),
-                    'history': history[d]})
+                    'history': history[d], 'child_steps': child_steps[d],
+                    'controller_steps': (hp.epochs *
+                                         hp.controller_steps_per_epoch)})
   return results

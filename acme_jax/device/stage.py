@@ -17,6 +17,7 @@ from acme_jax.device import controller as controller_lib
 from acme_jax.device import features, heads
 from acme_jax.device import header as header_lib
 from acme_jax.device import local_data, nas
+from acme_jax.device import child as child_lib
 from acme_jax.device import state as state_lib
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.parallel import engine
@@ -36,7 +37,7 @@ class FixedHeadsHparams:
 @dataclasses.dataclass(frozen=True)
 class DeviceHparams:
   """config.header and config.engine, typed: one compile per `nas`."""
-  nas: nas.NasConfig
+  nas: child_lib.NasConfig
   search: nas.SearchHparams
   schedule: state_lib.Schedule        # fine-tuning and the rounds' training
   finetune_epochs: int
@@ -64,7 +65,7 @@ class DeviceHparams:
                                      temperature=header.temperature,
                                      tanh_constant=header.tanh_constant,
                                      op_tanh_reduce=header.op_tanh_reduce)
-    nas_config = nas.NasConfig(spec,
+    nas_config = child_lib.NasConfig(spec,
                                ctrl,
                                momentum=header.momentum,
                                weight_decay=header.weight_decay,
@@ -88,7 +89,8 @@ class DeviceHparams:
                search=search,
                schedule=state_lib.Schedule(header.batch_size, header.lr_min,
                                            header.lr_period,
-                                           header.lr_period_mult),
+                                           header.lr_period_mult,
+                                           header.final_schedule),
                finetune_epochs=header.finetune_epochs,
                finetune_lrs=tuple(header.finetune_lrs),
                final_weights=header.final_weights,
@@ -99,7 +101,7 @@ class DeviceHparams:
                fixed_heads=FixedHeadsHparams(
                    kinds=tuple(baselines.kinds),
                    learning_rates=tuple(baselines.learning_rates),
-                   epochs=header.search_epochs + header.finetune_epochs,
+                   epochs=header.finetune_epochs,
                    batch_size=header.batch_size,
                    num_channels=header.num_channels))
 
@@ -110,13 +112,35 @@ class DeviceHparams:
 
 class Target(NamedTuple):
   """What one device's header search needs besides its data: its id and
-  edge, its PRNG key, the parameters its budget leaves the header, and its
-  header's cell count."""
+  edge, its PRNG key, the parameters its budget leaves the header, its
+  header's cell count, and the seed of its fresh header weights (one per
+  edge, so the edge's devices' gate channels correspond)."""
   device: int
   edge: int
   key: jax.Array
   limit: int
   cells: int
+  init_seed: int
+
+
+def header_init_seed(key, edge: int) -> int:
+  """The seed every header of `edge` starts from, drawn from a device-stage
+  key (a repeat's, in the experiments: each repeat redraws it)."""
+  return int(jax.random.randint(
+      jax.random.fold_in(jax.random.fold_in(key, streams.HEADER_INIT), edge),
+      (), 0, 2**31 - 1))
+
+
+def targets(hp: 'DeviceHparams', records, key) -> List[Target]:
+  """Each device's `Target` from its edge record (device, edge, budget,
+  backbone params and multipliers) and the device-stage `key`."""
+  search = jax.random.fold_in(key, streams.HEADER_SEARCH)
+  return [Target(
+      device=r['device'], edge=r['edge'],
+      key=jax.random.fold_in(search, r['device']),
+      limit=r['budget'] - r['params'],
+      cells=header_cells(hp, r['width_mult'], r['depth_mult']),
+      init_seed=header_init_seed(key, r['edge'])) for r in records]
 
 
 # -------------------------------------------------------------- features
@@ -190,17 +214,17 @@ def _check_budgets(hp: DeviceHparams, targets: Sequence[Target]):
 
 def finetune(hp: DeviceHparams, states, padded: local_data.Padded, keys,
              epochs: int):
-  """Trains each state's arch at every `finetune_lrs` peak and keeps, per
-  device, the one best on local validation (the fixed heads choose their
-  learning rate the same way). Returns [(state, lr, val accuracy)]."""
+  """The final training: each state's arch trained `epochs` epochs (the
+  schedule annealed to its end) at every `finetune_lrs` peak, keeping per
+  device the one best on local validation (ties: the first), the rule
+  every compared head follows. Returns [(state, lr, val accuracy)]."""
   candidates = []
   for lr in hp.finetune_lrs:
     tuned = state_lib.train_fixed(
         hp.nas, states, padded,
         [jax.random.fold_in(k, streams.FINETUNE) for k in keys],
         hp.schedule, epochs, lr, hp.strategy)
-    val = nas.evaluate(hp.nas, tuned, padded, 'val', hp.batch_size,
-                       hp.strategy)
+    val = child_lib.evaluate(hp.nas, tuned, padded, 'val', hp.strategy)
     candidates.append((tuned, lr, val))
   out = []
   for d in range(len(states)):
@@ -214,16 +238,18 @@ def search_headers(hp: DeviceHparams,
                    targets: Sequence[Target], archs=None,
                    log: Optional[Callable[[str], None]] = None
                    ) -> List[state_lib.DeviceHeader]:
-  """NAS within each device's header budget, then training of the found
-  architecture: from the search's shared weights (`final_weights =
-  'shared'`, the prototype) or from fresh weights ('scratch', ENAS's
-  retraining), `finetune_epochs` epochs at the best of `finetune_lrs` on
-  local validation. With `archs` given, no search: those architectures are
-  trained from fresh weights (ablations).
+  """NAS within each device's header budget, then the final training of
+  the found architecture: from the search's shared weights (`final_weights
+  = 'shared'`, the prototype) or from fresh weights ('scratch', ENAS's
+  retraining; the edge's seed, `Target.init_seed`), `finetune_epochs`
+  epochs at the best of `finetune_lrs` on local validation. With `archs`
+  given, no search: those architectures get the same final training from
+  fresh weights (the random-architecture control, ablations).
 
   Returns the devices' headers, ready for the aggregation rounds, each with
   `.result` = {arch, n_layers, nas_header_params, val_accuracy,
-  test_accuracy, finetune_lr, search_val_accuracy, history}.
+  test_accuracy, finetune_lr, search_val_accuracy, history, child_steps,
+  controller_steps, final_train_steps}.
   """
   cfg = hp.nas
   padded = local_data.device_data(locals_)
@@ -235,32 +261,54 @@ def search_headers(hp: DeviceHparams,
                        hp.strategy, log)
   else:
     found = [{'arch': np.asarray(a, np.int32), 'val_accuracy': None,
-              'n_layers': t.cells, 'history': [],
+              'n_layers': t.cells, 'history': [], 'child_steps': 0,
+              'controller_steps': 0,
               'header_params': int(header_lib.param_count(cfg.spec, a,
                                                           t.cells)),
-              'state': nas.init_state(cfg, t.key, t.limit, t.cells, arch=a)}
+              'state': child_lib.init_state(cfg, t.key, t.limit, t.cells, arch=a)}
              for a, t in zip(archs, targets)]
+  fresh = archs is not None or hp.final_weights == 'scratch'
+  # Fresh weights from the edge's seed (not the device's): every header of
+  # an edge starts alike, so their gate channels correspond.
+  starts = [t.init_seed if fresh else child_lib.init_seeds(t.key)[0]
+            for t in targets]
   states = [f['state'] for f in found]
-  if archs is None and hp.final_weights == 'scratch':
-    # Seeded by device id, not list position: a device's header does not
-    # depend on which devices are searched beside it.
-    states = [s._replace(child=nas.init_child(
-        cfg, streams.SCRATCH_HEADER_SEED + t.device))
-              for t, s in zip(targets, states)]
+  if fresh:
+    states = [s._replace(child=child_lib.init_child(cfg, seed))
+              for s, seed in zip(states, starts)]
   tuned = finetune(hp, states, padded, keys, hp.finetune_epochs)
   out = []
   for d, (t, f, (state, lr, val)) in enumerate(zip(targets, found, tuned)):
     out.append(state_lib.DeviceHeader(
         device=t.device, edge=t.edge, state=state, lr=lr,
-        data=padded.data[d], sizes=padded.sizes[d],
+        data=padded.data[d], sizes=padded.sizes[d], start=starts[d],
         result={'arch': f['arch'].tolist(), 'n_layers': t.cells,
                 'nas_header_params': f['header_params'],
                 'search_val_accuracy': f['val_accuracy'],
                 'val_accuracy': val, 'finetune_lr': lr,
-                'history': f['history']}))
-  test = state_lib.test_accuracy(cfg, out, hp.batch_size, hp.strategy)
+                'history': f['history'], 'child_steps': f['child_steps'],
+                'controller_steps': f['controller_steps'],
+                'final_train_steps': state_lib.steps(
+                    padded.sizes[d], hp.batch_size, hp.finetune_epochs)}))
+  test = state_lib.test_accuracy(cfg, out, hp.strategy)
   for d, acc in zip(out, test):
     d.result['test_accuracy'] = float(acc)
+  return out
+
+
+def random_archs(hp: DeviceHparams, targets: Sequence[Target]) -> list:
+  """Per device a uniformly random architecture of the search space within
+  its budget (redrawn until it fits): the standard control for NAS."""
+  spec = hp.nas.spec
+  out = []
+  for t in targets:
+    key = jax.random.fold_in(t.key, streams.RANDOM_ARCH)
+    while True:
+      key, sub = jax.random.split(key)
+      arch = np.asarray(controller_lib.uniform_arch(sub, spec.num_nodes))
+      if int(header_lib.param_count(spec, arch, t.cells)) <= t.limit:
+        out.append(arch)
+        break
   return out
 
 
@@ -268,9 +316,11 @@ def search_headers(hp: DeviceHparams,
 
 
 def fixed_heads(hp: DeviceHparams, locals_, seed: int) -> dict:
-  """Every fixed head on every device, for the same epochs as the header's
-  search + fine-tuning; each head gets its best learning rate by mean local
-  validation accuracy (the header also selects on validation)."""
+  """Every fixed head on every device, with the header's final training:
+  the same epochs and batch size (so the same steps per device), a
+  schedule annealed to its end, and per device the learning rate best on
+  local validation (ties: the first). Per head and device: val and test
+  accuracy, parameters, the chosen rate and the steps trained."""
   fixed = hp.fixed_heads
   c = fixed.num_channels
   widths = {'mlp': dict(hidden=c * 2),
@@ -283,7 +333,11 @@ def fixed_heads(hp: DeviceHparams, locals_, seed: int) -> dict:
         batch_size=fixed.batch_size, learning_rate=lr, seed=seed,
         strategy=hp.strategy, **widths.get(kind, {}))
             for lr in fixed.learning_rates]
-    best = max(range(len(runs)),
-               key=lambda i: (np.mean(runs[i]['val_accuracy']), -i))
-    out[kind] = dict(runs[best], learning_rate=fixed.learning_rates[best])
+    chosen = [max(range(len(runs)),
+                  key=lambda i: (runs[i]['val_accuracy'][d], -i))
+              for d in range(len(locals_))]
+    out[kind] = {field: [runs[i][field][d] for d, i in enumerate(chosen)]
+                 for field in ('val_accuracy', 'test_accuracy', 'params',
+                               'train_steps')}
+    out[kind]['learning_rate'] = [fixed.learning_rates[i] for i in chosen]
   return out

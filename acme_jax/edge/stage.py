@@ -73,16 +73,23 @@ class Delivery:
 
 
 def deliver(config, world, splits, device_hp: device_stage.DeviceHparams,
-            log=print) -> Delivery:
+            log=print, one_per_edge: bool = False) -> Delivery:
   """Edge choice per device of `world` holding `splits`, backbone
   extraction and delivery (ledger), the devices' cached features and
-  linear probes."""
+  linear probes. `one_per_edge`: every device of an edge gets the backbone
+  chosen for the edge's smallest budget (it fits them all; the aggregation
+  experiment's set-up)."""
   hp = EdgeHparams.from_config(config)
   model, supernet = world.cloud.model, world.cloud.supernet
   candidates = world.selection['candidates']
   topology = world.topology
   histograms, picks = edge_choice(hp, world.selection, topology, splits,
                                   world.num_classes)
+  if one_per_edge:
+    lead = {}
+    for device in sorted(topology.devices, key=lambda d: (d.budget, d.id)):
+      lead.setdefault(device.edge_id, device.id)
+    picks = [picks[lead[d.edge_id]] for d in topology.devices]
   backbones = {}
 
   def backbone(width, depth):

@@ -15,7 +15,7 @@ downloads are single records over 2 hops, so both sides count a relayed
 transfer the same way: once end to end, once per hop in the volume.
 """
 import dataclasses
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -228,11 +228,27 @@ def centralized_ledger(device_ids: Sequence[int], raw_data_bytes,
   return ledger
 
 
-def compare(acme: Ledger, centralized: Ledger) -> dict:
+def full_model_ledger(device_ids: Sequence[int], full_model_bytes: int
+                      ) -> Ledger:
+  """The "full-model deployment" scenario (ACME.md 7; the large model
+  deployed close to every user, as the paper's introduction puts it): each
+  device receives the full pre-trained backbone from the cloud (kind
+  'weights', 2 hops) instead of a customized subnet; no data moves."""
+  ledger = Ledger()
+  for device in device_ids:
+    ledger.send('cloud', ('device', int(device)), 'weights',
+                int(full_model_bytes), hops=2)
+  return ledger
+
+
+def compare(acme: Ledger, centralized: Ledger,
+            full_model: Optional[Ledger] = None) -> dict:
   """JSON-ready totals by kind for both ledgers and the ratio ACME / centralized.
 
   'ratio' uses hop-weighted totals (bytes x hops), 'ratio_unweighted' plain bytes.
   'acme_raw_data_off_device' is the raw data ACME moved off devices (should be 0).
+  With `full_model`, 'full_model_deployment' holds that scenario's totals
+  and ACME's ratios to it, labelled apart from the centralized baseline.
   """
   kinds = sorted(set(acme.by_kind()) | set(centralized.by_kind()))
 
@@ -245,7 +261,7 @@ def compare(acme: Ledger, centralized: Ledger) -> dict:
   acme_side, central_side = side(acme), side(centralized)
   if central_side['total'] == 0:
     raise ValueError('the centralized ledger moves no bytes; no ratio to compute')
-  return {
+  out = {
       'acme': acme_side,
       'centralized': central_side,
       'ratio': acme_side['total'] / central_side['total'],
@@ -254,3 +270,11 @@ def compare(acme: Ledger, centralized: Ledger) -> dict:
       'acme_raw_data_off_device': sum(
           r.bytes for r in acme if r.kind == 'raw_data' and r.src_tier == 'device'),
   }
+  if full_model is not None:
+    out['full_model_deployment'] = {
+        'total': full_model.total(),
+        'total_unweighted': full_model.total(weighted=False),
+        'ratio': acme.total() / full_model.total(),
+        'ratio_unweighted': (acme.total(weighted=False) /
+                             full_model.total(weighted=False))}
+  return out

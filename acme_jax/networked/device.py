@@ -10,6 +10,7 @@ closing metrics.
 Every step is idempotent: a step asked again (an edge that restarted, a
 reply that was lost) returns the answer it saved the first time.
 """
+import dataclasses
 import pathlib
 import pickle
 
@@ -143,14 +144,12 @@ class Device:
       config, got = self.config, self._load('features')
       hp = self._device_hp()
       key = jax.random.fold_in(jax.random.key(config.seed), streams.DEVICES)
-      header, = device_stage.search_headers(hp, [got['local']], [
-          device_stage.Target(
-              device=self.id, edge=self.edge,
-              key=jax.random.fold_in(
-                  jax.random.fold_in(key, streams.HEADER_SEARCH), self.id),
-              limit=self.budget - got['params'],
-              cells=device_stage.header_cells(hp, got['width'],
-                                              got['depth']))])
+      target, = device_stage.targets(hp, [{
+          'device': self.id, 'edge': self.edge, 'budget': self.budget,
+          'params': got['params'], 'width_mult': got['width'],
+          'depth_mult': got['depth']}], key)
+      header, = device_stage.search_headers(hp, [got['local']], [target])
+      header = dataclasses.replace(header, signature=got['signature'])
       self._save('header', header)
       r = header.result
       return {'header_arch': r['arch'], 'header_cells': r['n_layers'],
@@ -171,20 +170,17 @@ class Device:
                               self._device_hp().nas, [self._load('header')],
                               key)
 
-  def signature(self):
-    """This device's data signature (float32), None without features."""
-    got = self._load('features')
-    return (None if got['signature'] is None else
-            np.asarray(got['signature'], np.float32))
-
-  def train_round(self, r: int) -> dict:
-    """Round `r`'s local training; returns the importances for the edge."""
+  def train_round(self, r: int, introduce: bool = False) -> dict:
+    """Round `r`'s local training; returns the importances for the edge
+    (and, introducing itself, its signature and header layout)."""
     def compute():
       clients = self._clients()
-      report = clients.train(r, [self.id], ())[self.id]
+      report = clients.train(r, [self.id],
+                             {self.id} if introduce else set())[self.id]
       self._save('header', clients.devices[0])
       return {'importance': report.importance,
-              'train_samples': report.train_samples}
+              'train_samples': report.train_samples,
+              'signature': report.signature, 'layout': report.layout}
     return self._once(f'train_{r}', compute)
 
   def prune_round(self, r: int, aggregated) -> dict:
@@ -208,8 +204,7 @@ class Device:
     edge), and this device's full record (kept in its workdir)."""
     header, hp = self._load('header'), self._device_hp()
     got = self._load('features')
-    acc, = state_lib.test_accuracy(hp.nas, [header], hp.batch_size,
-                                   hp.strategy)
+    acc, = state_lib.test_accuracy(hp.nas, [header], hp.strategy)
     n = header.header_params(hp.nas.spec)
     digests = self._load('digests') or {}
     record = dict(

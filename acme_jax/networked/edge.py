@@ -226,9 +226,12 @@ class Edge(link.Link):
     """The rounds (`federated.acme.apply`), the device side of each sent
     to the devices over this edge's link; committed after every round."""
     hp = acme.RoundsHparams.from_config(self.config)
-    state = acme.EdgeState(self.state['rounds_done'], {
-        int(k): np.asarray(v, np.float32)
-        for k, v in self.state.get('signatures', {}).items()})
+    state = acme.EdgeState(
+        self.state['rounds_done'],
+        {int(k): np.asarray(v, np.float32)
+         for k, v in self.state.get('signatures', {}).items()},
+        {int(k): np.asarray(v, np.int32)
+         for k, v in self.state.get('layouts', {}).items()})
     devices = _LinkedDevices(self)
     while state.round < hp.rounds:
       t, r = time.time(), state.round
@@ -237,7 +240,9 @@ class Edge(link.Link):
           'round': r, 'members': devices.asked, 'answered': out['answered'],
           'pruned': out['pruned'], 'seconds': time.time() - t})
       self._commit(rounds_done=state.round, signatures={
-          str(k): np.asarray(v).tolist() for k, v in state.signatures.items()})
+          str(k): np.asarray(v).tolist() for k, v in state.signatures.items()
+      }, layouts={str(k): np.asarray(v).tolist()
+                  for k, v in state.layouts.items()})
       self.log(f'round {r + 1}/{hp.rounds}: {len(out["answered"])}/'
                f'{len(devices.asked)} devices trained, '
                f'{len(out["pruned"])} pruned ({time.time() - t:.1f}s)')
@@ -275,11 +280,11 @@ class _LinkedDevices(acme.Clients):
                   if ('device', d) in self.edge.nodes]
     return self.asked
 
-  def train(self, r, devices, signature_from):
+  def train(self, r, devices, introduce):
     net = self.edge.net
     replies = self.edge.exchange(
         'train.round', {('device', d): ({}, {
-            'round': r, 'signature': int(d in signature_from)})
+            'round': r, 'introduce': int(d in introduce)})
                         for d in devices}, net.timeout_s, round_=r)
     if len(replies) < net.min_devices:
       raise EdgeError(f'round {r}: {len(replies)} devices answered, fewer '
@@ -290,7 +295,7 @@ class _LinkedDevices(acme.Clients):
       reports[d] = acme.Report(
           edge=self.edge.id, importance=parts.get('importance'),
           train_samples=int(c['train_samples']),
-          signature=parts.get('signature'))
+          signature=parts.get('signature'), layout=parts.get('layout'))
     return reports
 
   def finetune(self, r, devices, aggregated):

@@ -74,10 +74,9 @@ def handle(message: Message, context) -> Message:
     device.search_header()
     return _reply(message, done=1)
   if kind == 'train.round':
-    out = device.train_round(int(c['round']))
-    sent = {'importance': out['importance']}
-    if c.get('signature') and device.signature() is not None:
-      sent['signature'] = device.signature()
+    out = device.train_round(int(c['round']), bool(c.get('introduce')))
+    sent = {k: out[k] for k in ('importance', 'signature', 'layout')
+            if out.get(k) is not None}
     return _reply(message, sent, train_samples=out['train_samples'])
   if kind == 'train.prune':
     device.prune_round(int(c['round']), parts.get('aggregated'))

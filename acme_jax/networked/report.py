@@ -98,7 +98,9 @@ def byte_table(ledger: Ledger, messages, wire_totals=None) -> dict:
     by_kind[kind]['messages'] += 1
     by_kind[kind]['message_bytes'] += m['bytes']
   for r in ledger:
-    if r.kind == 'signature':  # rides in the same reply as importances
+    # Signatures and header layouts ride in the reply of a round's first
+    # training, with the importances.
+    if r.kind in ('signature', 'header'):
       by_kind['importance']['ledger_bytes'] += r.bytes
     else:
       by_kind[r.kind]['ledger_bytes'] += r.bytes

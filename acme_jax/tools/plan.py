@@ -53,21 +53,25 @@ def gate_units(config) -> int:
 def record_header_rounds(config, ledger, topology, arch):
   """The device <-> edge rounds of ACME.md 6, as the pipeline records them."""
   aggregation = config.aggregation
-  if aggregation.mode == 'wo_pruning' or aggregation.rounds == 0:
+  # wo_pruning and pruning_alone exchange nothing (`federated.acme`).
+  if aggregation.mode in ('wo_pruning', 'pruning_alone'):
     return
   personalized = aggregation.mode in choices.PERSONALIZED_MODES
-  signature = (aggregation.signature_samples *
-               arch.hidden_size if aggregation.signature == 'features' else
-               arch.num_classes) * FLOAT32
+  signature = (aggregation.signature_samples * arch.hidden_size
+               if aggregation.signature == 'features'
+               else arch.num_classes) * FLOAT32
+  layout = (2 + 4 * config.header.num_nodes) * FLOAT32   # prune.Layout
   importance = gate_units(config) * FLOAT32
   for r in range(aggregation.rounds):
     for d in topology.devices:
       edge = ('edge', d.edge_id)
-      if personalized and r == 0:
-        ledger.send(('device', d.id), edge, 'signature', signature, round=r)
+      if r == 0:
+        if personalized:
+          ledger.send(('device', d.id), edge, 'signature', signature,
+                      round=r)
+        ledger.send(('device', d.id), edge, 'header', layout, round=r)
       ledger.send(('device', d.id), edge, 'importance', importance, round=r)
       ledger.send(edge, ('device', d.id), 'importance', importance, round=r)
-
 
 def plan(config) -> dict:
   """Ledger comparison (as `ledger.compare`) plus the plan's facts.
@@ -130,9 +134,13 @@ def plan(config) -> dict:
             for d, pick in zip(topology.devices, picks)}
   native = data_lib.native_sample_bytes(config.data)
   model_input = data_lib.model_input_bytes(config.data)
+  full_model = ledger_lib.full_model_ledger(
+      [d.id for d in topology.devices],
+      FLOAT32 * costs.exact_param_count(arch, 1.0, 1.0))
   summary = ledger_lib.compare(ledger, transfers.centralized(
       topology, {i: n * (native + 4) for i, n in train_counts.items()},
-      models))
+      models), full_model)
+  summary['full_model_params'] = costs.exact_param_count(arch, 1.0, 1.0)
   summary['sensitivity'] = {
       'raw_sample_bytes': model_input,
       'comparison': ledger_lib.compare(ledger, transfers.centralized(
@@ -161,6 +169,12 @@ def main(argv):
        for d in summary['devices']]))
   print()
   print(report.ledger_table(summary))
+  full = summary['full_model_deployment']
+  print(f"\nfull-model deployment: ACME / full-model deployment = "
+        f"{full['ratio']:.4f} (hop-weighted; unweighted "
+        f"{full['ratio_unweighted']:.4f}); every device receiving the full "
+        f"pre-trained backbone ({summary['full_model_params']:,} parameters) "
+        f"instead of its customized subnet.")
   sens = summary['sensitivity']
   print(f"\nSensitivity (not the result): with the raw upload counted at the "
         f"model's input resolution ({sens['raw_sample_bytes']:,} bytes per "

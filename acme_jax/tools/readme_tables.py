@@ -107,6 +107,12 @@ def claims(results: dict) -> str:
     for kind, cell in results['headers']['nas_minus'].items():
       rows.append([f'NAS header beats {kind} (average over depths)',
                    stats.fmt_diff(cell), _verdict(cell)])
+  for c in results.get('header_budget', {}).get('cells', []):
+    for other, key in (('the best fixed head', 'nas_minus_fixed_best'),
+                       ('a random architecture', 'nas_minus_random')):
+      rows.append([f"NAS header beats {other} ({c['train_samples']} "
+                   f"samples, {c['budget']} budget)", stats.fmt_diff(c[key]),
+                   _verdict(c[key])])
   if 'aggregation' in results:
     agg = results['aggregation']
     for temperature, setups in agg.get('paper_order', {}).items():
@@ -120,6 +126,11 @@ def claims(results: dict) -> str:
   rows.append(['ACME moves 6% of the centralized bytes',
                f"{ledger['ratio']:.1%} (hop-weighted)", 'not reproduced'
                if ledger['ratio'] > 0.06 else 'holds'])
+  full = ledger.get('full_model_deployment')
+  if full:
+    rows.append(['ACME moves 6% of full-model deployment\'s bytes',
+                 f"{full['ratio']:.1%} (hop-weighted)", 'not reproduced'
+                 if full['ratio'] > 0.06 else 'holds'])
   return report.markdown_table(['claim', 'measured (paired diff ± 95% CI)',
                                 'verdict'], rows)
 
@@ -142,6 +153,14 @@ def render(results: dict) -> str:
     parts += ['#### Aggregation modes (mean device test accuracy; gain over '
               'wo_pruning)', f"_Source: {_source(results, 'aggregation')}._",
               report.aggregation_table(results['aggregation'])]
+  if 'header_budget' in results:
+    parts += ['#### Headers by search budget and local data size',
+              f"_Source: {_source(results, 'header_budget')}._",
+              report.budget_table(results['header_budget'])]
+  if 'engine_equivalence' in results:
+    parts += ['#### The client engine: loop vs vmap',
+              f"_Source: {_source(results, 'engine_equivalence')}._",
+              report.engine_table(results['engine_equivalence'])]
   if 'header_ablation' in results:
     parts += ['#### Why the searched header loses: an ablation',
               f"_Source: {_source(results, 'header_ablation')}._",

@@ -1,0 +1,166 @@
+"""Under which search budget and data size does the searched header beat
+the best fixed head, and random search? (ACME.md 5, 8)
+
+  python -m experiments.header_budget --config=configs/default.py --workdir=runs/default
+  python -m experiments.header_budget --config=configs/minilm_prototype.py --workdir=runs/proto
+
+On full-width backbones at depth `baselines.depth_fractions[0]`, each device's
+training split is cut to `baselines.train_sizes` samples (at most what it
+has; validation and test unchanged), and for each search budget
+(`baselines.search_budgets`) the searched header, the random architecture
+and the fixed heads are compared as in `experiments.headers`
+(`device/compare.py`: the same final training for every arm). A budget is
+the search's epochs and controller steps per epoch:
+
+  default     the config's header.search_epochs, controller_steps_per_epoch
+  x4          four times the default's epochs
+  prototype   the prototype's ratio of steps to samples: 130 epochs (about
+              one child step per training sample at batch 128) and 300
+              controller steps per 45,000 training samples per epoch (its
+              300 steps per epoch on ~45,000 images), at least one
+
+The random architecture and the fixed heads do not depend on the budget;
+they are trained once per repeat and size. Reports per (size, budget) the
+mean device test accuracy of each, and the paired differences searched -
+best fixed head and searched - random with 95% CIs over
+`baselines.repeats`; a gain holds where its CI excludes 0. Adds
+`header_budget` to results.json.
+"""
+import dataclasses
+
+import jax
+import numpy as np
+
+from acme_jax import config as config_lib
+from acme_jax import report
+from acme_jax import stats
+from acme_jax import streams
+from acme_jax import world as world_lib
+from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import stage as cloud_stage
+from acme_jax.data import stage as data_stage
+from acme_jax.device import compare
+from acme_jax.device import stage as device_stage
+from acme_jax.models import subnet as subnet_lib
+
+SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
+# The prototype's search (`train_search.py`, `run_hyperparams.sh`).
+PROTOTYPE_EPOCHS = 130
+PROTOTYPE_CONTROLLER_STEPS = 300
+PROTOTYPE_TRAIN_SAMPLES = 45_000
+
+
+def budget(hp: device_stage.DeviceHparams, name: str, samples: int):
+  """(search epochs, controller steps per epoch) of budget `name` for
+  devices with `samples` training samples."""
+  search = hp.search
+  if name == 'default':
+    return search.epochs, search.controller_steps_per_epoch
+  if name == 'x4':
+    return 4 * search.epochs, search.controller_steps_per_epoch
+  if name == 'prototype':
+    return PROTOTYPE_EPOCHS, max(1, round(
+        PROTOTYPE_CONTROLLER_STEPS * samples / PROTOTYPE_TRAIN_SAMPLES))
+  raise ValueError(f'unknown search budget {name!r}')
+
+
+def _cut(splits, n: int, seed: int):
+  """Each device's train split cut to n random samples (all if fewer)."""
+  out = []
+  for d, (train, val, test) in enumerate(splits):
+    if len(train) > n:
+      keep = np.sort(np.random.default_rng(seed + d).choice(len(train), n,
+                                                            replace=False))
+      train = train.take(keep)
+    out.append((train, val, test))
+  return out
+
+
+def one_repeat(world: world_lib.World, repeat: int, log):
+  config, topology = world.config, world.topology
+  hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
+  seed = config.seed + repeat
+  model, supernet = world.cloud.model, world.cloud.supernet
+  depth = config.baselines.depth_fractions[0]
+  sub = subnet_lib.for_model(model, 1.0, depth)
+  splits = data_stage.device_splits(
+      data_stage.PartitionHparams.from_config(config, seed=seed),
+      world.device_data, world.num_classes)
+  key = jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(config.seed), streams.BUDGET_EXPERIMENT), repeat)
+  rows = []
+  for n in config.baselines.train_sizes:
+    cut = _cut(splits, n, seed)
+    locals_ = device_stage.local_features(
+        hp, model, supernet, [sub] * topology.num_devices,
+        [cut[d.id] for d in topology.devices])
+    targets = device_stage.targets(hp, [
+        {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,
+         'depth_mult': depth, 'budget': config.system.header_allowance,
+         'params': 0} for d in topology.devices], key)
+    # Every arm at the default budget; the searched header again at each
+    # other (the random architecture and the fixed heads do not search).
+    base = compare.compare(hp, locals_, targets, seed)
+    samples = int(np.mean([len(c[0]) for c in cut]))
+    for name in config.baselines.search_budgets:
+      epochs, steps = budget(hp, name, samples)
+      nas_acc, search_steps = (base['mean_test_accuracy'][compare.NAS],
+                               base['search_steps'])
+      if name != 'default':
+        headers = device_stage.search_headers(dataclasses.replace(
+            hp, search=dataclasses.replace(
+                hp.search, epochs=epochs, controller_steps_per_epoch=steps)),
+                                              locals_, targets)
+        nas_acc = float(np.mean([h.result['test_accuracy'] for h in headers]))
+        search_steps = {
+            'child': [h.result['child_steps'] for h in headers],
+            'controller': [h.result['controller_steps'] for h in headers]}
+      row = {'train_samples': samples, 'budget': name, 'epochs': epochs,
+             'controller_steps_per_epoch': steps, compare.NAS: nas_acc,
+             compare.RANDOM: base['mean_test_accuracy'][compare.RANDOM],
+             compare.FIXED_BEST: base['mean_test_accuracy'][
+                 compare.FIXED_BEST],
+             'search_steps': search_steps}
+      rows.append(row)
+      log(f'[header_budget] repeat {repeat} n {samples} {name}: ' +
+          ', '.join(f'{k} {row[k]:.3f}' for k in
+                    (compare.NAS, compare.RANDOM, compare.FIXED_BEST)))
+  return rows
+
+
+def summarize(config, repeats) -> dict:
+  cells = []
+  for i, first in enumerate(repeats[0]):
+    column = [rep[i] for rep in repeats]
+    nas = [r[compare.NAS] for r in column]
+    cells.append({
+        'train_samples': first['train_samples'], 'budget': first['budget'],
+        'epochs': first['epochs'],
+        'controller_steps_per_epoch': first['controller_steps_per_epoch'],
+        'accuracy': {k: stats.mean_ci([r[k] for r in column]) for k in
+                     (compare.NAS, compare.RANDOM, compare.FIXED_BEST)},
+        'nas_minus_fixed_best': stats.paired(
+            nas, [r[compare.FIXED_BEST] for r in column]),
+        'nas_minus_random': stats.paired(
+            nas, [r[compare.RANDOM] for r in column])})
+  return {'cells': cells, 'repeats': len(repeats), 'rows': repeats,
+          'depth_fraction': config.baselines.depth_fractions[0]}
+
+
+def run(config, workdir, log=print) -> dict:
+  world = world_lib.build(config, workdir, log)
+  fingerprint = config_lib.subset(config, SECTIONS)
+  repeats = [world.wd.cached_stage(
+      f'experiments/header_budget/repeat_{r}.json', fingerprint,
+      lambda r=r: one_repeat(world, r, log))
+             for r in range(config.baselines.repeats)]
+  result = summarize(config, repeats)
+  workdir_lib.atomic_write_json(world.wd / 'header_budget.json', result)
+  report.write_results(world.wd, {'header_budget': result}, config)
+  log('\n' + report.budget_table(result))
+  return result
+
+
+if __name__ == '__main__':
+  from acme_jax import cli
+  cli.main(run)
