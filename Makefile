@@ -22,6 +22,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/python -m experiments.headers --config=$(CONFIG) --workdir=$(WORKDIR)
 	$(VENV)/bin/python -m experiments.aggregation --config=$(CONFIG) --workdir=$(WORKDIR)
 	$(VENV)/bin/python -m experiments.header_budget --config=$(CONFIG) --workdir=$(WORKDIR)
+	$(VENV)/bin/python -m experiments.baselines --config=$(CONFIG) --workdir=$(WORKDIR)
 
 # The same at 5 repeats (mean +- 95% CI), as the README reports them, and
 # the client engine's strategies compared.

@@ -65,5 +65,8 @@ ROUND_OPTIMIZERS = ('header', 'sgd')
 # (the prototype: no stem or cell-output channel).
 PRUNE_SETS = ('all', 'separable')
 
+# federated baselines (experiments.baselines)
+FEDERATED_METHODS = ('fedavg', 'fedper', 'heterofl', 'fjord', 'depthfl')
+
 # client engine
 STRATEGIES = ('auto', 'loop', 'vmap', 'sharded')

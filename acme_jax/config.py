@@ -59,6 +59,8 @@ def validate(config):
   _validate_selection_and_system(config)
   _validate_header(config)
   _validate_aggregation(config)
+  if 'federated' in config:
+    _validate_federated(config)
   one_of(config, 'engine.strategy', choices.STRATEGIES)
   check(config, 'engine.chunk', lambda v: isinstance(v, int) and v >= 0,
         'must be a whole number >= 0 (0: all users at once)')
@@ -287,6 +289,21 @@ def _validate_aggregation(config):
   one_of(config, f'{a}.prune_set', choices.PRUNE_SETS)
   fraction(config, f'{a}.criterion_momentum', low_open=False)
   boolean(config, f'{a}.finetune_last')
+
+
+def _validate_federated(config):
+  f = 'federated'
+  some_of(config, f'{f}.methods', choices.FEDERATED_METHODS)
+  some_of(config, f'{f}.setups', choices.PARTITIONS)
+  for name in ('rounds', 'local_epochs', 'cloud_every', 'batch_size',
+               'repeats'):
+    positive_int(config, f'{f}.{name}')
+  non_negative_int(config, f'{f}.finetune_epochs')
+  positive_numbers(config, f'{f}.lrs')
+  fraction(config, f'{f}.momentum', low_open=False)
+  non_negative_number(config, f'{f}.weight_decay')
+  fraction(config, f'{f}.kd_weight', low_open=False, high_open=False)
+  positive_number(config, f'{f}.kd_temperature')
 
 
 def _check_header_allowance(config):

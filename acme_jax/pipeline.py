@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from acme_jax import config as config_lib
+from acme_jax import figures
 from acme_jax import report
 from acme_jax import streams
 from acme_jax import world as world_lib
@@ -48,14 +49,19 @@ def run(config, workdir, log=print):
   return write_report(world, customized, log)
 
 
-def customize(world: world_lib.World, log=print) -> dict:
-  """Edge, device and rounds for every device of the world."""
+def customize(world: world_lib.World, log=print, splits=None,
+              key=None) -> dict:
+  """Edge, device and rounds for every device of the world (holding
+  `splits`, default the world's; `key`, default the main job's)."""
   config = world.config
   device_hp = device_stage.DeviceHparams.from_config(config,
                                                      world.num_classes)
   rounds_hp = acme.RoundsHparams.from_config(config)
-  key = jax.random.fold_in(jax.random.key(config.seed), streams.DEVICES)
-  delivery = edge_stage.deliver(config, world, world.splits, device_hp, log)
+  if key is None:
+    key = jax.random.fold_in(jax.random.key(config.seed), streams.DEVICES)
+  delivery = edge_stage.deliver(config, world,
+                                world.splits if splits is None else splits,
+                                device_hp, log)
   headers = device_headers(world, device_hp, delivery, key, log)
   for record, header in zip(delivery.records, headers):
     r = header.result
@@ -152,7 +158,7 @@ def write_report(world: world_lib.World, customized: dict, log=print):
                                 report.grid_table(results['cloud']['grid']) +
                                 '\n')
   results = report.write_results(wd, results, world.config)
-  workdir_lib.atomic_save_figure(wd / 'pareto.png', report.pareto_figure(
+  workdir_lib.atomic_save_figure(wd / 'pareto.png', figures.pareto_figure(
       world.selection, devices))
   log('\n' + report.grid_table(results['cloud']['grid']))
   log('\n' + report.devices_table(devices))

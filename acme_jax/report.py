@@ -130,6 +130,34 @@ def aggregation_table(aggregation) -> str:
           'excludes 0.')
 
 
+def baselines_table(baselines) -> str:
+  """ACME and the federated baselines per setup: mean and worst-device
+  test accuracy (± 95% CI over repeats), ACME minus the method (paired;
+  * = its CI excludes 0), hop-weighted bytes and their ratio to ACME's,
+  device-side training FLOPs and the chosen peak rate."""
+  rows = []
+  for setup in baselines['setups']:
+    for name in baselines['methods']:
+      cell = baselines['by_setup'][setup][name]
+      minus = baselines['acme_minus'][setup].get(name)
+      rates = sorted({r for r in cell['lrs'] if r is not None})
+      rows.append([setup, name, stats.fmt(cell['accuracy']),
+                   stats.fmt(cell['worst']),
+                   stats.fmt_diff(minus['accuracy']) if minus else '',
+                   stats.fmt_diff(minus['worst']) if minus else '',
+                   _mb(cell['bytes']), f"{cell['bytes_vs_acme']:.2f}",
+                   f"{cell['device_flops'] / 1e9:,.4g}",
+                   '/'.join(f'{r:g}' for r in rates)])
+  return (markdown_table(
+      ['setup', 'method', 'mean test acc', 'worst-device test acc',
+       'ACME - method (mean)', 'ACME - method (worst)', 'MB (hop-weighted)',
+       'bytes / ACME', 'device GFLOPs', 'lr'], rows) +
+          f"\n\n{baselines['repeats']} repeat(s); ± = 95% CI over repeats; "
+          '* = the paired difference\'s CI excludes 0; device GFLOPs: mean '
+          'training FLOPs per device; lr: the peak rate picked on '
+          'validation.')
+
+
 def ablation_table(ablation) -> str:
   """experiments.header_ablation: each column's accuracy and its paired
   difference to nas_shared (the prototype's procedure)."""
@@ -144,55 +172,6 @@ def ablation_table(ablation) -> str:
   return (markdown_table(['depth fraction'] + columns, rows) +
           f"\n\n{ablation['repeats']} repeat(s); ± = 95% CI; * = the paired "
           'difference to nas_shared has a CI excluding 0.')
-
-
-def _plt():
-  import matplotlib
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt
-  return plt
-
-
-def _err(cell):
-  return 0.0 if cell['ci'] is None else cell['ci']
-
-
-def headers_figure(headers):
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
-  depths = [r['depth_fraction'] for r in headers['by_depth']]
-  for kind in headers['average']:
-    cells = [r['accuracy'][kind] for r in headers['by_depth']]
-    ax.errorbar(depths, [c['mean'] for c in cells],
-                yerr=[_err(c) for c in cells], marker='o', capsize=3,
-                lw=2.5 if kind == 'acme_nas' else 1.2, label=kind)
-  ax.set_ylim(0, 1)
-  ax.set_xlabel('backbone depth fraction (full width)')
-  ax.set_ylabel('mean device test accuracy')
-  ax.set_title(f'Header: ACME NAS vs fixed heads '
-               f'({headers["repeats"]} repeats, 95% CI)')
-  ax.legend()
-  return fig
-
-
-def aggregation_figure(aggregation):
-  plt = _plt()
-  setups = list(aggregation['by_setup'])
-  modes = list(aggregation['by_setup'][setups[0]])
-  fig, ax = plt.subplots(figsize=(8.5, 4.5))
-  width = 0.8 / len(modes)
-  for m, mode in enumerate(modes):
-    cells = [aggregation['by_setup'][s][mode] for s in setups]
-    ax.bar([i + m * width for i in range(len(setups))],
-           [c['mean'] for c in cells], width,
-           yerr=[_err(c) for c in cells], capsize=2, label=mode)
-  ax.set_xticks([i + 0.4 - width / 2 for i in range(len(setups))], setups)
-  ax.set_ylim(0, 1)  # from 0: bar heights compare honestly
-  ax.set_ylabel('mean device test accuracy')
-  ax.set_title(f'Personalized architecture aggregation '
-               f'({aggregation["repeats"]} repeats, 95% CI)')
-  ax.legend(fontsize=7, loc='lower right')
-  return fig
 
 
 def ledger_table(summary) -> str:
@@ -282,57 +261,36 @@ def write_results(wd, sections: dict, config=None) -> dict:
   here = provenance()
   results.setdefault('provenance', {}).update({k: here for k in sections})
   workdir_lib.atomic_write_json(path, results)
-  if 'devices' in results:
-    workdir_lib.atomic_write_text(wd / 'report.md', markdown_report(results))
+  workdir_lib.atomic_write_text(wd / 'report.md', markdown_report(results))
   return workdir_lib.read_json(path)
 
 
 def markdown_report(results) -> str:
-  """The whole report as one markdown document (what `report.md` holds)."""
-  sel = results['selection']
-  gain = sel['tradeoff_gain_vs_highest_accuracy']
-  parts = [
-      f"# ACME on {results['dataset']}",
-      '## Cloud: measured subnet grid',
-      grid_table(results['cloud']['grid']),
-      '## Selection: PFG and baselines (normalised values)',
-      picks_table(sel),
-      f"Trade-off gain of PFG vs highest accuracy: "
-      f"{'n/a' if gain is None else f'{gain:+.1%}'}",
-      '## Devices: backbone chosen at the edge',
-      devices_table(results['devices']),
-      '## Communication ledger',
-      ledger_table(results['ledger']),
-  ]
+  """The whole report as one markdown document (what `report.md` holds):
+  the main job's sections and each experiment's that has run."""
+  parts = [f"# ACME on {results.get('dataset', 'its dataset')}"]
+  if 'devices' in results:
+    sel = results['selection']
+    gain = sel['tradeoff_gain_vs_highest_accuracy']
+    parts += [
+        '## Cloud: measured subnet grid',
+        grid_table(results['cloud']['grid']),
+        '## Selection: PFG and baselines (normalised values)',
+        picks_table(sel),
+        f"Trade-off gain of PFG vs highest accuracy: "
+        f"{'n/a' if gain is None else f'{gain:+.1%}'}",
+        '## Devices: backbone chosen at the edge',
+        devices_table(results['devices']),
+        '## Communication ledger',
+        ledger_table(results['ledger']),
+    ]
   if 'headers' in results:
     parts += ['## Headers: NAS vs fixed heads (mean device test accuracy)',
               headers_table(results['headers'])]
   if 'aggregation' in results:
     parts += ['## Aggregation modes (mean device test accuracy; gain over '
               'wo_pruning)', aggregation_table(results['aggregation'])]
+  if 'baselines' in results:
+    parts += ['## ACME and the federated baselines',
+              baselines_table(results['baselines'])]
   return '\n\n'.join(parts) + '\n'
-
-
-def pareto_figure(selection, devices):
-  """Predicted accuracy vs size over the fine grid, front and device picks."""
-  import matplotlib
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt
-  grid = selection['grid']
-  params = [p / 1e3 for p in grid['params']]
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
-  ax.scatter(params, grid['accuracy'], s=8, c='0.75', label='fine grid')
-  front = [i for i, f in enumerate(grid['on_front']) if f]
-  ax.scatter([params[i] for i in front], [grid['accuracy'][i] for i in front],
-             s=16, c='tab:blue', label='front')
-  ax.scatter([d['params'] / 1e3 for d in devices],
-             [d['predicted_accuracy'] for d in devices], s=90, marker='*',
-             c='tab:red', label='device picks', zorder=3)
-  for d in devices:
-    ax.annotate(str(d['device']), (d['params'] / 1e3, d['predicted_accuracy']),
-                textcoords='offset points', xytext=(4, 4), fontsize=8)
-  ax.set_xlabel('backbone parameters (thousands)')
-  ax.set_ylabel('predicted accuracy')
-  ax.set_title('Pareto Front Grid and edge choices')
-  ax.legend(loc='lower right')
-  return fig

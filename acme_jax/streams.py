@@ -13,6 +13,7 @@ HEADERS_EXPERIMENT = 3   # experiments.headers and header_ablation
 AGGREGATION_EXPERIMENT = 4
 BUDGET_EXPERIMENT = 5    # experiments.header_budget
 ENGINE_EXPERIMENT = 6    # experiments.engine_equivalence
+BASELINES_EXPERIMENT = 7  # experiments.baselines
 
 # Added to config.seed: the elastic stages' data order and augmentation.
 WIDTH_STAGE_SEED = 1

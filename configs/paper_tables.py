@@ -18,4 +18,5 @@ def get_config(arg=None):
   config = default.get_config()
   config.baselines.repeats = 5
   config.aggregation.repeats = 5
+  config.federated.repeats = 5
   return config

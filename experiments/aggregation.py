@@ -25,6 +25,7 @@ import numpy as np
 from acme_jax import choices
 from acme_jax import config as config_lib
 from acme_jax import pipeline
+from acme_jax import figures
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import streams
@@ -154,7 +155,7 @@ def run(config, workdir, log=print) -> dict:
   wd = world.wd
   workdir_lib.atomic_write_json(wd / 'aggregation.json', aggregation)
   workdir_lib.atomic_save_figure(wd / 'aggregation.png',
-                                 report.aggregation_figure(aggregation))
+                                 figures.aggregation_figure(aggregation))
   report.write_results(wd, {'aggregation': aggregation}, config)
   log('\n' + report.aggregation_table(aggregation))
   log(f'\naggregation: {wd / "aggregation.json"}, plot: '

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from acme_jax import config as config_lib
+from acme_jax import figures
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import streams
@@ -105,7 +106,7 @@ def run(config, workdir, log=print) -> dict:
   wd = world.wd
   workdir_lib.atomic_write_json(wd / 'headers.json', headers)
   workdir_lib.atomic_save_figure(wd / 'headers.png',
-                                 report.headers_figure(headers))
+                                 figures.headers_figure(headers))
   report.write_results(wd, {'headers': headers}, config)
   log('\n' + report.headers_table(headers))
   log(f'\nheaders: {wd / "headers.json"}, plot: {wd / "headers.png"}')

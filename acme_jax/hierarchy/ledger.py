@@ -163,6 +163,16 @@ class Ledger:
     return self._sum(lambda r: ((r.src_tier, r.src_id), (r.dst_tier, r.dst_id)),
                      weighted)
 
+  def by_device(self, weighted: bool = True) -> dict:
+    """device id -> {'down': bytes it received, 'up': bytes it sent}."""
+    out = {}
+    for (src, dst), amount in self.by_link(weighted).items():
+      for (tier, i), way in ((dst, 'down'), (src, 'up')):
+        if tier == 'device':
+          entry = out.setdefault(i, {'down': 0, 'up': 0})
+          entry[way] += amount
+    return out
+
   def to_records(self) -> list:
     """JSON-ready list of dicts, one per transfer, in order."""
     return [dataclasses.asdict(r) for r in self._records]

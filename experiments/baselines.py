@@ -1,0 +1,274 @@
+"""ACME or a federated method? The baselines on ACME's data, budgets and
+ledger.
+
+  python -m experiments.baselines --config=configs/default.py --workdir=runs/default
+  python -m experiments.baselines --config=configs/paper_tables.py --workdir=runs/tables
+
+On the world's devices, edges and budgets, and on each partition of
+`federated.setups` (Dirichlet, IID, C2, C3, C4), every method of
+`federated.methods` (FedAvg with local fine-tuning, FedPer, HeteroFL,
+FjORD, DepthFL; `acme_jax/federated/`) runs `federated.rounds` rounds of
+`federated.local_epochs` from the cloud's fine-tuned, importance-reordered
+teacher (the reordering puts the most important heads and neurons first,
+which the width-nested methods keep), edges averaging every round and the
+cloud every `federated.cloud_every`; ACME runs its own device stage on the
+same partition (`pipeline.customize`). Every deployed model fits its
+device's budget; every byte is a ledger record.
+
+Per method and setup: mean and worst-device test accuracy (mean ± 95% CI
+over `federated.repeats`; each repeat redraws the partition and keys),
+bytes (hop-weighted) and bytes relative to ACME's, device-side training
+FLOPs, rounds and wall time; and ACME minus each method, paired over the
+repeats. Adds `baselines` to results.json, a table to report.md and
+`baselines.png` (accuracy against bytes).
+"""
+import dataclasses
+import time
+
+import jax
+import numpy as np
+
+from acme_jax import config as config_lib
+from acme_jax import pipeline
+from acme_jax import figures
+from acme_jax import report
+from acme_jax import stats
+from acme_jax import streams
+from acme_jax import workdir as workdir_lib
+from acme_jax import world as world_lib
+from acme_jax.data import stage as data_stage
+from acme_jax.federated import (depthfl, fedavg, fedper, heterofl, fjord,
+                                hierarchical, local)
+from acme_jax.federated import flops as flops_lib
+from acme_jax.federated import holdings as holdings_lib
+from acme_jax.federated.method import FederatedHparams
+from acme_jax.hierarchy.ledger import Ledger
+from acme_jax.models import subnet as subnet_lib
+
+SECTIONS = world_lib.DEVICE_SECTIONS + ('federated',)
+METHODS = {'fedavg': fedavg, 'fedper': fedper, 'heterofl': heterofl,
+           'fjord': fjord, 'depthfl': depthfl}
+
+
+def teacher_params(world: world_lib.World):
+  """The cloud's fine-tuned teacher, importance-reordered when the config
+  reorders (what every method starts from)."""
+  name = ('cloud/reordered' if world.config.cloud.reorder
+          else 'cloud/teacher')
+  return workdir_lib.restore(world.wd / name, world.cloud.supernet)
+
+
+def setup_splits(world: world_lib.World, setup: str, seed: int):
+  """The devices' splits under partition `setup`: a category setup takes
+  `aggregation.fraction_per_class` of each class, as the aggregation
+  experiment."""
+  config = world.config
+  fraction = (config.aggregation.fraction_per_class
+              if setup in data_stage.partition.CATEGORY_SCHEMES else None)
+  return data_stage.device_splits(
+      data_stage.PartitionHparams.from_config(
+          config, scheme=setup, fraction_per_class=fraction, seed=seed),
+      world.device_data, world.num_classes)
+
+
+def run_method(name: str, world: world_lib.World, params, splits,
+               hp: FederatedHparams) -> dict:
+  """One federated method on one partition, at each peak rate of
+  `federated.lrs`; reports the rate with the best mean device validation
+  accuracy: per device its budget, deployed parameters, accuracy, bytes
+  and training FLOPs; the ledger's totals. A device no model of the method
+  fits is not served: it trains nothing and scores 0."""
+  t0 = time.time()
+  module = METHODS[name]
+  model = world.cloud.model
+  budgets = [d.budget for d in world.topology.devices]
+  params, holdings = module.setup(model, params, budgets)
+  devices = local.devices(world.topology, splits, holdings,
+                          world.num_classes, module.METHOD.label_split)
+  if not devices:
+    hp = dataclasses.replace(hp, lrs=(None,))
+  tried = [_one_rate(module, model, dataclasses.replace(hp, lr=lr), params,
+                     devices) if devices else _nothing() for lr in hp.lrs]
+  best = int(np.argmax([np.mean(t['val'] or [0.0]) for t in tried]))  # 1st tie
+  run, ledger = tried[best], tried[best]['ledger']
+  traffic = ledger.by_device()
+  served = {d.id: (d, v, a, f) for d, v, a, f in zip(
+      devices, run['val'], run['test'], run['flops'])}
+  out = {'devices': []}
+  for device in world.topology.devices:
+    if device.id not in served:  # no model of the method fits its budget
+      out['devices'].append({
+          'device': device.id, 'budget': device.budget, 'served': False,
+          'params': 0, 'val_accuracy': 0.0, 'test_accuracy': 0.0,
+          'flops': 0.0, 'bytes_down': 0, 'bytes_up': 0})
+      continue
+    d, v, a, f = served[device.id]
+    out['devices'].append({
+        'device': d.id, 'budget': device.budget, 'served': True,
+        'params': holdings_lib.held_count(d.holding.holder),
+        'val_accuracy': v, 'test_accuracy': a, 'flops': f,
+        'bytes_down': traffic[d.id]['down'], 'bytes_up': traffic[d.id]['up']})
+  out.update(lr=hp.lrs[best],
+             val_by_lr=[float(np.mean(t['val'] or [0.0])) for t in tried],
+             bytes=ledger.total(), bytes_unweighted=ledger.total(False),
+             rounds=hp.rounds, seconds=time.time() - t0)
+  return out
+
+
+def _nothing() -> dict:
+  return {'val': [], 'test': [], 'flops': [], 'ledger': Ledger()}
+
+
+def _one_rate(module, model, hp: FederatedHparams, params, devices) -> dict:
+  """The method's rounds and deployment at one peak rate."""
+  state, ledger = module.init(params, devices), Ledger()
+  flops = {d.id: 0.0 for d in devices}
+  for _ in range(hp.rounds):
+    state, spent = module.apply(model, hp, state, devices, ledger)
+    for d, f in spent.items():
+      flops[d] += f
+  deployed = hierarchical.deploy(module.METHOD, model, hp, state, devices,
+                                 ledger)
+  return {'val': deployed['val'], 'test': deployed['test'], 'ledger': ledger,
+          'flops': [flops[d.id] + f for d, f in zip(devices,
+                                                    deployed['flops'])]}
+
+
+def run_acme(world: world_lib.World, splits, key) -> dict:
+  """ACME's device stage on the same partition (the main job's settings)."""
+  t0 = time.time()
+  customized = pipeline.customize(world, lambda *_: None, splits, key)
+  ledger = Ledger.from_records(customized['ledger'])
+  traffic = ledger.by_device()
+  devices = [{'device': d['device'], 'budget': d['budget'],
+              'params': d['total_params'], 'test_accuracy': d['test_accuracy'],
+              'flops': acme_flops(world, d),
+              'bytes_down': traffic[d['device']]['down'],
+              'bytes_up': traffic[d['device']]['up']}
+             for d in customized['devices']]
+  return {'devices': devices, 'bytes': ledger.total(),
+          'bytes_unweighted': ledger.total(False),
+          'rounds': world.config.aggregation.rounds,
+          'seconds': time.time() - t0}
+
+
+def acme_flops(world: world_lib.World, record: dict) -> float:
+  """ACME's device-side training FLOPs, estimated: the backbone run once
+  over the local data (the cached features), and every header step
+  (search, final training at each rate, the rounds) at 2 FLOPs per header
+  weight per token, three times for a training step."""
+  model, config = world.cloud.model, world.config
+  sub = subnet_lib.for_model(model, record['width_mult'],
+                             record['depth_mult'])
+  samples = sum(record['local_samples'])
+  t = flops_lib.tokens(model)
+  backbone = (flops_lib.embed_flops(model, world.cloud.supernet, t) +
+              flops_lib.forward_flops(model, subnet_lib.masks(model, sub), t))
+  positions = t - 1
+  per_sample = 2.0 * record['nas_header_params'] * positions
+  header, rounds = config.header, config.aggregation
+  train = record['local_samples'][0]
+  search = header.search_epochs * (3 * train + header.batch_size *
+                                   header.controller_steps_per_epoch)
+  final = 3 * train * header.finetune_epochs * len(header.finetune_lrs)
+  rounds_ = 3 * train * rounds.rounds * (rounds.local_epochs +
+                                         rounds.finetune_epochs)
+  return backbone * samples + per_sample * (search + final + rounds_)
+
+
+def one_setup(world: world_lib.World, repeat: int, s: int, log) -> dict:
+  """ACME and every method on partition `federated.setups[s]` of
+  `repeat` (its partition seed and keys)."""
+  config = world.config
+  setup = config.federated.setups[s]
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(config.seed), streams.BASELINES_EXPERIMENT), repeat), s)
+  hp = dataclasses.replace(FederatedHparams.from_config(config),
+                           seed=config.seed + 1000 * repeat + s)
+  splits = setup_splits(world, setup, config.seed + repeat)
+  runs = {'acme': run_acme(world, splits, key)}
+  params = teacher_params(world)
+  for name in config.federated.methods:
+    runs[name] = run_method(name, world, params, splits, hp)
+  log(f'[baselines] repeat {repeat} {setup}: ' + ', '.join(
+      f"{k} {np.mean([d['test_accuracy'] for d in v['devices']]):.3f}"
+      for k, v in runs.items()))
+  return runs
+
+
+def _cell(runs: list) -> dict:
+  """One method on one setup over the repeats: mean and worst-device test
+  accuracy (mean ± 95% CI), bytes, device FLOPs, rates, time."""
+  means = [float(np.mean([d['test_accuracy'] for d in r['devices']]))
+           for r in runs]
+  worst = [float(np.min([d['test_accuracy'] for d in r['devices']]))
+           for r in runs]
+  return {'accuracy': stats.mean_ci(means), 'worst': stats.mean_ci(worst),
+          'bytes': float(np.mean([r['bytes'] for r in runs])),
+          'bytes_unweighted': float(np.mean([r['bytes_unweighted']
+                                             for r in runs])),
+          'device_flops': float(np.mean([d['flops'] for r in runs
+                                         for d in r['devices']])),
+          'lrs': [r.get('lr') for r in runs],
+          'rounds': runs[0]['rounds'],
+          'wall_seconds': float(np.mean([r['seconds'] for r in runs])),
+          'devices': runs[0]['devices']}
+
+
+def summarize(config, repeats) -> dict:
+  """`repeats[r][setup][method]` -> the baselines section: per setup and
+  method a cell (`_cell`), bytes relative to ACME's and ACME minus the
+  method, paired over repeats; and, per method, the first setup's numbers
+  at the top level (ACME's main partition)."""
+  setups = list(config.federated.setups)
+  names = ['acme'] + list(config.federated.methods)
+  by_setup, acme_minus = {}, {}
+  for setup in setups:
+    cells = {n: _cell([rep[setup][n] for rep in repeats]) for n in names}
+    for n in names:
+      cells[n]['bytes_vs_acme'] = cells[n]['bytes'] / cells['acme']['bytes']
+    acme = cells['acme']
+    acme_minus[setup] = {
+        n: {k: stats.paired(acme[k]['values'], cells[n][k]['values'])
+            for k in ('accuracy', 'worst')} for n in names[1:]}
+    by_setup[setup] = cells
+  main = by_setup[setups[0]]
+  out = {n: {'mean_test_accuracy': main[n]['accuracy']['mean'],
+             'ci95': main[n]['accuracy']['ci'],
+             'worst_test_accuracy': main[n]['worst']['mean'],
+             'worst_ci95': main[n]['worst']['ci'],
+             'bytes': main[n]['bytes'],
+             'bytes_vs_acme': main[n]['bytes_vs_acme'],
+             'devices': main[n]['devices']} for n in names}
+  out.update(setups=setups, methods=names, repeats=len(repeats),
+             by_setup=by_setup, acme_minus=acme_minus)
+  return out
+
+
+def run(config, workdir, log=print) -> dict:
+  category = data_stage.partition.CATEGORY_SCHEMES
+  world = world_lib.build(config, workdir, log, partitions=[
+      (data_stage.PartitionHparams.from_config(
+          config, scheme=s,
+          fraction_per_class=(config.aggregation.fraction_per_class
+                              if s in category else None)),
+       'federated.setups') for s in config.federated.setups])
+  fingerprint = config_lib.subset(config, SECTIONS)
+  fingerprint['federated'].pop('repeats')  # repeat r is the same at any count
+  repeats = [{setup: world.wd.cached_stage(
+      f'experiments/baselines/repeat_{r}/{setup}.json', fingerprint,
+      lambda r=r, s=s: one_setup(world, r, s, log))
+              for s, setup in enumerate(config.federated.setups)}
+             for r in range(config.federated.repeats)]
+  result = summarize(config, repeats)
+  workdir_lib.atomic_write_json(world.wd / 'baselines.json', result)
+  workdir_lib.atomic_save_figure(world.wd / 'baselines.png',
+                                 figures.baselines_figure(result))
+  report.write_results(world.wd, {'baselines': result}, config)
+  log('\n' + report.baselines_table(result))
+  return result
+
+
+if __name__ == '__main__':
+  from acme_jax import cli
+  cli.main(run)
