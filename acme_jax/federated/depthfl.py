@@ -1,9 +1,12 @@
 """DepthFL (Kim et al. 2023): each device trains the first k blocks its
 budget allows (full width) with a classifier after each of them; the
 classifiers learn from the labels and from each other (mutual
-self-distillation); a device predicts with the ensemble of its
-classifiers. Each block and classifier is averaged over the devices that
-hold it, weighted by their samples."""
+self-distillation, the other side held fixed); a device predicts with the
+mean of its classifiers' logits. Each block and classifier is a plain
+average over the devices that hold it. This is the FedAvg form of DepthFL
+(Flower's baseline with `feddyn=false`): no FedDyn correction, and no
+ramp-up of the distillation weight (the reference ramps it over its first
+300 of 1,000 rounds; a 10-round run would barely distil at all)."""
 import functools
 
 import jax
@@ -13,7 +16,7 @@ from acme_jax.federated import hierarchical
 from acme_jax.federated import holdings as holdings_lib
 from acme_jax.federated.method import Method
 
-METHOD = Method('depthfl', loss='depthfl')
+METHOD = Method('depthfl', loss='depthfl', weighting='count')
 # The model's own final norm, pooler and head are not used: the exits
 # replace them, so no device holds them.
 UNUSED = ('ln_final', 'head', 'pooler')

@@ -2,8 +2,10 @@
 nested submodel its budget allows (as HeteroFL) and at every local step
 trains a width drawn uniformly from the widths up to its own; with
 self-distillation, its widest submodel learns from the labels and teaches
-the sampled one. Each parameter is averaged over the devices that hold it,
-weighted by their samples (as FjORD's aggregation of nested slices)."""
+the sampled one: CE(widest, y) + (1 - a) CE(sampled, y) + a T^2
+KL(widest / T || sampled / T), the paper's form (Flower's code is a = 1,
+T = 1). Each parameter is averaged over the devices that hold it, weighted
+by their samples (as FjORD's aggregation of nested slices)."""
 import functools
 
 from acme_jax.federated import hierarchical, heterofl

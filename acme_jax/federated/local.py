@@ -169,8 +169,8 @@ def _programs(model, method: Method, momentum: float, weight_decay: float,
     x, y = consts.x[batch['idx']], consts.y[batch['idx']]
     masks = Masks(batch['heads'], batch['neurons'], batch['layers'])
     z = outputs(params, x, masks, consts.classes)
-    if method.loss == 'depthfl':  # the device's exits, ensembled
-      z = jnp.sum(jax.nn.softmax(z, -1) * batch['exits'][:, None, None], 0)
+    if method.loss == 'depthfl':  # the mean of its exits' logits
+      z = jnp.sum(z * batch['exits'][:, None, None], 0)
     correct = jnp.sum((jnp.argmax(z, -1) == y) * batch['w'])
     return params, sums + jnp.stack([correct, batch['w'].sum()])
 
