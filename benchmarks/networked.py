@@ -1,14 +1,18 @@
-"""Rounds per minute of the networked loop as device processes grow.
+"""The networked loop with Flower's stock per-message ClientApp processes
+and with warm device workers, side by side, as device processes grow.
 
-  python -m benchmarks.networked --devices=6,24,96
-  python -m benchmarks.networked --devices=6,24 --in_flight=0 --rounds=3
+  python -m benchmarks.networked --devices=6,12 --warm_only=24
+  python -m benchmarks.networked --devices=6 --modes=warm --rounds=3
 
-Each count is a full networked run on this machine (2 edges, the devices
-split evenly, iid data, the default model with short cloud and header
-schedules: accuracy is not the point), every tier its own process with TLS
-and device keys. The cloud stages are trained once and copied to every run.
-A watchdog stops a run when the machine's available memory falls below
---min_available_gb; the table says where it stopped and why.
+Each (count, mode) is a full networked run on this machine (2 edges, the
+devices split evenly, iid data, the default model with short cloud and
+header schedules: accuracy is not the point), every tier its own process
+with TLS and device keys. The cloud stages are trained once and copied to
+every run. Per run: seconds per round, the median seconds from a request to
+its reply per message kind, and peak memory per process kind. A watchdog
+stops a run when the machine's available memory falls below
+--min_available_gb; the table says where it stopped and why. The last lines
+read `networked at N devices: stock X s/round, warm Y s/round`.
 """
 import json
 import os
@@ -20,9 +24,14 @@ import time
 from absl import app, flags
 
 from acme_jax import cli
-from acme_jax.networked import launcher, processes
+from acme_jax import workdir as workdir_lib
+from acme_jax.networked import launcher, processes, report
 
-DEVICES = flags.DEFINE_list('devices', ['6', '24', '96'], 'device counts')
+DEVICES = flags.DEFINE_list('devices', ['6', '12'],
+                            'device counts run in every mode of --modes')
+WARM_ONLY = flags.DEFINE_list('warm_only', [],
+                              'device counts run in warm mode only')
+MODES = flags.DEFINE_list('modes', ['stock', 'warm'], 'stock and/or warm')
 ROUNDS = flags.DEFINE_integer('rounds', 2, 'aggregation rounds per run')
 IN_FLIGHT = flags.DEFINE_integer(
     'in_flight', 4, 'requests an edge keeps in flight (network.max_in_flight; '
@@ -35,7 +44,7 @@ RUN_TIMEOUT = flags.DEFINE_float('run_timeout_s', 7200.0,
                                  'stop a run that takes longer')
 
 
-def bench_config(devices: int):
+def bench_config(devices: int, warm: bool = True):
   from configs import default
   config = default.get_config()
   for stage in (config.cloud.teacher, config.cloud.width_stage,
@@ -51,6 +60,7 @@ def bench_config(devices: int):
   aggregation.rounds, aggregation.local_epochs, aggregation.finetune_epochs = ROUNDS.value, 1, 1
   network = config.network
   network.max_in_flight = IN_FLIGHT.value
+  network.warm_workers = warm
   network.timeout_s, network.setup_timeout_s = 1800.0, 3600.0
   network.join_timeout_s, network.run_timeout_s = 900.0, RUN_TIMEOUT.value
   return config
@@ -64,7 +74,7 @@ def _available_gb() -> float:
 
 
 KINDS = ('flower-supernode', 'flwr-clientapp', 'flower-superlink',
-         'flwr-serverapp', 'flower-superexec')
+         'flwr-serverapp', 'flower-superexec', 'acme_jax.networked.worker')
 
 
 def _tree_rss_gb(pid: int):
@@ -110,49 +120,57 @@ class Watch:
     self._done.set()
 
 
+def one_run(count: int, mode: str, wd: pathlib.Path, cloud) -> dict:
+  """A networked run of `count` devices in `mode`; its row."""
+  if cloud is not None and not (wd / 'cloud').exists():
+    shutil.copytree(cloud, wd / 'cloud')
+  run = launcher.Launcher(bench_config(count, mode == 'warm'), wd,
+                          log=lambda *_: None)
+  watch, t0 = Watch(run), time.time()
+  row = {'devices': count, 'mode': mode}
+  try:
+    result = run.run()
+    per_round = [max(e['rounds'][r]['seconds']
+                     for e in result['edges'].values())
+                 for r in range(ROUNDS.value)]
+    row.update(status='finished', seconds=time.time() - t0,
+               round_seconds=per_round,
+               seconds_per_round=sum(per_round) / len(per_round),
+               rounds_per_minute=60 * len(per_round) / sum(per_round),
+               reply_seconds=result['reply_seconds'],
+               answered=sum(len(e['rounds'][-1]['answered'])
+                            for e in result['edges'].values()))
+  except Exception as e:  # pylint: disable=broad-except
+    row.update(status=watch.stopped or f'failed: {e}'[:200],
+               seconds=time.time() - t0)
+  finally:
+    watch.close()
+  row.update(peak_rss_gb=watch.peak_rss, min_available_gb=watch.min_available,
+             processes=count + 3 * 2 + 2 + (count + 2 if mode == 'warm'
+                                            else 0),
+             peak_rss_by_kind_gb=watch.by_kind)
+  return row
+
+
 def main(argv):
   del argv
   cli.enable_compilation_cache()
   base = pathlib.Path(WORKDIR.value)
+  plan = [(int(d), m) for d in DEVICES.value for m in MODES.value]
+  plan += [(int(d), 'warm') for d in WARM_ONLY.value]
   rows, cloud = [], None
-  for count in [int(d) for d in DEVICES.value]:
-    wd = base / f'devices{count}'
-    if cloud is not None and not (wd / 'cloud').exists():
-      shutil.copytree(cloud, wd / 'cloud')
-    run = launcher.Launcher(bench_config(count), wd, log=lambda *_: None)
-    watch, t0, row = Watch(run), time.time(), {'devices': count}
-    try:
-      result = run.run()
-      per_round = [max(e['rounds'][r]['seconds']
-                       for e in result['edges'].values())
-                   for r in range(ROUNDS.value)]
-      row.update(status='finished', seconds=time.time() - t0,
-                 round_seconds=per_round,
-                 rounds_per_minute=60 * len(per_round) / sum(per_round),
-                 answered=sum(len(e['rounds'][-1]['answered'])
-                              for e in result['edges'].values()))
-      cloud = cloud or wd / 'cloud'
-    except Exception as e:  # pylint: disable=broad-except
-      row.update(status=watch.stopped or f'failed: {e}'[:200],
-                 seconds=time.time() - t0)
-    finally:
-      watch.close()
-    row.update(peak_rss_gb=watch.peak_rss,
-               min_available_gb=watch.min_available,
-               processes=count + 3 * 2 + 2,
-               peak_rss_by_kind_gb=watch.by_kind)
+  for count, mode in plan:
+    row = one_run(count, mode, base / f'{mode}{count}', cloud)
+    if row['status'] == 'finished' and cloud is None:
+      cloud = base / f'{mode}{count}' / 'cloud'
     rows.append(row)
     print(json.dumps(row), flush=True)
-    (base / 'results.json').write_text(json.dumps(rows, indent=1))
-  print('\n| device processes | status | s per round | rounds/min | '
-        'peak RSS (GB) | min available (GB) | wall (s) |')
-  print('|---:|---|---:|---:|---:|---:|---:|')
-  for r in rows:
-    print(f'| {r["devices"]} | {r["status"]} | '
-          f'{"/".join(f"{s:.0f}" for s in r.get("round_seconds", []))} | '
-          f'{r.get("rounds_per_minute", float("nan")):.2f} | '
-          f'{r["peak_rss_gb"]:.1f} | {r["min_available_gb"]:.1f} | '
-          f'{r["seconds"]:.0f} |')
+    workdir_lib.atomic_write_json(base / 'results.json', rows)
+  print('\n' + report.scaling_table(rows))
+  print('\n' + report.reply_table(rows))
+  print()
+  for line in report.summary_lines(rows):
+    print(line)
 
 
 if __name__ == '__main__':

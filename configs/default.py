@@ -337,6 +337,10 @@ def _network():
   c = ml_collections.ConfigDict()
   c.host = '127.0.0.1'
   c.base_port = 19100
+  # One long-lived worker per node holds JAX, the node's data and compiled
+  # programs; Flower's per-message ClientApp only forwards to it. False:
+  # stock Flower (every message computed in its own fresh process).
+  c.warm_workers = True
   c.tls = True             # every link; certificates per run
   c.auth = True            # edges admit registered keys only
   c.timeout_s = 300.0      # a round's reply, then go on

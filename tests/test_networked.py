@@ -228,14 +228,16 @@ def _flower_processes_of(workdir) -> list:
 
 
 @pytest.mark.slow
-def test_networked_run_equals_the_in_process_run(tmp_path):
+@pytest.mark.parametrize('warm', [True, False], ids=['warm', 'stock'])
+def test_networked_run_equals_the_in_process_run(tmp_path, warm):
   """Every tier its own process over TLS with device keys, one impostor per
-  edge: the devices' results, importances and the ledger equal the
-  in-process loop's; every ledger record travels in a message a bounded
-  envelope larger, and the links carry more still."""
+  edge, with warm workers or Flower's stock per-message processes: the
+  devices' results, importances and the ledger equal the in-process
+  loop's; every ledger record travels in a message a bounded envelope
+  larger, and the links carry more still."""
   from acme_jax import pipeline
   from acme_jax.networked import launcher
-  config = _network(tiny_config(), impostors=1)
+  config = _network(tiny_config(), impostors=1, warm_workers=warm)
   inproc = pipeline.run(tiny_config(), tmp_path / 'inproc', log=lambda *_: 0)
   net = launcher.Launcher(config, tmp_path / 'net', log=lambda *_: 0).run()
   assert not _flower_processes_of(tmp_path / 'net')
@@ -272,26 +274,43 @@ def test_networked_run_equals_the_in_process_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_networked_run_survives_faults(tmp_path):
+@pytest.mark.parametrize('warm', [True, False], ids=['warm', 'stock'])
+def test_networked_run_survives_faults(tmp_path, warm):
   """A device killed mid-round, a device that never answers, an edge
-  killed mid-round: the rounds go on with the devices that answer, the
-  killed device rejoins, the edge resumes from its workdir without redoing
-  a finished round, and every process is gone at the end."""
+  killed mid-round (and in warm mode a device's worker killed): the rounds
+  go on with the devices that answer, the killed device rejoins, the
+  worker is started again, the edge resumes from its workdir without
+  redoing a finished round, and every process is gone at the end."""
   from acme_jax.networked import launcher
   config = tiny_config()
   config.system.devices_per_edge = (2,)
   config.aggregation.rounds = 2
-  _network(config, timeout_s=120.0, round_wait_s=150.0, faults=(
-      'kill:device1@train.round:0', 'stall:device3@train.round:0',
-      'kill:edge0@train.round:1'))
+  faults = ('kill:device1@train.round:0', 'stall:device3@train.round:0',
+            'kill:edge0@train.round:1')
+  if warm:
+    faults += ('kill:worker2@train.round:1',)
+  _network(config, timeout_s=120.0, round_wait_s=150.0, faults=faults,
+           warm_workers=warm)
   net = launcher.Launcher(config, tmp_path, log=lambda *_: 0).run()
   assert not _flower_processes_of(tmp_path)
-  assert net['restarts'] == {'device1': 1, 'edge0': 1}
+  expected = {'device1': 1, 'edge0': 1}
+  if warm:  # a device's death takes its worker; worker 2 died alone
+    expected.update({'device1.worker': 1, 'device2.worker': 1})
+  assert net['restarts'] == expected
 
   rounds0 = net['edges'][0]['rounds']
   assert [r['answered'] for r in rounds0] == [[0], [0, 1]]
   rounds1 = net['edges'][1]['rounds']
-  assert rounds1[0]['answered'] == [2] and rounds1[1]['answered'] == [2, 3]
+  assert rounds1[0]['answered'] == [2]
+  if not warm:
+    assert rounds1[1]['answered'] == [2, 3]
+  else:
+    # Worker 2 died as round 1 reached it: device 2 answered that round
+    # only if its worker was back before its ClientApp forwarded.
+    edge1_log = (tmp_path / 'edge1' / 'edge.log').read_text()
+    assert rounds1[1]['answered'] in ([3], [2, 3])
+    if rounds1[1]['answered'] == [3]:
+      assert 'device 2: its worker is down' in edge1_log
   assert 'train.round: no reply from device 3 within 120s' in (
       tmp_path / 'edge1' / 'edge.log').read_text()
   # Round 0 was sent once: the restarted edge resumed at round 1.

@@ -23,30 +23,26 @@ import time
 
 from acme_jax import workdir as workdir_lib
 from acme_jax.errors import ConfigError
-from acme_jax.networked import processes, report, security, wire
+from acme_jax.networked import (processes, report, security, startup,
+                                wire)
 
-FAULT = re.compile(r'^(kill|stall):(device|edge)(\d+)@([a-z.]+):(\d+)$')
+FAULT = re.compile(
+    r'^(kill|stall):(device|edge|worker)(\d+)@([a-z.]+):(\d+)$')
 
 
 def parse_fault(text: str):
   """'kill:device1@train.round:0' -> ('kill', 'device', 1, 'train.round', 0):
   when the edge sends that message kind for that round, SIGKILL that tier's
-  processes ('kill'), or freeze the work the node starts for it while the
-  node itself stays connected ('stall': the reply never arrives)."""
+  processes ('kill'; a device's worker with it, 'worker1' the worker
+  alone), or freeze the work the node does for it while the node itself
+  stays connected ('stall': the reply never arrives)."""
   m = FAULT.match(text)
   if not m:
     raise ConfigError('network.faults', text,
-                      'each fault is <kill|stall>:<device|edge><id>@'
+                      'each fault is <kill|stall>:<device|edge|worker><id>@'
                       '<message kind>:<round>, e.g. kill:device1@train.round:0')
   action, tier, ident, kind, round_ = m.groups()
   return action, tier, int(ident), kind, int(round_)
-
-
-def _readable(text: str) -> str:
-  """The informative lines of a `flwr` CLI message (no box drawing)."""
-  lines = [l.strip(' \u2502\u2500\u256d\u256e\u2570\u256f') for l in
-           text.splitlines()]
-  return ' '.join(l for l in lines if l)[-400:]
 
 
 def _terminate(signum, _):
@@ -100,13 +96,8 @@ class Launcher:
           else None
       for e in world['edges']:
         self._start_edge(e)
-      for e in world['edges']:
-        self._start_cloud_node(e)
-      for d in world['devices']:
-        self._start_device(d)
+      self._start_nodes()
       self._start_impostors()
-      for e in world['edges']:
-        self._submit(e)
       self._supervise()
       return self._collect(time.time() - t0)
     finally:
@@ -154,50 +145,23 @@ class Launcher:
             s, f'device{d["id"]}')
 
   def _start_edge(self, e):
+    """Edge e's SuperLink, enrolled keys and run (`startup.start_edge`, as
+    `tiers.py edge` on its own machine)."""
     d = self._tier_dir(f'edge{e}')
-    home = d / 'flwr'
-    ca = self.tls['ca'] if self.tls else None
-    processes.write_federation(home, f'edge{e}', self._edge_address(e), ca)
-    cmd = processes.superlink_command(
-        self.net.base_port + e, d / 'superlink.db', self.tls, self.net.auth,
-        host=self.net.host)
-    proc = self.procs.start(f'edge{e}', cmd, processes.flower_env(home))
-    processes.wait_port(self.net.host, self.net.base_port + e, 60, proc)
-    if self.net.auth:
-      members = [k for k in self.keys
-                 if (k[0] == 'cloud' and k[1] == e) or
-                 (k[0] == 'device' and self._device(k[1])['edge'] == e)]
-      for k in members:
-        self._register(e, self.keys[k]['public'], f'{k[0]}{k[1]}')
+    members = [k for k in self.keys
+               if (k[0] == 'cloud' and k[1] == e) or
+               (k[0] == 'device' and self._device(k[1])['edge'] == e)]
+    expected = sum(1 for dev in self.world['devices'] if dev['edge'] == e)
+    startup.start_edge(
+        self.procs.start, e, d, d / 'config.json',
+        port=self.net.base_port + e, listen=self.net.host,
+        connect_host=self.net.host, tls=self.tls, auth=self.net.auth,
+        keys=[(f'{k[0]}{k[1]}', self.keys[k]['public']) for k in members],
+        expected_devices=expected)
+    self._event(f'edge {e}: run submitted')
 
   def _device(self, ident) -> dict:
     return next(d for d in self.world['devices'] if d['id'] == ident)
-
-  def _flwr(self, e, *args) -> subprocess.CompletedProcess:
-    home = self.wd / f'edge{e}' / 'flwr'
-    try:
-      return subprocess.run([processes._bin('flwr'), *args],
-                            env=processes.flower_env(home),
-                            cwd=processes.REPO, capture_output=True,
-                            text=True, timeout=120)
-    except subprocess.TimeoutExpired as ex:
-      raise RuntimeError(f'edge {e}: `flwr {args[0]} {args[1]}` got no '
-                         f'answer within 120 s') from ex
-
-  def _register(self, e, public_key, name):
-    """Enrols a node's key at edge `e` (its control API may need a moment
-    after the port opens, so a failure is retried for a while)."""
-    end = time.time() + 60
-    while True:
-      out = self._flwr(e, 'supernode', 'register', str(public_key),
-                       f'edge{e}')
-      text = out.stdout + out.stderr
-      if out.returncode == 0 or 'already' in text.lower():
-        return
-      if time.time() > end:
-        raise RuntimeError(f'edge {e}: registering {name} failed: '
-                           f'{_readable(text)}')
-      time.sleep(2.0)
 
   def _link(self, name, e) -> str:
     """host:port a node of edge `e` dials: through a counting relay."""
@@ -206,29 +170,39 @@ class Launcher:
       return self._edge_address(e)
     return f'{self.net.host}:{self.relays.add(name, target)}'
 
-  def _node(self, name, e, node_config, key):
-    d = self._tier_dir(name)
-    cmd = processes.supernode_command(
-        self._link(name, e), processes.free_port(self.net.host),
-        dict(node_config, workdir=str(d), config=str(d / 'config.json')),
-        ca=self.tls['ca'] if self.tls else None, key=key)
-    self.procs.start(name, cmd, processes.flower_env(d / 'flwr'))
+  def _nodes(self) -> list:
+    """(name, edge, node config, key) of the cloud's node at each edge (all
+    serving from the cloud's workdir) and of every device."""
+    cloud = str(self.wd / 'cloud')
+    nodes = [(f'cloud_at_edge{e}', e, {'role': 'cloud', 'workdir': cloud},
+              self.keys.get(('cloud', e))) for e in self.world['edges']]
+    for dev in self.world['devices']:
+      name = f'device{dev["id"]}'
+      d = self._tier_dir(name)
+      nodes.append((name, dev['edge'], {
+          'role': 'device', 'device': dev['id'], 'edge': dev['edge'],
+          'budget': dev['budget'], 'workdir': str(d),
+          'config': str(d / 'config.json')}, self.keys.get(('device',
+                                                             dev['id']))))
+    return nodes
 
-  def _start_cloud_node(self, e):
-    # One SuperNode per edge, all serving from the cloud's workdir.
-    name = f'cloud_at_edge{e}'
-    d = self.wd / 'cloud'
-    cmd = processes.supernode_command(
-        self._link(name, e), processes.free_port(self.net.host),
-        {'role': 'cloud', 'workdir': str(d)},
-        ca=self.tls['ca'] if self.tls else None,
-        key=self.keys.get(('cloud', e)))
-    self.procs.start(name, cmd, processes.flower_env(d / 'flwr'))
-
-  def _start_device(self, dev):
-    self._node(f'device{dev["id"]}', dev['edge'],
-               {'role': 'device', 'device': dev['id'], 'edge': dev['edge'],
-                'budget': dev['budget']}, self.keys.get(('device', dev['id'])))
+  def _start_nodes(self):
+    """Every node's SuperNode; in warm mode its worker first (all started
+    at once, each SuperNode once its worker listens)."""
+    nodes = self._nodes()
+    if self.net.warm_workers:
+      nodes = [(n, e, startup.with_worker(node, n), k)
+               for n, e, node, k in nodes]
+      procs = [startup.start_worker(self.procs.start, n, node)
+               for n, _, node, _ in nodes]
+      for (name, _, node, _), proc in zip(nodes, procs):
+        startup.wait_worker(node, proc, self.net.join_timeout_s)
+      self._event(f'{len(nodes)} workers ready')
+    for name, e, node, key in nodes:
+      startup.start_supernode(
+          self.procs.start, name, self._link(name, e), node,
+          ca=self.tls['ca'] if self.tls else None, key=key,
+          host=self.net.host)
 
   def _start_impostors(self):
     """`network.impostors` SuperNodes per edge whose keys the edge never
@@ -239,34 +213,27 @@ class Launcher:
       for k in range(self.net.impostors):
         name = f'impostor{e}_{k}'
         key = security.node_key(self.wd / 'secrets' / 'impostors', name)
-        self._node(name, e, {'role': 'device', 'device': victim['id'],
-                             'edge': e, 'budget': victim['budget']}, key)
+        d = self._tier_dir(name)
+        startup.start_supernode(
+            self.procs.start, name, self._link(name, e), {
+                'role': 'device', 'device': victim['id'], 'edge': e,
+                'budget': victim['budget'], 'workdir': str(d),
+                'config': str(d / 'config.json')},
+            ca=self.tls['ca'] if self.tls else None, key=key,
+            host=self.net.host)
         self.impostors.append(name)
 
   def _impostor_outcomes(self) -> list:
     out = []
     for name in self.impostors:
       proc = self.procs.procs[name]
-      text = (self.wd / 'logs' / f'{name}.log').read_text(errors='replace')
+      text = self.procs.output(name)
       refused = [l for l in text.splitlines() if 'Failed to activate' in l
                  or 'code: 2004' in l]
       out.append({'name': name, 'exited': proc.poll() is not None,
                   'returncode': proc.poll(),
                   'refusal': refused[0].strip()[-160:] if refused else None})
     return out
-
-  def _submit(self, e):
-    d = self.wd / f'edge{e}'
-    expected = sum(1 for dev in self.world['devices'] if dev['edge'] == e)
-    run_config = processes.node_config_arg({
-        'edge': e, 'workdir': str(d), 'config': str(d / 'config.json'),
-        'expected-devices': expected})
-    out = self._flwr(e, 'run', str(processes.APP_DIR), f'edge{e}',
-                     '--run-config', run_config)
-    if out.returncode:
-      raise RuntimeError(f'edge {e}: flwr run failed: '
-                         f'{_readable(out.stdout + out.stderr)}')
-    self._event(f'edge {e}: run submitted')
 
   # --------------------------------------------------------- supervise
 
@@ -314,18 +281,27 @@ class Launcher:
       if not self._sent(edge, kind, round_):
         continue
       self.fired.add(fault)
-      name = f'{tier}{ident}'
+      name = f'device{ident}' if tier == 'worker' else f'{tier}{ident}'
+      worker = f'{name}.worker'
       if action == 'kill':
-        self.procs.signal(name, signal.SIGKILL)
-        self._event(f'fault: killed {name} at {kind} round {round_}')
+        targets = {'worker': [worker], 'device': [name, worker],
+                   'edge': [name]}[tier]
+        for target in targets:
+          self.procs.signal(target, signal.SIGKILL)
+        killed = ' and '.join(t for t in targets if t in self.procs.procs)
+        self._event(f'fault: killed {killed} at {kind} round {round_}')
       else:
         self.stalled[name] = time.time() + self.net.timeout_s + 5
         self._event(f'fault: stalled {name} at {kind} round {round_}')
     for name, until in list(self.stalled.items()):
       # The node stays connected (its heartbeats go on) while the work it
-      # started for the message is frozen: the reply never comes.
+      # does for the message is frozen: the reply never comes. That work
+      # runs in its worker (warm) or its ClientApp process (stock).
       stop = signal.SIGSTOP if time.time() < until else signal.SIGCONT
-      self.procs.signal(name, stop, children_only=True)
+      if f'{name}.worker' in self.procs.procs:
+        self.procs.signal(f'{name}.worker', stop)
+      else:
+        self.procs.signal(name, stop, children_only=True)
       if stop == signal.SIGCONT:
         del self.stalled[name]
         self._event(f'fault: resumed {name}')
@@ -335,15 +311,25 @@ class Launcher:
     killed without a goodbye stays 'online' at its edge until its heartbeat
     expires (about 60 s in Flower 1.42), and meanwhile a restart with the
     same key is refused."""
-    log = self.wd / 'logs' / f'{name}.log'
-    tail = log.read_bytes()[-4000:].decode(errors='replace')
-    return 'Failed to activate' in tail
+    return 'Failed to activate' in self.procs.output(name)[-4000:]
 
   def _revive(self):
     """Restarts a dead tier process: up to `network.max_restarts` deaths
     each; restarts refused while its old session expires do not count."""
     for name in list(self.procs.procs):
-      if self.procs.alive(name) or name in self.impostors:
+      if self.procs.alive(name):
+        continue
+      if self.procs.bind_failed(name) and name.startswith('edge'):
+        raise RuntimeError(
+            f'{name}: port {self.net.base_port + int(name[4:])} is taken by '
+            'another process; choose another network.base_port')
+      if self.procs.bind_failed(name):
+        # Its local port was taken between our pick and its bind: not a
+        # death; again on a fresh port (impostors too, so they still knock).
+        self._event(f'{name}: port taken; restarting it on a fresh port')
+        self.procs.restart(name)
+        continue
+      if name in self.impostors:
         continue
       if name in self.waiting and time.time() < self.waiting[name]:
         continue
@@ -362,11 +348,11 @@ class Launcher:
         time.sleep(self.net.restart_delay_s)
       else:
         self.waiting[name] = time.time() + self.net.restart_delay_s
-      proc = self.procs.restart(name)
       if name.startswith('edge'):
-        e = int(name[4:])
-        processes.wait_port(self.net.host, self.net.base_port + e, 60, proc)
-        self._submit(e)
+        self.procs.stop(name)
+        self._start_edge(int(name[4:]))
+      else:
+        self.procs.restart(name)
 
   # ----------------------------------------------------------- collect
 

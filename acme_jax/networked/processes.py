@@ -137,12 +137,17 @@ class Processes:
     self.log_dir.mkdir(parents=True, exist_ok=True)
     self.procs: Dict[str, subprocess.Popen] = {}
     self.specs: Dict[str, tuple] = {}
+    self.log_start: Dict[str, int] = {}
 
-  def start(self, name: str, cmd: List[str], env: dict, cwd=None):
-    log = open(self.log_dir / f'{name}.log', 'ab')
+  def start(self, name: str, cmd, env: dict, cwd=None):
+    """Starts `cmd` (a command, or a function making one at every start)
+    as `name`, its output appended to logs/<name>.log."""
+    path = self.log_dir / f'{name}.log'
+    self.log_start[name] = path.stat().st_size if path.exists() else 0
+    log = open(path, 'ab')
     self.procs[name] = subprocess.Popen(
-        cmd, env=env, cwd=cwd or REPO, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
+        cmd() if callable(cmd) else cmd, env=env, cwd=cwd or REPO,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     self.specs[name] = (cmd, env, cwd)
     log.close()
     return self.procs[name]
@@ -151,6 +156,20 @@ class Processes:
     cmd, env, cwd = self.specs[name]
     self.stop(name)
     return self.start(name, cmd, env, cwd)
+
+  def output(self, name: str) -> str:
+    """What `name` logged since its last start."""
+    path = self.log_dir / f'{name}.log'
+    if not path.exists():
+      return ''
+    with open(path, 'rb') as f:
+      f.seek(self.log_start.get(name, 0))
+      return f.read().decode(errors='replace')
+
+  def bind_failed(self, name: str) -> bool:
+    """Whether `name` exited because its port was taken (Flower's servers
+    exit with 'Port in server address ... is already in use')."""
+    return 'is already in use' in self.output(name)[-4000:]
 
   def alive(self, name: str) -> bool:
     proc = self.procs.get(name)

@@ -214,18 +214,51 @@ def scaling_table(rows) -> str:
   for r in rows:
     seconds = r.get('round_seconds', [])
     status = r['status'] if len(r['status']) <= 60 else r['status'][:57] + '...'
-    out.append([r['devices'], status,
+    out.append([r['devices'], r.get('mode', 'stock'), status,
                 ' / '.join(f'{s:.0f}' for s in seconds) or '-',
                 f"{r['rounds_per_minute']:.2f}" if 'rounds_per_minute' in r
                 else '-', f"{r['peak_rss_gb']:.1f}",
                 f"{r['min_available_gb']:.1f}", f"{r['seconds']:.0f}"])
     kinds = r.get('peak_rss_by_kind_gb', {})
-    out[-1].append(', '.join(f'{k.split("-")[-1]} {v:.1f}' for k, v in
+    out[-1].append(', '.join(f'{_kind(k)} {v:.1f}' for k, v in
                              sorted(kinds.items())) or '-')
   return report_lib.markdown_table(
-      ['device processes', 'status', 's per round', 'rounds / min',
+      ['devices', 'mode', 'status', 's per round', 'rounds / min',
        'peak RSS (GB)', 'min available (GB)', 'wall (s)',
        'peak RSS by process kind (GB)'], out)
+
+
+def _kind(process: str) -> str:
+  """'flwr-clientapp' -> 'clientapp', 'acme_jax.networked.worker' ->
+  'worker'."""
+  return process.split('-')[-1].split('.')[-1]
+
+
+def reply_table(rows) -> str:
+  """Median seconds from request to reply per message kind, one column per
+  benchmark run (devices, mode)."""
+  kinds = sorted({k for r in rows for k in r.get('reply_seconds', {})})
+  runs = [r for r in rows if r.get('reply_seconds')]
+  return report_lib.markdown_table(
+      ['message'] + [f"{r['devices']} {r['mode']}" for r in runs],
+      [[k] + [f"{r['reply_seconds'][k]['median']:.1f}"
+              if k in r['reply_seconds'] else '-' for r in runs]
+       for k in kinds])
+
+
+def summary_lines(rows) -> list:
+  """`networked at N devices: stock X s/round, warm Y s/round` per count."""
+  out = []
+  for count in sorted({r['devices'] for r in rows}):
+    parts = []
+    for mode in ('stock', 'warm'):
+      r = next((r for r in rows if r['devices'] == count and
+                r['mode'] == mode), None)
+      if r is not None:
+        parts.append(f"{mode} {r['seconds_per_round']:.1f} s/round"
+                     if 'seconds_per_round' in r else f"{mode} {r['status']}")
+    out.append(f'networked at {count} devices: ' + ', '.join(parts))
+  return out
 
 
 def main(argv=None):

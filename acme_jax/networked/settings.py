@@ -15,7 +15,7 @@ def validate(config):
   check(config, 'network.base_port',
         lambda v: is_int(v) and 1024 <= v <= 65535 - 64,
         'must be a port in 1024..65471')
-  for field in ('tls', 'auth', 'count_bytes'):
+  for field in ('tls', 'auth', 'count_bytes', 'warm_workers'):
     boolean(config, f'network.{field}')
   if config.network.auth and not config.network.tls:
     raise ConfigError('network.auth', True, 'device authentication needs '

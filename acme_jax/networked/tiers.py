@@ -11,7 +11,7 @@
   python -m acme_jax.networked.tiers edge --config_json=C --workdir=W/edge0 \
       --edge=0 --port=19100 --listen=0.0.0.0 --tls_dir=secrets \
       --register=device0.pub,device1.pub,cloud_key.pub --expected_devices=2
-  # each device machine
+  # each device machine: its warm worker and its SuperNode
   python -m acme_jax.networked.tiers device --config_json=C --workdir=W/device0 \
       --device=0 --edge=0 --budget=150000 --edge_address=EDGE_HOST:19100 \
       --ca=ca.crt --key=device0
@@ -21,9 +21,12 @@ from the same config file). Keys and certificates come from
 `acme_jax.networked.security` (the edge's certificate must name EDGE_HOST).
 """
 import argparse
-import os
 import pathlib
+import subprocess
 import sys
+import time
+
+from acme_jax.networked import processes, startup
 
 
 def _key(path):
@@ -46,7 +49,9 @@ def main(argv=None):
   p.add_argument('--edge_address', default='127.0.0.1:19100')
   p.add_argument('--port', type=int, default=19100)
   p.add_argument('--listen', default='127.0.0.1')
-  p.add_argument('--node_port', type=int, default=0)
+  p.add_argument('--warm_worker', type=int, default=1,
+                 help='1: a long-lived worker answers (JAX stays loaded); '
+                      "0: Flower's stock per-message process")
   p.add_argument('--ca', default='')
   p.add_argument('--key', default='')
   p.add_argument('--tls_dir', default='')
@@ -54,7 +59,6 @@ def main(argv=None):
   p.add_argument('--expected_devices', type=int, default=0)
   args = p.parse_args(argv)
 
-  from acme_jax.networked import processes
   workdir = pathlib.Path(args.workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   if args.tier == 'secrets':
@@ -69,46 +73,58 @@ def main(argv=None):
     cli.enable_compilation_cache()
     cloud.prepare(handlers.config_from_json(args.config_json), workdir)
     return 0
-  port = args.node_port or processes.free_port()
-  env = processes.flower_env(workdir / 'flwr')
-  if args.tier == 'cloud-node':
-    cmd = processes.supernode_command(
-        args.edge_address, port, {'role': 'cloud', 'workdir': str(workdir)},
-        ca=args.ca or None, key=_key(args.key))
-  elif args.tier == 'device':
-    cmd = processes.supernode_command(
-        args.edge_address, port,
-        {'role': 'device', 'device': args.device, 'edge': args.edge,
-         'budget': args.budget, 'workdir': str(workdir),
-         'config': str(pathlib.Path(args.config_json).resolve())},
-        ca=args.ca or None, key=_key(args.key))
-  else:  # edge: SuperLink in the background, then the edge's run
-    import subprocess
+  if args.tier == 'edge':
     tls = None
     if args.tls_dir:
       d = pathlib.Path(args.tls_dir).resolve()
       tls = {'ca': d / 'ca.crt', 'cert': d / 'server.pem',
              'key': d / 'server.key'}
-    address = f'127.0.0.1:{args.port}'
-    processes.write_federation(workdir / 'flwr', f'edge{args.edge}', address,
-                               tls['ca'] if tls else None)
-    link = subprocess.Popen(processes.superlink_command(
-        args.port, workdir / 'superlink.db', tls, bool(args.register),
-        host=args.listen), env=env)
-    processes.wait_port('127.0.0.1', args.port, 60, link)
-    flwr = processes._bin('flwr')
-    for pub in filter(None, args.register.split(',')):
-      subprocess.run([flwr, 'supernode', 'register', pub,
-                      f'edge{args.edge}'], env=env, check=False)
-    subprocess.run([flwr, 'run', str(processes.APP_DIR), f'edge{args.edge}',
-                    '--run-config', processes.node_config_arg({
-                        'edge': args.edge, 'workdir': str(workdir),
-                        'config': str(pathlib.Path(
-                            args.config_json).resolve()),
-                        'expected-devices': args.expected_devices})],
-                   env=env, check=True)
+    keys = [(pathlib.Path(pub).stem, pub)
+            for pub in filter(None, args.register.split(','))]
+    link = startup.start_edge(
+        _spawn, args.edge, workdir,
+        pathlib.Path(args.config_json).resolve(), port=args.port,
+        listen=args.listen, tls=tls, auth=bool(keys), keys=keys,
+        expected_devices=args.expected_devices)
     return link.wait()
-  os.execvpe(cmd[0], cmd, env)
+  if args.tier == 'cloud-node':
+    node = {'role': 'cloud', 'workdir': str(workdir)}
+  else:
+    node = {'role': 'device', 'device': args.device, 'edge': args.edge,
+            'budget': args.budget, 'workdir': str(workdir),
+            'config': str(pathlib.Path(args.config_json).resolve())}
+  return _serve_node(args, args.tier, node)
+
+
+def _spawn(name, cmd, env):
+  del name
+  return subprocess.Popen(cmd() if callable(cmd) else cmd, env=env,
+                          cwd=processes.REPO)
+
+
+def _serve_node(args, name, node) -> int:
+  """A node on its own machine: its warm worker (restarted if it dies)
+  and its SuperNode, until the SuperNode exits."""
+  worker = None
+  if args.warm_worker:
+    node = startup.with_worker(node, name)
+    worker = startup.start_worker(_spawn, name, node)
+    startup.wait_worker(node, worker, 600)
+  supernode = startup.start_supernode(
+      _spawn, name, args.edge_address, node, ca=args.ca or None,
+      key=_key(args.key), host=args.listen)
+  try:
+    while supernode.poll() is None:
+      if worker is not None and worker.poll() is not None:
+        print(f'[{name}] worker exited (rc {worker.returncode}); starting '
+              'it again', flush=True)
+        worker = startup.start_worker(_spawn, name, node)
+      time.sleep(1.0)
+    return supernode.returncode
+  finally:
+    for proc in (supernode, worker):
+      if proc is not None and proc.poll() is None:
+        proc.terminate()
 
 
 if __name__ == '__main__':

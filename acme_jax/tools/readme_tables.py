@@ -60,9 +60,14 @@ def render_networked(results: dict) -> str:
                f"refused at activation. Tier restarts: "
                f"{results.get('restarts') or 'none'}.")
   if results.get('scaling'):
-    parts += ['#### Scaling: rounds per minute as device processes grow '
+    rows = results['scaling']
+    parts += ["#### Stock Flower and warm workers as device processes grow "
               '(`python -m benchmarks.networked`)',
-              net_report.scaling_table(results['scaling'])]
+              net_report.scaling_table(rows),
+              'Median seconds from a request to its reply, per message:',
+              net_report.reply_table(rows),
+              '\n'.join(f'- {line}' for line in
+                        net_report.summary_lines(rows))]
   return '\n\n'.join(p.strip() for p in parts)
 
 
