@@ -18,7 +18,7 @@ gloss, prefixed by its first lemma, labelled with its lexicographer file
       --workdir=runs/minilm
 
 The model is the real 6-layer, 384-hidden, 12-head MiniLM; the default grid
-keeps 12/9/6/3 heads and 6/4/3/2 layers (ACME.md 3). Every device gets a
+keeps 12/9/6/3 heads and 6/4/3/2 layers (docs/method.md 3). Every device gets a
 subnet of it and a NAS header over its 1-D token grid.
 """
 from configs import common

@@ -1,5 +1,5 @@
 """Paper table: personalized architecture aggregation under non-IID data
-(ACME.md 6, 8).
+(docs/method.md 6, 8).
 
   python -m experiments.aggregation --config=configs/default.py --workdir=runs/default
   python -m experiments.aggregation --config=configs/paper_tables.py --workdir=runs/tables

@@ -1,5 +1,5 @@
 """Under which search budget and data size does the searched header beat
-the best fixed head, and random search? (ACME.md 5, 8)
+the best fixed head, and random search? (docs/method.md 5, 8)
 
   python -m experiments.header_budget --config=configs/default.py --workdir=runs/default
   python -m experiments.header_budget --config=configs/minilm_prototype.py --workdir=runs/proto

@@ -1,4 +1,4 @@
-"""Paper table: the searched header vs fixed early-exit heads (ACME.md 8).
+"""Paper table: the searched header vs fixed early-exit heads (docs/method.md 8).
 
   python -m experiments.headers --config=configs/default.py --workdir=runs/default
   python -m experiments.headers --config=configs/paper_tables.py --workdir=runs/tables

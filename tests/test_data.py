@@ -35,7 +35,7 @@ def test_cloud_split_is_seeded():
 
 def test_raw_bytes_are_counted_as_the_device_stores_them():
   """A digit is 8x8 one-byte values on a device, whatever resolution the
-  model upsamples it to: 64 bytes + a 4-byte label (ACME.md 7)."""
+  model upsamples it to: 64 bytes + a 4-byte label (docs/method.md 7)."""
   ds = digits.load(16)
   assert ds.input_spec.image_size == 16
   part = ds.train.take(np.arange(10))

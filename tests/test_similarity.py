@@ -1,4 +1,4 @@
-"""Signatures, distances and aggregation weights match hand-computed cases (ACME.md 6)."""
+"""Signatures, distances and aggregation weights match hand-computed cases (docs/method.md 6)."""
 import math
 
 import numpy as np

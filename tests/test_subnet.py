@@ -9,7 +9,7 @@ from acme_jax.models import subnet
 
 
 def test_multipliers_follow_acme_rules_on_vit_b():
-  # ACME.md 3.1 on ViT-B (12 layers, 12 heads, 3072 neurons), worked by hand.
+  # docs/method.md 3.1 on ViT-B (12 layers, 12 heads, 3072 neurons), worked by hand.
   s = subnet.from_multipliers(12, 12, 3072, width_mult=0.25, depth_mult=0.5)
   assert s.layers == (0, 2, 4, 6, 8, 10)      # floor(i / 0.5)
   assert s.heads == (3,) * 6                  # round(12 * 0.25)

@@ -1,4 +1,4 @@
-"""Importance reordering before elastic training (ACME.md 3.3).
+"""Importance reordering before elastic training (docs/method.md 3.3).
 
 Heads and MLP neurons are permuted within each layer, most important first, so
 that "keep the first k" keeps the k most important. The permutation is

@@ -224,7 +224,7 @@ def train_examples(data_config) -> int:
 TRAIN_EXAMPLES = {'digits': 1257, 'cifar10': 50000, 'cifar100': 50000,
                   'cars196': 8144}
 
-# Bytes one training sample takes as a device stores it (ACME.md 7), for the
+# Bytes one training sample takes as a device stores it (docs/method.md 7), for the
 # plan tool: digits 8x8 one byte per pixel; CIFAR 32x32x3 uint8; Cars the
 # JPEG bytes TFDS stores, ~118 kB on average (its 1.85 GiB for 16,185 images).
 NATIVE_SAMPLE_BYTES = {'digits': 64, 'cifar10': 3072, 'cifar100': 3072,

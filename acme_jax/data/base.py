@@ -60,7 +60,7 @@ class Split:
 
   def raw_bytes(self) -> int:
     """Bytes of these samples as stored on a device, plus an int32 label
-    each: what the centralized baseline uploads (ACME.md 7)."""
+    each: what the centralized baseline uploads (docs/method.md 7)."""
     if self.raw_nbytes is None:
       return int(self.images.nbytes) + 4 * len(self)
     return int(np.sum(self.raw_nbytes)) + 4 * len(self)

@@ -4,7 +4,7 @@ Every function takes a label array (the devices' share, length N) and returns in
 arrays into it, so callers can `Split.take` them and tests can prove that no sample
 sits on two devices.
 
-Schemes (ACME.md 6, last bullet):
+Schemes (docs/method.md 6, last bullet):
   'iid'        a seeded shuffle cut into D near-equal parts; every sample assigned once.
   'dirichlet'  per class, Dirichlet(alpha) proportions across devices; every sample
                assigned once. Small alpha can leave a device empty; we then move single

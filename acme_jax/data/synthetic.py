@@ -1,4 +1,4 @@
-"""A synthetic source with the shapes of a named dataset (ACME.md 9).
+"""A synthetic source with the shapes of a named dataset (docs/method.md 9).
 
 It goes through exactly the pipeline the real data does (uint8 at the
 source resolution, resized and normalised per batch), so a machine without

@@ -1,4 +1,4 @@
-"""The device stage's state and its jittable per-device programs (ACME.md 5).
+"""The device stage's state and its jittable per-device programs (docs/method.md 5).
 
 Everything per device is a pure step over (state, batch, consts). One
 `DeviceState` holds a device's child weights and optimizer, controller,

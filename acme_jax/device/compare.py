@@ -1,4 +1,4 @@
-"""The header comparison (ACME.md 5, 8): on the same devices and cached
+"""The header comparison (docs/method.md 5, 8): on the same devices and cached
 features, the searched header against the standard control for NAS (a
 random architecture of the same space within the same budget) and every
 fixed head, each with the same final training.

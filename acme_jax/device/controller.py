@@ -1,4 +1,4 @@
-"""The ENAS micro controller of the prototype (`micro_controller.py`), ACME.md 5.
+"""The ENAS micro controller of the prototype (`micro_controller.py`), docs/method.md 5.
 
 An LSTM cell walks the cell node by node. Per node it picks two inputs by
 attention over the earlier entries (`w_attn_1` on each entry's anchor,

@@ -1,4 +1,4 @@
-"""Frozen-backbone features, computed once per device and cached (ACME.md 5).
+"""Frozen-backbone features, computed once per device and cached (docs/method.md 5).
 
 The backbone is frozen on the device, so its hidden states are computed once
 and every later step (linear probe, header search, pruning) reads the cache.

@@ -1,4 +1,4 @@
-"""The searched header: the prototype's ENAS child (`micro_child.py`), ACME.md 5-6.
+"""The searched header: the prototype's ENAS child (`micro_child.py`), docs/method.md 5-6.
 
 The header reads frozen backbone features (B, *grid, D), a (P, P) patch grid
 for images or a (T,) token sequence for text; every conv and pool takes its
@@ -26,7 +26,7 @@ count, pruning state and device: `arch` is an int array (N, 4) = (input_a,
 op_a, input_b, op_b) per node, `n_layers` an int (cells past it are skipped
 with `lax.cond`), and `gates` a pytree of 0/1 channel gates (`gate_shapes`).
 
-Gates (ACME.md 6): one per channel after each conv of the header: the stem,
+Gates (docs/method.md 6): one per channel after each conv of the header: the stem,
 each sep conv's two depthwise convs (before the following 1x1 conv) and two
 1x1 convs (after their BatchNorm), and each cell's final 1x1 conv (after its
 BatchNorm). `header_extract.extract` turns a gated header into the dense

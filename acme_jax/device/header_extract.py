@@ -1,4 +1,4 @@
-"""A searched header made dense (ACME.md 6): only the ops its arch uses and
+"""A searched header made dense (docs/method.md 6): only the ops its arch uses and
 the channels its gates keep, with the gated header's outputs in evaluation
 mode. What a device deploys after pruning; `header.param_count` counts the
 same parameters without building it.

@@ -1,4 +1,4 @@
-"""The header's building blocks (ACME.md 5), shared by the search-space
+"""The header's building blocks (docs/method.md 5), shared by the search-space
 header (`header.py`) and the dense pruned one (`header_extract.py`): the
 depthwise conv, the pools, BatchNorm over weighted rows, torch's init."""
 import jax

@@ -1,4 +1,4 @@
-"""Channel pruning of the final header by first-order Taylor importance (ACME.md 6).
+"""Channel pruning of the final header by first-order Taylor importance (docs/method.md 6).
 
 Every conv of the header has a 0/1 gate per output channel
 (`header.gate_shapes`); the importance of a gate channel is the NVlabs

@@ -1,4 +1,4 @@
-"""A device's data signature (ACME.md 6): what it tells its edge about its
+"""A device's data signature (docs/method.md 6): what it tells its edge about its
 data instead of the data, computed on the device.
 
 'features' (the prototype's): the CLS features, through a common reference

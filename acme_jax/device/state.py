@@ -1,5 +1,5 @@
 """A device's header after the search, and the steps a device runs on it
-(ACME.md 5, 6): training a fixed architecture with Taylor importance on its
+(docs/method.md 5, 6): training a fixed architecture with Taylor importance on its
 gates (fine-tuning, the rounds), pruning by aggregated importance, testing.
 
 `DeviceHeader` is a value: every step returns new headers. Steps take many

@@ -1,4 +1,4 @@
-"""Edge-side importance aggregation (ACME.md 6): one jitted tree operation.
+"""Edge-side importance aggregation (docs/method.md 6): one jitted tree operation.
 
 Each round every device reports its gate importances; the edge returns
 I'_k = sum_i W[k, i] I_i with W from `acme_jax.edge.similarity.mode_weights`,

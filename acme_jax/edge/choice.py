@@ -1,4 +1,4 @@
-"""Edge: fine-grained, data-aware backbone choice per device (ACME.md 4.4).
+"""Edge: fine-grained, data-aware backbone choice per device (docs/method.md 4.4).
 
 The cloud sends each edge its front: candidate subnets with predicted overall
 and per-class accuracy and exact sizes. Each device sends its label histogram.

@@ -1,5 +1,5 @@
 """Distances between devices' data signatures, and aggregation weights
-(ACME.md 6). Devices make their signatures (`device/signature.py`).
+(docs/method.md 6). Devices make their signatures (`device/signature.py`).
 
 The edge never sees raw data, only a small per-device *signature*; from pairwise
 signature distances it builds a row-stochastic matrix W so that device k receives
@@ -10,7 +10,7 @@ How the public PyTorch prototype computes this (its `main` script, read for
 reference, not copied), and what we follow:
 - Signature: CLS features (last hidden layer, a common reference ViT) of 200 random
   local samples, grouped by label, as a (200, hidden) array. Label histograms are a
-  project option (ACME.md 6) that the prototype does not have.
+  project option (docs/method.md 6) that the prototype does not have.
 - EMD: `scipy.stats.wasserstein_distance(p.flatten(), q.flatten())`, i.e. the
   flattened feature values are treated as two unweighted empirical samples of a 1-D
   distribution. We do the same for feature signatures (`kind='features'`). For
@@ -215,7 +215,7 @@ def mode_weights(mode: str, *, signatures: Optional[Sequence[ArrayLike]] = None,
                  temperature: float = 1.0,
                  self_weight: Optional[float] = None,
                  js_variant: str = 'standard') -> Optional[np.ndarray]:
-  """The (D, D) aggregation matrix of one comparison mode (ACME.md 6).
+  """The (D, D) aggregation matrix of one comparison mode (docs/method.md 6).
 
   wo_pruning: None (local training only: no aggregation, no pruning).
   pruning_alone: identity (each device prunes by its own importances).

@@ -1,4 +1,4 @@
-"""The edge tier of the loop (ACME.md 4.4, 7): each device's backbone,
+"""The edge tier of the loop (docs/method.md 4.4, 7): each device's backbone,
 chosen by its edge, extracted and delivered, and the device's cached
 features of it.
 
@@ -37,7 +37,7 @@ class EdgeHparams:
 
 
 def choose(hp: EdgeHparams, front, histograms, budgets):
-  """The edge's choice (ACME.md 4.4) for devices with these label histograms
+  """The edge's choice (docs/method.md 4.4) for devices with these label histograms
   and budgets, from the front payload alone: what an edge decides with."""
   return choice.choose_backbones(
       front['params'].astype(np.int64), front['per_class'], histograms,

@@ -1,5 +1,5 @@
 """ACME's device <-> edge rounds of personalized architecture aggregation
-(ACME.md 6), as a federated algorithm: `init`, then `apply` once per round.
+(docs/method.md 6), as a federated algorithm: `init`, then `apply` once per round.
 
 Round r: every device trains its header locally while accumulating Taylor
 importance on its gates and reports it to its edge; the edge returns

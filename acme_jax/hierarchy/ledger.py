@@ -1,7 +1,7 @@
 """Communication ledger: every transfer between tiers, and the centralized baseline.
 
 ACME's claim is about transmission volume, so every byte that crosses a tier is a
-typed record (ACME.md 7) and the ACME/centralized ratio comes from the same code for
+typed record (docs/method.md 7) and the ACME/centralized ratio comes from the same code for
 any config, also in a dry "plan" mode that only knows shapes.
 
 Hop weighting: a record says how many network hops its bytes travel (edge <-> device
@@ -240,7 +240,7 @@ def centralized_ledger(device_ids: Sequence[int], raw_data_bytes,
 
 def full_model_ledger(device_ids: Sequence[int], full_model_bytes: int
                       ) -> Ledger:
-  """The "full-model deployment" scenario (ACME.md 7; the large model
+  """The "full-model deployment" scenario (docs/method.md 7; the large model
   deployed close to every user, as the paper's introduction puts it): each
   device receives the full pre-trained backbone from the cloud (kind
   'weights', 2 hops) instead of a customized subnet; no data moves."""

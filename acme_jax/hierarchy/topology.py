@@ -2,7 +2,7 @@
 
 Devices carry what the edge needs to choose their backbone: a size budget (in
 parameters, backbone + header) and a hardware profile for the latency/energy model
-of ACME.md 4.2. Ids are dense: edges 0..E-1, devices 0..D-1 numbered edge by edge.
+of docs/method.md 4.2. Ids are dense: edges 0..E-1, devices 0..D-1 numbered edge by edge.
 """
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""What crosses the tiers in ACME and in the centralized baseline (ACME.md 7).
+"""What crosses the tiers in ACME and in the centralized baseline (docs/method.md 7).
 
 Shared by the pipeline (real payloads: pytrees of arrays) and the plan tool
 (byte counts from shapes), so both compute the ledger the same way.
@@ -16,7 +16,7 @@ FRONT_FIELDS = ('depth_mult', 'width_mult', 'accuracy', 'per_class', 'params',
 
 
 def front_payload(candidates) -> dict:
-  """What the cloud sends each edge (ACME.md 4.4): per trained subnet its
+  """What the cloud sends each edge (docs/method.md 4.4): per trained subnet its
   multipliers, accuracy, per-class accuracy, exact size and whether it is
   on the non-dominated set; float32 arrays, as they travel."""
   return {k: np.asarray([c[k] for c in candidates], np.float32)
@@ -35,7 +35,7 @@ def deliver_backbones(ledger: Ledger, topology: Topology, front,
     backbones: backbone key -> payload (its extracted params, no head).
     device_backbone: device id -> backbone key.
     reference: key of the common reference backbone every device also needs
-      (feature signatures, ACME.md 6), or None.
+      (feature signatures, docs/method.md 6), or None.
 
   Each edge receives each distinct backbone its devices need once (a relay
   leg, `final=False`), then forwards one copy to each device that needs it;

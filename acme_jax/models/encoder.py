@@ -1,4 +1,4 @@
-"""The masked Transformer encoder every model family shares (ACME.md 3.1-3.2).
+"""The masked Transformer encoder every model family shares (docs/method.md 3.1-3.2).
 
 A block is multi-head self-attention and a GELU MLP, pre-LayerNorm (ViT) or
 post-LayerNorm (BERT). A subnet is data: a head mask (after the softmax), an

@@ -1,4 +1,4 @@
-"""Subnets of the supernet: description, masks, extraction, exact sizes (ACME.md 3.1, 3.4).
+"""Subnets of the supernet: description, masks, extraction, exact sizes (docs/method.md 3.1, 3.4).
 
 Generic over the encoder families (`ViT`, `Bert`): only the shared sizes
 (num_layers, num_heads, mlp_dim, head_dim, hidden_size) and the `block_{i}`
@@ -55,7 +55,7 @@ def kept_layer_indices(num_layers: int, depth_mult: float) -> Tuple[int, ...]:
 
 def from_multipliers(num_layers: int, num_heads: int, mlp_dim: int,
                      width_mult: float, depth_mult: float) -> SubnetConfig:
-  """The (width, depth) subnet of ACME.md 3.1; widths snap to whole heads."""
+  """The (width, depth) subnet of docs/method.md 3.1; widths snap to whole heads."""
   heads = num_kept_heads(num_heads, width_mult)
   neurons = int(heads / num_heads * mlp_dim)
   layers = kept_layer_indices(num_layers, depth_mult)

@@ -1,4 +1,4 @@
-"""Weight-sharing Vision Transformer supernet (ACME.md 3.1, 3.2).
+"""Weight-sharing Vision Transformer supernet (docs/method.md 3.1, 3.2).
 
 One module serves two roles:
 

@@ -1,4 +1,4 @@
-"""The cloud's side of the networked loop (ACME.md 3, 4, 7).
+"""The cloud's side of the networked loop (docs/method.md 3, 4, 7).
 
 `prepare` runs the in-process cloud and selection stages in the cloud's
 workdir, then lays out what the cloud serves: the front payload and every

@@ -1,4 +1,4 @@
-"""One device's side of ACME's loop, from its own workdir (ACME.md 5, 6).
+"""One device's side of ACME's loop, from its own workdir (docs/method.md 5, 6).
 
 The networked mode runs each device as its own process (a Flower SuperNode
 whose ClientApp starts afresh for every message), so every step here loads

@@ -1,5 +1,5 @@
 """An edge's side of the networked loop: the coordinator of its link to the
-cloud and of its devices (ACME.md 4.4, 6, 7), as a Flower ServerApp.
+cloud and of its devices (docs/method.md 4.4, 6, 7), as a Flower ServerApp.
 
 Flower's only initiator is the ServerApp, and in ACME the edge is the one
 that decides: it fetches the front, collects its devices' histograms,

@@ -1,4 +1,4 @@
-"""The cloud stages on every accelerator, across hosts (ACME.md 3 at scale).
+"""The cloud stages on every accelerator, across hosts (docs/method.md 3 at scale).
 
 One `jax.sharding.Mesh` over all devices of all processes, with one axis
 'data': each global batch is split along it, and parameters (with their

@@ -1,4 +1,4 @@
-"""Size, latency and energy of (depth_mult, width_mult) subnets (ACME.md 4.2).
+"""Size, latency and energy of (depth_mult, width_mult) subnets (docs/method.md 4.2).
 
 Two cost models share one interface, `model(depth_mult, width_mult) -> Costs`:
 

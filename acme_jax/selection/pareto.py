@@ -1,11 +1,11 @@
-"""Pareto Front Grid, exact non-dominated set, baselines, scores (ACME.md 4.3).
+"""Pareto Front Grid, exact non-dominated set, baselines, scores (docs/method.md 4.3).
 
 Every function takes plain arrays over the fine grid: predicted accuracy and
 min-max normalised size, latency and energy (see `candidates`). Picks are
 indices into those arrays. Ties are broken deterministically and documented per
 function; the last resort is always grid order (the first point wins).
 
-Prototype quirk kept on purpose (ACME.md 4.3 says to follow the formulas): on
+Prototype quirk kept on purpose (docs/method.md 4.3 says to follow the formulas): on
 the minimised axes I - N = -1, so r < 0 and a normalised latency or energy of
 exactly 0 falls in cell 0 and one of exactly 1 in cell K + 1. Only cells 1..K
 are searched, so those extreme points (e.g. subnets with no heads or no layers,

@@ -1,9 +1,9 @@
-"""Accuracy predictor over (depth_mult, width_mult) (ACME.md 4.1).
+"""Accuracy predictor over (depth_mult, width_mult) (docs/method.md 4.1).
 
 The cloud measures only a coarse grid (prototype: 16 points); selection needs a
 fine one (prototype: 20 x 20). A degree-2 polynomial fitted by least squares
 fills the gap, for the overall accuracy and for the per-class accuracies the
-edge uses (ACME.md 4.4) alike: one fit, any number of outputs.
+edge uses (docs/method.md 4.4) alike: one fit, any number of outputs.
 """
 import dataclasses
 from typing import Tuple

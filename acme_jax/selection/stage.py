@@ -1,4 +1,4 @@
-"""The selection tier of the loop (ACME.md 4): the cloud's coarse choice on
+"""The selection tier of the loop (docs/method.md 4): the cloud's coarse choice on
 the measured grid, and what it offers the edges.
 
 A quadratic accuracy predictor over (depth, width), the cost model, the
@@ -58,7 +58,7 @@ def _finite(x):
 
 
 def run(hp: SelectionHparams, grid_records, arch) -> dict:
-  """Predictor, costs, PFG and baselines on the fine grid (ACME.md 4.1-4.3),
+  """Predictor, costs, PFG and baselines on the fine grid (docs/method.md 4.1-4.3),
   and the edges' candidates (4.4). `arch` is the supernet's architecture
   (`sizes.architecture`)."""
   depth = np.array([r['depth_mult'] for r in grid_records])
@@ -102,7 +102,7 @@ def run(hp: SelectionHparams, grid_records, arch) -> dict:
 
 def edge_candidates(hp: SelectionHparams, grid_records, cost_model, overall,
                     per_class) -> list:
-  """The trained subnets the edges choose among (ACME.md 3.3, 4.4), each
+  """The trained subnets the edges choose among (docs/method.md 3.3, 4.4), each
   scored by its measured or predicted (per-class) validation accuracy and
   flagged when on their exact non-dominated set (accuracy, size, latency,
   energy)."""

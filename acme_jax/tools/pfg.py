@@ -1,4 +1,4 @@
-"""Pareto-front selection from a measured grid, as one JSON object (ACME.md 4).
+"""Pareto-front selection from a measured grid, as one JSON object (docs/method.md 4).
 
 For researchers: feed the cloud's measured (depth, width, accuracy) table, get
 the PFG pick, the five baselines, their scores and the front.

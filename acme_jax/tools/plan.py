@@ -51,7 +51,7 @@ def gate_units(config) -> int:
 
 
 def record_header_rounds(config, ledger, topology, arch):
-  """The device <-> edge rounds of ACME.md 6, as the pipeline records them."""
+  """The device <-> edge rounds of docs/method.md 6, as the pipeline records them."""
   aggregation = config.aggregation
   # wo_pruning and pruning_alone exchange nothing (`federated.acme`).
   if aggregation.mode in ('wo_pruning', 'pruning_alone'):
