@@ -13,6 +13,22 @@ from acme_jax import errors
 CACHE_ENV = 'ACME_JAX_COMPILATION_CACHE'
 
 
+def check_cache_dirs():
+  """The cache directories named in the environment must be directories (or
+  not exist yet): a file there fails late, or warns on every compile."""
+  from acme_jax.models import checkpoints
+  for env in (CACHE_ENV, checkpoints.CACHE_ENV):
+    value = os.environ.get(env)
+    if not value or value == 'off':
+      continue
+    path = pathlib.Path(value)
+    blocked = next((p for p in [path] + list(path.parents)
+                    if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+      raise errors.UserError(f'{env}={value}: {blocked} is a file; point it '
+                             f'to a directory (or unset it)')
+
+
 def enable_compilation_cache(path=None):
   """Reuse compiled XLA programs across runs (a rerun or the next experiment
   on the same config skips most compile time). Off with
@@ -34,6 +50,9 @@ def _flag_problem(error: BaseException, argv) -> str:
     if path:
       return (f'config file {path.group(1)} not found; give '
               f'--config=configs/<name>.py')
+  if isinstance(error, (AttributeError, KeyError)) and 'config_config' in text:
+    return ('--config: the file has no get_config(arg=None) returning a '
+            'ConfigDict; give --config=configs/<name>.py')
   if isinstance(error, (AttributeError, KeyError)):
     found = re.search(r"'(\w+)'", text)
     field = found.group(1) if found else '?'
@@ -79,13 +98,22 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+def whole_numbers(values, minimum: int = 1) -> bool:
+  """For a list flag's validator: every entry a whole number >= minimum."""
+  return all(v.strip().isdigit() and int(v) >= minimum for v in values)
+
+
 def run_tool(main: Callable):
   """app.run(main) with flag errors and expected failures as one line."""
   from absl import app, logging
 
   def quiet_main(argv):
     logging.set_verbosity(logging.ERROR)  # JAX / orbax / TFDS chatter
-    return errors.boundary(main, argv)
+    return errors.boundary(_checked, argv)
+
+  def _checked(argv):
+    check_cache_dirs()
+    return main(argv)
 
   app.run(quiet_main, flags_parser=_parse_flags)
 
@@ -101,14 +129,22 @@ def main(run: Callable):
                                      'Directory for all outputs.')
   validate_only = flags.DEFINE_bool(
       'validate_only', False, 'Validate the config, print it and exit.')
+  # absl's --help lists the main module's flags: these are every job's.
+  for name in ('config', 'workdir', 'validate_only'):
+    flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS[name])
 
   def _main(argv):
     if len(argv) > 1:
       raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+    given = [a for a in sys.argv[1:]
+             if a == '--config' or a.startswith('--config=')]
+    if len(given) > 1:
+      raise errors.UserError('--config is given more than once; give one '
+                             'config file')
     config = config_value(config_flag, sys.argv)
-    if workdir_flag.value is None and not validate_only.value:
-      raise errors.UserError('--workdir is required, e.g. '
-                             '--workdir=runs/default')
+    if not validate_only.value and not (workdir_flag.value or '').strip():
+      raise errors.UserError('--workdir is required and must not be empty, '
+                             'e.g. --workdir=runs/default')
     config_lib.validate(config)
     if validate_only.value:
       print(config)

@@ -53,7 +53,8 @@ def _stage(config, prefix, elastic):
 
 def validate(config):
   """Raise `ConfigError` for the first invalid field; return the config."""
-  check(config, 'seed', is_int, 'must be an integer')
+  check(config, 'seed', lambda v: is_int(v) and 0 <= v < 2**32,
+        'must be a whole number in 0..4294967295')
   _validate_data_and_model(config)
   _validate_cloud(config)
   _validate_selection_and_system(config)
@@ -65,6 +66,7 @@ def validate(config):
   check(config, 'engine.chunk', lambda v: isinstance(v, int) and v >= 0,
         'must be a whole number >= 0 (0: all users at once)')
   _check_header_allowance(config)
+  non_negative_int(config, 'resume.every_steps')
   return config
 
 
@@ -223,10 +225,13 @@ def _validate_text_checkpoint(config):
 
 
 def _validate_header(config):
+  # A header search of 0 epochs would pick an untrained controller's
+  # sample: refused rather than given a meaning.
   for name in ('num_channels', 'num_nodes', 'batch_size', 'controller_hidden',
-               'num_final_archs', 'lr_period', 'lr_period_mult'):
+               'num_final_archs', 'lr_period', 'lr_period_mult',
+               'search_epochs'):
     positive_int(config, f'header.{name}')
-  for name in ('num_layers', 'search_epochs', 'finetune_epochs',
+  for name in ('num_layers', 'finetune_epochs',
                'controller_steps_per_epoch'):
     non_negative_int(config, f'header.{name}')
   for name in ('lr_max', 'lr_min', 'temperature', 'tanh_constant',

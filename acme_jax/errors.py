@@ -9,6 +9,7 @@ problem; a ValueError from inside a library is a bug of ours).
 A leaf module: it imports nothing of the project, so every module may raise
 these errors without an import circle.
 """
+import argparse
 import pathlib
 import sys
 import traceback
@@ -16,7 +17,7 @@ from typing import Callable
 
 
 _OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / d)
-              for d in ('acme_jax', 'experiments', 'benchmarks'))
+              for d in ('acme_jax', 'experiments', 'benchmarks', 'configs'))
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,15 @@ class ConfigError(ValueError):
 
 class UserError(Exception):
   """An expected failure: the message names the problem and what to do."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line and exit 2, like every other
+  expected failure."""
+
+  def error(self, message):
+    print(f'error: {self.prog}: {message}; see --help', file=sys.stderr)
+    sys.exit(2)
 
 
 def is_expected(error: BaseException) -> bool:
@@ -51,9 +61,15 @@ def report_and_exit(error: BaseException, prefix: str = 'error'):
 
 
 def boundary(fn: Callable, *args, **kwargs):
-  """Runs fn; expected failures become one line on stderr and exit 2."""
+  """Runs fn; expected failures become one line on stderr and exit 2, an
+  interrupt (Ctrl-C) one line and exit 130."""
   try:
     return fn(*args, **kwargs)
+  except KeyboardInterrupt:
+    # Every stage is saved as it finishes (long ones every few steps too).
+    print('\ninterrupted: rerun the same command to resume where it stopped',
+          file=sys.stderr)
+    sys.exit(130)
   except Exception as e:  # pylint: disable=broad-except
     if is_expected(e):
       report_and_exit(e)

@@ -1,4 +1,4 @@
-"""ACME's single loop (ACME.md 2), top-down, with every stage cached in the
+"""ACME's single loop (docs/method.md 2), top-down, with every stage cached in the
 workdir.
 
     world     data and the devices' partition; the cloud's teacher,
@@ -26,6 +26,7 @@ import numpy as np
 from acme_jax import config as config_lib
 from acme_jax import figures
 from acme_jax import report
+from acme_jax import resume
 from acme_jax import streams
 from acme_jax import world as world_lib
 from acme_jax import workdir as workdir_lib
@@ -43,16 +44,22 @@ def run(config, workdir, log=print):
   """Run (or resume) ACME on `config`, writing everything under `workdir`."""
   world = world_lib.build(config, workdir, log)
   log('[selection] ' + report.selection_line(world.selection))
+  fingerprint = config_lib.subset(config, world_lib.DEVICE_SECTIONS)
+  # The header search saves its state mid-way (config.resume.every_steps).
+  partial = resume.Partial(world.wd / 'devices.search',
+                           config.resume.every_steps, fingerprint)
   customized = world.wd.cached_stage(
-      'devices.json', config_lib.subset(config, world_lib.DEVICE_SECTIONS),
-      lambda: customize(world, log))
+      'devices.json', fingerprint,
+      lambda: customize(world, log, search_partial=partial))
+  partial.finish()
   return write_report(world, customized, log)
 
 
 def customize(world: world_lib.World, log=print, splits=None,
-              key=None) -> dict:
+              key=None, search_partial=None) -> dict:
   """Edge, device and rounds for every device of the world (holding
-  `splits`, default the world's; `key`, default the main job's)."""
+  `splits`, default the world's; `key`, default the main job's);
+  `search_partial`: the header search's mid-stage checkpoint."""
   config = world.config
   device_hp = device_stage.DeviceHparams.from_config(config,
                                                      world.num_classes)
@@ -62,7 +69,8 @@ def customize(world: world_lib.World, log=print, splits=None,
   delivery = edge_stage.deliver(config, world,
                                 world.splits if splits is None else splits,
                                 device_hp, log)
-  headers = device_headers(world, device_hp, delivery, key, log)
+  headers = device_headers(world, device_hp, delivery, key, log,
+                           search_partial)
   for record, header in zip(delivery.records, headers):
     r = header.result
     record.update(header_arch=r['arch'], header_cells=r['n_layers'],
@@ -76,13 +84,14 @@ def customize(world: world_lib.World, log=print, splits=None,
 
 
 def device_headers(world: world_lib.World, hp: device_stage.DeviceHparams,
-                   delivery: edge_stage.Delivery, key, log=print):
+                   delivery: edge_stage.Delivery, key, log=print,
+                   partial=None):
   """Per device: header NAS within the budget its backbone leaves, the
   final training, and its data signature; `key` is the device stage's.
   Returns the devices' `state.DeviceHeader`s."""
   headers = device_stage.search_headers(
       hp, delivery.features, device_stage.targets(hp, delivery.records, key),
-      log=log)
+      log=log, partial=partial)
   return with_signatures(world, headers, delivery.splits)
 
 

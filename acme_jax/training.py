@@ -70,6 +70,52 @@ def epoch_batches(num_examples: int, batch_size: int,
     yield order[start:start + batch_size]
 
 
+def fit(step, state, data, hp: StageHparams, desc: str, partial=None):
+  """The cloud stages' loop: `hp.epochs` shuffled epochs of full batches
+  (random shifts on the images), `state, loss = step(state, images, labels)`
+  per batch; returns (state, per-epoch mean losses). With a
+  `resume.Partial`, the loop state is saved every `partial.every` steps and
+  a rerun resumes from it, byte-identical to an uninterrupted run."""
+  from acme_jax import resume
+  partial = partial or resume.NONE
+  n = len(data)
+  batch_size = min(hp.batch_size, n)
+  per_epoch = steps_per_epoch(n, hp.batch_size)
+  rng = np.random.default_rng(hp.seed)
+  losses, epoch_loss, order, done = [], [], None, 0
+  saved = partial.load(state)
+  if saved is not None:
+    state, loop = saved
+    resume.set_rng_state(rng, loop['rng'])
+    losses, done = loop['losses'], loop['steps']
+    epoch_loss = [np.asarray(l, np.float32) for l in loop['epoch_loss']]
+    order = np.asarray(loop['order'], np.int64)
+  progress = Progress(per_epoch * hp.epochs, hp.epochs, desc)
+  try:
+    for epoch in range(done // per_epoch, hp.epochs):
+      if done % per_epoch == 0:  # a new epoch (not one resumed mid-way)
+        order, epoch_loss = rng.permutation(n), []
+      for b in range(done % per_epoch, per_epoch):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        images = random_shift(data.images[idx], hp.max_shift, rng)
+        state, loss = step(state, images, data.labels[idx])
+        epoch_loss.append(loss)
+        done += 1
+        progress.step()
+        if partial.due(done) and done < per_epoch * hp.epochs:
+          epoch_loss = list(jax.device_get(epoch_loss))
+          partial.save(state, {
+              'rng': resume.rng_state(rng), 'losses': losses, 'steps': done,
+              'epoch_loss': [np.asarray(l).tolist() for l in epoch_loss],
+              'order': order.tolist()}, done)
+      losses.append(float(np.mean(jax.device_get(epoch_loss))))
+      progress.epoch(epoch, losses[-1])
+  finally:
+    progress.close()
+  partial.finish()
+  return state, losses
+
+
 def padded_batches(num_examples: int, batch_size: int):
   """Ordered batches padded to a static size: (indices, weights) with 0 weight on padding."""
   for start in range(0, num_examples, batch_size):

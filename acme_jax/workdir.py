@@ -40,11 +40,25 @@ def _json_default(value):
   raise TypeError(f'not JSON serialisable: {type(value)}')
 
 
+def _umask() -> int:
+  try:  # Linux: read it without changing it
+    for line in open('/proc/self/status'):
+      if line.startswith('Umask:'):
+        return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def atomic_write_bytes(path, data: bytes):
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
   try:
+    # mkstemp makes 0600 files; outputs get the user's usual mode.
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     os.replace(tmp, path)

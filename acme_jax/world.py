@@ -51,7 +51,12 @@ def prepare(config, workdir) -> workdir_lib.Workdir:
   config_lib.validate(config)
   mesh.initialize(config.cloud.distributed)
   config_lib.check_devices(config, jax.device_count())
-  return workdir_lib.Workdir(workdir)
+  wd = workdir_lib.Workdir(workdir)
+  # Every job merges its section into results.json at its end: a damaged
+  # one is refused now, not after the work.
+  if (wd / 'results.json').exists():
+    workdir_lib.read_json(wd / 'results.json')
+  return wd
 
 
 def build(config, workdir, log=print,
@@ -63,6 +68,7 @@ def build(config, workdir, log=print,
   wd = prepare(config, workdir)
   t0 = time.time()
   dataset, cloud_data, device_data = data_stage.load(config, log)
+  data_stage.check_cloud_batch(config, cloud_data)
   splits = data_stage.check_partition(
       data_stage.PartitionHparams.from_config(config), device_data,
       dataset.num_classes)
@@ -83,6 +89,7 @@ def train_cloud(config, workdir, log=print):
   """(dataset, the cloud's trained supernet): the cloud stages alone."""
   wd = prepare(config, workdir)
   dataset, cloud_data, _ = data_stage.load(config, log)
+  data_stage.check_cloud_batch(config, cloud_data)
   return dataset, cloud_stage.run(config, wd, dataset, cloud_data, log)
 
 

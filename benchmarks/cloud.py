@@ -39,9 +39,9 @@ from acme_jax.data import base
 from acme_jax.models import subnet, vit
 from acme_jax.parallel import mesh
 
-_BATCH = flags.DEFINE_integer('batch', 2, 'global batch (a multiple of the '
+_BATCH = flags.DEFINE_integer('batch', 2, lower_bound=1, help= 'global batch (a multiple of the '
                               'device count)')
-_REPS = flags.DEFINE_integer('reps', 2, 'timed calls (best kept)')
+_REPS = flags.DEFINE_integer('reps', 2, lower_bound=1, help='timed calls (best kept)')
 _SCHEME = flags.DEFINE_enum('scheme', 'static', list(elastic.SCHEMES),
                             'elastic scheme')
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'],

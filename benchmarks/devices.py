@@ -23,6 +23,7 @@ import jax
 from absl import flags
 
 from acme_jax import cli
+from acme_jax import errors
 from acme_jax import pipeline
 from acme_jax import report
 from acme_jax import sizes
@@ -42,7 +43,14 @@ _USERS = flags.DEFINE_list('users', ['8', '64', '256'], 'user counts')
 _STRATEGIES = flags.DEFINE_list(
     'strategies', ['loop', 'vmap', 'sharded'],
     'engine strategies (sharded only runs with several devices)')
-_CHUNK = flags.DEFINE_integer('chunk', 0, 'users at once (0: all)')
+_CHUNK = flags.DEFINE_integer('chunk', 0, 'users at once (0: all)',
+                              lower_bound=0)
+flags.register_validator('users', lambda v: cli.whole_numbers(v, 8) and all(
+    int(u) % 8 == 0 for u in v), '--users takes positive multiples of 8, '
+    'e.g. 8,64,256')
+flags.register_validator(
+    'strategies', lambda v: bool(v) and set(v) <= {'loop', 'vmap', 'sharded'},
+    '--strategies takes some of loop, vmap, sharded')
 
 
 def setup(users: int) -> world_lib.World:
@@ -100,6 +108,11 @@ def main(argv):
   del argv
   strategies = [s for s in _STRATEGIES.value
                 if s != 'sharded' or jax.device_count() > 1]
+  if not strategies:
+    raise errors.UserError(
+        '--strategies=sharded needs several accelerators; this machine has '
+        f'{jax.device_count()} (on CPU, simulate them with XLA_FLAGS='
+        '--xla_force_host_platform_device_count=8)')
   rows, per_minute = [], {}
   for users in map(int, _USERS.value):
     world = setup(users)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from acme_jax import errors
 from acme_jax.parallel import engine as E
 
 FEATURE_SHAPE = (4, 4, 64)
@@ -99,11 +100,27 @@ def measure(problem, headers, batches, strategies, reps):
           for strategy in strategies}
 
 
+def _count(text: str) -> int:
+  if not text.strip().isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a whole number >= 1')
+  return int(text)
+
+
+def _counts(text: str) -> str:
+  for part in text.split(','):
+    _count(part)
+  return text
+
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--devices', default='2,8,32', help='device counts')
-  parser.add_argument('--hidden', type=int, default=128, help='MLP hidden width')
-  parser.add_argument('--reps', type=int, default=5, help='timed calls (best kept)')
+  parser = errors.OneLineParser(prog='python -m benchmarks.engine',
+                                description=__doc__.split('\n')[0])
+  parser.add_argument('--devices', default='2,8,32', type=_counts,
+                      help='device counts')
+  parser.add_argument('--hidden', type=_count, default=128,
+                      help='MLP hidden width')
+  parser.add_argument('--reps', type=_count, default=5,
+                      help='timed calls (best kept)')
   args = parser.parse_args()
 
   strategies = ['loop', 'vmap']
@@ -136,5 +153,4 @@ def main():
 
 
 if __name__ == '__main__':
-  from acme_jax import errors
   errors.boundary(main)

@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 
-from absl import app, flags
+from absl import flags
 
 from acme_jax import cli
 from acme_jax import workdir as workdir_lib
@@ -32,16 +32,29 @@ DEVICES = flags.DEFINE_list('devices', ['6', '12'],
 WARM_ONLY = flags.DEFINE_list('warm_only', [],
                               'device counts run in warm mode only')
 MODES = flags.DEFINE_list('modes', ['stock', 'warm'], 'stock and/or warm')
-ROUNDS = flags.DEFINE_integer('rounds', 2, 'aggregation rounds per run')
+ROUNDS = flags.DEFINE_integer('rounds', 2, 'aggregation rounds per run',
+                              lower_bound=1)
 IN_FLIGHT = flags.DEFINE_integer(
     'in_flight', 4, 'requests an edge keeps in flight (network.max_in_flight; '
-    '0 = all its devices at once)')
+    '0 = all its devices at once)', lower_bound=0)
 WORKDIR = flags.DEFINE_string('workdir', 'runs/bench_networked',
                               'one subdirectory per device count')
 MIN_GB = flags.DEFINE_float('min_available_gb', 1.5,
-                            'stop a run below this much available memory')
+                            'stop a run below this much available memory',
+                            lower_bound=0.0)
 RUN_TIMEOUT = flags.DEFINE_float('run_timeout_s', 7200.0,
-                                 'stop a run that takes longer')
+                                 'stop a run that takes longer',
+                                 lower_bound=1.0)
+for _name in ('devices', 'warm_only'):
+  # Two edges share the devices evenly.
+  flags.register_validator(
+      _name, lambda v: cli.whole_numbers(v, 2) and all(
+          int(d) % 2 == 0 for d in v),
+      f'--{_name} takes even device counts >= 2 (two edges share them), '
+      f'e.g. 6,12')
+flags.register_validator(
+    'modes', lambda v: bool(v) and set(v) <= {'stock', 'warm'},
+    '--modes takes stock and/or warm')
 
 
 def bench_config(devices: int, warm: bool = True):
@@ -174,4 +187,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_tool(main)

@@ -31,6 +31,10 @@ def get_config(arg=None):
   config.federated = _federated()
   config.engine = _engine()
   config.network = _network()
+  # Mid-stage checkpoints of the long stages (teacher, both elastic stages,
+  # header search, rounds): a rerun of an interrupted run resumes from the
+  # last one. Not part of any stage's fingerprint. 0: off.
+  config.resume = ml_collections.ConfigDict(dict(every_steps=200))
   return config
 
 
@@ -85,7 +89,7 @@ def _cloud():
   c.depth_mults = (1.0, 0.75, 0.5, 0.25)
   c.batch_size = 64
   c.eval_batch_size = 256
-  c.reorder = True           # importance reordering (ACME.md 3.3)
+  c.reorder = True           # importance reordering (docs/method.md 3.3)
   # Elastic stages: static (each subnet a static slice, one unrolled
   # program) | sliced (width slices, depths scanned, dropped layers skipped)
   # | masked (every subnet at full size, masks as data); same gradients.
@@ -113,7 +117,7 @@ def _cloud():
   c.teacher.clip_norm = 1.0
   c.teacher.max_shift = 1    # random-shift augmentation (pixels)
 
-  # Elastic distillation, ACME.md 3.3. Prototype: lr 2e-5, 3 epochs; scaled
+  # Elastic distillation, docs/method.md 3.3. Prototype: lr 2e-5, 3 epochs; scaled
   # to lr 5e-4 and more epochs since the tiny model starts far from converged.
   c.width_stage = ml_collections.ConfigDict()
   c.width_stage.epochs = 15
@@ -144,7 +148,7 @@ def _cloud():
 
 
 def _selection():
-  # Selection at the cloud (ACME.md 4): prototype values.
+  # Selection at the cloud (docs/method.md 4): prototype values.
   c = ml_collections.ConfigDict()
   c.cost_model = 'exact'   # exact | paper (ViT-B/16 stand-in)
   c.grid_size = 20         # G: predict on a G x G ratio grid
@@ -163,7 +167,7 @@ def _selection():
 
 
 def _system():
-  # Devices and edges (ACME.md 1, 6). Budgets in parameters (backbone +
+  # Devices and edges (docs/method.md 1, 6). Budgets in parameters (backbone +
   # header); () = spread over [smallest, largest] grid subnet + allowance.
   c = ml_collections.ConfigDict()
   c.num_edges = 2
@@ -182,12 +186,12 @@ def _system():
   c.local_test_fraction = 0.2
   c.profile = ml_collections.ConfigDict(dict(
       g_n=100.0, delta_g=10.0, l_n=1.0, delta_l=0.1, p=128.0, g_beta=50.0,
-      k=10.0))                            # ACME.md 4.2, prototype constants
+      k=10.0))                            # docs/method.md 4.2, prototype constants
   return c
 
 
 def _header():
-  # Header NAS on devices (ACME.md 5): the prototype's ENAS child and
+  # Header NAS on devices (docs/method.md 5): the prototype's ENAS child and
   # controller; scaled down where noted, to fit tiny local datasets (~70
   # samples) and minutes of CPU.
   c = ml_collections.ConfigDict()
@@ -253,7 +257,7 @@ def _baselines():
 
 
 def _aggregation():
-  # Personalized architecture aggregation (ACME.md 6).
+  # Personalized architecture aggregation (docs/method.md 6).
   c = ml_collections.ConfigDict()
   c.rounds = 2
   c.prune_ratio = 0.3    # prototype: 10-50%

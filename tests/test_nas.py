@@ -151,3 +151,61 @@ def test_one_compile_per_padding_bucket():
   # for both devices, then none.
   assert traces(large) == 3
   assert traces(large) == 0
+
+
+@pytest.mark.parametrize('derive', ['prototype', 'sample'])
+def test_an_interrupted_search_resumes_byte_identical(tmp_path, monkeypatch,
+                                                      derive):
+  from acme_jax import resume
+  padded = local_data.device_data([local(n, i) for i, n in
+                                   enumerate((40, 66))])
+  hp = nas.SearchHparams(epochs=3, batch_size=16, controller_steps_per_epoch=2,
+                         derive=derive, num_final_archs=2)
+  keys = [jax.random.key(i) for i in range(2)]
+
+  def search(partial):
+    return nas.search(CFG, hp, padded, keys, [10**6] * 2, [3, 3], 'loop',
+                      partial=partial)
+
+  real, calls = engine.for_each_device, {'n': 0}
+
+  def counted(*args, **kwargs):
+    calls['n'] += 1
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(nas.engine, 'for_each_device', counted)
+  through = search(None)
+  full_run_calls, calls['n'] = calls['n'], 0
+
+  def stop_in_the_third_epoch(*args, **kwargs):
+    calls['n'] += 1
+    if calls['n'] == 5:  # epoch 3's child training (2 programs an epoch)
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(nas.engine, 'for_each_device', stop_in_the_third_epoch)
+  if derive == 'prototype':  # its per-epoch evaluation calls the engine too
+    calls['n'] = -2
+  with pytest.raises(KeyboardInterrupt):
+    search(resume.Partial(tmp_path / 'search', 1, {'x': 1}))
+  monkeypatch.setattr(nas.engine, 'for_each_device', real)
+  resumed = search(resume.Partial(tmp_path / 'search', 1, {'x': 1}))
+  # A rerun after the search (interrupted later in its stage) loads the
+  # finished search instead of searching again.
+  calls['n'] = 0
+  monkeypatch.setattr(nas.engine, 'for_each_device', counted)
+  again = search(resume.Partial(tmp_path / 'search', 1, {'x': 1}))
+  per_epoch = 3 if derive == 'prototype' else 2  # train, controller, [eval]
+  assert calls['n'] == full_run_calls - 3 * per_epoch  # no epoch ran again
+  monkeypatch.setattr(nas.engine, 'for_each_device', real)
+  resume.Partial(tmp_path / 'search', 1, {'x': 1}).finish()
+  for a, b in [*zip(resumed, through), *zip(again, through)]:
+    assert np.array_equal(a['arch'], b['arch'])
+    assert a['val_accuracy'] == b['val_accuracy']
+    assert a['history'] == b['history']
+    assert a['child_steps'] == b['child_steps']
+    for x, y in zip(jax.tree.leaves(a['state']), jax.tree.leaves(b['state'])):
+      x, y = (jax.random.key_data(v) if jax.dtypes.issubdtype(
+          v.dtype, jax.dtypes.prng_key) else v for v in (x, y))
+      assert np.array_equal(x, y)
+  assert not list(tmp_path.glob('search.partial*'))

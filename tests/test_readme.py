@@ -35,3 +35,29 @@ def test_verdict_follows_the_paired_interval():
   assert readme_tables._verdict(unsure).startswith('not shown')  # noqa: SLF001
   single = stats.paired([0.9], [0.8])
   assert readme_tables._verdict(single) == 'one repeat: no CI'  # noqa: SLF001
+
+
+@pytest.mark.slow
+def test_the_readme_device_table_and_ledger_are_what_the_code_produces(
+    tmp_path):
+  """The default main job, run now, against the README's generated block:
+  its per-device table and ledger, exactly (on the machine kind the block
+  was made on; elsewhere floating point may move a cell)."""
+  import platform
+  import subprocess
+  import sys
+  from acme_jax import report
+  snapshot = json.loads(readme_tables.BLOCKS['paper'].snapshot.read_text())
+  made_on = snapshot['provenance']['devices']['machine']
+  here = report.provenance()['machine']
+  if made_on != here:
+    pytest.skip(f'the block was made on {made_on}, this is {here} '
+                f'({platform.machine()})')
+  subprocess.run([sys.executable, '-m', 'experiments.main',
+                  '--config=configs/default.py', f'--workdir={tmp_path}'],
+                 cwd=readme_tables.ROOT, check=True, capture_output=True,
+                 timeout=3600)
+  ran = json.loads((tmp_path / 'results.json').read_text())
+  block = readme_tables.current_block(readme_tables.README.read_text())
+  assert report.devices_table(ran['devices']) in block
+  assert report.ledger_table(ran['ledger']) in block

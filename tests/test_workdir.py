@@ -49,3 +49,13 @@ def test_cloud_config_check_refuses_changes_but_not_newer_fields(tmp_path):
     config.cloud.batch_size = 7
   with pytest.raises(ConfigError, match='cloud.batch_size'):
     cloud_stage.check_config(wd, config)
+
+
+def test_outputs_get_the_users_umask_not_mkstemps_0600(tmp_path):
+  import os
+  old = os.umask(0o027)
+  try:
+    workdir_lib.atomic_write_json(tmp_path / 'r.json', {'a': 1})
+  finally:
+    os.umask(old)
+  assert (tmp_path / 'r.json').stat().st_mode & 0o777 == 0o640

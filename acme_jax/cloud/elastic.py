@@ -1,4 +1,4 @@
-"""Cloud step 2: width- then width+depth-elastic distillation (DynaBERT-style, ACME.md 3.3).
+"""Cloud step 2: width- then width+depth-elastic distillation (DynaBERT-style, docs/method.md 3.3).
 
 Each optimizer step distils a fixed teacher into every subnet of the stage:
 loss = lambda_logits * softCE(student, teacher) + lambda_hidden * (MSE of the
@@ -242,9 +242,9 @@ def make_elastic_step(model: ViT, tx, stage: Stage,
 
 def train_elastic(model: ViT, params, teacher_params, data: Split,
                   stage: Stage, hp: training.StageHparams, desc: str,
-                  par: Optional[mesh.Parallel] = None):
+                  par: Optional[mesh.Parallel] = None, partial=None):
   """Distil into every subnet of `stage`; returns (host params, epoch
-  losses)."""
+  losses). `partial` (a `resume.Partial`): save and resume mid-stage."""
   par = par or mesh.single_device()
   steps = training.steps_per_epoch(len(data), hp.batch_size) * hp.epochs
   tx = training.adamw_with_warmup(hp.learning_rate, steps,
@@ -254,20 +254,12 @@ def train_elastic(model: ViT, params, teacher_params, data: Split,
   teacher_params = par.params(teacher_params)
   opt_state = tx.init(params)
   step = make_elastic_step(model, tx, stage, hp, par, params, opt_state)
-  rng = np.random.default_rng(hp.seed)
-  losses = []
-  progress = training.Progress(steps, hp.epochs, desc)
-  try:
-    for epoch in range(hp.epochs):
-      epoch_loss = []
-      for idx in training.epoch_batches(len(data), hp.batch_size, rng):
-        images = training.random_shift(data.images[idx], hp.max_shift, rng)
-        params, opt_state, loss = step(params, opt_state, teacher_params,
-                                       par.batch(images))
-        epoch_loss.append(loss)
-        progress.step()
-      losses.append(float(np.mean(jax.device_get(epoch_loss))))
-      progress.epoch(epoch, losses[-1])
-  finally:
-    progress.close()
+
+  def fit_step(state, images, labels):
+    del labels  # distillation: the teacher's outputs are the targets
+    params, opt_state, loss = step(*state, teacher_params, par.batch(images))
+    return (params, opt_state), loss
+
+  (params, _), losses = training.fit(fit_step, (params, opt_state), data, hp,
+                                     desc, partial)
   return mesh.host(params), losses

@@ -1,4 +1,4 @@
-"""The cloud tier of the loop (ACME.md 3): fine-tune the teacher, reorder
+"""The cloud tier of the loop (docs/method.md 3): fine-tune the teacher, reorder
 heads and neurons by importance, distil the width- then width+depth-elastic
 supernet, and measure every trained subnet on the grid.
 
@@ -13,6 +13,7 @@ from typing import Tuple
 import jax
 
 from acme_jax import config as config_lib
+from acme_jax import resume
 from acme_jax import streams
 from acme_jax import training
 from acme_jax import workdir as workdir_lib
@@ -155,7 +156,7 @@ def _write_output(path, value):
 
 def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
         log=print) -> Trained:
-  """Teacher, reordering, elastic stages and grid measurement (ACME.md 3),
+  """Teacher, reordering, elastic stages and grid measurement (docs/method.md 3),
   each loaded from the workdir when a previous run committed it."""
   hp = CloudHparams.from_config(config)
   check_config(wd, config)
@@ -174,9 +175,17 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
         f'{"loaded" if done else "trained"} ({time.time() - t0:.0f}s)')
     return params
 
+  def partial(name):
+    # Multi-host runs do not checkpoint mid-stage (one writer, many readers).
+    every = (config.resume.every_steps if jax.process_count() == 1 else 0)
+    return resume.Partial(wd / name, every, fingerprint={
+        'cloud': config_lib.subset(config, SECTIONS),
+        'recomputed': list(recomputed)})
+
   def fit_teacher():
     params, losses = teacher.train_teacher(model, init, cloud_data,
-                                           hp.teacher, par=par)
+                                           hp.teacher, par=par,
+                                           partial=partial('cloud/teacher'))
     _write_output(wd / 'cloud/teacher_losses.json', losses)
     return params
 
@@ -184,7 +193,7 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
     def fit():
       params, losses = elastic.train_elastic(
           model, start, teacher_params, cloud_data, subnets, stage_hp,
-          desc=name, par=par)
+          desc=name, par=par, partial=partial(f'cloud/{name}'))
       _write_output(wd / f'cloud/{name}_losses.json', losses)
       return params
     return fit

@@ -2,7 +2,6 @@
 from typing import Optional
 
 import jax
-import numpy as np
 import optax
 
 from acme_jax import training
@@ -35,8 +34,9 @@ def make_train_step(model: ViT, tx: optax.GradientTransformation,
 
 def train_teacher(model: ViT, params, data: Split,
                   hp: training.StageHparams, desc: str = 'teacher',
-                  par: Optional[mesh.Parallel] = None):
-  """Supervised fine-tuning; returns (host params, per-epoch mean losses)."""
+                  par: Optional[mesh.Parallel] = None, partial=None):
+  """Supervised fine-tuning; returns (host params, per-epoch mean losses).
+  `partial` (a `resume.Partial`): save and resume mid-stage."""
   par = par or mesh.single_device()
   steps = training.steps_per_epoch(len(data), hp.batch_size) * hp.epochs
   tx = training.adamw_with_warmup(hp.learning_rate, steps,
@@ -45,20 +45,12 @@ def train_teacher(model: ViT, params, data: Split,
   params = par.params(params)
   opt_state = tx.init(params)
   step = make_train_step(model, tx, par, params, opt_state)
-  rng = np.random.default_rng(hp.seed)
-  losses = []
-  progress = training.Progress(steps, hp.epochs, desc)
-  try:
-    for epoch in range(hp.epochs):
-      epoch_loss = []
-      for idx in training.epoch_batches(len(data), hp.batch_size, rng):
-        images = training.random_shift(data.images[idx], hp.max_shift, rng)
-        params, opt_state, loss = step(params, opt_state, par.batch(images),
-                                       par.batch(data.labels[idx]))
-        epoch_loss.append(loss)
-        progress.step()
-      losses.append(float(np.mean(jax.device_get(epoch_loss))))
-      progress.epoch(epoch, losses[-1])
-  finally:
-    progress.close()
+
+  def fit_step(state, images, labels):
+    params, opt_state, loss = step(*state, par.batch(images),
+                                   par.batch(labels))
+    return (params, opt_state), loss
+
+  (params, _), losses = training.fit(fit_step, (params, opt_state), data, hp,
+                                     desc, partial)
   return mesh.host(params), losses

@@ -1,4 +1,4 @@
-"""The data tier of the loop (ACME.md 1, 6): the dataset, the cloud's share
+"""The data tier of the loop (docs/method.md 1, 6): the dataset, the cloud's share
 of its training set, and each device's local (train, val, test) splits.
 
 Devices own disjoint samples of the rest of train, partitioned by a non-IID
@@ -72,6 +72,15 @@ def device_splits(hp: PartitionHparams, device_data, num_classes: int):
                                    hp.val_fraction, hp.test_fraction)
     splits.append(tuple(device_data.take(i) for i in local))
   return splits
+
+
+def check_cloud_batch(config, cloud_data):
+  """The cloud's batch must fit its share of the data: a larger one would
+  silently shrink to it, and with it every schedule's steps per epoch."""
+  if config.cloud.batch_size > len(cloud_data):
+    raise ConfigError('cloud.batch_size', config.cloud.batch_size,
+                      f'must be at most {len(cloud_data)}, the cloud\'s '
+                      f'training samples')
 
 
 def check_partition(hp: PartitionHparams, device_data, num_classes: int,

@@ -1,4 +1,4 @@
-"""Header search on cached features: the prototype's ENAS loop (ACME.md 5).
+"""Header search on cached features: the prototype's ENAS loop (docs/method.md 5).
 
 Per epoch (`train_search.py`): the shared child trains one minibatch per
 sampled architecture (SGD, momentum 0.9, weight decay 1e-4, learning rate
@@ -50,11 +50,18 @@ class SearchHparams:
 def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded, keys,
            limits: Sequence[int], n_layers: Sequence[int],
            strategy: str = 'auto',
-           log: Optional[Callable[[str], None]] = None) -> List[dict]:
+           log: Optional[Callable[[str], None]] = None,
+           partial=None) -> List[dict]:
   """ENAS search for every device; returns per device {arch, val_accuracy,
   n_layers, header_params, state (`child.DeviceState`, the shared weights),
-  history, child_steps, controller_steps}.
+  history, child_steps, controller_steps}. With `partial` (a
+  `resume.Partial`), the search's state is saved at the end of an epoch
+  once `partial.every` child steps (summed over devices) have passed since
+  the last save, and at the end of the search (the caller's `finish()`
+  removes it when its stage is done); a rerun resumes from it.
   """
+  from acme_jax import resume
+  partial = partial or resume.NONE
   data, sizes = padded
   if hp.derive not in DERIVES:
     raise ValueError(f'derive must be one of {DERIVES}, got {hp.derive!r}')
@@ -65,8 +72,18 @@ def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded, keys,
   best = [(-1.0, None)] * len(states)
   history = [[] for _ in states]
   child_steps = [0] * len(states)
+  first = 0
+  saved = partial.load(states)
+  if saved is not None:
+    states, loop = saved
+    for rng, state in zip(rngs, loop['rngs']):
+      resume.set_rng_state(rng, state)
+    best = [(acc, None if arch is None else np.asarray(arch, np.int32))
+            for acc, arch in loop['best']]
+    history, child_steps, first = (loop['history'], loop['child_steps'],
+                                   loop['epoch'] + 1)
   identity = child_lib.identity
-  for epoch in range(hp.epochs):
+  for epoch in range(first, hp.epochs):
     lr = np.float32(child_lib.sgdr(epoch, hp.lr_max, hp.lr_min, hp.lr_period,
                                    hp.lr_period_mult))
     states = [s._replace(seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
@@ -98,6 +115,15 @@ def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded, keys,
     if log:
       log(f'nas epoch {epoch + 1}/{hp.epochs}: mean train accuracy '
           f'{np.mean([h[-1]["train_accuracy"] for h in history]):.3f}')
+    # The last epoch is saved too: an interruption after the search (in
+    # the final training or the rounds) does not search again. The caller
+    # removes the checkpoint once its whole stage is done.
+    if partial.due(sum(child_steps)) or epoch + 1 == hp.epochs:
+      partial.save(states, {
+          'epoch': epoch, 'rngs': [resume.rng_state(r) for r in rngs],
+          'best': [(float(acc), None if arch is None else
+                    np.asarray(arch).tolist()) for acc, arch in best],
+          'history': history, 'child_steps': child_steps}, sum(child_steps))
 
   if hp.derive == 'sample':
     candidates = [np.asarray(p.sample_archs(s, hp.num_final_archs))

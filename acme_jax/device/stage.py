@@ -1,4 +1,4 @@
-"""The device tier of the loop (ACME.md 5): each device's cached backbone
+"""The device tier of the loop (docs/method.md 5): each device's cached backbone
 features, the header NAS within the budget its backbone leaves, training of
 the found architecture, and the fixed heads a header is compared with.
 
@@ -236,15 +236,16 @@ def finetune(hp: DeviceHparams, states, padded: local_data.Padded, keys,
 def search_headers(hp: DeviceHparams,
                    locals_: Sequence[features.LocalFeatures],
                    targets: Sequence[Target], archs=None,
-                   log: Optional[Callable[[str], None]] = None
-                   ) -> List[state_lib.DeviceHeader]:
+                   log: Optional[Callable[[str], None]] = None,
+                   partial=None) -> List[state_lib.DeviceHeader]:
   """NAS within each device's header budget, then the final training of
   the found architecture: from the search's shared weights (`final_weights
   = 'shared'`, the prototype) or from fresh weights ('scratch', ENAS's
   retraining; the edge's seed, `Target.init_seed`), `finetune_epochs`
   epochs at the best of `finetune_lrs` on local validation. With `archs`
   given, no search: those architectures get the same final training from
-  fresh weights (the random-architecture control, ablations).
+  fresh weights (the random-architecture control, ablations). `partial`:
+  the search's mid-stage checkpoint (`resume.Partial`).
 
   Returns the devices' headers, ready for the aggregation rounds, each with
   `.result` = {arch, n_layers, nas_header_params, val_accuracy,
@@ -258,7 +259,7 @@ def search_headers(hp: DeviceHparams,
   if archs is None:
     found = nas.search(cfg, hp.search, padded, keys,
                        [t.limit for t in targets], [t.cells for t in targets],
-                       hp.strategy, log)
+                       hp.strategy, log, partial)
   else:
     found = [{'arch': np.asarray(a, np.int32), 'val_accuracy': None,
               'n_layers': t.cells, 'history': [], 'child_steps': 0,

@@ -110,6 +110,11 @@ class Launcher:
     from acme_jax import config as config_lib
     from acme_jax.data import stage as data_stage
     config_lib.validate(self.config)
+    for e in range(self.config.system.num_edges):
+      processes.check_port_free(
+          self.net.host, self.net.base_port + e,
+          f'edge {e} listens on network.base_port + {e}: choose another '
+          'network.base_port')
     dataset, _, device_data = data_stage.load(self.config, log=lambda *_: 0)
     data_stage.check_partition(
         data_stage.PartitionHparams.from_config(self.config), device_data,

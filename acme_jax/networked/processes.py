@@ -97,6 +97,19 @@ def free_port(host: str = '127.0.0.1') -> int:
     return s.getsockname()[1]
 
 
+def check_port_free(host: str, port: int, what: str):
+  """Refuse, in one line, a port another process holds (a bind error in a
+  child's log otherwise surfaces late and far from its cause)."""
+  with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      s.bind((host, port))
+    except OSError as e:
+      from acme_jax import errors
+      raise errors.UserError(f'port {port} on {host} is not free '
+                             f'({e.strerror}); {what}') from None
+
+
 def wait_port(host: str, port: int, timeout: float, proc=None):
   end = time.time() + timeout
   while time.time() < end:

@@ -1,6 +1,6 @@
 """The networked run's results: per-device records, and bytes three ways.
 
-  ledger   the arrays of ACME's records (ACME.md 7), what `hierarchy/ledger.py`
+  ledger   the arrays of ACME's records (docs/method.md 7), what `hierarchy/ledger.py`
            counts in-process (the edges enter each record as it passes);
   message  the Flower messages that carried them, as Flower serializes them
            (requests and acks without a payload are 'control');
@@ -240,7 +240,7 @@ def reply_table(rows) -> str:
   kinds = sorted({k for r in rows for k in r.get('reply_seconds', {})})
   runs = [r for r in rows if r.get('reply_seconds')]
   return report_lib.markdown_table(
-      ['message'] + [f"{r['devices']} {r['mode']}" for r in runs],
+      ['message'] + [f"{r['devices']} {r.get('mode', 'stock')}" for r in runs],
       [[k] + [f"{r['reply_seconds'][k]['median']:.1f}"
               if k in r['reply_seconds'] else '-' for r in runs]
        for k in kinds])
@@ -253,7 +253,7 @@ def summary_lines(rows) -> list:
     parts = []
     for mode in ('stock', 'warm'):
       r = next((r for r in rows if r['devices'] == count and
-                r['mode'] == mode), None)
+                r.get('mode', 'stock') == mode), None)
       if r is not None:
         parts.append(f"{mode} {r['seconds_per_round']:.1f} s/round"
                      if 'seconds_per_round' in r else f"{mode} {r['status']}")
@@ -263,17 +263,40 @@ def summary_lines(rows) -> list:
 
 def main(argv=None):
   """python -m acme_jax.networked.report --networked=W --in_process=W2"""
-  import argparse
-  p = argparse.ArgumentParser(prog='python -m acme_jax.networked.report')
+  from acme_jax import errors
+  p = errors.OneLineParser(prog='python -m acme_jax.networked.report')
   p.add_argument('--networked', required=True, help='a networked workdir')
   p.add_argument('--in_process', required=True,
                  help='an experiments.main workdir of the same config')
   args = p.parse_args(argv)
-  net = json.loads((pathlib.Path(args.networked) / 'networked.json')
-                   .read_text())
-  wd = pathlib.Path(args.in_process)
-  diff = compare(net, json.loads((wd / 'results.json').read_text())['devices'],
-                 json.loads((wd / 'ledger.json').read_text()))
+  return errors.boundary(_compare_workdirs, args)
+
+
+def _read_json(directory: str, flag: str, name: str, made_by: str):
+  from acme_jax import errors
+  path = pathlib.Path(directory) / name
+  if not path.is_file():
+    raise errors.UserError(f'--{flag}={directory} has no {name}; give the '
+                           f'workdir of a finished {made_by} run')
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:
+    raise errors.UserError(f'{path} is not valid JSON ({e}); rerun '
+                           f'{made_by} on that workdir') from None
+
+
+def _compare_workdirs(args) -> int:
+  net = _read_json(args.networked, 'networked', 'networked.json',
+                   'experiments.networked')
+  results = _read_json(args.in_process, 'in_process', 'results.json',
+                       'experiments.main')
+  ledger = _read_json(args.in_process, 'in_process', 'ledger.json',
+                      'experiments.main')
+  from acme_jax import errors
+  if 'devices' not in results:
+    raise errors.UserError(f'{args.in_process}/results.json has no '
+                           '"devices" section; rerun experiments.main')
+  diff = compare(net, results['devices'], ledger)
   print(json.dumps(diff))
   same = not diff['devices'] and not diff['missing'] and diff['ledger_equal']
   print(f'{diff["compared"]} devices: ' + (

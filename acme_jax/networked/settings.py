@@ -32,6 +32,14 @@ def validate(config):
   non_negative_int(config, 'network.max_restarts')
   non_negative_int(config, 'network.impostors')
   non_negative_int(config, 'network.max_in_flight')
+  from acme_jax import sizes
   from acme_jax.networked import launcher
+  counts = {'device': sizes.num_devices(config),
+            'worker': sizes.num_devices(config),
+            'edge': config.system.num_edges}
   for fault in config.network.faults:
-    launcher.parse_fault(fault)
+    _, tier, ident, _, _ = launcher.parse_fault(fault)
+    if ident >= counts[tier]:
+      raise ConfigError('network.faults', fault,
+                        f'{tier} {ident} does not exist: this run has '
+                        f'{counts[tier]} {tier}s, numbered from 0')

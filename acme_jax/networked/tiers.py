@@ -20,12 +20,12 @@ C is the run's config as JSON (`launcher` writes it; any machine can make it
 from the same config file). Keys and certificates come from
 `acme_jax.networked.security` (the edge's certificate must name EDGE_HOST).
 """
-import argparse
 import pathlib
 import subprocess
 import sys
 import time
 
+from acme_jax import errors
 from acme_jax.networked import processes, startup
 
 
@@ -36,13 +36,14 @@ def _key(path):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog='python -m acme_jax.networked.tiers')
+  p = errors.OneLineParser(prog='python -m acme_jax.networked.tiers')
   p.add_argument('tier', choices=('secrets', 'cloud-prepare', 'cloud-node',
                                   'edge', 'device'))
   p.add_argument('--hosts', default='127.0.0.1,localhost')
   p.add_argument('--nodes', default='')
   p.add_argument('--config_json', default='')
-  p.add_argument('--workdir', required=True)
+  p.add_argument('--workdir', required=True,
+                 help='this tier\'s directory (created if missing)')
   p.add_argument('--edge', type=int, default=0)
   p.add_argument('--device', type=int, default=0)
   p.add_argument('--budget', type=int, default=0)
@@ -52,13 +53,65 @@ def main(argv=None):
   p.add_argument('--warm_worker', type=int, default=1,
                  help='1: a long-lived worker answers (JAX stays loaded); '
                       "0: Flower's stock per-message process")
-  p.add_argument('--ca', default='')
+  p.add_argument('--ca', default='',
+                 help="the run's CA certificate (TLS); without it, give "
+                      '--insecure')
+  p.add_argument('--insecure', action='store_true',
+                 help='a node dials its edge without TLS')
   p.add_argument('--key', default='')
   p.add_argument('--tls_dir', default='')
   p.add_argument('--register', default='')
   p.add_argument('--expected_devices', type=int, default=0)
   args = p.parse_args(argv)
+  _check(args)
+  return errors.boundary(_run, args)
 
+
+def _exists(flag: str, value: str, what: str = 'file'):
+  if not value:
+    raise errors.UserError(f'--{flag} is required for this tier')
+  path = pathlib.Path(value)
+  if not (path.is_dir() if what == 'directory' else path.is_file()):
+    raise errors.UserError(f'--{flag}={value}: no such {what}')
+
+
+def _check(args):
+  """Every input of the tier, before anything is written or started (one
+  line, exit 2)."""
+
+  def check():
+    workdir = pathlib.Path(args.workdir)
+    blocked = next((p for p in [workdir] + list(workdir.parents)
+                    if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+      raise errors.UserError(f'--workdir={args.workdir}: {blocked} is a '
+                             'file; give a directory')
+    if args.tier != 'secrets' and args.tier != 'cloud-node':
+      _exists('config_json', args.config_json)
+    if args.tier == 'edge':
+      if args.tls_dir:
+        _exists('tls_dir', args.tls_dir, 'directory')
+        for name in ('ca.crt', 'server.pem', 'server.key'):
+          _exists('tls_dir', str(pathlib.Path(args.tls_dir) / name))
+      for pub in filter(None, args.register.split(',')):
+        _exists('register', pub)
+      processes.check_port_free(args.listen, args.port,
+                                'give another --port')
+    if args.tier in ('device', 'cloud-node'):
+      if not args.ca and not args.insecure:
+        raise errors.UserError(
+            f'{args.tier}: --ca is required to dial the edge over TLS (or '
+            'give --insecure for an edge without TLS)')
+      if args.ca:
+        _exists('ca', args.ca)
+      if args.key:
+        _exists('key', args.key)
+        _exists('key', args.key + '.pub')
+
+  errors.boundary(check)
+
+
+def _run(args):
   workdir = pathlib.Path(args.workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   if args.tier == 'secrets':

@@ -317,15 +317,25 @@ def _read_lines(path: str) -> list:
   return lines
 
 
-def _save(path: str, arrays: dict):
-  """Writes the .npz whole or not at all (a temp file, then a rename)."""
+def _check_output(path: str):
+  """Before any work: the .npz can be written where it is asked for."""
   folder = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(folder):
     raise UserError(f'--output folder {folder} does not exist')
+  if os.path.isdir(path):
+    raise UserError(f'--output={path} is a directory; give an .npz file path')
+
+
+def _save(path: str, arrays: dict):
+  """Writes the .npz whole or not at all (a temp file, then a rename)."""
   tmp = f'{path}.tmp'
-  with open(tmp, 'wb') as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'wb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def main(argv):
@@ -340,6 +350,7 @@ def main(argv):
     raise UserError('give exactly one of --inputs=IN.npz and --text=FILE')
   if _BATCH.value < 1:
     raise UserError(f'--batch_size must be >= 1, got {_BATCH.value}')
+  _check_output(_OUTPUT.value)
   inputs = _load_inputs(_INPUTS.value) if _INPUTS.value else None
   sentences = _read_lines(_TEXT.value) if _TEXT.value else None
   cli.enable_compilation_cache()

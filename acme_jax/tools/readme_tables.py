@@ -24,6 +24,7 @@ import sys
 from absl import flags
 
 from acme_jax import cli
+from acme_jax import errors
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import workdir as workdir_lib
@@ -106,7 +107,7 @@ def _verdict(cell) -> str:
 
 
 def claims(results: dict) -> str:
-  """The paper's claims (ACME.md 8) against this run, from paired CIs."""
+  """The paper's claims (docs/method.md 8) against this run, from paired CIs."""
   rows = []
   if 'headers' in results:
     for kind, cell in results['headers']['nas_minus'].items():
@@ -127,6 +128,12 @@ def claims(results: dict) -> str:
         for pair, cell in pairs.items():
           rows.append([f'{setup}, {temperature}: {pair} > 0',
                        stats.fmt_diff(cell), _verdict(cell)])
+  baselines = results.get('baselines')
+  for setup in (baselines or {}).get('setups', []):
+    for name, minus in baselines['acme_minus'][setup].items():
+      rows.append([f'{setup}: ACME beats {name} (mean device accuracy)',
+                   stats.fmt_diff(minus['accuracy']),
+                   _verdict(minus['accuracy'])])
   ledger = results['ledger']
   rows.append(['ACME moves 6% of the centralized bytes',
                f"{ledger['ratio']:.1%} (hop-weighted)", 'not reproduced'
@@ -166,6 +173,10 @@ def render(results: dict) -> str:
     parts += ['#### The client engine: loop vs vmap',
               f"_Source: {_source(results, 'engine_equivalence')}._",
               report.engine_table(results['engine_equivalence'])]
+  if 'baselines' in results:
+    parts += ['#### ACME vs federated baselines (device test accuracy, bytes)',
+              f"_Source: {_source(results, 'baselines')}._",
+              report.baselines_table(results['baselines'])]
   if 'header_ablation' in results:
     parts += ['#### Why the searched header loses: an ablation',
               f"_Source: {_source(results, 'header_ablation')}._",
@@ -183,6 +194,20 @@ def splice(readme: str, text: str, block: Block = BLOCKS['paper']) -> str:
 def current_block(readme: str, block: Block = BLOCKS['paper']) -> str:
   start, end = readme.index(block.begin), readme.index(block.end)
   return readme[start + len(block.begin):end].strip()
+
+
+def _read_json(path: str, flag: str) -> dict:
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise errors.UserError(f'--{flag}={path}: no such file; give a run\'s '
+                           f'{flag}.json')
+  try:
+    value = json.loads(file.read_text())
+  except ValueError as e:
+    raise errors.UserError(f'--{flag}={path} is not valid JSON ({e})') from None
+  if not isinstance(value, (dict, list)):
+    raise errors.UserError(f'--{flag}={path} holds no results')
+  return value
 
 
 def main(argv):
@@ -204,12 +229,20 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   block = BLOCKS[_BLOCK.value]
-  results = json.loads(pathlib.Path(_RESULTS.value).read_text())
+  results = _read_json(_RESULTS.value, 'results')
   if _SCALING.value:
-    results['scaling'] = json.loads(pathlib.Path(_SCALING.value).read_text())
+    results['scaling'] = _read_json(_SCALING.value, 'scaling')
+  # Render first: a results file the block cannot show stops here, before
+  # the snapshot or the README is touched.
+  try:
+    text = block.render(results)
+  except (KeyError, TypeError, IndexError, AttributeError) as e:
+    raise errors.UserError(
+        f'--results={_RESULTS.value} is not the results of a run the '
+        f'{block.name} block shows (missing or malformed {e}); give the '
+        f'results.json its job writes') from None
   workdir_lib.atomic_write_json(block.snapshot, results)
-  workdir_lib.atomic_write_text(README, splice(readme, block.render(results),
-                                               block))
+  workdir_lib.atomic_write_text(README, splice(readme, text, block))
   print(f'wrote {block.snapshot.relative_to(ROOT)} and the README\'s '
         f'{block.name} block')
 

@@ -1,0 +1,96 @@
+"""Mid-stage checkpoints: a long stage interrupted mid-way and rerun ends
+byte-identical to one that ran through; a checkpoint of another config or a
+damaged one is ignored."""
+import jax
+import numpy as np
+import pytest
+
+from acme_jax import resume
+from acme_jax import training
+from acme_jax.cloud import elastic, teacher
+from acme_jax.data.base import Split
+
+
+def _data(n=24):
+  rng = np.random.default_rng(0)
+  return Split(rng.normal(size=(n, 8, 8, 1)).astype(np.float32),
+               rng.integers(0, 5, n).astype(np.int32), np.arange(n))
+
+
+def _hp(epochs=3):
+  # 24 samples / batch 5 = 4 steps an epoch: checkpoints fall mid-epoch.
+  return training.StageHparams(epochs=epochs, learning_rate=1e-3,
+                               warmup_fraction=0.2, weight_decay=0.01,
+                               clip_norm=1.0, max_shift=1, batch_size=5,
+                               seed=3)
+
+
+class Interrupt(Exception):
+  pass
+
+
+def _interrupt_at(monkeypatch, step: int):
+  """The step-th training step raises, as Ctrl-C would, after it ran."""
+  calls = {'n': 0}
+  real = training.Progress.step
+
+  def step_then_stop(self):
+    real(self)
+    calls['n'] += 1
+    if calls['n'] == step:
+      raise Interrupt
+
+  monkeypatch.setattr(training.Progress, 'step', step_then_stop)
+  return lambda: monkeypatch.setattr(training.Progress, 'step', real)
+
+
+def _equal(a, b):
+  return all(np.array_equal(x, y) for x, y in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize('stage', ['teacher', 'elastic'])
+def test_an_interrupted_stage_resumes_byte_identical(tiny_vit, tmp_path,
+                                                     monkeypatch, stage):
+  model, params = tiny_vit
+  data, hp = _data(), _hp()
+
+  def run(partial):
+    if stage == 'teacher':
+      return teacher.train_teacher(model, params, data, hp, partial=partial)
+    return elastic.train_elastic(model, params, params, data,
+                                 elastic.Stage.of((1.0,), (1.0, 0.5)), hp,
+                                 'width', partial=partial)
+
+  through, through_losses = run(None)
+  partial = lambda: resume.Partial(tmp_path / stage, 3, {'x': 1})  # noqa
+  restore = _interrupt_at(monkeypatch, 7)  # epoch 2, after the save at 6
+  with pytest.raises(Interrupt):
+    run(partial())
+  restore()
+  saved = resume.Partial(tmp_path / stage, 3, {'x': 1})
+  assert (tmp_path / f'{stage}.partial.json').exists()
+  resumed, resumed_losses = run(saved)
+  assert _equal(resumed, through)
+  assert resumed_losses == through_losses and len(through_losses) == 3
+  # The finished stage leaves no mid-stage state behind.
+  assert not list(tmp_path.glob(f'{stage}.partial*'))
+
+
+def test_a_checkpoint_of_another_config_or_damaged_is_ignored(tmp_path):
+  tree = {'w': np.arange(6, dtype=np.float32), 'k': jax.random.key(4)}
+  p = resume.Partial(tmp_path / 's', 1, {'lr': 0.1}, log=lambda m: None)
+  p.save(tree, {'steps': 2}, 2)
+  same = resume.Partial(tmp_path / 's', 1, {'lr': 0.1}, log=lambda m: None)
+  loaded, loop = same.load(tree)
+  assert loop == {'steps': 2}
+  assert np.array_equal(loaded['w'], tree['w'])
+  assert np.array_equal(jax.random.key_data(loaded['k']),
+                        jax.random.key_data(tree['k']))
+  messages = []
+  other = resume.Partial(tmp_path / 's', 1, {'lr': 0.2}, log=messages.append)
+  assert other.load(tree) is None and 'another config' in messages[-1]
+  (tmp_path / 's.partial.npz').write_bytes(b'damaged')
+  assert same.load(tree) is None
+  off = resume.Partial(tmp_path / 's', 0, {'lr': 0.1})
+  assert off.load(tree) is None and not off.due(10**6)
