@@ -153,7 +153,8 @@ def test_one_compile_per_padding_bucket():
   assert traces(large) == 0
 
 
-@pytest.mark.parametrize('derive', ['prototype', 'sample'])
+@pytest.mark.parametrize('derive', [
+    pytest.param('prototype', marks=pytest.mark.slow), 'sample'])
 def test_an_interrupted_search_resumes_byte_identical(tmp_path, monkeypatch,
                                                       derive):
   from acme_jax import resume
