@@ -116,6 +116,7 @@ class Partial:
     if not self.every:
       return
     hosted = [_to_host(l) for l in jax.tree.leaves(tree)]
+    self.path.parent.mkdir(parents=True, exist_ok=True)  # a stage's first save
     tmp = self._arrays.with_name(self._arrays.name + '.tmp')
     with open(tmp, 'wb') as f:
       np.savez(f, **{f'a{i}': a for i, (a, _) in enumerate(hosted)})

@@ -115,4 +115,6 @@ def tiny_config():
   config.aggregation.setups = ('IID', 'C4')
   config.baselines.train_sizes = (10,)
   config.baselines.search_budgets = ('default', 'prototype')
+  # Mid-stage checkpoints every few steps: every pipeline test saves them.
+  config.resume.every_steps = 3
   return config

@@ -48,6 +48,9 @@ def test_runs_end_to_end_then_resumes_without_retraining(finished, tmp_path,
   config = tiny_config()
   first = _results(finished)
   tmp_path = _copy(finished, tmp_path)
+  # Mid-stage checkpoints were taken (every 3 steps) and went with their
+  # finished stages.
+  assert not list(tmp_path.rglob('*.partial.*'))
   grid = json.loads((tmp_path / 'cloud/grid.json').read_text())
   assert len(grid) == 9 and all(GRID_KEYS <= set(r) for r in grid)
   assert all(len(r['per_class_accuracy']) == 10 for r in grid)

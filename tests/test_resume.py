@@ -80,6 +80,10 @@ def test_an_interrupted_stage_resumes_byte_identical(tiny_vit, tmp_path,
 
 def test_a_checkpoint_of_another_config_or_damaged_is_ignored(tmp_path):
   tree = {'w': np.arange(6, dtype=np.float32), 'k': jax.random.key(4)}
+  # The stage's directory need not exist yet (cloud/ before the teacher).
+  first = resume.Partial(tmp_path / 'new' / 's', 1, {}, log=lambda m: None)
+  first.save(tree, {}, 1)
+  assert first.load(tree) is not None
   p = resume.Partial(tmp_path / 's', 1, {'lr': 0.1}, log=lambda m: None)
   p.save(tree, {'steps': 2}, 2)
   same = resume.Partial(tmp_path / 's', 1, {'lr': 0.1}, log=lambda m: None)
