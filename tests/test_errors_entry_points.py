@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
 MAIN = [PY, '-m', 'experiments.main', '--config=configs/default.py']
@@ -106,13 +108,23 @@ def _digest(path: pathlib.Path) -> str:
   return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_bad_inputs_at_every_entry_point_are_one_line_and_exit_2(tmp_path):
+# The networked tiers and report answer before importing JAX (a fraction of
+# a second each); every other case starts JAX (~3 s each): those run with
+# the slow tests.
+LIGHT = ('acme_jax.networked.tiers', 'acme_jax.networked.report')
+
+
+@pytest.mark.parametrize('light', [
+    True, pytest.param(False, marks=pytest.mark.slow)], ids=['tiers', 'jax'])
+def test_bad_inputs_at_every_entry_point_are_one_line_and_exit_2(tmp_path,
+                                                                 light):
   tracked = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.json'))]
   before = {p: _digest(p) for p in tracked}
   with socket.socket() as held:  # a port another process holds
     held.bind(('127.0.0.1', 0))
     held.listen()
-    cases = _cases(tmp_path, held.getsockname()[1])
+    cases = [c for c in _cases(tmp_path, held.getsockname()[1])
+             if (c[0][2] in LIGHT) == light]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
       results = list(pool.map(_run, cases))
   for (args, _, expected), result in zip(cases, results):
