@@ -45,7 +45,8 @@ def device_stage(strategy) -> dict:
       SPEC, header_lib.smallest_arch(SPEC.num_nodes), 3))
   limits = [smallest + 300 * d for d in range(len(SIZES))]
   hp = nas.SearchHparams(epochs=2, batch_size=8, controller_steps_per_epoch=2)
-  found = nas.search(CFG, hp, padded, keys, limits, [3, 4, 3, 4, 3],
+  found = nas.search(CFG, hp, padded,
+                     list(map(nas.Device, keys, limits, [3, 4, 3, 4, 3])),
                      strategy)
   schedule = state_lib.Schedule(batch_size=8)
   tuned = state_lib.train_fixed(CFG, [f['state'] for f in found], padded,

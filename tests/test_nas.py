@@ -45,7 +45,8 @@ def test_search_fits_budgets_in_one_program_whatever_the_data_sizes():
                          controller_steps_per_epoch=4)
   before = engine.trace_counts().get('loop.step', 0)
   found = nas.search(CFG, hp, padded,
-                     [jax.random.key(i) for i in range(3)], limits, [3, 5, 3],
+                     list(map(nas.Device, [jax.random.key(i) for i in range(3)],
+                              limits, [3, 5, 3])),
                      strategy='loop')
   # train, controller and evaluation steps: one program each for all three
   # devices, although each has its own data size, budget and layer count.
@@ -141,8 +142,8 @@ def test_one_compile_per_padding_bucket():
 
   def traces(locals_):
     before = engine.trace_counts().get('loop.step', 0)
-    nas.search(CFG, hp, local_data.device_data(locals_), keys, [10**6] * 2,
-               [3, 3], 'loop')
+    nas.search(CFG, hp, local_data.device_data(locals_),
+               [nas.Device(k, 10**6, 3) for k in keys], 'loop')
     return engine.trace_counts()['loop.step'] - before
 
   traces(small)
@@ -165,8 +166,8 @@ def test_an_interrupted_search_resumes_byte_identical(tmp_path, monkeypatch,
   keys = [jax.random.key(i) for i in range(2)]
 
   def search(partial):
-    return nas.search(CFG, hp, padded, keys, [10**6] * 2, [3, 3], 'loop',
-                      partial=partial)
+    return nas.search(CFG, hp, padded, [nas.Device(k, 10**6, 3) for k in keys],
+                      'loop', partial=partial)
 
   real, calls = engine.for_each_device, {'n': 0}
 

@@ -38,7 +38,7 @@ def test_iid_assigns_every_sample_once_in_near_equal_parts(case):
 @given(labels_and_devices(), st.sampled_from([0.01, 0.1, 1.0, 100.0]))
 def test_dirichlet_assigns_every_sample_once_and_no_device_is_empty(case, alpha):
   labels, num_devices, seed = case
-  parts = P.partition(labels, num_devices, 'dirichlet', seed, alpha=alpha)
+  parts = P.partition(labels, num_devices, 'dirichlet', seed, P.SchemeOptions(alpha=alpha))
   _assert_exact_cover(parts, len(labels))
   assert all(len(p) >= 1 for p in parts)
 
@@ -47,14 +47,14 @@ def test_dirichlet_assigns_every_sample_once_and_no_device_is_empty(case, alpha)
 @given(labels_and_devices(min_per_device=3), st.integers(1, 3))
 def test_shards_assign_every_sample_once(case, k):
   labels, num_devices, seed = case
-  parts = P.partition(labels, num_devices, 'shards', seed, shards_per_device=k)
+  parts = P.partition(labels, num_devices, 'shards', seed, P.SchemeOptions(shards_per_device=k))
   _assert_exact_cover(parts, len(labels))
   assert all(len(p) >= 1 for p in parts)
 
 
 def test_shards_give_about_k_classes_per_device():
   labels = np.repeat(np.arange(10), 50)
-  parts = P.partition(labels, 5, 'shards', 0, shards_per_device=2)
+  parts = P.partition(labels, 5, 'shards', 0, P.SchemeOptions(shards_per_device=2))
   for part in parts:  # shards align with classes here: exactly <= 2 classes each
     assert len(np.unique(labels[part])) <= 2
 
@@ -63,7 +63,7 @@ def test_small_alpha_is_more_skewed_than_large_alpha():
   labels = np.repeat(np.arange(10), 100)
 
   def mean_classes(alpha):
-    parts = P.partition(labels, 10, 'dirichlet', 3, alpha=alpha)
+    parts = P.partition(labels, 10, 'dirichlet', 3, P.SchemeOptions(alpha=alpha))
     return np.mean([len(np.unique(labels[p])) for p in parts])
 
   assert mean_classes(0.05) < mean_classes(100.0)
@@ -73,7 +73,7 @@ def test_small_alpha_is_more_skewed_than_large_alpha():
 @given(labels_and_devices(), st.sampled_from(['iid', 'dirichlet', 'shards']))
 def test_histograms_match_the_data(case, scheme):
   labels, num_devices, seed = case
-  parts = P.partition(labels, num_devices, scheme, seed, shards_per_device=1)
+  parts = P.partition(labels, num_devices, scheme, seed, P.SchemeOptions(shards_per_device=1))
   num_classes = int(labels.max()) + 1
   per_device = [P.label_histogram(labels[p], num_classes) for p in parts]
   np.testing.assert_array_equal(np.sum(per_device, axis=0),
@@ -88,9 +88,9 @@ def test_histograms_match_the_data(case, scheme):
 def test_same_seed_same_result_different_seed_different(scheme):
   labels = np.repeat(np.arange(12), 40)
   kwargs = dict(alpha=0.5, shards_per_device=2, fraction_per_class=0.1)
-  first = P.partition(labels, 5, scheme, 7, **kwargs)
-  again = P.partition(labels, 5, scheme, 7, **kwargs)
-  other = P.partition(labels, 5, scheme, 8, **kwargs)
+  first = P.partition(labels, 5, scheme, 7, P.SchemeOptions(**kwargs))
+  again = P.partition(labels, 5, scheme, 7, P.SchemeOptions(**kwargs))
+  other = P.partition(labels, 5, scheme, 8, P.SchemeOptions(**kwargs))
   assert all(np.array_equal(a, b) for a, b in zip(first, again))
   assert not all(np.array_equal(a, b) for a, b in zip(first, other))
 
@@ -102,7 +102,7 @@ def test_category_setups_assign_disjoint_fractions(scheme, num_classes, num_devi
   labels = np.repeat(np.arange(num_classes), 60)
   if scheme == 'C4' and num_devices < 4:
     return
-  parts = P.partition(labels, num_devices, scheme, 0, fraction_per_class=0.1)
+  parts = P.partition(labels, num_devices, scheme, 0, P.SchemeOptions(fraction_per_class=0.1))
   joined = np.concatenate(parts)
   assert len(np.unique(joined)) == len(joined)   # at most once
   assert len(joined) < len(labels)               # the rest stays unassigned
@@ -138,8 +138,8 @@ def test_groups_partition_the_classes():
 def test_category_setup_rejects_oversubscribed_classes():
   labels = np.repeat(np.arange(8), 20)
   with pytest.raises(ValueError, match='shared by'):
-    P.partition(labels, 5, 'IID', 0, fraction_per_class=0.3)
-  parts = P.partition(labels, 5, 'IID', 0, fraction_per_class=0.2)
+    P.partition(labels, 5, 'IID', 0, P.SchemeOptions(fraction_per_class=0.3))
+  parts = P.partition(labels, 5, 'IID', 0, P.SchemeOptions(fraction_per_class=0.2))
   joined = np.concatenate(parts)
   np.testing.assert_array_equal(np.sort(joined),
                                 np.flatnonzero(np.isin(labels, P.class_groups(8, 0)[0])))
@@ -148,10 +148,10 @@ def test_category_setup_rejects_oversubscribed_classes():
 @pytest.mark.parametrize('call,match', [
     (lambda y: P.partition(y, 2, 'nope', 0), 'allowed'),
     (lambda y: P.partition(y, 100, 'iid', 0), 'at least one'),
-    (lambda y: P.partition(y, 2, 'dirichlet', 0, alpha=0.0), 'alpha'),
-    (lambda y: P.partition(y, 20, 'shards', 0, shards_per_device=2), 'shards'),
+    (lambda y: P.partition(y, 2, 'dirichlet', 0, P.SchemeOptions(alpha=0.0)), 'alpha'),
+    (lambda y: P.partition(y, 20, 'shards', 0, P.SchemeOptions(shards_per_device=2)), 'shards'),
     (lambda y: P.partition(y, 3, 'C4', 0), 'C4 needs'),
-    (lambda y: P.partition(y, 5, 'C2', 0, fraction_per_class=0.01), 'no samples'),
+    (lambda y: P.partition(y, 5, 'C2', 0, P.SchemeOptions(fraction_per_class=0.01)), 'no samples'),
 ])
 def test_impossible_settings_raise(call, match):
   labels = np.repeat(np.arange(10), 3)
@@ -164,7 +164,7 @@ def test_impossible_settings_raise(call, match):
        st.sampled_from([0.0, 0.1, 0.3, 0.5]))
 def test_local_splits_are_disjoint_and_cover_the_device(case, val_f, test_f):
   labels, num_devices, seed = case
-  for part in P.partition(labels, num_devices, 'dirichlet', seed, alpha=0.3):
+  for part in P.partition(labels, num_devices, 'dirichlet', seed, P.SchemeOptions(alpha=0.3)):
     train, val, test = P.local_splits(part, labels, seed, val_f, test_f)
     assert len(train) >= 1
     joined = np.concatenate([train, val, test])

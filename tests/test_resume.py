@@ -60,8 +60,9 @@ def test_an_interrupted_stage_resumes_byte_identical(tiny_vit, tmp_path,
     if stage == 'teacher':
       return teacher.train_teacher(model, params, data, hp, partial=partial)
     return elastic.train_elastic(model, params, params, data,
-                                 elastic.Stage.of((1.0,), (1.0, 0.5)), hp,
-                                 'width', partial=partial)
+                                 elastic.Stage.of((1.0,), (1.0, 0.5),
+                                                  name='width'), hp,
+                                 partial=partial)
 
   through, through_losses = run(None)
   partial = lambda: resume.Partial(tmp_path / stage, 3, {'x': 1})  # noqa

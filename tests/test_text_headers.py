@@ -73,8 +73,9 @@ def test_nas_header_fixed_heads_and_signatures_learn_on_1d_grids(config):
       cfg.spec, header_lib.smallest_arch(cfg.spec.num_nodes), 3))
   hp = nas.SearchHparams(epochs=3, batch_size=16,
                          controller_steps_per_epoch=2)
-  found = nas.search(cfg, hp, padded, [jax.random.key(i) for i in (0, 1)],
-                     [smallest + 2000] * 2, [3, 3], 'loop')
+  found = nas.search(cfg, hp, padded,
+                     [nas.Device(jax.random.key(i), smallest + 2000, 3)
+                      for i in (0, 1)], 'loop')
   for result in found:
     header_lib.validate_arch(result['arch'], cfg.spec.num_nodes)
     assert result['header_params'] <= smallest + 2000

@@ -76,15 +76,19 @@ TEACHERS = choices.STAGE2_TEACHERS
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """The subnets of one elastic stage: every (depth, width) pair, largest
-  first, and whether each width has its own teacher (DynaBERT's stage 2)."""
+  first, whether each width has its own teacher (DynaBERT's stage 2), and
+  the stage's name in progress lines."""
   depth_mults: Tuple[float, ...]
   width_mults: Tuple[float, ...]
   matched_teacher: bool = False
+  name: str = 'elastic'
 
   @classmethod
-  def of(cls, depth_mults, width_mults, matched_teacher=False) -> 'Stage':
+  def of(cls, depth_mults, width_mults, matched_teacher=False,
+         name='elastic') -> 'Stage':
     return cls(tuple(sorted(depth_mults, reverse=True)),
-               tuple(sorted(width_mults, reverse=True)), matched_teacher)
+               tuple(sorted(width_mults, reverse=True)), matched_teacher,
+               name)
 
   def pairs(self):
     return [(d, w) for d in self.depth_mults for w in self.width_mults]
@@ -241,7 +245,7 @@ def make_elastic_step(model: ViT, tx, stage: Stage,
 
 
 def train_elastic(model: ViT, params, teacher_params, data: Split,
-                  stage: Stage, hp: training.StageHparams, desc: str,
+                  stage: Stage, hp: training.StageHparams,
                   par: Optional[mesh.Parallel] = None, partial=None):
   """Distil into every subnet of `stage`; returns (host params, epoch
   losses). `partial` (a `resume.Partial`): save and resume mid-stage."""
@@ -261,5 +265,5 @@ def train_elastic(model: ViT, params, teacher_params, data: Split,
     return (params, opt_state), loss
 
   (params, _), losses = training.fit(fit_step, (params, opt_state), data, hp,
-                                     desc, partial)
+                                     stage.name, partial)
   return mesh.host(params), losses

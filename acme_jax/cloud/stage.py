@@ -193,7 +193,7 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
     def fit():
       params, losses = elastic.train_elastic(
           model, start, teacher_params, cloud_data, subnets, stage_hp,
-          desc=name, par=par, partial=partial(f'cloud/{name}'))
+          par=par, partial=partial(f'cloud/{name}'))
       _write_output(wd / f'cloud/{name}_losses.json', losses)
       return params
     return fit
@@ -210,13 +210,15 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
                else teacher_params)
   width_params = stage('cloud/width_stage', fit_elastic(
       'width_stage', reordered, reordered,
-      elastic.Stage.of((1.0,), hp.width_mults), hp.width_stage))
+      elastic.Stage.of((1.0,), hp.width_mults, name='width_stage'),
+      hp.width_stage))
   stage2_teacher = (reordered if hp.stage2_teacher == 'teacher'
                     else width_params)
   supernet = stage('cloud/depth_stage', fit_elastic(
       'depth_stage', width_params, stage2_teacher,
       elastic.Stage.of(hp.depth_mults, hp.width_mults,
-                       matched_teacher=hp.stage2_teacher == 'width_stage'),
+                       matched_teacher=hp.stage2_teacher == 'width_stage',
+                       name='depth_stage'),
       hp.depth_stage))
 
   def measured(name, params, split):

@@ -19,6 +19,7 @@ Schemes (docs/method.md 6, last bullet):
                device gets `fraction_per_class` of each of its classes' samples;
                samples not handed out stay unassigned.
 """
+import dataclasses
 import math
 from typing import Optional
 
@@ -239,28 +240,36 @@ def _num_classes(labels: np.ndarray, num_classes: Optional[int]) -> int:
   return int(num_classes)
 
 
-def partition(labels, num_devices: int, scheme: str, seed: int, *,
-              alpha: float = 0.5, shards_per_device: int = 2,
-              fraction_per_class: float = 0.1,
-              num_classes: Optional[int] = None,
-              independent: bool = False) -> list:
+@dataclasses.dataclass(frozen=True)
+class SchemeOptions:
+  """What a scheme reads beyond the labels: `alpha` ('dirichlet'),
+  `shards_per_device` ('shards'); `fraction_per_class` and `independent`
+  (the category setups 'IID', 'C2', 'C3', 'C4')."""
+  alpha: float = 0.5
+  shards_per_device: int = 2
+  fraction_per_class: float = 0.1
+  independent: bool = False
+
+
+def partition(labels, num_devices: int, scheme: str, seed: int,
+              options: SchemeOptions = SchemeOptions(),
+              num_classes: Optional[int] = None) -> list:
   """Index arrays (sorted, int64, into `labels`), one per device, for `scheme`.
 
-  `alpha` is used by 'dirichlet', `shards_per_device` by 'shards',
-  `fraction_per_class`, `num_classes` (default: max label + 1) and `independent`
-  by the category setups 'IID', 'C2', 'C3', 'C4'. See the module docstring for
-  each scheme.
+  `num_classes` (default: max label + 1) is read by the category setups. See
+  the module docstring for each scheme.
   """
   if scheme == 'iid':
     return iid(labels, num_devices, seed)
   if scheme == 'dirichlet':
-    return dirichlet(labels, num_devices, seed, alpha)
+    return dirichlet(labels, num_devices, seed, options.alpha)
   if scheme == 'shards':
-    return shards(labels, num_devices, seed, shards_per_device)
+    return shards(labels, num_devices, seed, options.shards_per_device)
   if scheme in CATEGORY_SCHEMES:
     return category_groups(labels, num_devices, scheme, seed,
-                           fraction_per_class=fraction_per_class,
-                           num_classes=num_classes, independent=independent)
+                           fraction_per_class=options.fraction_per_class,
+                           num_classes=num_classes,
+                           independent=options.independent)
   raise ValueError(f'unknown partition scheme {scheme!r}; allowed: {SCHEMES}')
 
 

@@ -59,15 +59,22 @@ def load(config, log=print):
   return dataset, cloud_data, device_data
 
 
+def device_indices(hp: PartitionHparams, labels, num_classes: int) -> list:
+  """Each device's indices into `labels` (sorted, int64)."""
+  return partition.partition(
+      labels, hp.num_devices, hp.scheme, hp.seed,
+      partition.SchemeOptions(alpha=hp.dirichlet_alpha,
+                              shards_per_device=hp.shards_per_device,
+                              fraction_per_class=hp.fraction_per_class,
+                              independent=hp.independent),
+      num_classes=num_classes)
+
+
 def device_splits(hp: PartitionHparams, device_data, num_classes: int):
   """Each device's local (train, val, test) Splits."""
-  parts = partition.partition(
-      device_data.labels, hp.num_devices, hp.scheme, hp.seed,
-      alpha=hp.dirichlet_alpha, shards_per_device=hp.shards_per_device,
-      fraction_per_class=hp.fraction_per_class, num_classes=num_classes,
-      independent=hp.independent)
   splits = []
-  for device, idx in enumerate(parts):
+  for device, idx in enumerate(device_indices(hp, device_data.labels,
+                                              num_classes)):
     local = partition.local_splits(idx, device_data.labels, hp.seed + device,
                                    hp.val_fraction, hp.test_fraction)
     splits.append(tuple(device_data.take(i) for i in local))

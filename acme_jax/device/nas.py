@@ -18,7 +18,7 @@ the best on validation (ENAS's derive step). The steps run as `child.py`'s
 programs through the client engine, for many devices at once.
 """
 import dataclasses
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -47,12 +47,20 @@ class SearchHparams:
   num_final_archs: int = 10
 
 
-def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded, keys,
-           limits: Sequence[int], n_layers: Sequence[int],
-           strategy: str = 'auto',
+class Device(NamedTuple):
+  """One device's search: its PRNG key, the parameters its header may have
+  and the header's cell count."""
+  key: Any
+  limit: int
+  n_layers: int
+
+
+def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded,
+           devices: Sequence[Device], strategy: str = 'auto',
            log: Optional[Callable[[str], None]] = None,
            partial=None) -> List[dict]:
-  """ENAS search for every device; returns per device {arch, val_accuracy,
+  """ENAS search for every device (`padded`'s data, in `devices`' order);
+  returns per device {arch, val_accuracy,
   n_layers, header_params, state (`child.DeviceState`, the shared weights),
   history, child_steps, controller_steps}. With `partial` (a
   `resume.Partial`), the search's state is saved at the end of an epoch
@@ -66,8 +74,9 @@ def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded, keys,
   if hp.derive not in DERIVES:
     raise ValueError(f'derive must be one of {DERIVES}, got {hp.derive!r}')
   p = child_lib.programs(cfg)
-  states = [child_lib.init_state(cfg, k, l, n)
-            for k, l, n in zip(keys, limits, n_layers)]
+  keys = [d.key for d in devices]
+  states = [child_lib.init_state(cfg, d.key, d.limit, d.n_layers)
+            for d in devices]
   rngs = [child_lib.seeded_rng(k, streams.SEARCH_BATCHES) for k in keys]
   best = [(-1.0, None)] * len(states)
   history = [[] for _ in states]

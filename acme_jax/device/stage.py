@@ -257,8 +257,8 @@ def search_headers(hp: DeviceHparams,
   _check_budgets(hp, targets)
   keys = [t.key for t in targets]
   if archs is None:
-    found = nas.search(cfg, hp.search, padded, keys,
-                       [t.limit for t in targets], [t.cells for t in targets],
+    found = nas.search(cfg, hp.search, padded,
+                       [nas.Device(t.key, t.limit, t.cells) for t in targets],
                        hp.strategy, log, partial)
   else:
     found = [{'arch': np.asarray(a, np.int32), 'val_accuracy': None,

@@ -159,8 +159,9 @@ class Launcher:
     expected = sum(1 for dev in self.world['devices'] if dev['edge'] == e)
     startup.start_edge(
         self.procs.start, e, d, d / 'config.json',
-        port=self.net.base_port + e, listen=self.net.host,
-        connect_host=self.net.host, tls=self.tls, auth=self.net.auth,
+        startup.Endpoint(port=self.net.base_port + e, listen=self.net.host,
+                         connect_host=self.net.host, tls=self.tls,
+                         auth=self.net.auth),
         keys=[(f'{k[0]}{k[1]}', self.keys[k]['public']) for k in members],
         expected_devices=expected)
     self._event(f'edge {e}: run submitted')

@@ -6,6 +6,7 @@ gives (the launcher's supervised `Processes.start`, or a plain `Popen`);
 `cmd` may be a function returning the command, called again at every
 restart, so a node restarted after a port clash gets a fresh local port.
 """
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -67,21 +68,34 @@ def submit(home, edge: int, workdir, config_path, expected_devices: int):
                        f'{readable(out.stdout + out.stderr)}')
 
 
-def start_edge(spawn: Spawn, edge: int, workdir, config_path, *, port: int,
-               listen: str, tls: Optional[dict], auth: bool,
-               keys: Sequence = (), expected_devices: int,
-               connect_host: str = '127.0.0.1') -> subprocess.Popen:
-  """Edge `edge`: its SuperLink (listening on `listen`:`port`), its
-  federation file, the node keys it admits (`keys`: (name, public key)
-  pairs) and its run. Returns the SuperLink's process."""
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+  """Where an edge's SuperLink listens (`listen`:`port`), the address the
+  edge's own tools dial (`connect_host`:`port`), its TLS files ({'ca',
+  'cert', 'key'} paths, or None) and whether it admits enrolled keys only."""
+  port: int
+  listen: str = '127.0.0.1'
+  connect_host: str = '127.0.0.1'
+  tls: Optional[dict] = None
+  auth: bool = False
+
+
+def start_edge(spawn: Spawn, edge: int, workdir, config_path,
+               endpoint: Endpoint, keys: Sequence = (),
+               expected_devices: int = 0) -> subprocess.Popen:
+  """Edge `edge`: its SuperLink (at `endpoint`), its federation file, the
+  node keys it admits (`keys`: (name, public key) pairs) and its run.
+  Returns the SuperLink's process."""
   workdir = pathlib.Path(workdir)
   home = workdir / 'flwr'
-  processes.write_federation(home, f'edge{edge}', f'{connect_host}:{port}',
+  port, tls = endpoint.port, endpoint.tls
+  processes.write_federation(home, f'edge{edge}',
+                             f'{endpoint.connect_host}:{port}',
                              tls['ca'] if tls else None)
   proc = spawn(f'edge{edge}', processes.superlink_command(
-      port, workdir / 'superlink.db', tls, auth, host=listen),
-               processes.flower_env(home))
-  processes.wait_port(connect_host, port, 60, proc)
+      port, workdir / 'superlink.db', tls, endpoint.auth,
+      host=endpoint.listen), processes.flower_env(home))
+  processes.wait_port(endpoint.connect_host, port, 60, proc)
   for name, public_key in keys:
     register(home, edge, public_key, name)
   submit(home, edge, workdir, config_path, expected_devices)

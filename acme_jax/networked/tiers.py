@@ -136,9 +136,10 @@ def _run(args):
             for pub in filter(None, args.register.split(','))]
     link = startup.start_edge(
         _spawn, args.edge, workdir,
-        pathlib.Path(args.config_json).resolve(), port=args.port,
-        listen=args.listen, tls=tls, auth=bool(keys), keys=keys,
-        expected_devices=args.expected_devices)
+        pathlib.Path(args.config_json).resolve(),
+        startup.Endpoint(port=args.port, listen=args.listen, tls=tls,
+                         auth=bool(keys)),
+        keys=keys, expected_devices=args.expected_devices)
     return link.wait()
   if args.tier == 'cloud-node':
     node = {'role': 'cloud', 'workdir': str(workdir)}

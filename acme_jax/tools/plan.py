@@ -26,6 +26,7 @@ from acme_jax import report
 from acme_jax import sizes
 from acme_jax import world as world_lib
 from acme_jax.data import partition
+from acme_jax.data import stage as data_stage
 from acme_jax.device import header as header_lib
 from acme_jax.device import signature as signature_lib
 from acme_jax.edge import choice
@@ -94,16 +95,14 @@ def plan(config) -> dict:
                                 (n_train // num_classes)))
   labels = np.repeat(np.arange(num_classes), per_class_devices)
   system = config.system
-  parts = partition.partition(labels, topology.num_devices, system.partition,
-                              config.seed, alpha=system.dirichlet_alpha,
-                              shards_per_device=system.shards_per_device,
-                              fraction_per_class=system.fraction_per_class,
-                              num_classes=num_classes)
+  # The partition the run makes (every scheme option, as data/stage reads
+  # them), on these stand-in labels.
+  hp = data_stage.PartitionHparams.from_config(config)
   train_counts = {
-      i: len(partition.local_splits(idx, labels, config.seed + i,
-                                    system.local_val_fraction,
-                                    system.local_test_fraction)[0])
-      for i, idx in enumerate(parts)}
+      i: len(partition.local_splits(idx, labels, hp.seed + i,
+                                    hp.val_fraction, hp.test_fraction)[0])
+      for i, idx in enumerate(data_stage.device_indices(hp, labels,
+                                                        num_classes))}
 
   params = [g['params'] for g in grid]
   proxy = np.tile(np.asarray(params, float)[:, None] / max(params),

@@ -44,8 +44,8 @@ def main(out, sharding='replicated', coordinator='', nproc='1', pid='0'):
                                                 par=par)
   supernet, elastic_losses = elastic.train_elastic(
       model, trained, trained, cloud,
-      elastic.Stage.of((1.0, 1 / 3), (1.0, 0.5), True),
-      training.StageHparams(**stage, seed=1), 'test', par=par)
+      elastic.Stage.of((1.0, 1 / 3), (1.0, 0.5), True, name='test'),
+      training.StageHparams(**stage, seed=1), par=par)
   records = grid.measure_grid(model, supernet, dataset.validation, 10,
                               (1.0, 1 / 3), (1.0, 0.5), 16, par=par)
   if mesh.is_writer():
