@@ -21,9 +21,7 @@ def check_cache_dirs():
     value = os.environ.get(env)
     if not value or value == 'off':
       continue
-    path = pathlib.Path(value)
-    blocked = next((p for p in [path] + list(path.parents)
-                    if p.exists() and not p.is_dir()), None)
+    blocked = errors.file_in_the_way(value)
     if blocked is not None:
       raise errors.UserError(f'{env}={value}: {blocked} is a file; point it '
                              f'to a directory (or unset it)')

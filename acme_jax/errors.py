@@ -13,7 +13,7 @@ import argparse
 import pathlib
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, Optional
 
 
 _OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / d)
@@ -40,6 +40,14 @@ class OneLineParser(argparse.ArgumentParser):
   def error(self, message):
     print(f'error: {self.prog}: {message}; see --help', file=sys.stderr)
     sys.exit(2)
+
+
+def file_in_the_way(path) -> Optional[pathlib.Path]:
+  """The first of `path` and its ancestors that exists and is not a
+  directory (so `path` cannot be a directory), or None."""
+  path = pathlib.Path(path)
+  return next((p for p in [path, *path.parents]
+               if p.exists() and not p.is_dir()), None)
 
 
 def is_expected(error: BaseException) -> bool:

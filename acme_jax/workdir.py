@@ -174,11 +174,11 @@ class Workdir:
 
   def __init__(self, path):
     self.path = pathlib.Path(path).absolute()
-    for parent in [self.path] + list(self.path.parents):
-      if parent.exists() and not parent.is_dir():
-        what = ('is a file' if parent == self.path else
-                f'is under {parent}, which is a file')
-        raise errors.UserError(f'--workdir {path} {what}; give a directory')
+    blocked = errors.file_in_the_way(self.path)
+    if blocked is not None:
+      what = ('is a file' if blocked == self.path else
+              f'is under {blocked}, which is a file')
+      raise errors.UserError(f'--workdir {path} {what}; give a directory')
     try:
       self.path.mkdir(parents=True, exist_ok=True)
       probe = tempfile.NamedTemporaryFile(dir=self.path, prefix='.probe.')

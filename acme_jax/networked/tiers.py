@@ -80,9 +80,7 @@ def _check(args):
   line, exit 2)."""
 
   def check():
-    workdir = pathlib.Path(args.workdir)
-    blocked = next((p for p in [workdir] + list(workdir.parents)
-                    if p.exists() and not p.is_dir()), None)
+    blocked = errors.file_in_the_way(args.workdir)
     if blocked is not None:
       raise errors.UserError(f'--workdir={args.workdir}: {blocked} is a '
                              'file; give a directory')
