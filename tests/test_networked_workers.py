@@ -16,6 +16,7 @@ import pytest
 from conftest import tiny_config
 from acme_jax.networked import (channel, handlers, launcher, payload,
                                 processes, startup)
+from acme_jax.networked import worker as worker_lib
 
 
 def test_frames_carry_arrays_whole_and_refuse_the_unreadable(tmp_path):
@@ -112,6 +113,10 @@ def test_a_worker_answers_and_refuses_strangers_in_one_line(cloud_worker):
   log = procs.output('cloud_at_edge0.worker')
   refusals = [l for l in log.splitlines() if 'refused:' in l]
   assert len(refusals) == 2 and all(l.count('\n') == 0 for l in refusals)
+  # It yields the cores to its SuperNode (heartbeats) where they compete.
+  worker = procs.procs['cloud_at_edge0.worker'].pid
+  assert (os.getpriority(os.PRIO_PROCESS, worker) ==
+          os.getpriority(os.PRIO_PROCESS, 0) + worker_lib.NICENESS)
 
 
 @pytest.fixture

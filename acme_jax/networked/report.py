@@ -27,6 +27,10 @@ CARRIES = {
     ('query.metrics', 'up'): 'metrics',
     ('train.metrics', 'up'): 'metrics',
 }
+# Ledger kinds without messages of their own: a device's signature and its
+# header's layout ride in its reply to a round's first training, with the
+# importances.
+RIDERS = {'signature': 'importance', 'header': 'importance'}
 
 
 def _messages(path: pathlib.Path):
@@ -98,12 +102,7 @@ def byte_table(ledger: Ledger, messages, wire_totals=None) -> dict:
     by_kind[kind]['messages'] += 1
     by_kind[kind]['message_bytes'] += m['bytes']
   for r in ledger:
-    # Signatures and header layouts ride in the reply of a round's first
-    # training, with the importances.
-    if r.kind in ('signature', 'header'):
-      by_kind['importance']['ledger_bytes'] += r.bytes
-    else:
-      by_kind[r.kind]['ledger_bytes'] += r.bytes
+    by_kind[r.kind]['ledger_bytes'] += r.bytes
   links = {}
   for tier, pred in (('edge-device', lambda r: 'device' in
                       (r.src_tier, r.dst_tier)),
@@ -123,10 +122,19 @@ def byte_table(ledger: Ledger, messages, wire_totals=None) -> dict:
                                    else None)
     entry['message_over_ledger'] = msg / led if led else None
     links[tier] = entry
-  kinds = {k: dict(v, message_over_ledger=(v['message_bytes'] /
-                                           v['ledger_bytes']
-                                           if v['ledger_bytes'] else None))
-           for k, v in sorted(by_kind.items())}
+  kinds = {}
+  for k, v in sorted(by_kind.items()):
+    if k in RIDERS:  # no message of its own: see its carrier's row
+      kinds[k] = dict(v, messages=None, message_bytes=None,
+                      message_over_ledger=None, carried_by=RIDERS[k])
+      continue
+    riders = sorted(r for r, c in RIDERS.items() if c == k and r in by_kind)
+    carried = v['ledger_bytes'] + sum(by_kind[r]['ledger_bytes']
+                                      for r in riders)
+    kinds[k] = dict(v, message_over_ledger=(v['message_bytes'] / carried
+                                            if carried else None))
+    if riders:
+      kinds[k].update(carries=riders, carried_ledger_bytes=carried)
   return {'by_kind': kinds, 'by_link': links}
 
 
@@ -183,11 +191,23 @@ def markdown(results, heading: str = '#') -> str:
   out += [report_lib.markdown_table(
       ['device', 'edge', 'depth', 'width', 'params', 'NAS acc', 'final acc'],
       rows), '']
-  rows = [[k, v['messages'], v['ledger_bytes'], v['message_bytes'],
-           _ratio(v['message_over_ledger'])] for k, v in b['by_kind'].items()]
-  out += [f'{sub} Bytes by record kind', '', report_lib.markdown_table(
-      ['kind', 'messages', 'ledger bytes', 'message bytes',
-       'message / ledger'], rows), '']
+  rows = []
+  for k, v in b['by_kind'].items():
+    if v.get('carried_by'):
+      rows.append([k, '-', v['ledger_bytes'],
+                   f'in {v["carried_by"]}\'s', '-'])
+    else:
+      label = ' + '.join([k] + v.get('carries', []))
+      rows.append([k, v['messages'], v['ledger_bytes'], v['message_bytes'],
+                   _ratio(v['message_over_ledger']) +
+                   (f' ({label})' if v.get('carries') else '')])
+  out += [f'{sub} Bytes by record kind', '',
+          'Every ledger kind with its own bytes; a signature and a header '
+          'layout have no message of their own (they ride in the reply to '
+          'a round\'s first training), so the importance row\'s ratio is '
+          'over the three.', '', report_lib.markdown_table(
+              ['kind', 'messages', 'ledger bytes', 'message bytes',
+               'message / ledger'], rows), '']
   rows = []
   for tier, v in b['by_link'].items():
     rows.append([tier, v['ledger_bytes'], v['message_bytes'],

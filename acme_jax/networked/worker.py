@@ -28,6 +28,9 @@ def _log(text):
   print(f'{time.strftime("%H:%M:%S")} [worker] {text}', flush=True)
 
 
+NICENESS = 10
+
+
 def serve(node: dict, log=_log):
   """Answers requests at `node['worker']` until terminated."""
   path = pathlib.Path(node["worker"])
@@ -98,6 +101,12 @@ def main(argv=None):
                  help="the node's --node-config as JSON, with 'worker' (the "
                       'socket path)')
   args = p.parse_args(argv)
+  # The worker does the node's compute; its SuperNode must keep answering
+  # the SuperLink's heartbeats (Flower gives each call 5 s, and drops a node
+  # after two missed intervals). Where nodes share a machine (the launcher,
+  # the benchmark), a lower priority keeps Flower's processes responsive;
+  # on a machine of its own the worker loses nothing.
+  os.nice(NICENESS)
   from acme_jax import cli
   cli.enable_compilation_cache()
   serve(json.loads(args.node_config))
