@@ -45,21 +45,26 @@ def run(config, workdir, log=print):
   world = world_lib.build(config, workdir, log)
   log('[selection] ' + report.selection_line(world.selection))
   fingerprint = config_lib.subset(config, world_lib.DEVICE_SECTIONS)
-  # The header search saves its state mid-way (config.resume.every_steps).
-  partial = resume.Partial(world.wd / 'devices.search',
-                           config.resume.every_steps, fingerprint)
+  # The header search and the rounds save their state mid-way
+  # (config.resume.every_steps).
+  partials = {name: resume.Partial(world.wd / f'devices.{name}',
+                                   config.resume.every_steps, fingerprint)
+              for name in ('search', 'rounds')}
   customized = world.wd.cached_stage(
       'devices.json', fingerprint,
-      lambda: customize(world, log, search_partial=partial))
-  partial.finish()
+      lambda: customize(world, log, partials=partials))
+  for partial in partials.values():
+    partial.finish()
   return write_report(world, customized, log)
 
 
 def customize(world: world_lib.World, log=print, splits=None,
-              key=None, search_partial=None) -> dict:
+              key=None, partials=None) -> dict:
   """Edge, device and rounds for every device of the world (holding
   `splits`, default the world's; `key`, default the main job's);
-  `search_partial`: the header search's mid-stage checkpoint."""
+  `partials`: the mid-stage checkpoints ({'search', 'rounds'}:
+  `resume.Partial`) of the header search and the rounds."""
+  partials = partials or {}
   config = world.config
   device_hp = device_stage.DeviceHparams.from_config(config,
                                                      world.num_classes)
@@ -70,7 +75,7 @@ def customize(world: world_lib.World, log=print, splits=None,
                                 world.splits if splits is None else splits,
                                 device_hp, log)
   headers = device_headers(world, device_hp, delivery, key, log,
-                           search_partial)
+                           partials.get('search'))
   for record, header in zip(delivery.records, headers):
     r = header.result
     record.update(header_arch=r['arch'], header_cells=r['n_layers'],
@@ -79,7 +84,8 @@ def customize(world: world_lib.World, log=print, splits=None,
                   finetune_lr=r['finetune_lr'])
   headers, digests = acme.run(rounds_hp, device_hp.nas, headers,
                               jax.random.fold_in(key, streams.ROUNDS),
-                              ledger=delivery.ledger)
+                              ledger=delivery.ledger,
+                              partial=partials.get('rounds'))
   return close(world, device_hp, delivery, headers, digests, log)
 
 

@@ -50,7 +50,7 @@ def _like(leaf, array: np.ndarray, kind: str):
   if isinstance(leaf, jax.Array):
     return jax.device_put(array, leaf.sharding)
   if isinstance(leaf, np.ndarray):
-    return array.astype(leaf.dtype)
+    return array if leaf.dtype == object else array.astype(leaf.dtype)
   if isinstance(leaf, np.generic):
     return leaf.dtype.type(array)
   return type(leaf)(array.item())
@@ -78,7 +78,9 @@ class Partial:
 
   def load(self, like) -> Optional[Tuple[Any, dict]]:
     """(the saved tree shaped and placed like `like`, the saved meta), or
-    None when there is nothing (valid) to resume from."""
+    None when there is nothing (valid) to resume from. `like` may be a
+    function of the saved meta, for a loop whose state changes structure
+    as it goes (its leaves may be `as_saved()`)."""
     if not self.every or not self._meta.exists():
       return None
     try:
@@ -96,6 +98,8 @@ class Partial:
       self.log(f'[resume] {self.path.name}: the saved mid-stage state is '
                f'damaged ({e}); starting the stage over')
       return None
+    if callable(like):
+      like = like(meta['loop'])
     leaves, treedef = jax.tree.flatten(like)
     if len(leaves) != len(arrays):
       self.log(f'[resume] {self.path.name}: the saved state has another '
@@ -137,6 +141,12 @@ class Partial:
 
 
 NONE = Partial(None, 0)
+
+
+def as_saved() -> np.ndarray:
+  """A leaf of a `like` tree that takes the saved array as it is (its
+  shape and dtype), as a numpy array."""
+  return np.empty(0, object)
 
 
 def rng_state(rng: np.random.Generator) -> dict:

@@ -260,3 +260,50 @@ def test_ties_in_importance_prune_by_layout_not_by_float_noise():
     gates = prune.prune_gates({'a': scores}, active, 0.34)
     # 2 off: the 0.5 first, then the first of the tied ones.
     assert gates['a'].tolist() == [0, 1, 1, 0, 1, 1]
+
+
+@pytest.mark.parametrize('mode,overrides', [
+    ('pruning_per_emd', {}),
+    ('pruning_alone', dict(optimizer='sgd', lr=0.01, momentum=0.5,
+                           prune_set='separable', criterion_momentum=0.9))])
+def test_interrupted_rounds_resume_byte_identical(tmp_path, monkeypatch, mode,
+                                                  overrides):
+  """Rounds killed after their second round resume from the saved state
+  (headers, criteria, the edges' signatures and layouts, digests, ledger
+  records) and end exactly as uninterrupted rounds do."""
+  from acme_jax import resume
+  hp = hparams(mode, rounds=3, **overrides)
+
+  def rounds(partial=None):
+    ledger = Ledger()
+    ledger.send(('cloud', 0), ('edge', 0), 'front', 8)  # found at the start
+    headers, digests = acme.run(hp, CFG, devices(), jax.random.key(0),
+                                ledger=ledger, partial=partial)
+    return headers, digests, ledger.to_records()
+
+  through = rounds()
+  real, calls = acme.apply, []
+
+  def stop_in_the_third_round(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(acme, 'apply', stop_in_the_third_round)
+  partial = lambda: resume.Partial(tmp_path / 'rounds', 1, {'x': 1})
+  with pytest.raises(KeyboardInterrupt):
+    rounds(partial())
+  calls.clear()
+  monkeypatch.setattr(acme, 'apply', lambda *a, **k: (calls.append(1),
+                                                      real(*a, **k))[1])
+  resumed = rounds(partial())
+  assert len(calls) == 1  # only the third round ran again
+  assert resumed[1] == through[1] and resumed[2] == through[2]
+  for a, b in zip(resumed[0], through[0]):
+    assert a.lr == b.lr
+    for x, y in zip(jax.tree.leaves((a.state, a.criterion)),
+                    jax.tree.leaves((b.state, b.criterion))):
+      x, y = (np.asarray(jax.random.key_data(v) if jax.dtypes.issubdtype(
+          v.dtype, jax.dtypes.prng_key) else v) for v in (x, y))
+      assert x.dtype == y.dtype and np.array_equal(x, y)

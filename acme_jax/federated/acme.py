@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from acme_jax import choices
+from acme_jax import resume
 from acme_jax import sizes
 from acme_jax import streams
 from acme_jax.device import header as header_lib
@@ -266,13 +267,41 @@ class EngineClients(Clients):
     self.devices = [new.get(d.device, d) for d in self.devices]
     return {d.device: (d, imp) for d, imp in zip(trained, importances)}
 
+  def _with_fresh_sgd(self, devices):
+    tx = child_lib.child_optimizer(self.cfg)
+    return [dataclasses.replace(d, state=d.state._replace(
+        child=d.state.child._replace(opt_state=tx.init(d.state.child.params))))
+            for d in devices]
+
+  def snapshot(self):
+    """What the rounds change in the devices: (arrays, JSON)."""
+    return ({'states': [d.state for d in self.devices],
+             'criteria': [d.criterion for d in self.devices
+                          if d.criterion is not None]},
+            {'lrs': [d.lr for d in self.devices],
+             'criterion': [d.criterion is not None for d in self.devices]})
+
+  def snapshot_like(self, meta: dict, rounds_done: int):
+    """A tree shaped as `snapshot()`'s after `rounds_done` rounds."""
+    devices = self.devices
+    if rounds_done and self.hp.optimizer == 'sgd':
+      devices = self._with_fresh_sgd(devices)
+    return {'states': [d.state for d in devices],
+            'criteria': [jax.tree.map(lambda _: resume.as_saved(),
+                                      d.state.gates)
+                         for d, has in zip(devices, meta['criterion'])
+                         if has]}
+
+  def restore(self, tree: dict, meta: dict):
+    criteria = iter(tree['criteria'])
+    self.devices = [dataclasses.replace(
+        d, state=s, lr=lr, criterion=next(criteria) if has else None)
+                    for d, s, lr, has in zip(self.devices, tree['states'],
+                                             meta['lrs'], meta['criterion'])]
+
   def train(self, r, devices, introduce):
     if r == 0 and self.hp.optimizer == 'sgd':
-      tx = child_lib.child_optimizer(self.cfg)
-      self.devices = [dataclasses.replace(d, state=d.state._replace(
-          child=d.state.child._replace(
-              opt_state=tx.init(d.state.child.params))))
-                      for d in self.devices]
+      self.devices = self._with_fresh_sgd(self.devices)
     trained = self._train(devices, self.hp.local_epochs, self._keys(r)[0])
     reports = {}
     for i, (d, imp) in trained.items():
@@ -308,20 +337,58 @@ class EngineClients(Clients):
 
 def run(hp: RoundsHparams, cfg: child_lib.NasConfig,
         devices: Sequence[state_lib.DeviceHeader], key,
-        ledger: Optional[Ledger] = None):
+        ledger: Optional[Ledger] = None, partial=None):
   """`hp.rounds` rounds on `devices` in this process. Returns (the devices'
   headers after them, device id -> the sha256 of the importances it sent
-  in each round)."""
+  in each round). With `partial` (a `resume.Partial`), the rounds' state
+  (the devices' headers, the edges' state, the digests and the ledger's
+  records so far) is saved at the end of a round once `partial.every`
+  training steps have passed since the last save, and after the last
+  round; a rerun resumes after the last saved round."""
   if hp.mode not in choices.MODES:
     raise ValueError(f'unknown mode {hp.mode!r}; allowed: {choices.MODES}')
   if hp.taylor not in choices.TAYLOR:
     raise ValueError(f'unknown taylor criterion {hp.taylor!r}; allowed: '
                      f'{choices.TAYLOR}')
+  partial = partial or resume.NONE
   clients = EngineClients(hp, cfg, devices, key)
   state = init()
   digests = {d.device: [] for d in devices}
-  for _ in range(hp.rounds):
+  before = len(ledger) if ledger is not None else 0  # found at the start
+  saved = partial.load(lambda loop: {
+      'devices': clients.snapshot_like(loop['devices'], loop['round']),
+      'signatures': [resume.as_saved() for _ in loop['signatures']],
+      'layouts': [resume.as_saved() for _ in loop['layouts']]})
+  if saved is not None:
+    tree, loop = saved
+    clients.restore(tree['devices'], loop['devices'])
+    state = EdgeState(
+        round=loop['round'],
+        signatures=dict(zip(loop['signatures'], tree['signatures'])),
+        layouts=dict(zip(loop['layouts'], tree['layouts'])))
+    digests = {int(d): v for d, v in loop['digests'].items()}
+    for record in Ledger.from_records(loop['ledger']):
+      if ledger is not None:
+        ledger.add(record)
+  # Training steps a round takes, all devices (local training and
+  # fine-tuning), to space the saves as `resume.every_steps` asks.
+  per_round = sum(state_lib.steps(d.sizes, hp.batch_size,
+                                  hp.local_epochs + hp.finetune_epochs)
+                  for d in devices)
+  for _ in range(state.round, hp.rounds):
     state, out = apply(hp, state, clients, ledger)
     for d, importance in out['sent'].items():
       digests[d].append(state_lib.digest(importance))
+    steps = state.round * per_round
+    if partial.due(steps) or state.round == hp.rounds:
+      arrays, meta = clients.snapshot()
+      partial.save(
+          {'devices': arrays,
+           'signatures': [state.signatures[k] for k in state.signatures],
+           'layouts': [state.layouts[k] for k in state.layouts]},
+          {'round': state.round, 'devices': meta,
+           'signatures': list(state.signatures),
+           'layouts': list(state.layouts), 'digests': digests,
+           'ledger': Ledger(list(ledger or [])[before:]).to_records()},
+          steps)
   return clients.devices, digests
