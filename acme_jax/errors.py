@@ -9,9 +9,14 @@ problem; a ValueError from inside a library is a bug of ours).
 A leaf module: it imports nothing of the project, so every module may raise
 these errors without an import circle.
 """
+import _thread
 import argparse
+import contextlib
+import os
 import pathlib
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Optional
 
@@ -68,16 +73,58 @@ def report_and_exit(error: BaseException, prefix: str = 'error'):
   sys.exit(2)
 
 
+@contextlib.contextmanager
+def _interrupts_that_take():
+  """Within: Ctrl-C raises KeyboardInterrupt, and again every second until
+  one leaves the block. Python drops an exception raised inside a gc
+  callback (JAX registers one), so a single Ctrl-C could be swallowed and
+  the run go on (one interrupt in about five here)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  pending, left = threading.Event(), threading.Event()
+
+  def again():
+    while not left.wait(1.0):
+      _thread.interrupt_main()
+
+  def handler(signum, frame):
+    if not pending.is_set():
+      pending.set()
+      threading.Thread(target=again, daemon=True).start()
+    raise KeyboardInterrupt
+
+  def unraisable(what):  # the dropped one is retried: not worth a trace
+    if not isinstance(what.exc_value, KeyboardInterrupt):
+      hook(what)
+
+  previous = signal.signal(signal.SIGINT, handler)
+  hook, sys.unraisablehook = sys.unraisablehook, unraisable
+  try:
+    yield
+  finally:
+    left.set()
+    signal.signal(signal.SIGINT, previous)
+    sys.unraisablehook = hook
+
+
 def boundary(fn: Callable, *args, **kwargs):
   """Runs fn; expected failures become one line on stderr and exit 2, an
   interrupt (Ctrl-C) one line and exit 130."""
   try:
-    return fn(*args, **kwargs)
+    with _interrupts_that_take():
+      return fn(*args, **kwargs)
   except KeyboardInterrupt:
     # Every stage is saved as it finishes (long ones every few steps too).
     print('\ninterrupted: rerun the same command to resume where it stopped',
           file=sys.stderr)
-    sys.exit(130)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: an interrupt can land while XLA's threads compile or
+    # run, and tearing the interpreter down under them crashed (SIGSEGV) or
+    # hung about one interrupt in five here. Files are written atomically
+    # and the `finally` blocks ran on the way here, so nothing is lost.
+    os._exit(130)
   except Exception as e:  # pylint: disable=broad-except
     if is_expected(e):
       report_and_exit(e)

@@ -25,7 +25,12 @@ VERSION = 1
 
 
 def _digest(path: pathlib.Path) -> str:
-  return hashlib.sha256(path.read_bytes()).hexdigest()
+  """sha256 of a file, read in blocks (a ViT-B/16 stage's state is ~1 GB)."""
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      h.update(block)
+  return h.hexdigest()
 
 
 def _to_host(leaf):

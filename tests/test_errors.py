@@ -117,3 +117,40 @@ def test_our_value_errors_are_expected_and_library_ones_are_not():
     np.zeros(3).reshape(2, 2)
   assert not errors.is_expected(theirs.value)
   assert errors.is_expected(config_lib.ConfigError('seed', 'x', 'int'))
+
+
+SWALLOWED_INTERRUPT = '''
+import gc, os, signal, sys, time
+from acme_jax import errors
+
+def job():
+  # As JAX's gc callback does to a Ctrl-C landing in it: Python reports the
+  # KeyboardInterrupt as unraisable and goes on.
+  def callback(phase, info):
+    if phase == 'start' and not fired:
+      fired.append(1)
+      os.kill(os.getpid(), signal.SIGINT)
+  fired = []
+  gc.callbacks.append(callback)
+  gc.collect()
+  gc.callbacks.remove(callback)
+  print('swallowed', flush=True)
+  end = time.time() + 20
+  while time.time() < end:  # the run going on
+    sum(range(1000))
+  print('not interrupted', flush=True)
+
+errors.boundary(job)
+'''
+
+
+def test_an_interrupt_swallowed_by_a_gc_callback_still_stops_the_run():
+  """The first Ctrl-C is lost inside a gc callback; the boundary raises it
+  again until it takes: one line, exit 130, within about a second."""
+  out = subprocess.run([sys.executable, '-c', SWALLOWED_INTERRUPT],
+                       cwd=pathlib.Path(__file__).parents[1],
+                       capture_output=True, text=True, timeout=60)
+  assert out.stdout.splitlines() == ['swallowed']
+  assert out.returncode == 130
+  assert [l for l in out.stderr.splitlines() if l.strip()] == [
+      'interrupted: rerun the same command to resume where it stopped']
