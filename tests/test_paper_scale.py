@@ -4,12 +4,14 @@ the real entry point in a subprocess, as a user would."""
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+PEAK_GIB = 7.0
 
 
 def _main(config, workdir, timeout):
@@ -27,6 +29,10 @@ def _main(config, workdir, timeout):
 def test_vit_b16_synthetic_smoke_runs_the_whole_loop(tmp_path):
   results = _main('configs/cifar100_vit_b16.py:synthetic_smoke',
                   tmp_path / 'smoke', timeout=3600)
+  # Peak RSS of the largest finished child of this test process (the run;
+  # the suite's other children are far smaller): under 8 GB with room.
+  peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+  assert peak_gib < PEAK_GIB, peak_gib
   grid = results['cloud']['grid']
   full = next(r for r in grid
               if r['depth_mult'] == 1.0 and r['width_mult'] == 1.0)

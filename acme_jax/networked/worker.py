@@ -108,6 +108,7 @@ def main(argv=None):
   # on a machine of its own the worker loses nothing.
   os.nice(NICENESS)
   from acme_jax import cli
+  cli.return_large_frees_to_the_os()
   cli.enable_compilation_cache()
   serve(json.loads(args.node_config))
 
