@@ -75,36 +75,29 @@ def report_and_exit(error: BaseException, prefix: str = 'error'):
 
 @contextlib.contextmanager
 def _interrupts_that_take():
-  """Within: Ctrl-C raises KeyboardInterrupt, and again every second until
-  one leaves the block. Python drops an exception raised inside a gc
-  callback (JAX registers one), so a single Ctrl-C could be swallowed and
-  the run go on (one interrupt in about five here)."""
-  if threading.current_thread() is not threading.main_thread():
+  """Within: a Ctrl-C that Python drops is raised again. An exception raised
+  inside a gc callback (JAX registers one) is reported as unraisable and
+  the program goes on, so one Ctrl-C in about five was swallowed here and
+  the run went on; the hook raises it again in the main thread instead.
+  Leaves SIGINT alone where it is not Python's default (ignored by a
+  background job, or handled by the caller) and off the main thread."""
+  if (threading.current_thread() is not threading.main_thread() or
+      signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
     yield
     return
-  pending, left = threading.Event(), threading.Event()
 
-  def again():
-    while not left.wait(1.0):
-      _thread.interrupt_main()
-
-  def handler(signum, frame):
-    if not pending.is_set():
-      pending.set()
-      threading.Thread(target=again, daemon=True).start()
-    raise KeyboardInterrupt
-
-  def unraisable(what):  # the dropped one is retried: not worth a trace
-    if not isinstance(what.exc_value, KeyboardInterrupt):
+  def unraisable(what):
+    if isinstance(what.exc_value, KeyboardInterrupt):
+      # From another thread: raised here, in the hook, it would be dropped
+      # again.
+      threading.Timer(0.05, _thread.interrupt_main).start()
+    else:
       hook(what)
 
-  previous = signal.signal(signal.SIGINT, handler)
   hook, sys.unraisablehook = sys.unraisablehook, unraisable
   try:
     yield
   finally:
-    left.set()
-    signal.signal(signal.SIGINT, previous)
     sys.unraisablehook = hook
 
 
@@ -118,12 +111,15 @@ def boundary(fn: Callable, *args, **kwargs):
     # Every stage is saved as it finishes (long ones every few steps too).
     print('\ninterrupted: rerun the same command to resume where it stopped',
           file=sys.stderr)
+    if threading.current_thread() is not threading.main_thread():
+      sys.exit(130)
     sys.stdout.flush()
     sys.stderr.flush()
     # Not sys.exit: an interrupt can land while XLA's threads compile or
-    # run, and tearing the interpreter down under them crashed (SIGSEGV) or
-    # hung about one interrupt in five here. Files are written atomically
-    # and the `finally` blocks ran on the way here, so nothing is lost.
+    # run, and tearing the interpreter down under them crashed (SIGSEGV)
+    # here. Outputs are written atomically and the `finally` blocks ran on
+    # the way here; what is skipped is the interpreter's exit handlers
+    # (atexit, e.g. a multi-host run's jax.distributed.shutdown).
     os._exit(130)
   except Exception as e:  # pylint: disable=broad-except
     if is_expected(e):

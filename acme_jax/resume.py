@@ -81,11 +81,12 @@ class Partial:
   def _meta(self) -> pathlib.Path:
     return self.path.with_name(self.path.name + '.partial.json')
 
-  def load(self, like) -> Optional[Tuple[Any, dict]]:
+  def load(self, like=None, like_from_meta=None
+           ) -> Optional[Tuple[Any, dict]]:
     """(the saved tree shaped and placed like `like`, the saved meta), or
-    None when there is nothing (valid) to resume from. `like` may be a
-    function of the saved meta, for a loop whose state changes structure
-    as it goes (its leaves may be `as_saved()`)."""
+    None when there is nothing (valid) to resume from. For a loop whose
+    state changes structure as it goes, `like_from_meta(saved meta)` gives
+    the template instead (its leaves may be `as_saved()`)."""
     if not self.every or not self._meta.exists():
       return None
     try:
@@ -99,12 +100,12 @@ class Partial:
         raise ValueError('digest mismatch')
       with np.load(self._arrays) as saved:
         arrays = [saved[f'a{i}'] for i in range(len(meta['kinds']))]
-    except (OSError, ValueError, KeyError) as e:
+      if like_from_meta is not None:
+        like = like_from_meta(meta['loop'])
+    except (OSError, ValueError, KeyError, TypeError) as e:
       self.log(f'[resume] {self.path.name}: the saved mid-stage state is '
                f'damaged ({e}); starting the stage over')
       return None
-    if callable(like):
-      like = like(meta['loop'])
     leaves, treedef = jax.tree.flatten(like)
     if len(leaves) != len(arrays):
       self.log(f'[resume] {self.path.name}: the saved state has another '

@@ -30,7 +30,10 @@ def test_vit_b16_synthetic_smoke_runs_the_whole_loop(tmp_path):
   results = _main('configs/cifar100_vit_b16.py:synthetic_smoke',
                   tmp_path / 'smoke', timeout=3600)
   # Peak RSS of the largest finished child of this test process (the run;
-  # the suite's other children are far smaller): under 8 GB with room.
+  # the suite's other children are far smaller; KiB on Linux): the issue
+  # asked under 8 GB, with room to spare.
+  if sys.platform != 'linux':
+    return
   peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
   assert peak_gib < PEAK_GIB, peak_gib
   grid = results['cloud']['grid']

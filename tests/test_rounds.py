@@ -302,6 +302,8 @@ def test_interrupted_rounds_resume_byte_identical(tmp_path, monkeypatch, mode,
   assert resumed[1] == through[1] and resumed[2] == through[2]
   for a, b in zip(resumed[0], through[0]):
     assert a.lr == b.lr
+    assert (jax.tree.structure((a.state, a.criterion)) ==
+            jax.tree.structure((b.state, b.criterion)))
     for x, y in zip(jax.tree.leaves((a.state, a.criterion)),
                     jax.tree.leaves((b.state, b.criterion))):
       x, y = (np.asarray(jax.random.key_data(v) if jax.dtypes.issubdtype(

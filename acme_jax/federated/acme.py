@@ -278,11 +278,14 @@ class EngineClients(Clients):
     return ({'states': [d.state for d in self.devices],
              'criteria': [d.criterion for d in self.devices
                           if d.criterion is not None]},
-            {'lrs': [d.lr for d in self.devices],
+            {'ids': [d.device for d in self.devices],
+             'lrs': [d.lr for d in self.devices],
              'criterion': [d.criterion is not None for d in self.devices]})
 
   def snapshot_like(self, meta: dict, rounds_done: int):
     """A tree shaped as `snapshot()`'s after `rounds_done` rounds."""
+    if meta['ids'] != [d.device for d in self.devices]:
+      raise ValueError('the saved rounds are of other devices')
     devices = self.devices
     if rounds_done and self.hp.optimizer == 'sgd':
       devices = self._with_fresh_sgd(devices)
@@ -355,7 +358,7 @@ def run(hp: RoundsHparams, cfg: child_lib.NasConfig,
   state = init()
   digests = {d.device: [] for d in devices}
   before = len(ledger) if ledger is not None else 0  # found at the start
-  saved = partial.load(lambda loop: {
+  saved = partial.load(like_from_meta=lambda loop: {
       'devices': clients.snapshot_like(loop['devices'], loop['round']),
       'signatures': [resume.as_saved() for _ in loop['signatures']],
       'layouts': [resume.as_saved() for _ in loop['layouts']]})
@@ -372,7 +375,7 @@ def run(hp: RoundsHparams, cfg: child_lib.NasConfig,
         ledger.add(record)
   # Training steps a round takes, all devices (local training and
   # fine-tuning), to space the saves as `resume.every_steps` asks.
-  per_round = sum(state_lib.steps(d.sizes, hp.batch_size,
+  per_round = sum(state_lib.steps(d.sizes, clients.schedule.batch_size,
                                   hp.local_epochs + hp.finetune_epochs)
                   for d in devices)
   for _ in range(state.round, hp.rounds):

@@ -40,6 +40,9 @@ def flower_env(flwr_home, extra: Optional[dict] = None) -> dict:
           [str(REPO)] + [p for p in env.get('PYTHONPATH', '').split(
               os.pathsep) if p]),
       'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+      # As cli.return_large_frees_to_the_os, for the processes Flower
+      # starts (a stock ClientApp runs the device's JAX work).
+      'MALLOC_MMAP_THRESHOLD_': str(1 << 20),
       'PYTHONUNBUFFERED': '1'})
   env.update(extra or {})
   return env

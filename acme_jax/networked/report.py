@@ -201,11 +201,15 @@ def markdown(results, heading: str = '#') -> str:
       rows.append([k, v['messages'], v['ledger_bytes'], v['message_bytes'],
                    _ratio(v['message_over_ledger']) +
                    (f' ({label})' if v.get('carries') else '')])
+  riders = {k: v['carries'] for k, v in b['by_kind'].items()
+            if v.get('carries')}
+  note = ' '.join(
+      f'{", ".join(r)} ride{"s" if len(r) == 1 else ""} in {k}\'s messages '
+      f'(the reply to a round\'s first training), so that row\'s ratio is '
+      f'over {" + ".join([k] + r)}.' for k, r in riders.items())
   out += [f'{sub} Bytes by record kind', '',
-          'Every ledger kind with its own bytes; a signature and a header '
-          'layout have no message of their own (they ride in the reply to '
-          'a round\'s first training), so the importance row\'s ratio is '
-          'over the three.', '', report_lib.markdown_table(
+          'Every ledger kind with its own bytes. ' + note, '',
+          report_lib.markdown_table(
               ['kind', 'messages', 'ledger bytes', 'message bytes',
                'message / ledger'], rows), '']
   rows = []

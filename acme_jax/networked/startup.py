@@ -81,8 +81,8 @@ class Endpoint:
 
 
 def start_edge(spawn: Spawn, edge: int, workdir, config_path,
-               endpoint: Endpoint, keys: Sequence = (),
-               expected_devices: int = 0) -> subprocess.Popen:
+               endpoint: Endpoint, *, keys: Sequence = (),
+               expected_devices: int) -> subprocess.Popen:
   """Edge `edge`: its SuperLink (at `endpoint`), its federation file, the
   node keys it admits (`keys`: (name, public key) pairs) and its run.
   Returns the SuperLink's process."""

@@ -121,6 +121,7 @@ def _run(args):
   if args.tier == 'cloud-prepare':
     from acme_jax import cli
     from acme_jax.networked import cloud, handlers
+    cli.return_large_frees_to_the_os()  # it trains the cloud stages
     cli.enable_compilation_cache()
     cloud.prepare(handlers.config_from_json(args.config_json), workdir)
     return 0
