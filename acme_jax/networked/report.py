@@ -204,9 +204,10 @@ def markdown(results, heading: str = '#') -> str:
   riders = {k: v['carries'] for k, v in b['by_kind'].items()
             if v.get('carries')}
   note = ' '.join(
-      f'{", ".join(r)} ride{"s" if len(r) == 1 else ""} in {k}\'s messages '
-      f'(the reply to a round\'s first training), so that row\'s ratio is '
-      f'over {" + ".join([k] + r)}.' for k, r in riders.items())
+      f'{" and ".join(f"`{x}`" for x in r)} ride{"s" if len(r) == 1 else ""} '
+      f'in `{k}`\'s messages (the reply to a round\'s first training), so '
+      f'that row\'s ratio is over {" + ".join([k] + r)}.'
+      for k, r in riders.items())
   out += [f'{sub} Bytes by record kind', '',
           'Every ledger kind with its own bytes. ' + note, '',
           report_lib.markdown_table(
