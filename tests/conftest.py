@@ -22,6 +22,16 @@ from configs import default
 from acme_jax.models import vit
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _release_compiled_programs():
+  """Drop JAX's compiled programs after each test module. Every XLA:CPU
+  executable keeps its own memory mappings, and one pytest process running
+  the whole suite would otherwise pass the kernel's vm.max_map_count (65530)
+  and abort (SIGABRT) in an allocation; tests in one module still share."""
+  yield
+  jax.clear_caches()
+
+
 @pytest.fixture(scope='session')
 def tiny_vit():
   """A 3-layer, 4-head supernet on 8x8x1 images with random (not trivial) params."""
