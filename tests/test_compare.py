@@ -3,6 +3,7 @@ steps on each device, schedules annealed to their end, rates chosen on
 validation, the random arm drawn within the budget."""
 import jax
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 
@@ -24,6 +25,7 @@ def _locals(sizes, seed=0):
   return out
 
 
+@pytest.mark.slow  # every arm of the comparison, trained (~25 s)
 def test_every_arm_trains_the_same_steps_per_device():
   config = tiny_config()
   config.header.finetune_lrs = (0.01, 0.1)

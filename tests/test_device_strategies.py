@@ -81,6 +81,7 @@ def assert_same(a, b):
                              atol=1e-6)
 
 
+@pytest.mark.slow  # two full device stages (~1 min); the engine tests check chunking
 def test_loop_and_vmap_in_chunks_agree():
   # Chunks of 2 users: 2 + 2 + 1 (padded with a dummy).
   assert_same(device_stage('loop'),

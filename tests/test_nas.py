@@ -155,7 +155,8 @@ def test_one_compile_per_padding_bucket():
 
 
 @pytest.mark.parametrize('derive', [
-    pytest.param('prototype', marks=pytest.mark.slow), 'sample'])
+    pytest.param('prototype', marks=pytest.mark.slow),
+    pytest.param('sample', marks=pytest.mark.slow)])  # ~25 s each
 def test_an_interrupted_search_resumes_byte_identical(tmp_path, monkeypatch,
                                                       derive):
   from acme_jax import resume

@@ -200,6 +200,7 @@ def test_a_failed_start_does_not_bind_the_workdir(tmp_path, monkeypatch):
   assert saved['cloud']['teacher']['epochs'] == 2
 
 
+@pytest.mark.slow  # the main job twice (~45 s); stages resume in test_resume
 def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path,
                                                              monkeypatch):
   config = tiny_config()
