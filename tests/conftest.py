@@ -32,6 +32,14 @@ def _release_compiled_programs():
   jax.clear_caches()
 
 
+def sigint_as_in_a_terminal():
+  """`preexec_fn` for a child that a test interrupts: SIGINT at its default
+  whatever the runner got (one a shell started in the background ignores
+  SIGINT, and so would its children, as they should)."""
+  import signal
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope='session')
 def tiny_vit():
   """A 3-layer, 4-head supernet on 8x8x1 images with random (not trivial) params."""

@@ -3,7 +3,6 @@ before any work; an unexpected one keeps its traceback, flagged as a bug."""
 import concurrent.futures
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 
 from acme_jax import config as config_lib
 from acme_jax import errors
+from conftest import sigint_as_in_a_terminal
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAIN = [sys.executable, '-m', 'experiments.main',
@@ -145,20 +145,13 @@ errors.boundary(job)
 '''
 
 
-def interruptible():
-  """In the child: SIGINT as in a terminal, whatever the test runner got (a
-  runner started in the background by a shell ignores it, and so would
-  its children, as they should)."""
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_an_interrupt_swallowed_by_a_gc_callback_still_stops_the_run():
   """The first Ctrl-C is lost inside a gc callback; the boundary raises it
   again until it takes: one line, exit 130, within about a second."""
   out = subprocess.run([sys.executable, '-c', SWALLOWED_INTERRUPT],
                        cwd=pathlib.Path(__file__).parents[1],
                        capture_output=True, text=True, timeout=60,
-                       preexec_fn=interruptible)
+                       preexec_fn=sigint_as_in_a_terminal)
   # The retried interrupt may land anywhere after the callback, never after
   # the run went on for its 20 s.
   assert out.stdout.splitlines() == ['interrupting']

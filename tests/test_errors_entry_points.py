@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from conftest import sigint_as_in_a_terminal
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
 MAIN = [PY, '-m', 'experiments.main', '--config=configs/default.py']
@@ -142,12 +144,10 @@ def test_bad_inputs_at_every_entry_point_are_one_line_and_exit_2(tmp_path,
 
 
 def test_an_interrupt_is_one_line_and_exit_130(tmp_path):
-  # SIGINT as in a terminal, even under a test runner that a shell started
-  # in the background (it ignores SIGINT, and so would its children).
   proc = subprocess.Popen(
       MAIN + [f'--workdir={tmp_path}/w', '--config.cloud.teacher.epochs=50'],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+      preexec_fn=sigint_as_in_a_terminal)
   for line in proc.stdout:  # interrupt once training has begun
     if line.startswith('[data]'):
       break
