@@ -5,6 +5,10 @@ VENV := .venv
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
 PYTEST_ARGS ?=
+# Worker processes of `make test` (pytest-xdist), each running whole test
+# modules; `make test-all` runs in one process (its networked and smoke runs
+# are sized to have the machine to themselves).
+TEST_WORKERS ?= 2
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +39,7 @@ tables-text: $(VENV)/.installed
 	$(MAKE) run CONFIG=configs/minilm_prototype.py WORKDIR=runs/proto
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 test-all: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
