@@ -87,6 +87,11 @@ class Partial:
     None when there is nothing (valid) to resume from. For a loop whose
     state changes structure as it goes, `like_from_meta(saved meta)` gives
     the template instead (its leaves may be `as_saved()`)."""
+    if (like is None) == (like_from_meta is None):
+      # Without a template every save would look like another structure
+      # and the stage would restart silently: a caller's bug, said so.
+      raise TypeError('Partial.load needs exactly one of like and '
+                      'like_from_meta')
     if not self.every or not self._meta.exists():
       return None
     try:

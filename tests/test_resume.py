@@ -85,6 +85,8 @@ def test_a_checkpoint_of_another_config_or_damaged_is_ignored(tmp_path):
   first = resume.Partial(tmp_path / 'new' / 's', 1, {}, log=lambda m: None)
   first.save(tree, {}, 1)
   assert first.load(tree) is not None
+  with pytest.raises(TypeError, match='exactly one'):  # no template
+    first.load()
   p = resume.Partial(tmp_path / 's', 1, {'lr': 0.1}, log=lambda m: None)
   p.save(tree, {'steps': 2}, 2)
   same = resume.Partial(tmp_path / 's', 1, {'lr': 0.1}, log=lambda m: None)
