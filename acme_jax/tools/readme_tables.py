@@ -3,6 +3,8 @@
   python -m acme_jax.tools.readme_tables --results=runs/tables/results.json
   python -m acme_jax.tools.readme_tables --block=text \
       --results=runs/minilm/results.json
+  python -m acme_jax.tools.readme_tables --block=proto \
+      --results=runs/proto/results.json
   python -m acme_jax.tools.readme_tables --block=networked \
       --results=runs/networked/networked.json \
       --scaling=runs/bench_networked/results.json
@@ -12,7 +14,9 @@ The first copies the run's results to the block's snapshot in docs/
 (committed: the numbers' source, with the commit and machine they came
 from) and rewrites the README between that block's markers: `paper` is the
 default's tables (`make tables`), `text` the MiniLM-on-WordNet run,
-`networked` the default's networked run and its scaling benchmark.
+`proto` MiniLM on WordNet with the prototype's data per user
+(`configs/minilm_prototype.py`), `networked` the default's networked run
+and its scaling benchmark.
 `--check` exits 1 when a README block differs from what its snapshot
 renders; a test runs it, so the README cannot drift from its results
 silently.
@@ -74,6 +78,8 @@ def render_networked(results: dict) -> str:
 
 BLOCKS = {'paper': Block('paper', 'readme_results.json'),
           'text': Block('text', 'readme_text_results.json', 'text'),
+          'proto': Block('proto', 'readme_proto_results.json',
+                         'text, prototype data'),
           'networked': Block('networked', 'readme_networked_results.json',
                              'networked', render_networked)}
 SNAPSHOT = BLOCKS['paper'].snapshot
