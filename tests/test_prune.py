@@ -77,7 +77,6 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   assert np.all(imp['squared']['cells'][:, 0, 1] == 0)
 
 
-@pytest.mark.slow  # two gradient programs beside the engine run (~20 s)
 def test_taylor_importance_averages_squares_over_minibatches():
   """Over two minibatches, the NVlabs criterion is the mean of the
   per-minibatch (g dL/dg)^2, not the square of the mean gradient (a rate
