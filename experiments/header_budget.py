@@ -76,7 +76,10 @@ def _cut(splits, n: int, seed: int):
   return out
 
 
-def one_repeat(world: world_lib.World, repeat: int, log):
+def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
+  """One repeat's rows. Each size's comparison and each of its searches is
+  its own cached cell (`repeat_<r>/n<size>_<budget>.json`): on text one
+  repeat takes hours, and an interrupted run resumes at the last cell."""
   config, topology = world.config, world.topology
   hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
   seed = config.seed + repeat
@@ -91,41 +94,63 @@ def one_repeat(world: world_lib.World, repeat: int, log):
   rows = []
   for n in config.baselines.train_sizes:
     cut = _cut(splits, n, seed)
-    locals_ = device_stage.local_features(
-        hp, model, supernet, [sub] * topology.num_devices,
-        [cut[d.id] for d in topology.devices])
+    local_cache = []
+
+    def locals_(cut=cut, cache=local_cache):
+      # Features only when a cell of this size has to be computed.
+      if not cache:
+        cache.append(device_stage.local_features(
+            hp, model, supernet, [sub] * topology.num_devices,
+            [cut[d.id] for d in topology.devices]))
+      return cache[0]
+
     targets = device_stage.targets(hp, [
         {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,
          'depth_mult': depth, 'budget': config.system.header_allowance,
          'params': 0} for d in topology.devices], key)
+
+    def cell(name, compute, n=n):
+      return world.wd.cached_stage(
+          f'experiments/header_budget/repeat_{repeat}/n{n}_{name}.json',
+          fingerprint, compute)
+
     # Every arm at the default budget; the searched header again at each
     # other (the random architecture and the fixed heads do not search).
-    base = compare.compare(hp, locals_, targets, seed)
+    base = cell('compare', lambda: compare.compare(hp, locals_(), targets,
+                                                   seed))
     samples = int(np.mean([len(c[0]) for c in cut]))
     for name in config.baselines.search_budgets:
       epochs, steps = budget(hp, name, samples)
-      nas_acc, search_steps = (base['mean_test_accuracy'][compare.NAS],
-                               base['search_steps'])
+      searched = {'nas': base['mean_test_accuracy'][compare.NAS],
+                  'search_steps': base['search_steps']}
       if name != 'default':
-        headers = device_stage.search_headers(dataclasses.replace(
-            hp, search=dataclasses.replace(
-                hp.search, epochs=epochs, controller_steps_per_epoch=steps)),
-                                              locals_, targets)
-        nas_acc = float(np.mean([h.result['test_accuracy'] for h in headers]))
-        search_steps = {
-            'child': [h.result['child_steps'] for h in headers],
-            'controller': [h.result['controller_steps'] for h in headers]}
+        searched = cell(name, lambda epochs=epochs, steps=steps: _search(
+            hp, epochs, steps, locals_(), targets))
       row = {'train_samples': samples, 'budget': name, 'epochs': epochs,
-             'controller_steps_per_epoch': steps, compare.NAS: nas_acc,
+             'controller_steps_per_epoch': steps,
+             compare.NAS: searched['nas'],
              compare.RANDOM: base['mean_test_accuracy'][compare.RANDOM],
              compare.FIXED_BEST: base['mean_test_accuracy'][
                  compare.FIXED_BEST],
-             'search_steps': search_steps}
+             'search_steps': searched['search_steps']}
       rows.append(row)
       log(f'[header_budget] repeat {repeat} n {samples} {name}: ' +
           ', '.join(f'{k} {row[k]:.3f}' for k in
                     (compare.NAS, compare.RANDOM, compare.FIXED_BEST)))
   return rows
+
+
+def _search(hp, epochs: int, steps: int, locals_, targets) -> dict:
+  """The searched header's mean device test accuracy and search steps at
+  `epochs` x `steps` controller steps per epoch."""
+  headers = device_stage.search_headers(dataclasses.replace(
+      hp, search=dataclasses.replace(
+          hp.search, epochs=epochs, controller_steps_per_epoch=steps)),
+                                        locals_, targets)
+  return {'nas': float(np.mean([h.result['test_accuracy'] for h in headers])),
+          'search_steps': {
+              'child': [h.result['child_steps'] for h in headers],
+              'controller': [h.result['controller_steps'] for h in headers]}}
 
 
 def summarize(config, repeats) -> dict:
@@ -152,7 +177,7 @@ def run(config, workdir, log=print) -> dict:
   fingerprint = config_lib.subset(config, SECTIONS)
   repeats = [world.wd.cached_stage(
       f'experiments/header_budget/repeat_{r}.json', fingerprint,
-      lambda r=r: one_repeat(world, r, log))
+      lambda r=r: one_repeat(world, r, log, fingerprint))
              for r in range(config.baselines.repeats)]
   result = summarize(config, repeats)
   workdir_lib.atomic_write_json(world.wd / 'header_budget.json', result)

@@ -174,6 +174,35 @@ def test_a_damaged_cached_json_is_recomputed(finished, tmp_path, capsys,
   assert _results(run)['devices'] == _results(finished)['devices']
 
 
+@pytest.mark.slow
+def test_the_budget_experiment_resumes_within_a_repeat(finished, tmp_path,
+                                                        monkeypatch):
+  """A repeat interrupted after its comparison and before its longer search
+  reruns only the search, and ends with the uninterrupted run's table."""
+  run = _copy(finished, tmp_path)
+  cells = run / 'experiments/header_budget'
+  assert sorted(p.name for p in (cells / 'repeat_0').glob('*.json')) == [
+      'n10_compare.json', 'n10_prototype.json']
+  for name in ('repeat_0.json', 'repeat_0/n10_prototype.json'):
+    (cells / name).unlink()
+  searches = []
+  real_search = header_budget.device_stage.search_headers
+
+  def counted(hp, *args):
+    searches.append(hp.search.epochs)
+    return real_search(hp, *args)
+
+  def fail(*args, **kwargs):
+    raise AssertionError('a finished cell was recomputed')
+
+  monkeypatch.setattr(header_budget.compare, 'compare', fail)
+  monkeypatch.setattr(header_budget.device_stage, 'search_headers', counted)
+  header_budget.run(tiny_config(), run, log=_quiet)
+  assert searches == [130]  # the prototype's budget, once
+  assert (_results(run)['header_budget'] ==
+          _results(finished)['header_budget'])
+
+
 def test_a_failed_start_does_not_bind_the_workdir(tmp_path, monkeypatch):
   """A start that fails before any stage commits leaves no config behind:
   rerunning with another cloud config in the same workdir proceeds."""
