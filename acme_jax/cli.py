@@ -9,6 +9,7 @@ from typing import Callable
 
 from acme_jax import config as config_lib
 from acme_jax import errors
+from acme_jax import malloc
 
 CACHE_ENV = 'ACME_JAX_COMPILATION_CACHE'
 
@@ -101,30 +102,10 @@ def whole_numbers(values, minimum: int = 1) -> bool:
   return all(v.strip().isdigit() and int(v) >= minimum for v in values)
 
 
-MMAP_THRESHOLD = 1 << 20
-
-
-def return_large_frees_to_the_os():
-  """Allocations of 1 MiB and more get their own pages, so freeing them
-  gives the memory back. XLA's buffers on CPU come from malloc, and glibc's
-  default (a threshold that rises to 32 MiB) keeps freed buffers in its
-  heaps: the ViT-B/16 teacher stage peaked at 6.1 GB and held 5.4 GB after
-  it, 4.4 and 1.5 GB with this, in the same time. No-op without glibc."""
-  import ctypes
-  try:
-    mallopt = getattr(ctypes.CDLL('libc.so.6'), 'mallopt', None)
-  except OSError:
-    return False
-  if mallopt is None:
-    return False
-  m_mmap_threshold = -3  # glibc's malloc.h
-  return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD))
-
-
 def run_tool(main: Callable):
   """app.run(main) with flag errors and expected failures as one line."""
   from absl import app, logging
-  return_large_frees_to_the_os()
+  malloc.return_large_frees_to_the_os()
 
   def quiet_main(argv):
     logging.set_verbosity(logging.ERROR)  # JAX / orbax / TFDS chatter

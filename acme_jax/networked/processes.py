@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from acme_jax import malloc
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 APP_DIR = pathlib.Path(__file__).resolve().parent / 'flower_app'
 
@@ -40,9 +42,9 @@ def flower_env(flwr_home, extra: Optional[dict] = None) -> dict:
           [str(REPO)] + [p for p in env.get('PYTHONPATH', '').split(
               os.pathsep) if p]),
       'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
-      # As cli.return_large_frees_to_the_os, for the processes Flower
+      # As malloc.return_large_frees_to_the_os, for the processes Flower
       # starts (a stock ClientApp runs the device's JAX work).
-      'MALLOC_MMAP_THRESHOLD_': str(1 << 20),
+      'MALLOC_MMAP_THRESHOLD_': str(malloc.MMAP_THRESHOLD),
       'PYTHONUNBUFFERED': '1'})
   env.update(extra or {})
   return env

@@ -119,9 +119,9 @@ def _run(args):
       security.node_key(workdir, name)
     return 0
   if args.tier == 'cloud-prepare':
-    from acme_jax import cli
+    from acme_jax import cli, malloc
     from acme_jax.networked import cloud, handlers
-    cli.return_large_frees_to_the_os()  # it trains the cloud stages
+    malloc.return_large_frees_to_the_os()  # it trains the cloud stages
     cli.enable_compilation_cache()
     cloud.prepare(handlers.config_from_json(args.config_json), workdir)
     return 0

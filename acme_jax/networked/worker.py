@@ -107,8 +107,8 @@ def main(argv=None):
   # the benchmark), a lower priority keeps Flower's processes responsive;
   # on a machine of its own the worker loses nothing.
   os.nice(NICENESS)
-  from acme_jax import cli
-  cli.return_large_frees_to_the_os()
+  from acme_jax import cli, malloc
+  malloc.return_large_frees_to_the_os()
   cli.enable_compilation_cache()
   serve(json.loads(args.node_config))
 
