@@ -1,0 +1,113 @@
+"""What per-device architectures cost the stacked strategies.
+
+  python -m benchmarks.batched_choices [--devices=6] [--channels=32]
+
+The header's op per (node, branch) is a `lax.switch` and its cell count a
+`lax.cond`, both on data. Run per device (the `loop` strategy) a switch runs
+the chosen branch only. Under `vmap` (and `sharded`, which vmaps within an
+accelerator) a device's `arch` and `n_layers` are batched, and JAX turns a
+switch or cond on a batched index into every branch plus a select: each
+device pays for all six ops at every node and for every cell held.
+
+One gradient step of the header (forward and backward, batch 32 on a 4x4
+grid) in three programs, side by side: the loop (one jitted step per
+device), vmap with one architecture shared by all devices (choices not
+batched), and vmap with each device's own architecture. Per program: XLA's
+cost analysis of the compiled program (FLOPs per device; it counts a loop's
+body once and a conditional at its costliest branch, so the loop's figure is
+an upper bound) and the measured time per device-step, compilation excluded.
+"""
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from acme_jax import report
+from acme_jax.device import header as header_lib
+
+BATCH = 32
+GRID = (4, 4)
+FEATURE_DIM = 64
+
+
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+    analysis = analysis[0]
+  return float(analysis.get('flops', float('nan')))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--devices', type=int, default=6)
+  parser.add_argument('--channels', type=int, default=32)
+  parser.add_argument('--nodes', type=int, default=3)
+  parser.add_argument('--layers', type=int, default=3)
+  parser.add_argument('--reps', type=int, default=5)
+  args = parser.parse_args()
+  n = args.devices
+  spec = header_lib.Spec(num_classes=10, feature_dim=FEATURE_DIM,
+                         num_channels=args.channels, num_nodes=args.nodes,
+                         max_layers=args.layers)
+  model = header_lib.Header(spec)
+  params = header_lib.init_variables(spec)['params']
+  gates = header_lib.full_gates(spec)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((n, BATCH) + GRID + (FEATURE_DIM,)).astype(
+      np.float32)
+  y = rng.integers(0, 10, (n, BATCH))
+  archs = np.stack([_random_arch(rng, args.nodes) for _ in range(n)])
+  layers = rng.integers(1, args.layers + 1, n)
+
+  def grad(params, x, y, arch, n_layers):
+    def loss(params):
+      logits = model.apply({'params': params, 'batch_stats': {
+          'stem_mean': jnp.zeros(spec.num_channels),
+          'stem_var': jnp.ones(spec.num_channels)}}, x, arch, n_layers, gates)
+      return optax.softmax_cross_entropy_with_integer_labels(
+          logits, y).mean()
+    return jax.grad(loss)(params)
+
+  stacked = jax.tree.map(lambda a: np.broadcast_to(a, (n,) + a.shape),
+                         params)
+  programs = {
+      'loop (one jit per device)': (
+          jax.jit(grad), [(params, x[d], y[d], archs[d], layers[d])
+                          for d in range(n)], n),
+      'vmap, one shared architecture': (
+          jax.jit(jax.vmap(grad, in_axes=(0, 0, 0, None, None))),
+          [(stacked, x, y, archs[0], layers[0])], 1),
+      'vmap, each device its own': (
+          jax.jit(jax.vmap(grad)), [(stacked, x, y, archs, layers)], 1)}
+  rows, base = [], None
+  for name, (fn, calls, per_call) in programs.items():
+    flops = _flops(fn.lower(*calls[0]).compile()) / (n // per_call)
+    jax.block_until_ready([fn(*c) for c in calls])  # compile, warm up
+    t0 = time.perf_counter()
+    for _ in range(args.reps):
+      jax.block_until_ready([fn(*c) for c in calls])
+    seconds = (time.perf_counter() - t0) / (args.reps * n)
+    base = base or (flops, seconds)
+    rows.append([name, f'{flops / 1e6:,.1f}', f'{flops / base[0]:.2f}x',
+                 f'{seconds * 1e3:.2f}', f'{seconds / base[1]:.2f}x'])
+  print(f'{n} devices, header {args.layers} cells x {args.nodes} nodes x '
+        f'{args.channels} channels, batch {BATCH} on a {GRID} grid, backend '
+        f'{jax.default_backend()}; FLOPs from XLA cost analysis\n')
+  print(report.markdown_table(
+      ['program', 'MFLOPs / device-step', 'vs loop', 'ms / device-step',
+       'vs loop'], rows))
+
+
+def _random_arch(rng, nodes: int) -> np.ndarray:
+  arch = np.zeros((nodes, 4), np.int32)
+  for node in range(nodes):
+    arch[node] = (rng.integers(0, node + 2), rng.integers(0, 6),
+                  rng.integers(0, node + 2), rng.integers(0, 6))
+  return arch
+
+
+if __name__ == '__main__':
+  main()
