@@ -47,6 +47,13 @@ class OneLineParser(argparse.ArgumentParser):
     sys.exit(2)
 
 
+def whole_number(text: str) -> int:
+  """An argparse `type`: a whole number >= 1, else a one-line usage error."""
+  if not text.strip().isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a whole number >= 1')
+  return int(text)
+
+
 def file_in_the_way(path) -> Optional[pathlib.Path]:
   """The first of `path` and its ancestors that exists and is not a
   directory (so `path` cannot be a directory), or None."""

@@ -17,7 +17,6 @@ cost analysis of the compiled program (FLOPs per device; it counts a loop's
 body once and a conditional at its costliest branch, so the loop's figure is
 an upper bound) and the measured time per device-step, compilation excluded.
 """
-import argparse
 import time
 
 import jax
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from acme_jax import errors
 from acme_jax import report
 from acme_jax.device import header as header_lib
 
@@ -41,12 +41,14 @@ def _flops(compiled) -> float:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--devices', type=int, default=6)
-  parser.add_argument('--channels', type=int, default=32)
-  parser.add_argument('--nodes', type=int, default=3)
-  parser.add_argument('--layers', type=int, default=3)
-  parser.add_argument('--reps', type=int, default=5)
+  parser = errors.OneLineParser(prog='python -m benchmarks.batched_choices',
+                                description=__doc__.splitlines()[0])
+  count = errors.whole_number
+  parser.add_argument('--devices', type=count, default=6)
+  parser.add_argument('--channels', type=count, default=32)
+  parser.add_argument('--nodes', type=count, default=3)
+  parser.add_argument('--layers', type=count, default=3, help='cells held')
+  parser.add_argument('--reps', type=count, default=5, help='timed rounds')
   args = parser.parse_args()
   n = args.devices
   spec = header_lib.Spec(num_classes=10, feature_dim=FEATURE_DIM,

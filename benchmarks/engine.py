@@ -9,7 +9,6 @@ Only real steps count; compile time is reported apart.
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.engine
   (the second simulates 8 CPU devices so that 'sharded' runs too)
 """
-import argparse
 import time
 
 import jax
@@ -100,15 +99,9 @@ def measure(problem, headers, batches, strategies, reps):
           for strategy in strategies}
 
 
-def _count(text: str) -> int:
-  if not text.strip().isdigit() or int(text) < 1:
-    raise argparse.ArgumentTypeError(f'{text!r} is not a whole number >= 1')
-  return int(text)
-
-
 def _counts(text: str) -> str:
   for part in text.split(','):
-    _count(part)
+    errors.whole_number(part)
   return text
 
 
@@ -117,9 +110,9 @@ def main():
                                 description=__doc__.split('\n')[0])
   parser.add_argument('--devices', default='2,8,32', type=_counts,
                       help='device counts')
-  parser.add_argument('--hidden', type=_count, default=128,
+  parser.add_argument('--hidden', type=errors.whole_number, default=128,
                       help='MLP hidden width')
-  parser.add_argument('--reps', type=_count, default=5,
+  parser.add_argument('--reps', type=errors.whole_number, default=5,
                       help='timed calls (best kept)')
   args = parser.parse_args()
 

@@ -58,6 +58,8 @@ def _cases(tmp, port):
        'flag --batch=0: 0 is not a positive integer'),
       ([PY, '-m', 'benchmarks.engine', '--devices=0'], {},
        "argument --devices: '0' is not a whole number >= 1"),
+      ([PY, '-m', 'benchmarks.batched_choices', '--nodes=-1'], {},
+       "argument --nodes: '-1' is not a whole number >= 1"),
       ([PY, '-m', 'benchmarks.networked', '--bogus'], {},
        "Unknown command line flag 'bogus'"),
       ([PY, '-m', 'benchmarks.networked', '--devices=0'], {},
