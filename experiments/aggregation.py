@@ -81,37 +81,48 @@ def shared_headers(world: world_lib.World, hp, delivery, key):
   return pipeline.with_signatures(world, headers, delivery.splits)
 
 
-def one_repeat(world: world_lib.World, repeat: int, log):
-  """Mean device test accuracy of every column on every setup, one repeat."""
+def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
+  """Mean device test accuracy of every column on every setup, one repeat.
+  Each setup is its own cached cell (`repeat_<r>/<setup>.json`): on text a
+  setup takes half an hour, and an interrupted run resumes at the last one."""
   config = world.config
   aggregation = config.aggregation
   device_hp = device_stage.DeviceHparams.from_config(config,
                                                      world.num_classes)
   key = jax.random.fold_in(jax.random.fold_in(
       jax.random.key(config.seed), streams.AGGREGATION_EXPERIMENT), repeat)
-  quiet = lambda *_: None  # noqa: E731
   out = {}
   for s, setup in enumerate(aggregation.setups):
-    splits = data_stage.device_splits(
-        setup_partition(config, setup, seed=config.seed + repeat),
-        world.device_data, world.num_classes)
-    if aggregation.test_on == 'class_matched':
-      splits = data_stage.class_matched_test(splits, world.dataset.test)
-    setup_key = jax.random.fold_in(key, s)
-    delivery = edge_stage.deliver(config, world, splits, device_hp, quiet,
-                                  one_per_edge=True)
-    base = shared_headers(world, device_hp, delivery, setup_key)
-    accs = {}
-    for name, mode, temperature in columns(config):
-      rounds = acme.RoundsHparams.from_config(config, mode, temperature)
-      devices, _ = acme.run(rounds, device_hp.nas, base,
-                            jax.random.fold_in(setup_key, streams.ROUNDS))
-      accs[name] = float(np.mean(state_lib.test_accuracy(
-          device_hp.nas, devices, device_hp.strategy)))
-    out[setup] = accs
+    out[setup] = world.wd.cached_stage(
+        f'experiments/aggregation/repeat_{repeat}/{setup}.json', fingerprint,
+        lambda s=s, setup=setup: _one_setup(world, device_hp, setup, repeat,
+                                            jax.random.fold_in(key, s)))
     log(f'[aggregation] repeat {repeat} {setup}: ' + ', '.join(
-        f'{k} {v:.3f}' for k, v in accs.items()))
+        f'{k} {v:.3f}' for k, v in out[setup].items()))
   return out
+
+
+def _one_setup(world: world_lib.World, device_hp, setup: str, repeat: int,
+               setup_key) -> dict:
+  """Every column's mean device test accuracy on one setup."""
+  config = world.config
+  quiet = lambda *_: None  # noqa: E731
+  splits = data_stage.device_splits(
+      setup_partition(config, setup, seed=config.seed + repeat),
+      world.device_data, world.num_classes)
+  if config.aggregation.test_on == 'class_matched':
+    splits = data_stage.class_matched_test(splits, world.dataset.test)
+  delivery = edge_stage.deliver(config, world, splits, device_hp, quiet,
+                                one_per_edge=True)
+  base = shared_headers(world, device_hp, delivery, setup_key)
+  accs = {}
+  for name, mode, temperature in columns(config):
+    rounds = acme.RoundsHparams.from_config(config, mode, temperature)
+    devices, _ = acme.run(rounds, device_hp.nas, base,
+                          jax.random.fold_in(setup_key, streams.ROUNDS))
+    accs[name] = float(np.mean(state_lib.test_accuracy(
+        device_hp.nas, devices, device_hp.strategy)))
+  return accs
 
 
 def summarize(config, repeats) -> dict:
@@ -149,7 +160,7 @@ def run(config, workdir, log=print) -> dict:
   fingerprint = config_lib.subset(config, SECTIONS)
   repeats = [world.wd.cached_stage(
       f'experiments/aggregation/repeat_{r}.json', fingerprint,
-      lambda r=r: one_repeat(world, r, log))
+      lambda r=r: one_repeat(world, r, log, fingerprint))
              for r in range(config.aggregation.repeats)]
   aggregation = summarize(config, repeats)
   wd = world.wd

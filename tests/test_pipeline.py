@@ -192,15 +192,40 @@ def test_the_budget_experiment_resumes_within_a_repeat(finished, tmp_path,
     searches.append(hp.search.epochs)
     return real_search(hp, *args)
 
-  def fail(*args, **kwargs):
-    raise AssertionError('a finished cell was recomputed')
-
-  monkeypatch.setattr(header_budget.compare, 'compare', fail)
+  monkeypatch.setattr(header_budget.compare, 'compare', _recomputed)
   monkeypatch.setattr(header_budget.device_stage, 'search_headers', counted)
   header_budget.run(tiny_config(), run, log=_quiet)
   assert searches == [130]  # the prototype's budget, once
   assert (_results(run)['header_budget'] ==
           _results(finished)['header_budget'])
+
+
+@pytest.mark.slow
+def test_the_aggregation_experiment_resumes_within_a_repeat(finished,
+                                                             tmp_path,
+                                                             monkeypatch):
+  """A repeat interrupted after its first setup reruns only the second."""
+  run = _copy(finished, tmp_path)
+  cells = run / 'experiments/aggregation'
+  assert sorted(p.name for p in (cells / 'repeat_0').glob('*.json')) == [
+      'C4.json', 'IID.json']
+  for name in ('repeat_0.json', 'repeat_0/C4.json'):
+    (cells / name).unlink()
+  setups = []
+  real_setup = aggregation._one_setup
+
+  def counted(world, hp, setup, *args):
+    setups.append(setup)
+    return real_setup(world, hp, setup, *args)
+
+  monkeypatch.setattr(aggregation, '_one_setup', counted)
+  aggregation.run(tiny_config(), run, log=_quiet)
+  assert setups == ['C4']
+  assert _results(run)['aggregation'] == _results(finished)['aggregation']
+
+
+def _recomputed(*args, **kwargs):
+  raise AssertionError('a finished cell was recomputed')
 
 
 def test_a_failed_start_does_not_bind_the_workdir(tmp_path, monkeypatch):
