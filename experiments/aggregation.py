@@ -36,6 +36,7 @@ from acme_jax.device import stage as device_stage
 from acme_jax.device import state as state_lib
 from acme_jax.edge import stage as edge_stage
 from acme_jax.federated import acme
+from acme_jax.parallel import engine
 
 SECTIONS = world_lib.DEVICE_SECTIONS
 
@@ -91,10 +92,15 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
                                                      world.num_classes)
   key = jax.random.fold_in(jax.random.fold_in(
       jax.random.key(config.seed), streams.AGGREGATION_EXPERIMENT), repeat)
+  # A setup's cell records its engine strategy: the table pairs setups'
+  # columns across repeats, and strategies agree only statistically (README).
+  cell_fingerprint = dict(fingerprint, engine_strategy=engine.resolved_strategy(
+      device_hp.strategy, world.topology.num_devices))
   out = {}
   for s, setup in enumerate(aggregation.setups):
     out[setup] = world.wd.cached_stage(
-        f'experiments/aggregation/repeat_{repeat}/{setup}.json', fingerprint,
+        f'experiments/aggregation/repeat_{repeat}/{setup}.json',
+        cell_fingerprint,
         lambda s=s, setup=setup: _one_setup(world, device_hp, setup, repeat,
                                             jax.random.fold_in(key, s)))
     log(f'[aggregation] repeat {repeat} {setup}: ' + ', '.join(

@@ -42,6 +42,7 @@ from acme_jax.data import stage as data_stage
 from acme_jax.device import compare
 from acme_jax.device import stage as device_stage
 from acme_jax.models import subnet as subnet_lib
+from acme_jax.parallel import engine
 
 SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
 # The prototype's search (`train_search.py`, `run_hyperparams.sh`).
@@ -77,9 +78,10 @@ def _cut(splits, n: int, seed: int):
 
 
 def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
-  """One repeat's rows. Each size's comparison and each of its searches is
-  its own cached cell (`repeat_<r>/n<size>_<budget>.json`): on text one
-  repeat takes hours, and an interrupted run resumes at the last cell."""
+  """One repeat's rows. Each size's comparison (which holds the default
+  budget's search) and each other budget's search is its own cached cell
+  (`repeat_<r>/n<size>_<name>.json`): on text one repeat takes hours, and an
+  interrupted run resumes at the last cell."""
   config, topology = world.config, world.topology
   hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
   seed = config.seed + repeat
@@ -91,6 +93,11 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
       world.device_data, world.num_classes)
   key = jax.random.fold_in(jax.random.fold_in(
       jax.random.key(config.seed), streams.BUDGET_EXPERIMENT), repeat)
+  # A cell records its engine strategy: a row pairs cells, and strategies
+  # agree only statistically (README), so a resume under another strategy
+  # recomputes them.
+  cell_fingerprint = dict(fingerprint, engine_strategy=engine.resolved_strategy(
+      hp.strategy, topology.num_devices))
   rows = []
   for n in config.baselines.train_sizes:
     cut = _cut(splits, n, seed)
@@ -112,7 +119,7 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
     def cell(name, compute, n=n):
       return world.wd.cached_stage(
           f'experiments/header_budget/repeat_{repeat}/n{n}_{name}.json',
-          fingerprint, compute)
+          cell_fingerprint, compute)
 
     # Every arm at the default budget; the searched header again at each
     # other (the random architecture and the fixed heads do not search).

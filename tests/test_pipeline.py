@@ -222,6 +222,12 @@ def test_the_aggregation_experiment_resumes_within_a_repeat(finished,
   aggregation.run(tiny_config(), run, log=_quiet)
   assert setups == ['C4']
   assert _results(run)['aggregation'] == _results(finished)['aggregation']
+  # Cells of another engine strategy are not paired with this one's.
+  (cells / 'repeat_0.json').unlink()
+  monkeypatch.setattr(aggregation.engine, 'resolved_strategy',
+                      lambda *_: 'vmap')
+  aggregation.run(tiny_config(), run, log=_quiet)
+  assert setups == ['C4', 'IID', 'C4']
 
 
 def _recomputed(*args, **kwargs):

@@ -105,6 +105,14 @@ def masked_step(step: Callable) -> Callable:
   return step_or_keep
 
 
+def resolved_strategy(options: Options, num_devices: int) -> str:
+  """The strategy `options` run `num_devices` devices with ('auto' resolved
+  on this backend, as `for_each_device` resolves it without a mesh)."""
+  if options.strategy == 'auto':
+    return choose_strategy(num_devices)
+  return options.strategy
+
+
 def choose_strategy(num_devices: int, backend: Optional[str] = None,
                     accelerator_count: Optional[int] = None) -> str:
   """The strategy 'auto' picks.
