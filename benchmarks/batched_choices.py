@@ -9,10 +9,11 @@ accelerator) a device's `arch` and `n_layers` are batched, and JAX turns a
 switch or cond on a batched index into every branch plus a select: each
 device pays for all six ops at every node and for every cell held.
 
-One gradient step of the header (forward and backward, batch 32 on a 4x4
-grid) in three programs, side by side: the loop (one jitted step per
-device), vmap with one architecture shared by all devices (choices not
-batched), and vmap with each device's own architecture. Per program: XLA's
+One gradient of the header (forward and backward in evaluation mode: the
+stem's running statistics, no dropout; batch 32 on a 4x4 grid) in three
+programs, side by side: the loop (one jitted step per device), vmap with one
+architecture for all devices (choices not batched), and vmap with each
+device's own architecture. Per program: XLA's
 cost analysis of the compiled program (FLOPs per device; it counts a loop's
 body once and a conditional at its costliest branch, so the loop's figure is
 an upper bound) and the measured time per device-step, compilation excluded.
@@ -79,10 +80,10 @@ def main():
       'loop (one jit per device)': (
           jax.jit(grad), [(params, x[d], y[d], archs[d], layers[d])
                           for d in range(n)], n),
-      'vmap, one shared architecture': (
+      'vmap, one architecture for all devices': (
           jax.jit(jax.vmap(grad, in_axes=(0, 0, 0, None, None))),
           [(stacked, x, y, archs[0], layers[0])], 1),
-      'vmap, each device its own': (
+      'vmap, each device its own architecture': (
           jax.jit(jax.vmap(grad)), [(stacked, x, y, archs, layers)], 1)}
   rows, base = [], None
   for name, (fn, calls, per_call) in programs.items():
