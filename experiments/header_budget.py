@@ -27,6 +27,7 @@ best fixed head and searched - random with 95% CIs over
 `header_budget` to results.json.
 """
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -101,15 +102,13 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
   rows = []
   for n in config.baselines.train_sizes:
     cut = _cut(splits, n, seed)
-    local_cache = []
 
-    def locals_(cut=cut, cache=local_cache):
+    @functools.cache
+    def locals_(cut=cut):
       # Features only when a cell of this size has to be computed.
-      if not cache:
-        cache.append(device_stage.local_features(
-            hp, model, supernet, [sub] * topology.num_devices,
-            [cut[d.id] for d in topology.devices]))
-      return cache[0]
+      return device_stage.local_features(
+          hp, model, supernet, [sub] * topology.num_devices,
+          [cut[d.id] for d in topology.devices])
 
     targets = device_stage.targets(hp, [
         {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,

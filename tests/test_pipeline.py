@@ -179,12 +179,9 @@ def test_the_budget_experiment_resumes_within_a_repeat(finished, tmp_path,
                                                         monkeypatch):
   """A repeat interrupted after its comparison and before its longer search
   reruns only the search, and ends with the uninterrupted run's table."""
-  run = _copy(finished, tmp_path)
-  cells = run / 'experiments/header_budget'
-  assert sorted(p.name for p in (cells / 'repeat_0').glob('*.json')) == [
-      'n10_compare.json', 'n10_prototype.json']
-  for name in ('repeat_0.json', 'repeat_0/n10_prototype.json'):
-    (cells / name).unlink()
+  run, _ = _interrupted(finished, tmp_path, 'header_budget',
+                        ['n10_compare.json', 'n10_prototype.json'],
+                        'n10_prototype.json')
   searches = []
   real_search = header_budget.device_stage.search_headers
 
@@ -205,12 +202,8 @@ def test_the_aggregation_experiment_resumes_within_a_repeat(finished,
                                                              tmp_path,
                                                              monkeypatch):
   """A repeat interrupted after its first setup reruns only the second."""
-  run = _copy(finished, tmp_path)
-  cells = run / 'experiments/aggregation'
-  assert sorted(p.name for p in (cells / 'repeat_0').glob('*.json')) == [
-      'C4.json', 'IID.json']
-  for name in ('repeat_0.json', 'repeat_0/C4.json'):
-    (cells / name).unlink()
+  run, cells = _interrupted(finished, tmp_path, 'aggregation',
+                            ['C4.json', 'IID.json'], 'C4.json')
   setups = []
   real_setup = aggregation._one_setup
 
@@ -223,11 +216,25 @@ def test_the_aggregation_experiment_resumes_within_a_repeat(finished,
   assert setups == ['C4']
   assert _results(run)['aggregation'] == _results(finished)['aggregation']
   # Cells of another engine strategy are not paired with this one's.
-  (cells / 'repeat_0.json').unlink()
+  for path in (cells / 'repeat_0.json', cells / 'repeat_0.json.sha256'):
+    path.unlink()
   monkeypatch.setattr(aggregation.engine, 'resolved_strategy',
                       lambda *_: 'vmap')
   aggregation.run(tiny_config(), run, log=_quiet)
   assert setups == ['C4', 'IID', 'C4']
+
+
+def _interrupted(finished, tmp_path, experiment, cells, lost):
+  """A copy of the finished run whose `experiment` stopped in repeat 0
+  before it sealed cell `lost` (the repeat's own cache is gone too):
+  (run, the experiment's cache directory). Checks the cells first."""
+  run = _copy(finished, tmp_path)
+  cache = run / 'experiments' / experiment
+  assert sorted(p.name for p in (cache / 'repeat_0').glob('*.json')) == cells
+  for name in ('repeat_0.json', f'repeat_0/{lost}'):
+    for path in (cache / name, cache / f'{name}.sha256'):
+      path.unlink()
+  return run, cache
 
 
 def _recomputed(*args, **kwargs):
