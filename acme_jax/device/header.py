@@ -184,6 +184,104 @@ def _sep_conv(x, p, g, weights):
   return x
 
 
+def _sep_branch(op_id):
+  def run(x, p, g, weights):
+    return _sep_conv(x, p[op_id], g, weights)
+  return run
+
+
+# lax.switch branches, indexed by op id (OPS).
+_BRANCHES = (_sep_branch(0), _sep_branch(1),
+             lambda x, p, g, weights: pool(x, 'avg'),
+             lambda x, p, g, weights: pool(x, 'max'),
+             _sep_branch(4), lambda x, p, g, weights: x)
+_SEP_MAX = max(SEP_KERNELS.values())
+
+
+def _switched_op(op, x, p, g, weights):
+  """One device's op: the chosen branch only."""
+  return jax.lax.switch(op, _BRANCHES, x, p, g, weights)
+
+
+def _merged_op(op, x, p, g, weights):
+  """One device's op without branching on `op`: the chosen sep conv's
+  weights are selected (kernels zero-padded to the largest), so the three
+  sep convs cost one; both pools and the identity are cheap. Equals
+  `_switched_op` in exact arithmetic (a zero tap or a 0 x weight adds an
+  exact zero)."""
+  def pad(dw):  # (repeat, *k, C) -> (repeat, *kmax, C), centred
+    margin = (_SEP_MAX - dw.shape[1]) // 2
+    return jnp.pad(dw, [(0, 0)] + [(margin, margin)] * (dw.ndim - 2) +
+                   [(0, 0)])
+  pick = {i: (op == i).astype(x.dtype) for i in SEP_KERNELS}
+  merged = {name: sum(pick[i] * (pad(p[i][name]) if name == 'dw'
+                                 else p[i][name]) for i in SEP_KERNELS)
+            for name in ('dw', 'pw', 'scale', 'bias')}
+  is_sep = functools.reduce(jnp.logical_or, [op == i for i in SEP_KERNELS])
+  out = jnp.where(op == 2, pool(x, 'avg'), jnp.where(op == 3, pool(x, 'max'),
+                                                     x))
+  return jnp.where(is_sep, _sep_conv(x, merged, g, weights), out)
+
+
+def _vmapped(switched, merged, axis_size, in_batched, op, *args):
+  """A custom_vmap rule: the switch when every device runs the same op (it
+  stays one branch under vmap), else the merged op; unbatched operands are
+  broadcast."""
+  if not in_batched[0]:
+    out = jax.vmap(functools.partial(switched, op), in_axes=tuple(
+        0 if batched else None for batched in in_batched[1:]))(*args)
+  else:
+    args = [a if batched else jax.tree.map(
+        lambda leaf: jnp.broadcast_to(leaf, (axis_size,) + leaf.shape), a)
+            for a, batched in zip(args, in_batched[1:])]
+    out = jax.vmap(merged)(op, *args)
+  return out, jax.tree.map(lambda _: True, out)
+
+
+def _op_vjp(op_fn):
+  def vjp(op, x, p, g, weights, cotangent):
+    _, pullback = jax.vjp(lambda x, p, g: op_fn(op, x, p, g, weights), x, p,
+                          g)
+    return pullback(cotangent)
+  return vjp
+
+
+_op_value = jax.custom_batching.custom_vmap(_switched_op)
+_op_value.def_vmap(functools.partial(_vmapped, _switched_op,
+                                      _merged_op))
+_op_grad = jax.custom_batching.custom_vmap(_op_vjp(_switched_op))
+_op_grad.def_vmap(functools.partial(_vmapped, _op_vjp(_switched_op),
+                                     _op_vjp(_merged_op)))
+
+
+@jax.custom_vjp
+def apply_op(op, x, p, g, weights):
+  """Op `op` (an OPS index) on x with the node's sep weights p, gates g and
+  BatchNorm row weights.
+
+  Per device (the loop strategy) a `lax.switch` runs the chosen op only.
+  Under `vmap` or `sharded` a device's `op` is a batched value, where a
+  switch would run all six ops and select; there the chosen sep conv's
+  weights are selected first (`_merged_op`), so a device pays for one sep
+  conv. The backward pass reruns the op from its inputs (no branch's
+  intermediates are stored).
+  """
+  return _op_value(op, x, p, g, weights)
+
+
+def _apply_op_fwd(op, x, p, g, weights):
+  return _op_value(op, x, p, g, weights), (op, x, p, g, weights)
+
+
+def _apply_op_bwd(residuals, cotangent):
+  op, x, p, g, weights = residuals
+  dx, dp, dg = _op_grad(op, x, p, g, weights, cotangent)
+  return None, dx, dp, dg, None
+
+
+apply_op.defvjp(_apply_op_fwd, _apply_op_bwd)
+
+
 class Header(nn.Module):
   """The search-space header; `__call__(x, arch, n_layers, gates, weights, train)`.
 
@@ -251,21 +349,8 @@ class Header(nn.Module):
                             (s.max_layers, c))
     loose = loose_ends(arch)
 
-    def sep_op(op_id):
-      def run(x, p, g):
-        return _sep_conv(x, p[op_id], g, weights)
-      return run
-
-    ops = [sep_op(0), sep_op(1), lambda x, p, g: pool(x, 'avg'),
-           lambda x, p, g: pool(x, 'max'), sep_op(4), lambda x, p, g: x]
-
-    # Rematerialised: differentiating a switch otherwise stores every
-    # branch's intermediates (zeros for the branches not taken), ~20x the
-    # work of the op itself; this way the backward pass reruns the chosen
-    # op only.
-    @jax.checkpoint
     def run_op(op, x, p, g):
-      return jax.lax.switch(op, ops, x, p, g)
+      return apply_op(op, x, p, g, weights)
 
     def cell(prev, cur, layer_sep, layer_gates, conv, scale, bias, gate):
       """One normal cell (ENAS `_enas_layer`). Every parameter arrives as a
