@@ -2,12 +2,14 @@
 
   python -m benchmarks.batched_choices [--devices=6] [--channels=32]
 
-The header's op per (node, branch) is a `lax.switch` and its cell count a
-`lax.cond`, both on data. Run per device (the `loop` strategy) a switch runs
-the chosen branch only. Under `vmap` (and `sharded`, which vmaps within an
-accelerator) a device's `arch` and `n_layers` are batched, and JAX turns a
-switch or cond on a batched index into every branch plus a select: each
-device pays for all six ops at every node and for every cell held.
+The header's op per (node, branch) and its cell count are data. Run per
+device (the `loop` strategy) a `lax.switch` runs the chosen op and a
+`lax.cond` the cells held. Under `vmap` (and `sharded`, which vmaps within
+an accelerator) a device's `arch` and `n_layers` are batched, and JAX turns
+a switch or cond on a batched index into every branch plus a select. The
+header's op has its own vmap rule (`header.apply_op`: the chosen sep conv's
+weights are selected and one sep conv runs); the cell count stays a cond, so
+a device pays for every cell any device holds.
 
 One gradient of the header (forward and backward in evaluation mode: the
 stem's running statistics, no dropout; batch 32 on a 4x4 grid) in three

@@ -25,6 +25,9 @@ Choices are data, so one compiled program serves every architecture, layer
 count, pruning state and device: `arch` is an int array (N, 4) = (input_a,
 op_a, input_b, op_b) per node, `n_layers` an int (cells past it are skipped
 with `lax.cond`), and `gates` a pytree of 0/1 channel gates (`gate_shapes`).
+Vmapped over devices (the engine's `vmap` and `sharded` strategies) an op
+that differs across devices runs as one sep conv with that device's weights
+selected (`apply_op`), not as all six ops and a select.
 
 Gates (docs/method.md 6): one per channel after each conv of the header: the stem,
 each sep conv's two depthwise convs (before the following 1x1 conv) and two
