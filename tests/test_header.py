@@ -305,8 +305,8 @@ def test_header_forward_equals_a_numpy_reference():
 
 
 def _every_op_archs():
-  """Four devices' architectures that between them put every op on every
-  (node, branch) slot, so a batched choice differs across devices."""
+  """Four devices' architectures, every op on every node across its two
+  branches and the devices' ops differing at every slot."""
   rng = np.random.default_rng(17)
   archs = []
   for d in range(4):
@@ -325,20 +325,22 @@ def _header_loss(s):
     logits = header.apply({'params': params, 'batch_stats': stats}, x, arch,
                           n_layers, gates, w)
     return jnp.sum(jnp.sin(logits) * w[:, None])
-  return jax.value_and_grad(loss, argnums=(0, 5))
+  return jax.value_and_grad(loss, argnums=(0, 5, 6))
 
 
 def test_batched_choices_equal_per_device_values_and_gradients():
   """Under vmap each device's ops are batched values (the header runs the
   chosen sep conv's selected weights, not a switch): per device the value
-  equals the numpy reference and the value and the gradients (weights and
-  gates) equal those of the device run on its own."""
+  equals the numpy reference and the value and the gradients (weights,
+  gates, row weights) equal those of the device run on its own; a padding
+  row changes nothing."""
   s = spec(2, max_layers=3)
   rng = np.random.default_rng(12)
   archs, layers = _every_op_archs(), np.array([3, 1, 2, 3], np.int32)
   v = [perturbed(s, 20 + d) for d in range(4)]
   x = rng.standard_normal((4, 4, 3, 3, DIM)).astype(np.float32)
   w = np.ones((4, 4), np.float32)
+  w[1, 2], x[1, 2] = 0.0, 50.0   # a padding row
   gates = [random_gates(s, rng, keep=0.8) for _ in range(4)]
   stack = lambda trees: jax.tree.map(lambda *a: np.stack(a), *trees)  # noqa: E731
   args = (stack([t['params'] for t in v]), stack([t['batch_stats'] for t in v]),
@@ -352,15 +354,15 @@ def test_batched_choices_equal_per_device_values_and_gradients():
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     logits = _np_header(v[d]['params'], v[d]['batch_stats'], x[d], archs[d],
                         layers[d], gates[d], w[d].astype(np.float64))
-    np.testing.assert_allclose(mine[0], np.sum(np.sin(logits)), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(mine[0], np.sum(np.sin(logits) * w[d][:, None]),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_a_batched_choice_costs_one_branch():
   """XLA's cost analysis of the gradient: vmapped over devices with
   different ops it costs per device what one device's program costs (that
   counts each switch at its costliest op; a switch on a batched index would
-  run all six ops: 1.9x before the merged op)."""
+  run all six ops: 2.09x before the merged op)."""
   s = spec(2, max_layers=3)
   v = header_lib.init_variables(s, 0)
   archs = _every_op_archs()
@@ -383,3 +385,61 @@ def test_a_batched_choice_costs_one_branch():
                   np.full(4, 3, np.int32), stack(gates),
                   np.ones((4, 8), np.float32))
   assert batched / 4 < 1.15 * one
+
+
+def test_the_per_device_program_is_the_plain_switch_bit_for_bit():
+  """One device's (the loop strategy's) value and gradients (weights, gates,
+  row weights; train mode) are bit for bit those of a rematerialised
+  `lax.switch`, the op before it had a vmap rule."""
+  s = spec(2, max_layers=3)
+  rng = np.random.default_rng(13)
+  v = perturbed(s, 30)
+  x = rng.standard_normal((4, 3, 3, DIM)).astype(np.float32)
+  w = np.array([1, 1, 0, 1], np.float32)
+  gates = random_gates(s, rng, keep=0.8)
+
+  def run():
+    header = header_lib.Header(s)
+
+    def loss(params, gates, w):
+      logits, _ = header.apply(
+          {'params': params, 'batch_stats': v['batch_stats']}, x,
+          _every_op_archs()[2], 3, gates, w, train=True,
+          rngs={'dropout': jax.random.key(0)}, mutable=['batch_stats'])
+      return jnp.sum(jnp.sin(logits) * w[:, None])
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
+        v['params'], gates, w)
+
+  got = run()
+  plain = jax.checkpoint(header_lib._switched_op)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(header_lib, 'apply_op', plain)
+    want = run()
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize('batched', ['inputs', 'gates'])
+def test_vmap_over_inputs_or_gates_with_one_shared_header(batched):
+  """vmap with the header's weights and architecture shared (not stacked):
+  each example equals its own unbatched run."""
+  s = spec(2, max_layers=3)
+  rng = np.random.default_rng(14)
+  v = perturbed(s, 31)
+  arch = _every_op_archs()[0]
+  xs = rng.standard_normal((3, 4, 3, 3, DIM)).astype(np.float32)
+  gs = [random_gates(s, rng, keep=0.7) for _ in range(3)]
+  header = header_lib.Header(s)
+  fn = jax.value_and_grad(lambda params, x, g: jnp.sum(header.apply(
+      {'params': params, 'batch_stats': v['batch_stats']}, x, arch, 3, g)))
+  if batched == 'inputs':
+    got = jax.vmap(fn, in_axes=(None, 0, None))(v['params'], xs, gs[0])
+    want = [fn(v['params'], x, gs[0]) for x in xs]
+  else:
+    stacked = jax.tree.map(lambda *a: np.stack(a), *gs)
+    got = jax.vmap(fn, in_axes=(None, None, 0))(v['params'], xs[0], stacked)
+    want = [fn(v['params'], xs[0], g) for g in gs]
+  for i, one in enumerate(want):
+    for a, b in zip(jax.tree.leaves(jax.tree.map(lambda t: t[i], got)),
+                    jax.tree.leaves(one)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -26,7 +26,7 @@ count, pruning state and device: `arch` is an int array (N, 4) = (input_a,
 op_a, input_b, op_b) per node, `n_layers` an int (cells past it are skipped
 with `lax.cond`), and `gates` a pytree of 0/1 channel gates (`gate_shapes`).
 Vmapped over devices (the engine's `vmap` and `sharded` strategies) an op
-that differs across devices runs as one sep conv with that device's weights
+that is a batched value runs as one sep conv with each device's weights
 selected (`apply_op`), not as all six ops and a select.
 
 Gates (docs/method.md 6): one per channel after each conv of the header: the stem,
@@ -210,8 +210,9 @@ def _merged_op(op, x, p, g, weights):
   """One device's op without branching on `op`: the chosen sep conv's
   weights are selected (kernels zero-padded to the largest), so the three
   sep convs cost one; both pools and the identity are cheap. Equals
-  `_switched_op` in exact arithmetic (a zero tap or a 0 x weight adds an
-  exact zero)."""
+  `_switched_op` for finite weights and inputs (a zero tap or a 0 x weight
+  adds an exact zero); a NaN or inf in an unchosen op's weights would not
+  be ignored as the switch ignores it."""
   def pad(dw):  # (repeat, *k, C) -> (repeat, *kmax, C), centred
     margin = (_SEP_MAX - dw.shape[1]) // 2
     return jnp.pad(dw, [(0, 0)] + [(margin, margin)] * (dw.ndim - 2) +
@@ -226,34 +227,32 @@ def _merged_op(op, x, p, g, weights):
   return jnp.where(is_sep, _sep_conv(x, merged, g, weights), out)
 
 
-def _vmapped(switched, merged, axis_size, in_batched, op, *args):
-  """A custom_vmap rule: the switch when every device runs the same op (it
-  stays one branch under vmap), else the merged op; unbatched operands are
-  broadcast."""
-  if not in_batched[0]:
-    out = jax.vmap(functools.partial(switched, op), in_axes=tuple(
-        0 if batched else None for batched in in_batched[1:]))(*args)
+def _batch_rule(switched, merged, axis_size, in_batched, op, *args):
+  """A custom_vmap rule. `in_batched` holds a pytree of flags per operand
+  (leaf by leaf: params or gates may be shared). An op that is not a batched
+  value stays a switch, one branch under vmap; a batched op runs merged."""
+  del axis_size
+  axes = tuple(jax.tree.map(lambda batched: 0 if batched else None, flags)
+               for flags in in_batched[1:])
+  if in_batched[0]:
+    out = jax.vmap(merged, in_axes=(0,) + axes)(op, *args)
   else:
-    args = [a if batched else jax.tree.map(
-        lambda leaf: jnp.broadcast_to(leaf, (axis_size,) + leaf.shape), a)
-            for a, batched in zip(args, in_batched[1:])]
-    out = jax.vmap(merged)(op, *args)
+    out = jax.vmap(functools.partial(switched, op), in_axes=axes)(*args)
   return out, jax.tree.map(lambda _: True, out)
 
 
 def _op_vjp(op_fn):
   def vjp(op, x, p, g, weights, cotangent):
-    _, pullback = jax.vjp(lambda x, p, g: op_fn(op, x, p, g, weights), x, p,
-                          g)
+    _, pullback = jax.vjp(functools.partial(op_fn, op), x, p, g, weights)
     return pullback(cotangent)
   return vjp
 
 
 _op_value = jax.custom_batching.custom_vmap(_switched_op)
-_op_value.def_vmap(functools.partial(_vmapped, _switched_op,
+_op_value.def_vmap(functools.partial(_batch_rule, _switched_op,
                                       _merged_op))
 _op_grad = jax.custom_batching.custom_vmap(_op_vjp(_switched_op))
-_op_grad.def_vmap(functools.partial(_vmapped, _op_vjp(_switched_op),
+_op_grad.def_vmap(functools.partial(_batch_rule, _op_vjp(_switched_op),
                                      _op_vjp(_merged_op)))
 
 
@@ -266,8 +265,11 @@ def apply_op(op, x, p, g, weights):
   Under `vmap` or `sharded` a device's `op` is a batched value, where a
   switch would run all six ops and select; there the chosen sep conv's
   weights are selected first (`_merged_op`), so a device pays for one sep
-  conv. The backward pass reruns the op from its inputs (no branch's
-  intermediates are stored).
+  conv (padded to 5x5) besides both pools and the identity. The backward
+  pass reruns the op from its inputs (no branch's intermediates are
+  stored). Reverse mode only: forward-mode (`jax.jvp`, `jacfwd`) and
+  second derivatives raise, as for any `custom_vjp` whose backward pass
+  holds a `custom_vmap`.
   """
   return _op_value(op, x, p, g, weights)
 
@@ -278,8 +280,7 @@ def _apply_op_fwd(op, x, p, g, weights):
 
 def _apply_op_bwd(residuals, cotangent):
   op, x, p, g, weights = residuals
-  dx, dp, dg = _op_grad(op, x, p, g, weights, cotangent)
-  return None, dx, dp, dg, None
+  return (None,) + tuple(_op_grad(op, x, p, g, weights, cotangent))
 
 
 apply_op.defvjp(_apply_op_fwd, _apply_op_bwd)
