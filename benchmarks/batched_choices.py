@@ -82,7 +82,7 @@ def main():
       'loop (one jit per device)': (
           jax.jit(grad), [(params, x[d], y[d], archs[d], layers[d])
                           for d in range(n)], n),
-      'vmap, one architecture for all devices': (
+      'vmap, one architecture for all devices (unstacked)': (
           jax.jit(jax.vmap(grad, in_axes=(0, 0, 0, None, None))),
           [(stacked, x, y, archs[0], layers[0])], 1),
       'vmap, each device its own architecture': (
