@@ -6,6 +6,8 @@ import pytest
 
 from acme_jax.device import header as header_lib
 from acme_jax.device import header_extract
+from acme_jax.device import op_choice
+from acme_jax.device import ops
 
 CLASSES, DIM, CHANNELS, NODES = 3, 5, 6, 3
 
@@ -104,17 +106,17 @@ def test_depthwise_equals_a_grouped_convolution():
     reference = jax.lax.conv_general_dilated(
         x, kernel[..., None, :], (1,) * rank, 'SAME', feature_group_count=4,
         dimension_numbers=(f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
-    np.testing.assert_allclose(header_lib.depthwise(x, kernel), reference,
+    np.testing.assert_allclose(ops.depthwise(x, kernel), reference,
                                rtol=1e-5, atol=1e-5)
 
 
 def test_pools_match_torch_semantics():
   """avg_pool counts zero padding (torch's count_include_pad=True)."""
   x = jnp.arange(9.0).reshape(1, 3, 3, 1)
-  avg = np.asarray(header_lib.pool(x, 'avg'))[0, :, :, 0]
+  avg = np.asarray(ops.pool(x, 'avg'))[0, :, :, 0]
   assert avg[0, 0] == pytest.approx((0 + 1 + 3 + 4) / 9)
   assert avg[1, 1] == pytest.approx(np.arange(9.0).mean())
-  mx = np.asarray(header_lib.pool(-x, 'max'))[0, :, :, 0]
+  mx = np.asarray(ops.pool(-x, 'max'))[0, :, :, 0]
   assert mx[2, 2] == -4.0  # padding never wins a max
 
 
@@ -411,7 +413,7 @@ def test_the_per_device_program_is_the_plain_switch_bit_for_bit():
         v['params'], gates, w)
 
   got = run()
-  plain = jax.checkpoint(header_lib._switched_op)
+  plain = jax.checkpoint(op_choice._switched_op)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(header_lib, 'apply_op', plain)
     want = run()

@@ -55,13 +55,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from acme_jax.device.ops import (BN_EPS, batch_moments, batch_norm,
-                                  depthwise, kaiming, pool)
+from acme_jax.device.op_choice import SEP_KERNELS, apply_op
+from acme_jax.device.ops import BN_EPS, batch_moments, batch_norm, kaiming
 
 OPS = ('sep_conv_3x3', 'sep_conv_5x5', 'avg_pool_3x3', 'max_pool_3x3',
        'sep_conv_1x1', 'identity')
 NUM_OPS = len(OPS)
-SEP_KERNELS = {0: 3, 1: 5, 4: 1}      # op id -> kernel size
 SEP_NAMES = {0: 'sep3', 1: 'sep5', 4: 'sep1'}
 GATES_PER_SLOT = 4  # dw1, pw1 (after BN), dw2, pw2 (after BN)
 BN_MOMENTUM = 0.9   # flax convention; torch momentum 0.1
@@ -175,115 +174,6 @@ def param_count(spec: Spec, arch, n_layers, gates=None) -> jax.Array:
   f_last = jnp.take(f, jnp.maximum(jnp.asarray(n_layers) - 1, 0))
   return (total + f_last * spec.num_classes + spec.num_classes).astype(
       jnp.int32)
-
-
-def _sep_conv(x, p, g, weights):
-  """(ReLU, depthwise, gate, 1x1, BN, gate) twice; p holds both repeats."""
-  for rep in (0, 1):
-    x = depthwise(jax.nn.relu(x), p['dw'][rep]) * g[2 * rep]
-    x = x @ p['pw'][rep]
-    x = batch_norm(x, p['scale'][rep], p['bias'][rep], weights)
-    x = x * g[2 * rep + 1]
-  return x
-
-
-def _sep_branch(op_id):
-  def run(x, p, g, weights):
-    return _sep_conv(x, p[op_id], g, weights)
-  return run
-
-
-# lax.switch branches, indexed by op id (OPS).
-_BRANCHES = (_sep_branch(0), _sep_branch(1),
-             lambda x, p, g, weights: pool(x, 'avg'),
-             lambda x, p, g, weights: pool(x, 'max'),
-             _sep_branch(4), lambda x, p, g, weights: x)
-_SEP_MAX = max(SEP_KERNELS.values())
-
-
-def _switched_op(op, x, p, g, weights):
-  """One device's op: the chosen branch only."""
-  return jax.lax.switch(op, _BRANCHES, x, p, g, weights)
-
-
-def _merged_op(op, x, p, g, weights):
-  """One device's op without branching on `op`: the chosen sep conv's
-  weights are selected (kernels zero-padded to the largest), so the three
-  sep convs cost one; both pools and the identity are cheap. Equals
-  `_switched_op` for finite weights and inputs (a zero tap or a 0 x weight
-  adds an exact zero); a NaN or inf in an unchosen op's weights would not
-  be ignored as the switch ignores it."""
-  def pad(dw):  # (repeat, *k, C) -> (repeat, *kmax, C), centred
-    margin = (_SEP_MAX - dw.shape[1]) // 2
-    return jnp.pad(dw, [(0, 0)] + [(margin, margin)] * (dw.ndim - 2) +
-                   [(0, 0)])
-  pick = {i: (op == i).astype(x.dtype) for i in SEP_KERNELS}
-  merged = {name: sum(pick[i] * (pad(p[i][name]) if name == 'dw'
-                                 else p[i][name]) for i in SEP_KERNELS)
-            for name in ('dw', 'pw', 'scale', 'bias')}
-  is_sep = functools.reduce(jnp.logical_or, [op == i for i in SEP_KERNELS])
-  out = jnp.where(op == 2, pool(x, 'avg'), jnp.where(op == 3, pool(x, 'max'),
-                                                     x))
-  return jnp.where(is_sep, _sep_conv(x, merged, g, weights), out)
-
-
-def _batch_rule(switched, merged, axis_size, in_batched, op, *args):
-  """A custom_vmap rule. `in_batched` holds a pytree of flags per operand
-  (leaf by leaf: params or gates may be shared). An op that is not a batched
-  value stays a switch, one branch under vmap; a batched op runs merged."""
-  del axis_size
-  axes = tuple(jax.tree.map(lambda batched: 0 if batched else None, flags)
-               for flags in in_batched[1:])
-  if in_batched[0]:
-    out = jax.vmap(merged, in_axes=(0,) + axes)(op, *args)
-  else:
-    out = jax.vmap(functools.partial(switched, op), in_axes=axes)(*args)
-  return out, jax.tree.map(lambda _: True, out)
-
-
-def _op_vjp(op_fn):
-  def vjp(op, x, p, g, weights, cotangent):
-    _, pullback = jax.vjp(functools.partial(op_fn, op), x, p, g, weights)
-    return pullback(cotangent)
-  return vjp
-
-
-_op_value = jax.custom_batching.custom_vmap(_switched_op)
-_op_value.def_vmap(functools.partial(_batch_rule, _switched_op,
-                                      _merged_op))
-_op_grad = jax.custom_batching.custom_vmap(_op_vjp(_switched_op))
-_op_grad.def_vmap(functools.partial(_batch_rule, _op_vjp(_switched_op),
-                                     _op_vjp(_merged_op)))
-
-
-@jax.custom_vjp
-def apply_op(op, x, p, g, weights):
-  """Op `op` (an OPS index) on x with the node's sep weights p, gates g and
-  BatchNorm row weights.
-
-  Per device (the loop strategy) a `lax.switch` runs the chosen op only.
-  Under `vmap` or `sharded` a device's `op` is a batched value, where a
-  switch would run all six ops and select; there the chosen sep conv's
-  weights are selected first (`_merged_op`), so a device pays for one sep
-  conv (padded to 5x5) besides both pools and the identity. The backward
-  pass reruns the op from its inputs (no branch's intermediates are
-  stored). Reverse mode only: forward-mode (`jax.jvp`, `jacfwd`) and
-  second derivatives raise, as for any `custom_vjp` whose backward pass
-  holds a `custom_vmap`.
-  """
-  return _op_value(op, x, p, g, weights)
-
-
-def _apply_op_fwd(op, x, p, g, weights):
-  return _op_value(op, x, p, g, weights), (op, x, p, g, weights)
-
-
-def _apply_op_bwd(residuals, cotangent):
-  op, x, p, g, weights = residuals
-  return (None,) + tuple(_op_grad(op, x, p, g, weights, cotangent))
-
-
-apply_op.defvjp(_apply_op_fwd, _apply_op_bwd)
 
 
 class Header(nn.Module):
