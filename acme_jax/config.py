@@ -23,6 +23,15 @@ def subset(config, sections) -> dict:
   return {k: full[k] for k in sections if k in full}
 
 
+def repeat_fingerprint(config, sections) -> dict:
+  """`subset` without any section's `repeats`: repeat r of an experiment
+  draws its keys and data from r alone, so a cached repeat serves a run
+  with more (or fewer) repeats."""
+  return {k: ({f: v for f, v in section.items() if f != 'repeats'}
+              if isinstance(section, dict) else section)
+          for k, section in subset(config, sections).items()}
+
+
 def _multipliers(config, field, count: int, what: str):
   values = check(
       config, field,

@@ -163,7 +163,7 @@ def run(config, workdir, log=print) -> dict:
   world = world_lib.build(config, workdir, log, partitions=[
       (setup_partition(config, setup), 'aggregation.setups')
       for setup in config.aggregation.setups])  # every setup, up front
-  fingerprint = config_lib.subset(config, SECTIONS)
+  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
   repeats = [world.wd.cached_stage(
       f'experiments/aggregation/repeat_{r}.json', fingerprint,
       lambda r=r: one_repeat(world, r, log, fingerprint))

@@ -253,8 +253,7 @@ def run(config, workdir, log=print) -> dict:
           fraction_per_class=(config.aggregation.fraction_per_class
                               if s in category else None)),
        'federated.setups') for s in config.federated.setups])
-  fingerprint = config_lib.subset(config, SECTIONS)
-  fingerprint['federated'].pop('repeats')  # repeat r is the same at any count
+  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
   repeats = [{setup: world.wd.cached_stage(
       f'experiments/baselines/repeat_{r}/{setup}.json', fingerprint,
       lambda r=r, s=s: one_setup(world, r, s, log))

@@ -83,7 +83,7 @@ def summarize(repeats) -> dict:
 
 def run(config, workdir, log=print) -> dict:
   world = world_lib.build(config, workdir, log)
-  fingerprint = config_lib.subset(config, SECTIONS)
+  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
   repeats = [world.wd.cached_stage(
       f'experiments/engine_equivalence/repeat_{r}.json', fingerprint,
       lambda r=r: one_repeat(world, r, log))

@@ -95,3 +95,23 @@ def test_budget_below_the_smallest_subnet_is_refused():
   assert info.value.field == 'system.budgets'
   assert '55152' in str(info.value) and '55151' in str(info.value)
   config_lib.validate(_with(system__budgets=(55_152,) + (10**6,) * 5))
+
+
+def test_a_repeat_fingerprint_ignores_only_the_repeat_count():
+  """A cached repeat serves runs with any number of repeats; any other
+  change to a section it depends on still invalidates it."""
+  sections = ('baselines', 'aggregation', 'federated', 'header')
+  base = default.get_config()
+  more = default.get_config()
+  for section in ('baselines', 'aggregation', 'federated'):
+    more[section].repeats = 7
+  assert config_lib.subset(more, sections) != config_lib.subset(base,
+                                                                sections)
+  assert (config_lib.repeat_fingerprint(more, sections) ==
+          config_lib.repeat_fingerprint(base, sections))
+  for section, field in (('baselines', 'train_sizes'),
+                         ('aggregation', 'rounds'), ('header', 'search_epochs')):
+    changed = default.get_config()
+    changed[section][field] = (3,) if field == 'train_sizes' else 99
+    assert (config_lib.repeat_fingerprint(changed, sections) !=
+            config_lib.repeat_fingerprint(base, sections)), field

@@ -332,3 +332,24 @@ def test_refuses_a_workdir_made_with_another_config(tmp_path):
       json.loads(config.to_json_best_effort()) | {'seed': 99}))
   with pytest.raises(config_lib.ConfigError, match='seed'):
     pipeline.run(config, tmp_path, log=_quiet)
+
+
+@pytest.mark.slow
+def test_more_repeats_reuse_the_finished_ones(finished, tmp_path,
+                                              monkeypatch):
+  """Asking a finished one-repeat workdir for two repeats computes only
+  repeat 1 (a repeat draws from its index, not from the count)."""
+  run = _copy(finished, tmp_path)
+  computed = []
+  real = headers.one_repeat
+
+  def counted(world, repeat, log):
+    computed.append(repeat)
+    return real(world, repeat, log)
+
+  monkeypatch.setattr(headers, 'one_repeat', counted)
+  config = tiny_config()
+  config.baselines.repeats = 2
+  table = headers.run(config, run, log=_quiet)
+  assert computed == [1]
+  assert table['rows'][0] == _results(finished)['headers']['rows'][0]
