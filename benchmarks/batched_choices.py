@@ -43,20 +43,14 @@ def _flops(compiled) -> float:
   return float(analysis.get('flops', float('nan')))
 
 
-def main():
-  parser = errors.OneLineParser(prog='python -m benchmarks.batched_choices',
-                                description=__doc__.splitlines()[0])
-  count = errors.whole_number
-  parser.add_argument('--devices', type=count, default=6)
-  parser.add_argument('--channels', type=count, default=32)
-  parser.add_argument('--nodes', type=count, default=3)
-  parser.add_argument('--layers', type=count, default=3, help='cells held')
-  parser.add_argument('--reps', type=count, default=5, help='timed rounds')
-  args = parser.parse_args()
-  n = args.devices
+def programs(devices: int = 6, channels: int = 32, nodes: int = 3,
+             layers: int = 3) -> dict:
+  """{name: (jitted gradient, its calls, devices per call)} for the three
+  programs, on fixed random inputs (seed 0)."""
+  n = devices
   spec = header_lib.Spec(num_classes=10, feature_dim=FEATURE_DIM,
-                         num_channels=args.channels, num_nodes=args.nodes,
-                         max_layers=args.layers)
+                         num_channels=channels, num_nodes=nodes,
+                         max_layers=layers)
   model = header_lib.Header(spec)
   params = header_lib.init_variables(spec)['params']
   gates = header_lib.full_gates(spec)
@@ -64,8 +58,8 @@ def main():
   x = rng.standard_normal((n, BATCH) + GRID + (FEATURE_DIM,)).astype(
       np.float32)
   y = rng.integers(0, 10, (n, BATCH))
-  archs = np.stack([_random_arch(rng, args.nodes) for _ in range(n)])
-  layers = rng.integers(1, args.layers + 1, n)
+  archs = np.stack([_random_arch(rng, nodes) for _ in range(n)])
+  n_layers = rng.integers(1, layers + 1, n)
 
   def grad(params, x, y, arch, n_layers):
     def loss(params):
@@ -78,18 +72,37 @@ def main():
 
   stacked = jax.tree.map(lambda a: np.broadcast_to(a, (n,) + a.shape),
                          params)
-  programs = {
+  return {
       'loop (one jit per device)': (
-          jax.jit(grad), [(params, x[d], y[d], archs[d], layers[d])
-                          for d in range(n)], n),
+          jax.jit(grad), [(params, x[d], y[d], archs[d], n_layers[d])
+                          for d in range(n)], 1),
       'vmap, one architecture for all devices (unstacked)': (
           jax.jit(jax.vmap(grad, in_axes=(0, 0, 0, None, None))),
-          [(stacked, x, y, archs[0], layers[0])], 1),
+          [(stacked, x, y, archs[0], n_layers[0])], n),
       'vmap, each device its own architecture': (
-          jax.jit(jax.vmap(grad)), [(stacked, x, y, archs, layers)], 1)}
+          jax.jit(jax.vmap(grad)), [(stacked, x, y, archs, n_layers)], n)}
+
+
+def flops_per_device(fn, calls, per_call: int) -> float:
+  """XLA's FLOPs of one device's share of a call (compiled, not run)."""
+  return _flops(fn.lower(*calls[0]).compile()) / per_call
+
+
+def main():
+  parser = errors.OneLineParser(prog='python -m benchmarks.batched_choices',
+                                description=__doc__.splitlines()[0])
+  count = errors.whole_number
+  parser.add_argument('--devices', type=count, default=6)
+  parser.add_argument('--channels', type=count, default=32)
+  parser.add_argument('--nodes', type=count, default=3)
+  parser.add_argument('--layers', type=count, default=3, help='cells held')
+  parser.add_argument('--reps', type=count, default=5, help='timed rounds')
+  args = parser.parse_args()
+  n = args.devices
   rows, base = [], None
-  for name, (fn, calls, per_call) in programs.items():
-    flops = _flops(fn.lower(*calls[0]).compile()) / (n // per_call)
+  for name, (fn, calls, per_call) in programs(
+      n, args.channels, args.nodes, args.layers).items():
+    flops = flops_per_device(fn, calls, per_call)
     jax.block_until_ready([fn(*c) for c in calls])  # compile, warm up
     t0 = time.perf_counter()
     for _ in range(args.reps):

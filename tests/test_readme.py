@@ -1,6 +1,7 @@
 """The README's measured tables are what docs/readme_results.json renders,
 and a claim's verdict follows its paired confidence interval."""
 import json
+import pathlib
 
 import pytest
 
@@ -61,3 +62,22 @@ def test_the_readme_device_table_and_ledger_are_what_the_code_produces(
   block = readme_tables.current_block(readme_tables.README.read_text())
   assert report.devices_table(ran['devices']) in block
   assert report.ledger_table(ran['ledger']) in block
+
+
+def test_the_readme_batched_choices_flops_are_what_the_code_compiles():
+  """The FLOPs column of the README's per-device-architecture table
+  (`benchmarks.batched_choices` at its defaults) is XLA's count for the
+  current code; the times beside it are this machine's and not checked."""
+  import jax
+  from benchmarks import batched_choices
+  if jax.default_backend() != 'cpu':
+    pytest.skip('the README counts the CPU backend\'s programs')
+  readme = (pathlib.Path(__file__).parent.parent / 'README.md').read_text()
+  programs = batched_choices.programs()
+  for name, program in programs.items():
+    row = [line for line in readme.splitlines()
+           if line.startswith(f'| {name} |')]
+    assert len(row) == 1, name
+    published = float(row[0].split('|')[2].split()[0].replace(',', ''))
+    assert published == round(
+        batched_choices.flops_per_device(*program) / 1e6, 1), name

@@ -90,8 +90,9 @@ def _op_vjp(op_fn):
 _op_value = jax.custom_batching.custom_vmap(_switched_op)
 _op_value.def_vmap(functools.partial(_batch_rule, _switched_op,
                                       _merged_op))
-_op_grad = jax.custom_batching.custom_vmap(_op_vjp(_switched_op))
-_op_grad.def_vmap(functools.partial(_batch_rule, _op_vjp(_switched_op),
+_switched_vjp = _op_vjp(_switched_op)
+_op_grad = jax.custom_batching.custom_vmap(_switched_vjp)
+_op_grad.def_vmap(functools.partial(_batch_rule, _switched_vjp,
                                      _op_vjp(_merged_op)))
 
 
