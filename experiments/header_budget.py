@@ -34,6 +34,7 @@ import numpy as np
 
 from acme_jax import config as config_lib
 from acme_jax import report
+from acme_jax import resume
 from acme_jax import stats
 from acme_jax import streams
 from acme_jax import world as world_lib
@@ -82,7 +83,9 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
   """One repeat's rows. Each size's comparison (which holds the default
   budget's search) and each other budget's search is its own cached cell
   (`repeat_<r>/n<size>_<name>.json`): on text one repeat takes hours, and an
-  interrupted run resumes at the last cell."""
+  interrupted run resumes at the last cell. A longer search also saves its
+  state every `resume.every_steps` child steps and resumes from there (on
+  text the prototype's budget on 1,250 samples runs for hours)."""
   config, topology = world.config, world.topology
   hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
   seed = config.seed + repeat
@@ -120,6 +123,11 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
           f'experiments/header_budget/repeat_{repeat}/n{n}_{name}.json',
           cell_fingerprint, compute)
 
+    def partial(name, n=n):
+      return resume.Partial(
+          world.wd / f'experiments/header_budget/repeat_{repeat}/n{n}_{name}',
+          config.resume.every_steps, cell_fingerprint)
+
     # Every arm at the default budget; the searched header again at each
     # other (the random architecture and the fixed heads do not search).
     base = cell('compare', lambda: compare.compare(hp, locals_(), targets,
@@ -130,8 +138,13 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
       searched = {'nas': base['mean_test_accuracy'][compare.NAS],
                   'search_steps': base['search_steps']}
       if name != 'default':
+        mid_way = partial(name)
+        progress = functools.partial(
+            _prefixed, log, f'[header_budget] repeat {repeat} n {samples} '
+            f'{name}: ')
         searched = cell(name, lambda epochs=epochs, steps=steps: _search(
-            hp, epochs, steps, locals_(), targets))
+            hp, epochs, steps, locals_(), targets, mid_way, progress))
+        mid_way.finish()
       row = {'train_samples': samples, 'budget': name, 'epochs': epochs,
              'controller_steps_per_epoch': steps,
              compare.NAS: searched['nas'],
@@ -146,13 +159,20 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
   return rows
 
 
-def _search(hp, epochs: int, steps: int, locals_, targets) -> dict:
+def _prefixed(log, prefix: str, message: str):
+  log(prefix + message)
+
+
+def _search(hp, epochs: int, steps: int, locals_, targets, partial,
+            log) -> dict:
   """The searched header's mean device test accuracy and search steps at
-  `epochs` x `steps` controller steps per epoch."""
+  `epochs` x `steps` controller steps per epoch (saved mid-way in
+  `partial`, progress to `log`)."""
   headers = device_stage.search_headers(dataclasses.replace(
       hp, search=dataclasses.replace(
           hp.search, epochs=epochs, controller_steps_per_epoch=steps)),
-                                        locals_, targets)
+                                        locals_, targets, log=log,
+                                        partial=partial)
   return {'nas': float(np.mean([h.result['test_accuracy'] for h in headers])),
           'search_steps': {
               'child': [h.result['child_steps'] for h in headers],

@@ -185,9 +185,9 @@ def test_the_budget_experiment_resumes_within_a_repeat(finished, tmp_path,
   searches = []
   real_search = header_budget.device_stage.search_headers
 
-  def counted(hp, *args):
+  def counted(hp, *args, **kwargs):
     searches.append(hp.search.epochs)
-    return real_search(hp, *args)
+    return real_search(hp, *args, **kwargs)
 
   monkeypatch.setattr(header_budget.compare, 'compare', _recomputed)
   monkeypatch.setattr(header_budget.device_stage, 'search_headers', counted)
@@ -353,3 +353,43 @@ def test_more_repeats_reuse_the_finished_ones(finished, tmp_path,
   table = headers.run(config, run, log=_quiet)
   assert computed == [1]
   assert table['rows'][0] == _results(finished)['headers']['rows'][0]
+
+
+@pytest.mark.slow
+def test_the_budget_experiments_long_search_resumes_mid_way(finished, tmp_path,
+                                                            monkeypatch):
+  """A longer search interrupted mid-way resumes after its last finished
+  epoch (saved every step here) and ends with the uninterrupted table."""
+  run, cache = _interrupted(finished, tmp_path, 'header_budget',
+                            ['n10_compare.json', 'n10_prototype.json'],
+                            'n10_prototype.json')
+  config = tiny_config()
+  config.resume.every_steps = 1
+  real, calls = nas.engine.for_each_device, []
+
+  def interrupt_at(limit):
+    def step(*args, **kwargs):
+      calls.append(1)
+      if len(calls) == limit:
+        raise KeyboardInterrupt
+      return real(*args, **kwargs)
+    return step
+
+  def epochs(lines):
+    return [int(line.split('nas epoch ')[1].split('/')[0]) for line in lines
+            if 'prototype: nas epoch' in line]
+
+  monkeypatch.setattr(header_budget.compare, 'compare', _recomputed)
+  monkeypatch.setattr(nas.engine, 'for_each_device', interrupt_at(41))
+  before = []
+  with pytest.raises(KeyboardInterrupt):
+    header_budget.run(config, run, log=before.append)
+  assert epochs(before) and epochs(before)[-1] < 130
+  assert (cache / 'repeat_0/n10_prototype.partial.npz').exists()
+  after = []
+  monkeypatch.setattr(nas.engine, 'for_each_device', real)
+  header_budget.run(config, run, log=after.append)
+  assert epochs(after) == list(range(epochs(before)[-1] + 1, 131))
+  assert (_results(run)['header_budget'] ==
+          _results(finished)['header_budget'])
+  assert not list((cache / 'repeat_0').glob('*partial*'))
