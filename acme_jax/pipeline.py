@@ -44,7 +44,8 @@ def run(config, workdir, log=print):
   """Run (or resume) ACME on `config`, writing everything under `workdir`."""
   world = world_lib.build(config, workdir, log)
   log('[selection] ' + report.selection_line(world.selection))
-  fingerprint = config_lib.subset(config, world_lib.DEVICE_SECTIONS)
+  fingerprint = config_lib.repeat_fingerprint(config,
+                                             world_lib.DEVICE_SECTIONS)
   # The header search and the rounds save their state mid-way
   # (config.resume.every_steps).
   partials = {name: resume.Partial(world.wd / f'devices.{name}',

@@ -63,12 +63,16 @@ def _like(leaf, array: np.ndarray, kind: str):
 
 class Partial:
   """One stage's mid-stage checkpoint (see the module docstring). With no
-  path (or every_steps 0) it never saves and never resumes."""
+  path, every_steps 0 or more than one process it never saves and never
+  resumes."""
 
   def __init__(self, path: Optional[pathlib.Path], every_steps: int,
                fingerprint: Any = None, log=None):
     self.path = pathlib.Path(path) if path is not None else None
-    self.every = int(every_steps) if path is not None else 0
+    # Multi-host runs do not checkpoint mid-stage: every process would
+    # write (and finish() delete) the same files on the shared workdir.
+    self.every = (int(every_steps) if path is not None and
+                  jax.process_count() == 1 else 0)
     self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
     self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     self._last_saved = 0

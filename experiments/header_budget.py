@@ -123,10 +123,10 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
           f'experiments/header_budget/repeat_{repeat}/n{n}_{name}.json',
           cell_fingerprint, compute)
 
-    def partial(name, n=n):
+    def partial(name, progress, n=n):
       return resume.Partial(
           world.wd / f'experiments/header_budget/repeat_{repeat}/n{n}_{name}',
-          config.resume.every_steps, cell_fingerprint)
+          config.resume.every_steps, cell_fingerprint, log=progress)
 
     # Every arm at the default budget; the searched header again at each
     # other (the random architecture and the fixed heads do not search).
@@ -138,10 +138,10 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
       searched = {'nas': base['mean_test_accuracy'][compare.NAS],
                   'search_steps': base['search_steps']}
       if name != 'default':
-        mid_way = partial(name)
         progress = functools.partial(
             _prefixed, log, f'[header_budget] repeat {repeat} n {samples} '
             f'{name}: ')
+        mid_way = partial(name, progress)
         searched = cell(name, lambda epochs=epochs, steps=steps: _search(
             hp, epochs, steps, locals_(), targets, mid_way, progress))
         mid_way.finish()

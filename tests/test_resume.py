@@ -102,3 +102,20 @@ def test_a_checkpoint_of_another_config_or_damaged_is_ignored(tmp_path):
   assert same.load(tree) is None
   off = resume.Partial(tmp_path / 's', 0, {'lr': 0.1})
   assert off.load(tree) is None and not off.due(10**6)
+
+
+def test_a_multi_host_run_neither_saves_nor_resumes_mid_stage(tmp_path,
+                                                              monkeypatch):
+  """Every process of a multi-host run would write (and finish() delete)
+  the same files on the shared workdir: there a stage runs through."""
+  tree = {'w': np.arange(3.0)}
+  resume.Partial(tmp_path / 'stage', 1, {'x': 1}).save(tree, {'epoch': 0}, 1)
+  monkeypatch.setattr(resume.jax, 'process_count', lambda: 2)
+  other = resume.Partial(tmp_path / 'stage2', 1, {'x': 1})
+  assert not other.due(10)
+  other.save(tree, {'epoch': 0}, 10)
+  assert not list(tmp_path.glob('stage2*'))
+  assert resume.Partial(tmp_path / 'stage', 1, {'x': 1}).load(tree) is None
+  monkeypatch.undo()
+  saved, loop = resume.Partial(tmp_path / 'stage', 1, {'x': 1}).load(tree)
+  assert loop == {'epoch': 0} and np.array_equal(saved['w'], tree['w'])

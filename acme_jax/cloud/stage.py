@@ -176,9 +176,7 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
     return params
 
   def partial(name):
-    # Multi-host runs do not checkpoint mid-stage (one writer, many readers).
-    every = (config.resume.every_steps if jax.process_count() == 1 else 0)
-    return resume.Partial(wd / name, every, fingerprint={
+    return resume.Partial(wd / name, config.resume.every_steps, fingerprint={
         'cloud': config_lib.subset(config, SECTIONS),
         'recomputed': list(recomputed)})
 
