@@ -60,7 +60,7 @@ def _merged_op(op, x, p, g, weights):
   merged = {name: sum(pick[i] * (pad(p[i][name]) if name == 'dw'
                                  else p[i][name]) for i in SEP_KERNELS)
             for name in ('dw', 'pw', 'scale', 'bias')}
-  is_sep = functools.reduce(jnp.logical_or, [op == i for i in SEP_KERNELS])
+  is_sep = sum(pick.values()) > 0
   out = jnp.where(op == 2, pool(x, 'avg'), jnp.where(op == 3, pool(x, 'max'),
                                                      x))
   return jnp.where(is_sep, _sep_conv(x, merged, g, weights), out)
