@@ -221,8 +221,8 @@ def selection_line(selection) -> str:
 
 
 def provenance() -> dict:
-  """Where results come from: the code's commit and the machine (no clock
-  time, so reruns stay byte-identical)."""
+  """Where results come from: the code's commit, the machine and XLA_FLAGS
+  when set (no clock time, so reruns stay byte-identical)."""
   import platform
   import subprocess
 
@@ -243,13 +243,16 @@ def provenance() -> dict:
                   if l.startswith('model name')), '')
   except OSError:
     pass
-  return {'commit': git('rev-parse', '--short=12', 'HEAD'),
+  here = {'commit': git('rev-parse', '--short=12', 'HEAD'),
           'dirty': bool(git('status', '--porcelain', '--', 'acme_jax',
                             'configs', 'experiments')),
           'machine': f'{platform.machine()} {cpu}'.strip(),
           'cpus': os.cpu_count(),
           'accelerators': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
           'jax': jax.__version__}
+  # XLA's CPU threading (and ISA caps) change float32 results' last bits.
+  flags = os.environ.get('XLA_FLAGS', '').strip()
+  return here | ({'xla_flags': flags} if flags else {})
 
 
 def write_results(wd, sections: dict, config=None) -> dict:

@@ -38,6 +38,24 @@ def test_verdict_follows_the_paired_interval():
   assert readme_tables._verdict(single) == 'one repeat: no CI'  # noqa: SLF001
 
 
+def test_a_source_names_the_xla_flags_it_ran_under(monkeypatch):
+  """XLA's CPU threading changes float32 results' last bits, so a run under
+  XLA_FLAGS says so in its provenance and in the README's source line."""
+  from acme_jax import report
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  plain = report.provenance()
+  assert 'xla_flags' not in plain
+  flags = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+  monkeypatch.setenv('XLA_FLAGS', f' {flags} ')
+  flagged = report.provenance()
+  assert flagged == plain | {'xla_flags': flags}
+  line = readme_tables._source(  # noqa: SLF001
+      {'provenance': {'s': flagged}}, 's')
+  assert line.endswith(f', XLA_FLAGS=`{flags}`')
+  assert 'XLA_FLAGS' not in readme_tables._source(  # noqa: SLF001
+      {'provenance': {'s': plain}}, 's')
+
+
 @pytest.mark.slow
 def test_the_readme_device_table_and_ledger_are_what_the_code_produces(
     tmp_path):

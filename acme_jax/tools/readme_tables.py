@@ -99,9 +99,10 @@ _SCALING = flags.DEFINE_string(
 def _source(results, section) -> str:
   p = results.get('provenance', {}).get(section, {})
   dirty = ' (with uncommitted changes)' if p.get('dirty') else ''
+  xla = f", XLA_FLAGS=`{p['xla_flags']}`" if p.get('xla_flags') else ''
   return (f"commit `{p.get('commit', '?')}`{dirty}, {p.get('cpus', '?')} "
           f"CPUs ({p.get('machine', '?')}), {p.get('accelerators', '?')}, "
-          f"jax {p.get('jax', '?')}")
+          f"jax {p.get('jax', '?')}{xla}")
 
 
 def _verdict(cell) -> str:
