@@ -110,6 +110,13 @@ def test_depthwise_equals_a_grouped_convolution():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_the_op_ids_name_the_ops_they_run():
+  named = {op_choice.AVG_POOL: 'avg_pool_3x3',
+           op_choice.MAX_POOL: 'max_pool_3x3', op_choice.IDENTITY: 'identity'}
+  named |= {i: f'sep_conv_{k}x{k}' for i, k in op_choice.SEP_KERNELS.items()}
+  assert named == dict(enumerate(header_lib.OPS))
+
+
 def test_pools_match_torch_semantics():
   """avg_pool counts zero padding (torch's count_include_pad=True)."""
   x = jnp.arange(9.0).reshape(1, 3, 3, 1)

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 
 from acme_jax.device.ops import batch_norm, depthwise, pool
 
-SEP_KERNELS = {0: 3, 1: 5, 4: 1}      # op id -> kernel size
+# Op ids (positions in header.OPS, which imports these).
+SEP_KERNELS = {0: 3, 1: 5, 4: 1}      # sep conv op id -> kernel size
+AVG_POOL, MAX_POOL, IDENTITY = 2, 3, 5
 
 
 def _sep_conv(x, p, g, weights):
@@ -34,9 +36,9 @@ def _sep_branch(op_id):
 
 # lax.switch branches, indexed by op id (OPS).
 _BRANCHES = (_sep_branch(0), _sep_branch(1),
-             lambda x, p, g, weights: pool(x, 'avg'),
-             lambda x, p, g, weights: pool(x, 'max'),
-             _sep_branch(4), lambda x, p, g, weights: x)
+             lambda x, p, g, weights: pool(x, 'avg'),    # AVG_POOL
+             lambda x, p, g, weights: pool(x, 'max'),    # MAX_POOL
+             _sep_branch(4), lambda x, p, g, weights: x)  # IDENTITY
 _SEP_MAX = max(SEP_KERNELS.values())
 
 
@@ -61,8 +63,8 @@ def _merged_op(op, x, p, g, weights):
                                  else p[i][name]) for i in SEP_KERNELS)
             for name in ('dw', 'pw', 'scale', 'bias')}
   is_sep = sum(pick.values()) > 0
-  out = jnp.where(op == 2, pool(x, 'avg'), jnp.where(op == 3, pool(x, 'max'),
-                                                     x))
+  out = jnp.where(op == AVG_POOL, pool(x, 'avg'),
+                  jnp.where(op == MAX_POOL, pool(x, 'max'), x))
   return jnp.where(is_sep, _sep_conv(x, merged, g, weights), out)
 
 
