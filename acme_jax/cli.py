@@ -118,9 +118,21 @@ def run_tool(main: Callable):
   app.run(quiet_main, flags_parser=_parse_flags)
 
 
-def main(run: Callable):
+def parse_shard(text):
+  """'K/N' as (K, N) when K and N are whole numbers with K < N, else None."""
+  k, slash, n = (text or '').partition('/')
+  if slash and k.isdigit() and n.isdigit() and int(k) < int(n):
+    return int(k), int(n)
+  return None
+
+
+def main(run: Callable, shards: bool = False):
   """`python -m experiments.X --config=... --workdir=...` for run(config,
-  workdir)."""
+  workdir). With `shards`, an experiment over repeats also takes
+  `--shard=K/N`: run(config, workdir, shard=(K, N)) computes only its
+  repeats r % N == K into the workdir's cache and writes no table, so N
+  processes share the repeats once the workdir's cloud stages exist; the
+  command without `--shard` then loads them all and writes the table."""
   from absl import flags
   from ml_collections import config_flags
   config_flag = config_flags.DEFINE_config_file(
@@ -129,8 +141,18 @@ def main(run: Callable):
                                      'Directory for all outputs.')
   validate_only = flags.DEFINE_bool(
       'validate_only', False, 'Validate the config, print it and exit.')
+  own = ['config', 'workdir', 'validate_only']
+  if shards:
+    shard_flag = flags.DEFINE_string(
+        'shard', None, 'K/N: compute only the repeats r with r % N == K into '
+        'the workdir\'s cache and write no table, so N processes share the '
+        'repeats; the command without it loads them and writes the table.')
+    flags.register_validator(
+        'shard', lambda v: v is None or parse_shard(v) is not None,
+        'give K/N with whole numbers 0 <= K < N, e.g. --shard=0/2')
+    own.append('shard')
   # absl's --help lists the main module's flags: these are every job's.
-  for name in ('config', 'workdir', 'validate_only'):
+  for name in own:
     flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS[name])
 
   def _main(argv):
@@ -150,6 +172,12 @@ def main(run: Callable):
       print(config)
       return
     enable_compilation_cache()
-    run(config, workdir_flag.value)
+    shard = parse_shard(shard_flag.value) if shards else None
+    if shard is None:
+      run(config, workdir_flag.value)
+      return
+    run(config, workdir_flag.value, shard=shard)
+    print(f'shard {shard[0]}/{shard[1]}: its repeats are cached; the same '
+          f'command without --shard writes the table')
 
   run_tool(_main)

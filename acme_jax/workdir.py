@@ -246,6 +246,20 @@ class Workdir:
     self.write_json(name, {'config': fingerprint, 'value': value})
     return value
 
+  def cached_repeats(self, experiment: str, fingerprint: dict, count: int,
+                     compute: Callable[[int], Any], shard=None):
+    """`compute(r)` for repeats r = 0..count-1, each cached on its own as
+    `experiments/<experiment>/repeat_<r>.json` (see cached_stage). With
+    `shard` (K, N) only the repeats r % N == K, and None is returned: N
+    processes fill one workdir's cache, then a run without a shard loads
+    them all."""
+    mine = [r for r in range(count)
+            if shard is None or r % shard[1] == shard[0]]
+    values = [self.cached_stage(
+        f'experiments/{experiment}/repeat_{r}.json', fingerprint,
+        lambda r=r: compute(r)) for r in mine]
+    return None if shard is not None else values
+
   def has_checkpoint(self, name: str) -> bool:
     """True when a committed checkpoint `name` matches its hash."""
     path = self / name

@@ -159,15 +159,16 @@ def summarize(config, repeats) -> dict:
           'temperatures': list(config.aggregation.temperatures)}
 
 
-def run(config, workdir, log=print) -> dict:
+def run(config, workdir, log=print, shard=None):
   world = world_lib.build(config, workdir, log, partitions=[
       (setup_partition(config, setup), 'aggregation.setups')
       for setup in config.aggregation.setups])  # every setup, up front
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = [world.wd.cached_stage(
-      f'experiments/aggregation/repeat_{r}.json', fingerprint,
-      lambda r=r: one_repeat(world, r, log, fingerprint))
-             for r in range(config.aggregation.repeats)]
+  repeats = world.wd.cached_repeats(
+      'aggregation', fingerprint, config.aggregation.repeats,
+      lambda r: one_repeat(world, r, log, fingerprint), shard)
+  if repeats is None:
+    return None
   aggregation = summarize(config, repeats)
   wd = world.wd
   workdir_lib.atomic_write_json(wd / 'aggregation.json', aggregation)
@@ -182,4 +183,4 @@ def run(config, workdir, log=print) -> dict:
 
 if __name__ == '__main__':
   from acme_jax import cli
-  cli.main(run)
+  cli.main(run, shards=True)

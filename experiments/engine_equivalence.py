@@ -15,10 +15,7 @@ backbones are the same (they are chosen before any float32 training) and
 the paired difference of mean device test accuracy, vmap - loop, with its
 95% CI. Adds `engine_equivalence` to results.json.
 
-Many repeats can be spread over processes sharing the workdir once its cloud
-stages exist: `--shard=K/N` computes (or finds cached) only the repeats r
-with r % N == K and writes no table; the same command without `--shard`
-then loads them all and writes it.
+Its many repeats can be spread over processes: see `--shard` (cli.main).
 """
 import copy
 
@@ -86,27 +83,13 @@ def summarize(repeats) -> dict:
       'vmap_minus_loop': stats.paired(vmap, loop)}
 
 
-def parse_shard(text):
-  """'K/N' as (K, N) when K and N are whole numbers with K < N, else None."""
-  k, slash, n = (text or '').partition('/')
-  if slash and k.isdigit() and n.isdigit() and int(k) < int(n):
-    return int(k), int(n)
-  return None
-
-
-def run(config, workdir, log=print, shard=None) -> dict:
-  """The table over `baselines.repeats` repeats; with `shard` (K, N) only
-  repeats r % N == K are computed into the cache, and None is returned."""
+def run(config, workdir, log=print, shard=None):
   world = world_lib.build(config, workdir, log)
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  mine = [r for r in range(config.baselines.repeats)
-          if shard is None or r % shard[1] == shard[0]]
-  repeats = [world.wd.cached_stage(
-      f'experiments/engine_equivalence/repeat_{r}.json', fingerprint,
-      lambda r=r: one_repeat(world, r, log)) for r in mine]
-  if shard is not None:
-    log(f'[engine_equivalence] shard {shard[0]}/{shard[1]}: repeats '
-        f'{mine} cached; the command without --shard writes the table')
+  repeats = world.wd.cached_repeats(
+      'engine_equivalence', fingerprint, config.baselines.repeats,
+      lambda r: one_repeat(world, r, log), shard)
+  if repeats is None:
     return None
   result = summarize(repeats)
   workdir_lib.atomic_write_json(world.wd / 'engine_equivalence.json', result)
@@ -116,17 +99,5 @@ def run(config, workdir, log=print, shard=None) -> dict:
 
 
 if __name__ == '__main__':
-  import sys
-
-  from absl import flags
-
   from acme_jax import cli
-  shard_flag = flags.DEFINE_string(
-      'shard', None, 'K/N: compute only the repeats r with r % N == K into '
-      'the workdir\'s cache (no table), so N processes share the repeats.')
-  flags.register_validator(
-      'shard', lambda v: v is None or parse_shard(v) is not None,
-      'give K/N with whole numbers 0 <= K < N, e.g. --shard=0/2')
-  flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS['shard'])
-  cli.main(lambda config, workdir: run(config, workdir,
-                                       shard=parse_shard(shard_flag.value)))
+  cli.main(run, shards=True)

@@ -106,13 +106,14 @@ def summarize(config, repeats) -> dict:
   return {'by_depth': by_depth, 'repeats': len(repeats), 'rows': repeats}
 
 
-def run(config, workdir, log=print) -> dict:
+def run(config, workdir, log=print, shard=None):
   world = world_lib.build(config, workdir, log)
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = [world.wd.cached_stage(
-      f'experiments/header_ablation/repeat_{r}.json', fingerprint,
-      lambda r=r: one_repeat(world, r, log))
-             for r in range(config.baselines.repeats)]
+  repeats = world.wd.cached_repeats(
+      'header_ablation', fingerprint, config.baselines.repeats,
+      lambda r: one_repeat(world, r, log), shard)
+  if repeats is None:
+    return None
   ablation = summarize(config, repeats)
   workdir_lib.atomic_write_json(world.wd / 'header_ablation.json', ablation)
   report.write_results(world.wd, {'header_ablation': ablation}, config)
@@ -122,4 +123,4 @@ def run(config, workdir, log=print) -> dict:
 
 if __name__ == '__main__':
   from acme_jax import cli
-  cli.main(run)
+  cli.main(run, shards=True)

@@ -198,13 +198,14 @@ def summarize(config, repeats) -> dict:
           'depth_fraction': config.baselines.depth_fractions[0]}
 
 
-def run(config, workdir, log=print) -> dict:
+def run(config, workdir, log=print, shard=None):
   world = world_lib.build(config, workdir, log)
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = [world.wd.cached_stage(
-      f'experiments/header_budget/repeat_{r}.json', fingerprint,
-      lambda r=r: one_repeat(world, r, log, fingerprint))
-             for r in range(config.baselines.repeats)]
+  repeats = world.wd.cached_repeats(
+      'header_budget', fingerprint, config.baselines.repeats,
+      lambda r: one_repeat(world, r, log, fingerprint), shard)
+  if repeats is None:
+    return None
   result = summarize(config, repeats)
   workdir_lib.atomic_write_json(world.wd / 'header_budget.json', result)
   report.write_results(world.wd, {'header_budget': result}, config)
@@ -214,4 +215,4 @@ def run(config, workdir, log=print) -> dict:
 
 if __name__ == '__main__':
   from acme_jax import cli
-  cli.main(run)
+  cli.main(run, shards=True)

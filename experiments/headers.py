@@ -95,13 +95,14 @@ def summarize(config, repeats) -> dict:
   }
 
 
-def run(config, workdir, log=print) -> dict:
+def run(config, workdir, log=print, shard=None):
   world = world_lib.build(config, workdir, log)
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = [world.wd.cached_stage(
-      f'experiments/headers/repeat_{r}.json', fingerprint,
-      lambda r=r: one_repeat(world, r, log))
-             for r in range(config.baselines.repeats)]
+  repeats = world.wd.cached_repeats(
+      'headers', fingerprint, config.baselines.repeats,
+      lambda r: one_repeat(world, r, log), shard)
+  if repeats is None:
+    return None
   headers = summarize(config, repeats)
   wd = world.wd
   workdir_lib.atomic_write_json(wd / 'headers.json', headers)
@@ -115,4 +116,4 @@ def run(config, workdir, log=print) -> dict:
 
 if __name__ == '__main__':
   from acme_jax import cli
-  cli.main(run)
+  cli.main(run, shards=True)

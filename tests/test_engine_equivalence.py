@@ -1,5 +1,6 @@
 """The loop/vmap comparison's summary and its repeats spread over processes
-(`--shard=K/N`), on made-up per-repeat rows (the device stage itself is
+(`--shard=K/N`, shared by every experiment over repeats through
+`Workdir.cached_repeats`), on made-up per-repeat rows (the device stage itself is
 compared under both strategies in test_device_strategies.py)."""
 import types
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from acme_jax import cli
 from acme_jax import workdir as workdir_lib
 from conftest import tiny_config
 from experiments import engine_equivalence
@@ -72,4 +74,4 @@ def test_shards_fill_one_cache_and_the_full_run_only_loads(tmp_path,
     ('0/2', (0, 2)), ('3/4', (3, 4)), ('2/2', None), ('-1/2', None),
     ('1/0', None), ('1', None), ('a/2', None), ('1/2/3', None), ('', None)])
 def test_a_shard_is_k_of_n(text, expected):
-  assert engine_equivalence.parse_shard(text) == expected
+  assert cli.parse_shard(text) == expected

@@ -356,6 +356,33 @@ def test_more_repeats_reuse_the_finished_ones(finished, tmp_path,
 
 
 @pytest.mark.slow
+def test_a_shard_computes_only_its_repeats_and_writes_no_table(
+    finished, tmp_path, monkeypatch):
+  """headers.run with shard (1, 2) over 3 repeats computes repeat 1 only and
+  leaves results.json as it was; the run without a shard then computes only
+  repeat 2 (0 is the finished run's)."""
+  run = _copy(finished, tmp_path)
+  computed = []
+  real = headers.one_repeat
+
+  def counted(world, repeat, log):
+    computed.append(repeat)
+    return real(world, repeat, log)
+
+  monkeypatch.setattr(headers, 'one_repeat', counted)
+  config = tiny_config()
+  config.baselines.repeats = 3
+  before = (run / 'results.json').read_bytes()
+  assert headers.run(config, run, log=_quiet, shard=(1, 2)) is None
+  assert computed == [1]
+  assert (run / 'results.json').read_bytes() == before
+  table = headers.run(config, run, log=_quiet)
+  assert computed == [1, 2]
+  assert len(table['rows']) == 3
+  assert table['rows'][0] == _results(finished)['headers']['rows'][0]
+
+
+@pytest.mark.slow
 def test_the_budget_experiments_long_search_resumes_mid_way(finished, tmp_path,
                                                             monkeypatch):
   """A longer search interrupted mid-way resumes after its last finished
