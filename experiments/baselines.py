@@ -39,6 +39,7 @@ from acme_jax import world as world_lib
 from acme_jax.data import stage as data_stage
 from acme_jax.federated import (depthfl, fedavg, fedper, heterofl, fjord,
                                 hierarchical, local)
+from acme_jax.federated import algorithm as algorithm_lib
 from acme_jax.federated import flops as flops_lib
 from acme_jax.federated import holdings as holdings_lib
 from acme_jax.federated.method import FederatedHparams
@@ -121,12 +122,11 @@ def _nothing() -> dict:
 
 def _one_rate(module, model, hp: FederatedHparams, params, devices) -> dict:
   """The method's rounds and deployment at one peak rate."""
-  state, ledger = module.init(params, devices), Ledger()
-  flops = {d.id: 0.0 for d in devices}
-  for _ in range(hp.rounds):
-    state, spent = module.apply(model, hp, state, devices, ledger)
-    for d, f in spent.items():
-      flops[d] += f
+  ledger = Ledger()
+  state, history = algorithm_lib.run(
+      module.algorithm(model, hp, params, devices), devices, ledger)
+  flops = {d.id: sum(h['flops'] for h in history.get(d.id, []))
+           for d in devices}
   deployed = hierarchical.deploy(module.METHOD, model, hp, state, devices,
                                  ledger)
   return {'val': deployed['val'], 'test': deployed['test'], 'ledger': ledger,

@@ -10,6 +10,7 @@ import pytest
 from acme_jax.data.base import Split
 from acme_jax.federated import (depthfl, fedavg, fedper, heterofl, fjord,
                                 hierarchical, local)
+from acme_jax.federated import algorithm as algorithm_lib
 from acme_jax.federated import holdings as holdings_lib
 from acme_jax.federated.method import FederatedHparams
 from acme_jax.hierarchy import topology as topology_lib
@@ -134,8 +135,8 @@ def test_fedavg_aggregate_is_the_sample_weighted_mean(tiny_vit):
   model, params = tiny_vit
   hp = hparams()
   module, params, devices = setup('fedavg', model, params, [10**6] * 3)
-  state = module.init(params, devices)
-  new, _ = module.apply(model, hp, state, devices)
+  alg = module.algorithm(model, hp, params, devices)
+  new, _ = alg.apply(alg.init(), devices)
   trained, _ = local.train(model, module.METHOD, hp, devices,
                            {d.id: params for d in devices},
                            jax.random.fold_in(jax.random.key(hp.seed), 0),
@@ -276,9 +277,9 @@ def test_fedper_heads_never_leave_the_device(tiny_vit):
   module, params, devices = setup('fedper', model, params, [10**6] * 3)
   head = 4 * sum(np.size(a) for a in jax.tree.leaves(params['head']))
   full = 4 * holdings_lib.held_count(devices[0].holding.holder)
-  state, ledger = module.init(params, devices), Ledger()
-  for _ in range(hp.rounds):
-    state, _ = module.apply(model, hp, state, devices, ledger)
+  ledger = Ledger()
+  state, _ = algorithm_lib.run(module.algorithm(model, hp, params, devices),
+                               devices, ledger)
   weights = [r for r in ledger if r.kind == 'weights']
   assert weights and all(r.bytes == full - head for r in weights)
   # The heads trained on the devices, and the cloud's never moved.
@@ -296,9 +297,9 @@ def test_hierarchical_ledger_follows_the_rounds(tiny_vit):
   model, params = tiny_vit
   hp = hparams(rounds=3, cloud_every=2)
   module, params, devices = setup('heterofl', model, params, [10**6] * 3)
-  state, ledger = module.init(params, devices), Ledger()
-  for _ in range(hp.rounds):
-    state, _ = module.apply(model, hp, state, devices, ledger)
+  ledger = Ledger()
+  state, _ = algorithm_lib.run(module.algorithm(model, hp, params, devices),
+                               devices, ledger)
   by_round = {}
   for r in ledger:
     key = (r.round, r.src_tier, r.dst_tier)
@@ -325,7 +326,8 @@ def test_loop_and_vmap_strategies_agree(tiny_vit, name):
     hp = hparams(strategy=engine.Options(strategy, 0))
     module, start, devices = setup(name, model, params,
                                    [grid[0], grid[4], grid[-1] + 1])
-    state, _ = module.apply(model, hp, module.init(start, devices), devices)
+    alg = module.algorithm(model, hp, start, devices)
+    state, _ = alg.apply(alg.init(), devices)
     out[strategy] = (state.cloud, hierarchical.deploy(
         module.METHOD, model, hp, state, devices))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5),
@@ -339,9 +341,7 @@ def test_one_program_per_method_serves_every_rate_and_round(tiny_vit):
   before = engine.trace_counts()
   for lr in (0.01, 0.03):
     hp = hparams(lr=lr, rounds=2, seed=int(lr * 100))
-    state = module.init(start, devices)
-    for _ in range(2):
-      state, _ = module.apply(model, hp, state, devices)
+    algorithm_lib.run(module.algorithm(model, hp, start, devices), devices)
   after = engine.trace_counts()
   assert after.get('loop.step', 0) - before.get('loop.step', 0) <= 1
 

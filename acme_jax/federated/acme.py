@@ -1,5 +1,6 @@
 """ACME's device <-> edge rounds of personalized architecture aggregation
-(docs/method.md 6), as a federated algorithm: `init`, then `apply` once per round.
+(docs/method.md 6), as a federated algorithm (`algorithm(hp)`: `init`, then
+`apply` once per round, run by the driver of `federated/algorithm.py`).
 
 Round r: every device trains its header locally while accumulating Taylor
 importance on its gates and reports it to its edge; the edge returns
@@ -16,9 +17,10 @@ The state in and out of `apply` is the edges' (`EdgeState`: the round, and
 what each device told its edge once: its data signature and its header's
 layout). The device side of a round runs where the devices are, behind
 `Clients`: `EngineClients` runs it in this process through the client
-engine; the networked edge sends it to the device processes. Both call
-`apply`, so a round is written once, and its ledger records (which bytes
-crossed which link) come from the edge's view in both.
+engine; the networked edge sends it to the device processes. Both run
+`algorithm(hp)` through the same driver, so a round is written once, and
+its ledger records (which bytes crossed which link) come from the edge's
+view in both.
 """
 import abc
 import dataclasses
@@ -37,6 +39,7 @@ from acme_jax.device import prune
 from acme_jax.device import child as child_lib
 from acme_jax.device import state as state_lib
 from acme_jax.edge import aggregate, similarity
+from acme_jax.federated import algorithm as algorithm_lib
 from acme_jax.hierarchy.ledger import Ledger
 from acme_jax.parallel import engine
 
@@ -181,9 +184,9 @@ def aggregate_edge(hp: RoundsHparams, own: list, signatures, data_sizes,
 
 def apply(hp: RoundsHparams, state: EdgeState, clients: Clients,
           ledger: Optional[Ledger] = None):
-  """One round. Returns (the edges' next state, {'answered': device ids
-  that trained, 'pruned': those that fine-tuned, 'sent': device id ->
-  the importance it sent})."""
+  """One round. Returns (the edges' next state, per device that trained:
+  {'pruned': whether it pruned and fine-tuned, and when the mode prunes
+  'importance_sha256': the digest of the importance it sent})."""
   r = state.round
   members = clients.members()
   introduce = ({d for d in members if d not in state.layouts}
@@ -210,10 +213,13 @@ def apply(hp: RoundsHparams, state: EdgeState, clients: Clients,
         aggregated[d] = mix
         if ledger is not None and hp.mixes:
           _record(ledger, r, edge, d, reports[d], mix)
-  pruned = clients.finetune(r, sorted(reports), aggregated)
-  return (EdgeState(r + 1, signatures, layouts),
-          {'answered': sorted(reports), 'pruned': sorted(pruned),
-           'sent': sent})
+  pruned = set(clients.finetune(r, sorted(reports), aggregated))
+  diagnostics = {}
+  for d in sorted(reports):
+    diagnostics[d] = {'pruned': d in pruned}
+    if d in sent:
+      diagnostics[d]['importance_sha256'] = state_lib.digest(sent[d])
+  return EdgeState(r + 1, signatures, layouts), diagnostics
 
 
 def _record(ledger: Ledger, r: int, edge: int, d: int, report: Report, mix):
@@ -338,60 +344,38 @@ class EngineClients(Clients):
                             separable_only=self.hp.prune_set == 'separable')
 
 
-def run(hp: RoundsHparams, cfg: child_lib.NasConfig,
-        devices: Sequence[state_lib.DeviceHeader], key,
-        ledger: Optional[Ledger] = None, partial=None):
-  """`hp.rounds` rounds on `devices` in this process. Returns (the devices'
-  headers after them, device id -> the sha256 of the importances it sent
-  in each round). With `partial` (a `resume.Partial`), the rounds' state
-  (the devices' headers, the edges' state, the digests and the ledger's
-  records so far) is saved at the end of a round once `partial.every`
-  training steps have passed since the last save, and after the last
-  round; a rerun resumes after the last saved round."""
+def algorithm(hp: RoundsHparams,
+              steps_per_round: int = 0) -> algorithm_lib.FederatedAlgorithm:
+  """ACME's rounds as a `FederatedAlgorithm` over any `Clients`."""
   if hp.mode not in choices.MODES:
     raise ValueError(f'unknown mode {hp.mode!r}; allowed: {choices.MODES}')
   if hp.taylor not in choices.TAYLOR:
     raise ValueError(f'unknown taylor criterion {hp.taylor!r}; allowed: '
                      f'{choices.TAYLOR}')
-  partial = partial or resume.NONE
+  # `apply` is looked up at call time, so a test can wrap the module's.
+  return algorithm_lib.FederatedAlgorithm(
+      name=f'acme:{hp.mode}', rounds=hp.rounds, init=init,
+      apply=lambda state, clients, ledger=None: apply(hp, state, clients,
+                                                      ledger),
+      steps_per_round=steps_per_round)
+
+
+def run(hp: RoundsHparams, cfg: child_lib.NasConfig,
+        devices: Sequence[state_lib.DeviceHeader], key,
+        ledger: Optional[Ledger] = None, partial=None):
+  """`hp.rounds` rounds on `devices` in this process, through the driver
+  (`algorithm.run`; with `partial`, saved mid-way and resumed). Returns
+  (the devices' headers after them, device id -> the sha256 of the
+  importances it sent in each round)."""
   clients = EngineClients(hp, cfg, devices, key)
-  state = init()
-  digests = {d.device: [] for d in devices}
-  before = len(ledger) if ledger is not None else 0  # found at the start
-  saved = partial.load(like_from_meta=lambda loop: {
-      'devices': clients.snapshot_like(loop['devices'], loop['round']),
-      'signatures': [resume.as_saved() for _ in loop['signatures']],
-      'layouts': [resume.as_saved() for _ in loop['layouts']]})
-  if saved is not None:
-    tree, loop = saved
-    clients.restore(tree['devices'], loop['devices'])
-    state = EdgeState(
-        round=loop['round'],
-        signatures=dict(zip(loop['signatures'], tree['signatures'])),
-        layouts=dict(zip(loop['layouts'], tree['layouts'])))
-    digests = {int(d): v for d, v in loop['digests'].items()}
-    for record in Ledger.from_records(loop['ledger']):
-      if ledger is not None:
-        ledger.add(record)
   # Training steps a round takes, all devices (local training and
   # fine-tuning), to space the saves as `resume.every_steps` asks.
   per_round = sum(state_lib.steps(d.sizes, clients.schedule.batch_size,
                                   hp.local_epochs + hp.finetune_epochs)
                   for d in devices)
-  for _ in range(state.round, hp.rounds):
-    state, out = apply(hp, state, clients, ledger)
-    for d, importance in out['sent'].items():
-      digests[d].append(state_lib.digest(importance))
-    steps = state.round * per_round
-    if partial.due(steps) or state.round == hp.rounds:
-      arrays, meta = clients.snapshot()
-      partial.save(
-          {'devices': arrays,
-           'signatures': [state.signatures[k] for k in state.signatures],
-           'layouts': [state.layouts[k] for k in state.layouts]},
-          {'round': state.round, 'devices': meta,
-           'signatures': list(state.signatures),
-           'layouts': list(state.layouts), 'digests': digests,
-           'ledger': Ledger(list(ledger or [])[before:]).to_records()},
-          steps)
+  _, history = algorithm_lib.run(algorithm(hp, per_round), clients, ledger,
+                                 partial)
+  digests = {d.device: [h['importance_sha256']
+                        for h in history.get(d.device, [])
+                        if 'importance_sha256' in h] for d in devices}
   return clients.devices, digests

@@ -36,5 +36,5 @@ def setup(model, params, budgets):
   return params, [holdings_lib.largest_fitting(options, b) for b in budgets]
 
 
-init = functools.partial(hierarchical.init, METHOD)
-apply = functools.partial(hierarchical.apply, METHOD)
+# (model, hp, params, devices) -> the method's FederatedAlgorithm.
+algorithm = functools.partial(hierarchical.algorithm, METHOD)

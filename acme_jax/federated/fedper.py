@@ -14,5 +14,5 @@ def setup(model, params, budgets):
   return params, fedavg.smallest_budget_model(model, params, budgets)
 
 
-init = functools.partial(hierarchical.init, METHOD)
-apply = functools.partial(hierarchical.apply, METHOD)
+# (model, hp, params, devices) -> the method's FederatedAlgorithm.
+algorithm = functools.partial(hierarchical.algorithm, METHOD)

@@ -31,5 +31,5 @@ def setup(model, params, budgets):
   return params, widest_fitting(model, params, budgets)
 
 
-init = functools.partial(hierarchical.init, METHOD)
-apply = functools.partial(hierarchical.apply, METHOD)
+# (model, hp, params, devices) -> the method's FederatedAlgorithm.
+algorithm = functools.partial(hierarchical.algorithm, METHOD)

@@ -10,9 +10,11 @@ each edge averages every parameter over the devices that hold it; every
 same way and sends the result back. Every transfer is a ledger record the
 size of what is held, less what stays personal.
 
-`init` and `apply` are the algorithm over explicit state, as fedjax's; the
-methods (`federated/fedavg.py` and its neighbours) are their `Method` and
-`holdings`.
+`algorithm(method, model, hp, params, devices)` is the method as a
+`FederatedAlgorithm` (`init` and `apply` over explicit state, as fedjax's),
+run by the driver of `federated/algorithm.py`; the methods
+(`federated/fedavg.py` and its neighbours) are their `Method`, their
+`holdings` and that value.
 """
 from typing import Dict, NamedTuple, Optional
 
@@ -20,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from acme_jax.federated import algorithm as algorithm_lib
 from acme_jax.federated import holdings as holdings_lib
 from acme_jax.federated import local
 from acme_jax.federated.method import FederatedHparams, Method
@@ -81,7 +84,8 @@ def _held(weights):
 
 def apply(method: Method, model, hp: FederatedHparams, state: ServerState,
           devices, ledger: Optional[Ledger] = None):
-  """One round. Returns (the next state, device id -> training FLOPs)."""
+  """One round. Returns (the next state, device id -> {'flops': its
+  training FLOPs in the round})."""
   r = state.round
   edges = sorted({d.edge for d in devices})
   shared = {d.id: shared_holder(method, d.holding.holder) for d in devices}
@@ -121,7 +125,18 @@ def apply(method: Method, model, hp: FederatedHparams, state: ServerState,
       new_edges[e] = cloud
       _send(ledger, 'cloud', ('edge', e), _held(edge_weights[e]), r)
   return (ServerState(r + 1, cloud, new_edges, personal),
-          {d.id: f for d, f in zip(devices, flops)})
+          {d.id: {'flops': f} for d, f in zip(devices, flops)})
+
+
+def algorithm(method: Method, model, hp: FederatedHparams, params,
+              devices) -> algorithm_lib.FederatedAlgorithm:
+  """`method`'s rounds from `params` over `devices` (`local.Device`s, the
+  clients `apply` takes) as a `FederatedAlgorithm`."""
+  return algorithm_lib.FederatedAlgorithm(
+      name=method.name, rounds=hp.rounds,
+      init=lambda: init(method, params, devices),
+      apply=lambda state, clients, ledger=None: apply(
+          method, model, hp, state, clients, ledger))
 
 
 def deploy(method: Method, model, hp: FederatedHparams, state: ServerState,

@@ -26,6 +26,7 @@ from acme_jax import workdir as workdir_lib
 from acme_jax.device import signature as signature_lib
 from acme_jax.edge import stage as edge_stage
 from acme_jax.federated import acme
+from acme_jax.federated import algorithm as algorithm_lib
 from acme_jax.networked import link, payload
 from acme_jax.networked.link import EdgeError
 from acme_jax.hierarchy.ledger import Ledger
@@ -223,8 +224,9 @@ class Edge(link.Link):
     self._setup_phase('train.backbone', request, 'backbones_done', got)
 
   def _rounds(self):
-    """The rounds (`federated.acme.apply`), the device side of each sent
-    to the devices over this edge's link; committed after every round."""
+    """The rounds (`federated.acme.algorithm`, run by the same driver as
+    in one process), the device side of each sent to the devices over this
+    edge's link; committed after every round."""
     hp = acme.RoundsHparams.from_config(self.config)
     state = acme.EdgeState(
         self.state['rounds_done'],
@@ -233,19 +235,26 @@ class Edge(link.Link):
         {int(k): np.asarray(v, np.int32)
          for k, v in self.state.get('layouts', {}).items()})
     devices = _LinkedDevices(self)
-    while state.round < hp.rounds:
-      t, r = time.time(), state.round
-      state, out = acme.apply(hp, state, devices, self.ledger)
+    started = [time.time()]
+
+    def commit(state, diagnostics):
+      r, seconds = state.round - 1, time.time() - started[0]
+      pruned = sorted(d for d, v in diagnostics.items() if v['pruned'])
       self.state['rounds'].append({
-          'round': r, 'members': devices.asked, 'answered': out['answered'],
-          'pruned': out['pruned'], 'seconds': time.time() - t})
+          'round': r, 'members': devices.asked,
+          'answered': sorted(diagnostics), 'pruned': pruned,
+          'seconds': seconds})
       self._commit(rounds_done=state.round, signatures={
           str(k): np.asarray(v).tolist() for k, v in state.signatures.items()
       }, layouts={str(k): np.asarray(v).tolist()
                   for k, v in state.layouts.items()})
-      self.log(f'round {r + 1}/{hp.rounds}: {len(out["answered"])}/'
+      self.log(f'round {r + 1}/{hp.rounds}: {len(diagnostics)}/'
                f'{len(devices.asked)} devices trained, '
-               f'{len(out["pruned"])} pruned ({time.time() - t:.1f}s)')
+               f'{len(pruned)} pruned ({seconds:.1f}s)')
+      started[0] = time.time()
+
+    algorithm_lib.run(acme.algorithm(hp), devices, self.ledger, state=state,
+                      on_round=commit)
 
   def _metrics(self):
     got = {int(k): np.asarray(v, np.float32)
