@@ -176,9 +176,8 @@ def write_report(world: world_lib.World, customized: dict, log=print):
   results = report.write_results(wd, results, world.config)
   workdir_lib.atomic_save_figure(wd / 'pareto.png', figures.pareto_figure(
       world.selection, devices))
-  log('\n' + report.grid_table(results['cloud']['grid']))
-  log('\n' + report.devices_table(devices))
-  log('\n' + report.ledger_table(ledger_summary))
-  log(f'\nresults: {wd / "results.json"}, report: {wd / "report.md"}, '
-      f'plots: {wd / "pareto.png"}')
+  # The full tables are in report.md; the terminal gets the summary.
+  log('\n' + report.summary(results, [
+      ('report', wd / 'report.md'), ('results', wd / 'results.json'),
+      ('plots', wd / 'pareto.png')]))
   return results
