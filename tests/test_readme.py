@@ -1,7 +1,10 @@
-"""The README's measured tables are what docs/readme_results.json renders,
-and a claim's verdict follows its paired confidence interval."""
+"""The README's and docs/' measured tables are what their snapshots in
+docs/ render, a claim's verdict follows its paired confidence interval, the
+README stays short, and every relative link of README.md and docs/*.md
+names a file of the repository."""
 import json
 import pathlib
+import re
 
 import pytest
 
@@ -13,10 +16,25 @@ from acme_jax.tools import readme_tables
 def test_readme_block_is_generated_from_the_committed_results(name):
   block = readme_tables.BLOCKS[name]
   results = json.loads(block.snapshot.read_text())
-  text = readme_tables.current_block(readme_tables.README.read_text(), block)
+  text = readme_tables.current_block(block.file.read_text(), block)
   assert text == block.render(results).strip(), (
-      f'README drifted from {block.snapshot.name}: run python -m '
-      f'acme_jax.tools.readme_tables --block={name} --results=<results.json>')
+      f'{block.file.name} drifted from {block.snapshot.name}: run python -m '
+      f'acme_jax.tools.readme_tables --block={readme_tables.publisher(block)}'
+      ' --results=<results.json>')
+
+
+def test_every_block_lives_in_its_own_file_once():
+  """Each block's markers appear exactly once, in its file and no other
+  tracked markdown file, so --check and publishing see one copy."""
+  pages = [readme_tables.README, *sorted(
+      (readme_tables.ROOT / 'docs').glob('*.md'))]
+  for block in readme_tables.BLOCKS.values():
+    for page in pages:
+      count = page.read_text().count(block.begin)
+      assert count == (page == block.file), (block.name, page.name, count)
+  assert readme_tables.BLOCKS['summary'].file == readme_tables.README
+  assert (readme_tables.BLOCKS['summary'].snapshot ==
+          readme_tables.BLOCKS['paper'].snapshot)
 
 
 def test_splice_replaces_only_the_block():
@@ -77,20 +95,21 @@ def test_the_readme_device_table_and_ledger_are_what_the_code_produces(
                  cwd=readme_tables.ROOT, check=True, capture_output=True,
                  timeout=3600)
   ran = json.loads((tmp_path / 'results.json').read_text())
-  block = readme_tables.current_block(readme_tables.README.read_text())
+  paper = readme_tables.BLOCKS['paper']
+  block = readme_tables.current_block(paper.file.read_text(), paper)
   assert report.devices_table(ran['devices']) in block
   assert report.ledger_table(ran['ledger']) in block
 
 
 def test_the_readme_batched_choices_flops_are_what_the_code_compiles():
-  """The FLOPs column of the README's per-device-architecture table
+  """The FLOPs column of the per-device-architecture table in docs/scale.md
   (`benchmarks.batched_choices` at its defaults) is XLA's count for the
   current code; the times beside it are this machine's and not checked."""
   import jax
   from benchmarks import batched_choices
   if jax.default_backend() != 'cpu':
     pytest.skip('the README counts the CPU backend\'s programs')
-  readme = (pathlib.Path(__file__).parent.parent / 'README.md').read_text()
+  readme = (readme_tables.ROOT / 'docs' / 'scale.md').read_text()
   programs = batched_choices.programs()
   for name, program in programs.items():
     row = [line for line in readme.splitlines()
@@ -99,3 +118,115 @@ def test_the_readme_batched_choices_flops_are_what_the_code_compiles():
     published = float(row[0].split('|')[2].split()[0].replace(',', ''))
     assert published == round(
         batched_choices.flops_per_device(*program) / 1e6, 1), name
+
+
+def test_publishing_the_paper_block_writes_the_summary_too(tmp_path,
+                                                           monkeypatch):
+  """`paper` and `summary` render one snapshot: publishing it rewrites both
+  blocks, each in its own file, and nothing else."""
+  import shutil
+  import types
+  root = tmp_path / 'repo'
+  (root / 'docs').mkdir(parents=True)
+  shutil.copy(readme_tables.README, root / 'README.md')
+  for name in ('results.md', 'text.md', 'networked.md',
+               'readme_results.json'):
+    shutil.copy(readme_tables.ROOT / 'docs' / name, root / 'docs' / name)
+  blocks = {}
+  for name, block in readme_tables.BLOCKS.items():
+    moved = types.SimpleNamespace(**vars(block))
+    moved.file = root / block.file.relative_to(readme_tables.ROOT)
+    moved.snapshot = root / block.snapshot.relative_to(readme_tables.ROOT)
+    moved.render = block.render
+    blocks[name] = moved
+  monkeypatch.setattr(readme_tables, 'BLOCKS', blocks)
+  monkeypatch.setattr(readme_tables, 'ROOT', root)
+  results = json.loads(blocks['paper'].snapshot.read_text())
+  results['ledger']['ratio'] = 0.5  # a new run's numbers
+  (tmp_path / 'new.json').write_text(json.dumps(results))
+  untouched = {p: p.read_text() for p in (root / 'docs').glob('*.md')
+               if p.name != 'results.md'}
+  from absl import flags
+  flags.FLAGS(['readme_tables', f'--results={tmp_path / "new.json"}',
+               '--block=paper'])
+  try:
+    readme_tables.main([])
+  finally:
+    flags.FLAGS.unparse_flags()
+  for name in ('paper', 'summary'):
+    block = blocks[name]
+    assert readme_tables.current_block(
+        block.file.read_text(), block) == block.render(results).strip()
+  assert 'ACME / centralized = 0.5000' in (root / 'README.md').read_text()
+  assert json.loads(blocks['paper'].snapshot.read_text()) == results
+  assert {p: p.read_text() for p in untouched} == untouched
+
+
+def test_the_readme_is_at_most_250_lines():
+  """The README is an entry point; everything else is one link away in
+  docs/."""
+  lines = readme_tables.README.read_text().splitlines()
+  assert len(lines) <= 250, len(lines)
+
+
+_LINK = re.compile(r'\[[^\]]*\]\(([^)\s]+)\)')
+
+
+def _anchors(markdown: str) -> set:
+  """GitHub's heading anchors of a markdown text (headings in fenced code
+  blocks are not headings)."""
+  anchors, seen, fenced = set(), {}, False
+  for line in markdown.splitlines():
+    if line.startswith('```'):
+      fenced = not fenced
+      continue
+    heading = re.match(r'#{1,6} (.*)', line)
+    if fenced or not heading:
+      continue
+    slug = re.sub(r'[^\w\- ]', '', heading.group(1).strip().lower())
+    slug = slug.replace(' ', '-')
+    count = seen.get(slug, 0)
+    seen[slug] = count + 1
+    anchors.add(slug if count == 0 else f'{slug}-{count}')
+  return anchors
+
+
+def _links(markdown: str) -> list:
+  """Every markdown link target outside fenced code blocks and code
+  spans."""
+  targets, fenced = [], False
+  for line in markdown.splitlines():
+    if line.startswith('```'):
+      fenced = not fenced
+      continue
+    if not fenced:
+      targets += _LINK.findall(re.sub(r'`[^`]*`', '', line))
+  return targets
+
+
+def test_every_relative_link_names_a_file_of_the_repository():
+  """Links of README.md and docs/*.md: a relative path exists inside the
+  repository, and an anchor names a heading of the page it points to."""
+  root = readme_tables.ROOT.resolve()
+  pages = [readme_tables.README, *sorted((root / 'docs').glob('*.md'))]
+  checked = 0
+  for page in pages:
+    for target in _links(page.read_text()):
+      if re.match(r'[a-z]+:', target):  # http(s), mailto: not ours
+        continue
+      path, _, anchor = target.partition('#')
+      file = (page.parent / path).resolve() if path else page.resolve()
+      assert file.is_relative_to(root), (page.name, target)
+      assert file.exists(), (page.name, target)
+      if anchor and file.suffix == '.md':
+        assert anchor in _anchors(file.read_text()), (page.name, target)
+      checked += 1
+  assert checked >= 10  # the README's links to docs/ at least
+
+
+def test_the_link_check_sees_what_it_should():
+  text = ('# A title\n## The engine: loop vs vmap\n```\n# not a heading\n'
+          '[x](in_code.md)\n```\n[a](docs/a.md#b) `[c](d.md)` '
+          '[e](https://x.org/f)\n')
+  assert _links(text) == ['docs/a.md#b', 'https://x.org/f']
+  assert _anchors(text) == {'a-title', 'the-engine-loop-vs-vmap'}
