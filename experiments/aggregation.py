@@ -19,26 +19,31 @@ repeats, and each mode's paired difference to wo_pruning with its CI (a
 gain "holds" where the CI excludes 0). Reuses the workdir's cloud stages and
 adds `aggregation` to results.json.
 """
+import functools
+
 import jax
 import numpy as np
 
 from acme_jax import choices
-from acme_jax import config as config_lib
 from acme_jax import pipeline
 from acme_jax import figures
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import streams
 from acme_jax import world as world_lib
-from acme_jax import workdir as workdir_lib
 from acme_jax.data import stage as data_stage
 from acme_jax.device import stage as device_stage
 from acme_jax.device import state as state_lib
 from acme_jax.edge import stage as edge_stage
 from acme_jax.federated import acme
 from acme_jax.parallel import engine
+from experiments import table
 
 SECTIONS = world_lib.DEVICE_SECTIONS
+EXPERIMENT = table.Experiment('aggregation', SECTIONS,
+                              repeats_in='aggregation',
+                              markdown=report.aggregation_table,
+                              figure=figures.aggregation_figure)
 
 
 def columns(config) -> list:
@@ -82,7 +87,7 @@ def shared_headers(world: world_lib.World, hp, delivery, key):
   return pipeline.with_signatures(world, headers, delivery.splits)
 
 
-def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
+def one_repeat(world: world_lib.World, repeat: int, log):
   """Mean device test accuracy of every column on every setup, one repeat.
   Each setup is its own cached cell (`repeat_<r>/<setup>.json`): on text a
   setup takes half an hour, and an interrupted run resumes at the last one."""
@@ -90,12 +95,12 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
   aggregation = config.aggregation
   device_hp = device_stage.DeviceHparams.from_config(config,
                                                      world.num_classes)
-  key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), streams.AGGREGATION_EXPERIMENT), repeat)
+  key = table.repeat_key(config, streams.AGGREGATION_EXPERIMENT, repeat)
   # A setup's cell records its engine strategy: the table pairs setups'
-  # columns across repeats, and strategies agree only statistically (README).
-  cell_fingerprint = dict(fingerprint, engine_strategy=engine.resolved_strategy(
-      device_hp.strategy, world.topology.num_devices))
+  # columns across repeats, and strategies agree only statistically (docs/reproducibility.md).
+  cell_fingerprint = dict(
+      EXPERIMENT.fingerprint(config), engine_strategy=engine.resolved_strategy(
+          device_hp.strategy, world.topology.num_devices))
   out = {}
   for s, setup in enumerate(aggregation.setups):
     out[setup] = world.wd.cached_stage(
@@ -114,7 +119,8 @@ def _one_setup(world: world_lib.World, device_hp, setup: str, repeat: int,
   config = world.config
   quiet = lambda *_: None  # noqa: E731
   splits = data_stage.device_splits(
-      setup_partition(config, setup, seed=config.seed + repeat),
+      setup_partition(config, setup,
+                      seed=table.repeat_seed(config, repeat)),
       world.device_data, world.num_classes)
   if config.aggregation.test_on == 'class_matched':
     splits = data_stage.class_matched_test(splits, world.dataset.test)
@@ -160,25 +166,10 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print, shard=None):
-  world = world_lib.build(config, workdir, log, partitions=[
-      (setup_partition(config, setup), 'aggregation.setups')
-      for setup in config.aggregation.setups])  # every setup, up front
-  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = world.wd.cached_repeats(
-      'aggregation', fingerprint, config.aggregation.repeats,
-      lambda r: one_repeat(world, r, log, fingerprint), shard)
-  if repeats is None:
-    return None
-  aggregation = summarize(config, repeats)
-  wd = world.wd
-  workdir_lib.atomic_write_json(wd / 'aggregation.json', aggregation)
-  workdir_lib.atomic_save_figure(wd / 'aggregation.png',
-                                 figures.aggregation_figure(aggregation))
-  report.write_results(wd, {'aggregation': aggregation}, config)
-  log('\n' + report.aggregation_table(aggregation))
-  log(f'\naggregation: {wd / "aggregation.json"}, plot: '
-      f'{wd / "aggregation.png"}')
-  return aggregation
+  every_setup = [(setup_partition(config, setup), 'aggregation.setups')
+                 for setup in config.aggregation.setups]  # checked up front
+  return EXPERIMENT.run(config, workdir, log, shard, one_repeat,
+                        functools.partial(summarize, config), every_setup)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@
 Float32 sums in another order (a vmapped or scanned program) differ in the
 last bits; the device stage's discrete choices (sampled architectures,
 argmax predictions, pruning ranks) can amplify that. In float64 the two
-strategies give identical device results on the default (see the README),
+strategies give identical device results on the default (docs/reproducibility.md),
 so the float32 differences are reassociation, not different computation.
 This experiment shows how large they are: for each of `baselines.repeats`
 repeats (each redraws the device data, keys and initial weights) the whole
@@ -22,31 +22,29 @@ import copy
 import jax
 import numpy as np
 
-from acme_jax import config as config_lib
 from acme_jax import pipeline
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import streams
 from acme_jax import world as world_lib
-from acme_jax import workdir as workdir_lib
-from acme_jax.data import stage as data_stage
 from acme_jax.device import stage as device_stage
 from acme_jax.device import state as state_lib
 from acme_jax.edge import stage as edge_stage
 from acme_jax.federated import acme
+from experiments import table
 
 SECTIONS = world_lib.DEVICE_SECTIONS + ('baselines',)
 STRATEGIES = ('loop', 'vmap')
+EXPERIMENT = table.Experiment('engine_equivalence', SECTIONS,
+                              repeats_in='baselines',
+                              markdown=report.engine_table)
 
 
 def one_repeat(world: world_lib.World, repeat: int, log):
   quiet = lambda *_: None  # noqa: E731
-  splits = data_stage.device_splits(
-      data_stage.PartitionHparams.from_config(world.config,
-                                              seed=world.config.seed + repeat),
-      world.device_data, world.num_classes)
-  key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(world.config.seed), streams.ENGINE_EXPERIMENT), repeat)
+  # The same data and keys for both strategies; each its own hyper-parameters.
+  splits = table.repeat_splits(world, repeat)
+  key = table.repeat_key(world.config, streams.ENGINE_EXPERIMENT, repeat)
   out = {}
   for strategy in STRATEGIES:
     config = copy.deepcopy(world.config)
@@ -84,18 +82,7 @@ def summarize(repeats) -> dict:
 
 
 def run(config, workdir, log=print, shard=None):
-  world = world_lib.build(config, workdir, log)
-  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = world.wd.cached_repeats(
-      'engine_equivalence', fingerprint, config.baselines.repeats,
-      lambda r: one_repeat(world, r, log), shard)
-  if repeats is None:
-    return None
-  result = summarize(repeats)
-  workdir_lib.atomic_write_json(world.wd / 'engine_equivalence.json', result)
-  report.write_results(world.wd, {'engine_equivalence': result}, config)
-  log('\n' + report.engine_table(result))
-  return result
+  return EXPERIMENT.run(config, workdir, log, shard, one_repeat, summarize)
 
 
 if __name__ == '__main__':

@@ -23,49 +23,34 @@ mean ± 95% CI over `baselines.repeats` and paired differences to
 nas_shared.
 """
 import dataclasses
+import functools
 
-import jax
 import numpy as np
 
-from acme_jax import config as config_lib
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import streams
 from acme_jax import world as world_lib
-from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import stage as cloud_stage
-from acme_jax.data import stage as data_stage
 from acme_jax.device import header as header_lib
 from acme_jax.device import stage as device_stage
-from acme_jax.models import subnet as subnet_lib
+from experiments import table
 
 SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
+EXPERIMENT = table.Experiment('header_ablation', SECTIONS,
+                              repeats_in='baselines',
+                              markdown=report.ablation_table)
 COLUMNS = ('nas_shared', 'nas_scratch', 'nas_shared_longer', 'random',
            'smallest', 'fixed_best')
 
 
 def one_repeat(world: world_lib.World, repeat: int, log):
-  config, topology = world.config, world.topology
-  hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
-  seed = config.seed + repeat
-  model, supernet = world.cloud.model, world.cloud.supernet
-  splits = data_stage.device_splits(
-      data_stage.PartitionHparams.from_config(config, seed=seed),
-      world.device_data, world.num_classes)
-  key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), streams.HEADERS_EXPERIMENT), repeat)
-  limit = config.system.header_allowance
-  spec = hp.nas.spec
+  """Every column at each of `baselines.ablation_depths`, one repeat."""
+  inputs = table.repeat_inputs(world, repeat, streams.HEADERS_EXPERIMENT)
+  hp = inputs.hp
   rows = []
-  for depth in config.baselines.ablation_depths:
-    sub = subnet_lib.for_model(model, 1.0, depth)
-    locals_ = device_stage.local_features(
-        hp, model, supernet, [sub] * topology.num_devices,
-        [splits[d.id] for d in topology.devices])
-    targets = device_stage.targets(hp, [
-        {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,
-         'depth_mult': depth, 'budget': limit, 'params': 0}
-        for d in topology.devices], key)
+  for depth in world.config.baselines.ablation_depths:
+    locals_, targets = table.full_width_cut(world, inputs, depth)
 
     def headers(variant, archs=None):
       found = device_stage.search_headers(variant, locals_, targets,
@@ -81,8 +66,8 @@ def one_repeat(world: world_lib.World, repeat: int, log):
         hp, final_weights='shared', finetune_epochs=4 * hp.finetune_epochs))
     row['random'] = headers(hp, device_stage.random_archs(hp, targets))
     row['smallest'] = headers(
-        hp, [header_lib.smallest_arch(spec.num_nodes)] * len(targets))
-    fixed = device_stage.fixed_heads(hp, locals_, seed)
+        hp, [header_lib.smallest_arch(hp.nas.spec.num_nodes)] * len(targets))
+    fixed = device_stage.fixed_heads(hp, locals_, inputs.seed)
     # Per device, the fixed head best on validation (as `compare`).
     row['fixed_best'] = float(np.mean([
         max(fixed.values(), key=lambda v: v['val_accuracy'][d])[
@@ -107,18 +92,8 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print, shard=None):
-  world = world_lib.build(config, workdir, log)
-  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = world.wd.cached_repeats(
-      'header_ablation', fingerprint, config.baselines.repeats,
-      lambda r: one_repeat(world, r, log), shard)
-  if repeats is None:
-    return None
-  ablation = summarize(config, repeats)
-  workdir_lib.atomic_write_json(world.wd / 'header_ablation.json', ablation)
-  report.write_results(world.wd, {'header_ablation': ablation}, config)
-  log('\n' + report.ablation_table(ablation))
-  return ablation
+  return EXPERIMENT.run(config, workdir, log, shard, one_repeat,
+                        functools.partial(summarize, config))
 
 
 if __name__ == '__main__':

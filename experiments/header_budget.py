@@ -29,24 +29,23 @@ best fixed head and searched - random with 95% CIs over
 import dataclasses
 import functools
 
-import jax
 import numpy as np
 
-from acme_jax import config as config_lib
 from acme_jax import report
 from acme_jax import resume
 from acme_jax import stats
 from acme_jax import streams
 from acme_jax import world as world_lib
-from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import stage as cloud_stage
-from acme_jax.data import stage as data_stage
 from acme_jax.device import compare
 from acme_jax.device import stage as device_stage
-from acme_jax.models import subnet as subnet_lib
 from acme_jax.parallel import engine
+from experiments import table
 
 SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
+EXPERIMENT = table.Experiment('header_budget', SECTIONS,
+                              repeats_in='baselines',
+                              markdown=report.budget_table)
 # The prototype's search (`train_search.py`, `run_hyperparams.sh`).
 PROTOTYPE_EPOCHS = 130
 PROTOTYPE_CONTROLLER_STEPS = 300
@@ -79,7 +78,7 @@ def _cut(splits, n: int, seed: int):
   return out
 
 
-def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
+def one_repeat(world: world_lib.World, repeat: int, log):
   """One repeat's rows. Each size's comparison (which holds the default
   budget's search) and each other budget's search is its own cached cell
   (`repeat_<r>/n<size>_<name>.json`): on text one repeat takes hours, and an
@@ -87,36 +86,25 @@ def one_repeat(world: world_lib.World, repeat: int, log, fingerprint):
   state every `resume.every_steps` child steps and resumes from there (on
   text the prototype's budget on 1,250 samples runs for hours)."""
   config, topology = world.config, world.topology
-  hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
-  seed = config.seed + repeat
-  model, supernet = world.cloud.model, world.cloud.supernet
+  inputs = table.repeat_inputs(world, repeat, streams.BUDGET_EXPERIMENT)
+  hp, seed = inputs.hp, inputs.seed
   depth = config.baselines.depth_fractions[0]
-  sub = subnet_lib.for_model(model, 1.0, depth)
-  splits = data_stage.device_splits(
-      data_stage.PartitionHparams.from_config(config, seed=seed),
-      world.device_data, world.num_classes)
-  key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), streams.BUDGET_EXPERIMENT), repeat)
   # A cell records its engine strategy: a row pairs cells, and strategies
-  # agree only statistically (README), so a resume under another strategy
+  # agree only statistically (docs/reproducibility.md), so a resume under another strategy
   # recomputes them.
-  cell_fingerprint = dict(fingerprint, engine_strategy=engine.resolved_strategy(
-      hp.strategy, topology.num_devices))
+  cell_fingerprint = dict(
+      EXPERIMENT.fingerprint(config), engine_strategy=engine.resolved_strategy(
+          hp.strategy, topology.num_devices))
   rows = []
   for n in config.baselines.train_sizes:
-    cut = _cut(splits, n, seed)
+    cut = _cut(inputs.splits, n, seed)
 
     @functools.cache
     def locals_(cut=cut):
       # Features only when a cell of this size has to be computed.
-      return device_stage.local_features(
-          hp, model, supernet, [sub] * topology.num_devices,
-          [cut[d.id] for d in topology.devices])
+      return table.full_width_features(world, hp, depth, cut)
 
-    targets = device_stage.targets(hp, [
-        {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,
-         'depth_mult': depth, 'budget': config.system.header_allowance,
-         'params': 0} for d in topology.devices], key)
+    targets = table.full_width_targets(world, hp, depth, inputs.key)
 
     def cell(name, compute, n=n):
       return world.wd.cached_stage(
@@ -199,18 +187,8 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print, shard=None):
-  world = world_lib.build(config, workdir, log)
-  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = world.wd.cached_repeats(
-      'header_budget', fingerprint, config.baselines.repeats,
-      lambda r: one_repeat(world, r, log, fingerprint), shard)
-  if repeats is None:
-    return None
-  result = summarize(config, repeats)
-  workdir_lib.atomic_write_json(world.wd / 'header_budget.json', result)
-  report.write_results(world.wd, {'header_budget': result}, config)
-  log('\n' + report.budget_table(result))
-  return result
+  return EXPERIMENT.run(config, workdir, log, shard, one_repeat,
+                        functools.partial(summarize, config))
 
 
 if __name__ == '__main__':

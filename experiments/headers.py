@@ -19,50 +19,35 @@ difference "holds" where the CI excludes 0. Reuses the workdir's cloud
 stages (trains them first if absent) and adds `headers` to results.json,
 with `final_train_steps` (each arm's per-device steps, equal across arms).
 """
-import jax
+import functools
+
 import numpy as np
 
-from acme_jax import config as config_lib
 from acme_jax import figures
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import streams
 from acme_jax import world as world_lib
-from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import stage as cloud_stage
-from acme_jax.data import stage as data_stage
 from acme_jax.device import compare
-from acme_jax.device import stage as device_stage
-from acme_jax.models import subnet as subnet_lib
+from experiments import table
 
 SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
+EXPERIMENT = table.Experiment('headers', SECTIONS, repeats_in='baselines',
+                              markdown=report.headers_table,
+                              figure=figures.headers_figure)
 
 
 def one_repeat(world: world_lib.World, repeat: int, log):
   """Every arm at each depth, one repeat: per depth the mean device test
   accuracy of each arm and the per-device details (`compare.compare`)."""
-  config, topology = world.config, world.topology
-  hp = device_stage.DeviceHparams.from_config(config, world.num_classes)
-  seed = config.seed + repeat
-  model, supernet = world.cloud.model, world.cloud.supernet
-  splits = data_stage.device_splits(
-      data_stage.PartitionHparams.from_config(config, seed=seed),
-      world.device_data, world.num_classes)
-  key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), streams.HEADERS_EXPERIMENT), repeat)
+  inputs = table.repeat_inputs(world, repeat, streams.HEADERS_EXPERIMENT)
   rows = []
-  for depth in config.baselines.depth_fractions:
-    sub = subnet_lib.for_model(model, 1.0, depth)
-    locals_ = device_stage.local_features(
-        hp, model, supernet, [sub] * topology.num_devices,
-        [splits[d.id] for d in topology.devices])
+  for depth in world.config.baselines.depth_fractions:
     # The same per-device keys and initial weights at every depth: only
     # the backbone changes.
-    targets = device_stage.targets(hp, [
-        {'device': d.id, 'edge': d.edge_id, 'width_mult': 1.0,
-         'depth_mult': depth, 'budget': config.system.header_allowance,
-         'params': 0} for d in topology.devices], key)
-    out = compare.compare(hp, locals_, targets, seed)
+    locals_, targets = table.full_width_cut(world, inputs, depth)
+    out = compare.compare(inputs.hp, locals_, targets, inputs.seed)
     rows.append({'depth_fraction': depth, **out['mean_test_accuracy'],
                  'details': out})
     log(f'[headers] repeat {repeat} depth {depth:g}: ' + ', '.join(
@@ -96,22 +81,8 @@ def summarize(config, repeats) -> dict:
 
 
 def run(config, workdir, log=print, shard=None):
-  world = world_lib.build(config, workdir, log)
-  fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
-  repeats = world.wd.cached_repeats(
-      'headers', fingerprint, config.baselines.repeats,
-      lambda r: one_repeat(world, r, log), shard)
-  if repeats is None:
-    return None
-  headers = summarize(config, repeats)
-  wd = world.wd
-  workdir_lib.atomic_write_json(wd / 'headers.json', headers)
-  workdir_lib.atomic_save_figure(wd / 'headers.png',
-                                 figures.headers_figure(headers))
-  report.write_results(wd, {'headers': headers}, config)
-  log('\n' + report.headers_table(headers))
-  log(f'\nheaders: {wd / "headers.json"}, plot: {wd / "headers.png"}')
-  return headers
+  return EXPERIMENT.run(config, workdir, log, shard, one_repeat,
+                        functools.partial(summarize, config))
 
 
 if __name__ == '__main__':

@@ -4,10 +4,12 @@
   python -m experiments.main --config=configs/default.py --workdir=runs/s3 \
       --config.seed=3 --config.cloud.width_mults=0.5,1.0
 
-Rerunning with the same --workdir resumes: finished stages are loaded. The
-paper's comparison tables are `experiments.headers` and
-`experiments.aggregation`, run on the same workdir (`make run` runs all
-three).
+Rerunning with the same --workdir resumes: finished stages are loaded. It
+ends by printing a short summary (each device's backbone, header and
+accuracy, the ledger's ratios, where report.md and the plot are); `make run`
+is this job on the default. The paper's comparison tables are experiments
+of their own (`experiments.headers`, `experiments.aggregation`, ...), run on
+the same workdir; `make tables` runs them all.
 """
 from acme_jax import cli
 from acme_jax import pipeline
