@@ -23,7 +23,7 @@ partition (C4).
 `:fast` keeps the data and the rounds and trims what the tables repeat
 (the full-depth backbone in the header table, 2 setups in the aggregation
 table, the 'default' and 'prototype' budgets) towards an hour of a 2-core
-CPU per table; the README says which ran and how long it took.
+CPU per table; docs/text.md says which ran and how long it took.
 """
 from configs import common
 from configs import minilm_wordnet

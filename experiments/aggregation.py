@@ -97,7 +97,8 @@ def one_repeat(world: world_lib.World, repeat: int, log):
                                                      world.num_classes)
   key = table.repeat_key(config, streams.AGGREGATION_EXPERIMENT, repeat)
   # A setup's cell records its engine strategy: the table pairs setups'
-  # columns across repeats, and strategies agree only statistically (docs/reproducibility.md).
+  # columns across repeats, and strategies agree only statistically
+  # (docs/reproducibility.md).
   cell_fingerprint = dict(
       EXPERIMENT.fingerprint(config), engine_strategy=engine.resolved_strategy(
           device_hp.strategy, world.topology.num_devices))

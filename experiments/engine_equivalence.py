@@ -5,8 +5,8 @@
 Float32 sums in another order (a vmapped or scanned program) differ in the
 last bits; the device stage's discrete choices (sampled architectures,
 argmax predictions, pruning ranks) can amplify that. In float64 the two
-strategies give identical device results on the default (docs/reproducibility.md),
-so the float32 differences are reassociation, not different computation.
+strategies give identical device results on the default
+(docs/reproducibility.md), so the float32 differences are reassociation, not different computation.
 This experiment shows how large they are: for each of `baselines.repeats`
 repeats (each redraws the device data, keys and initial weights) the whole
 device stage (edge choice, features, header search and training, rounds,

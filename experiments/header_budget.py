@@ -90,8 +90,8 @@ def one_repeat(world: world_lib.World, repeat: int, log):
   hp, seed = inputs.hp, inputs.seed
   depth = config.baselines.depth_fractions[0]
   # A cell records its engine strategy: a row pairs cells, and strategies
-  # agree only statistically (docs/reproducibility.md), so a resume under another strategy
-  # recomputes them.
+  # agree only statistically (docs/reproducibility.md), so a resume under
+  # another strategy recomputes them.
   cell_fingerprint = dict(
       EXPERIMENT.fingerprint(config), engine_strategy=engine.resolved_strategy(
           hp.strategy, topology.num_devices))

@@ -3,7 +3,7 @@
 Each tier process runs in its own session (process group), so stopping it
 stops everything it spawned (a SuperLink's ServerApp, a SuperNode's
 ClientApps). Every command line of a tier is built here, so the launcher
-and a hand start on another machine (README) use the same flags.
+and a hand start on another machine (docs/networked.md) use the same flags.
 """
 import os
 import pathlib
