@@ -1,6 +1,7 @@
 """What every command-line entry point shares: absl flags with config
 overrides parsed inside the error boundary, a persistent XLA compilation
 cache, and `errors.boundary` around the work."""
+import functools
 import os
 import pathlib
 import re
@@ -79,8 +80,76 @@ def config_value(config_flag, argv):
   return config
 
 
+# What --help lists first, where the entry point has them.
+HELP_FIRST = ('config', 'workdir')
+
+
+def help_flags() -> list:
+  """The entry point's flags in --help's order: --config and --workdir
+  (where it has them), then its own in the order it defines them. absl
+  would sort them by name."""
+  from absl import flags
+  listed = []
+  for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0]):
+    if flag not in listed and flags.FLAGS[flag.name] is flag:
+      listed.append(flag)
+  first = {name: i for i, name in enumerate(HELP_FIRST)}
+  return sorted(listed, key=lambda f: first.get(f.name, len(first)))
+
+
+def _flag_help(flag, indent: str = '  ') -> str:
+  """One flag as absl's --help writes it."""
+  from absl import flags
+  name = f'--[no]{flag.name}' if flag.boolean else f'--{flag.name}'
+  short = f'-{flag.short_name},' if flag.short_name else ''
+  text = flags.text_wrap(f'{short}{name}: {flag.help or ""}',
+                         indent=indent + '  ', firstline_indent=indent)
+  for extra in ((f'(default: {flag.default_as_str})'
+                 if flag.default_as_str else None),
+                (f'({flag.parser.syntactic_help})'
+                 if flag.parser.syntactic_help else None)):
+    if extra:
+      text += '\n' + flags.text_wrap(extra, indent=indent + '  ')
+  return text
+
+
+def help_text() -> str:
+  """absl's --help (the main module's docstring and flags) with the flags
+  in `help_flags`' order."""
+  doc = sys.modules['__main__'].__doc__
+  if not doc:
+    doc = f'\nUSAGE: {sys.argv[0]} [flags]\n'
+  else:  # as absl: '%s' is the program, '%%' a percent sign
+    try:
+      doc %= (sys.argv[0],) * (doc.count('%') - 2 * doc.count('%%'))
+    except (OverflowError, TypeError, ValueError):
+      pass
+  listed = help_flags()
+  if listed:
+    doc += f'\nflags:\n\n{sys.argv[0]}:\n' + '\n'.join(
+        _flag_help(f) for f in listed)
+  return doc + '\n\nTry --helpfull to get a list of all flags.'
+
+
+def _ordered_help():
+  """--help and --helpshort print `help_text` (absl's own sort flags by
+  name); --helpfull stays absl's."""
+  from absl import flags
+
+  def parse(flag, arg):
+    if flag._parse(arg):  # pylint: disable=protected-access
+      print(help_text())
+      sys.exit(1)  # as absl's --help
+
+  for name in ('help', 'helpshort'):
+    if name in flags.FLAGS:
+      flag = flags.FLAGS[name]
+      flag.parse = functools.partial(parse, flag)
+
+
 def _parse_flags(argv):
   from absl import flags
+  _ordered_help()
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -151,7 +220,8 @@ def main(run: Callable, shards: bool = False):
         'shard', lambda v: v is None or parse_shard(v) is not None,
         'give K/N with whole numbers 0 <= K < N, e.g. --shard=0/2')
     own.append('shard')
-  # absl's --help lists the main module's flags: these are every job's.
+  # --help lists the main module's flags (`help_flags`): these are every
+  # job's.
   for name in own:
     flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS[name])
 
@@ -167,9 +237,9 @@ def main(run: Callable, shards: bool = False):
     if not validate_only.value and not (workdir_flag.value or '').strip():
       raise errors.UserError('--workdir is required and must not be empty, '
                              'e.g. --workdir=runs/default')
-    config_lib.validate(config)
     if validate_only.value:
-      print(config)
+      # The check every job makes first (`world.prepare`), and no job.
+      print(config_lib.validate(config))
       return
     enable_compilation_cache()
     shard = parse_shard(shard_flag.value) if shards else None

@@ -3,7 +3,9 @@
 A wrong value stops the run with one `ConfigError` naming the field, the value
 given and what is allowed, instead of a trace from deep inside JAX. Allowed
 values come from `choices`, sizes (the smallest subnet and header a budget
-must hold) from `sizes`: validation imports no tier of the loop.
+must hold) from `sizes`; of the tiers, validation reads only the data
+tier's class count and a checkpoint's config.json, inside the checks that
+need them.
 """
 import json
 
@@ -187,12 +189,11 @@ def _validate_checkpoint(config):
   if config.model.get('family', 'vit') == 'bert':
     _validate_text_checkpoint(config)
     return
-  from acme_jax import data as data_lib
   from acme_jax.models import hf_import
   try:
     problems = hf_import.mismatches(
         hf_import.read_config(path), config.model, config.data.image_size,
-        data_lib.channels(config.data))
+        sizes.channels(config.data))
   except ValueError as e:
     raise ConfigError('model.init_checkpoint', path, str(e)) from e
   if problems:
@@ -321,9 +322,11 @@ def _validate_federated(config):
 
 
 def _check_header_allowance(config):
+  from acme_jax import data as data_lib
   allowance = config.system.header_allowance
   cells = sizes.max_header_cells(config)
-  smallest = sizes.smallest_header(config, cells)
+  smallest = sizes.smallest_header(config, cells,
+                                   data_lib.num_classes(config.data))
   if allowance < smallest:
     raise ConfigError(
         'system.header_allowance', allowance,

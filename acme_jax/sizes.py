@@ -5,16 +5,37 @@ every trained grid subnet, the header's feature shape and the smallest
 header. Config validation, the plan tool and the loop all size things here,
 so an impossible budget is caught before any work and every tool counts the
 same way.
+
+A leaf below the tiers: it imports no tier (the data tier takes its image
+channels from here; the smallest header's count is the closed form of
+`device.header.param_count`, which tests/test_config.py ties to it).
 """
 import numpy as np
 
-from acme_jax import data as data_lib
-from acme_jax.device import header as header_lib
+from acme_jax import choices
 from acme_jax.selection import costs
+
+# Image channels per dataset, needed before loading (config validation, plan).
+_CHANNELS = {'digits': 1, 'cifar10': 3, 'cifar100': 3, 'cars196': 3}
 
 
 def is_bert(config) -> bool:
   return config.model.get('family', 'vit') == 'bert'
+
+
+def like(data_config) -> str:
+  """The dataset whose shapes `data_config` has (a synthetic source's
+  `like`)."""
+  if data_config.name == 'synthetic':
+    return data_config.synthetic.like
+  return data_config.name
+
+
+def channels(data_config) -> int:
+  if data_config.name in choices.TEXT_DATASETS:
+    raise ValueError(f'{data_config.name!r} is text: it has no image '
+                     f'channels (see model_input_bytes)')
+  return _CHANNELS[like(data_config)]
 
 
 def architecture(config, num_classes: int):
@@ -35,13 +56,8 @@ def architecture(config, num_classes: int):
                                           hidden_size=model.hidden_size,
                                           mlp_dim=model.mlp_dim,
                                           patch_size=model.patch_size,
-                                          channels=data_lib.channels(
-                                              config.data),
+                                          channels=channels(config.data),
                                           num_classes=num_classes)
-
-
-def num_classes(config) -> int:
-  return data_lib.num_classes(config.data)
 
 
 def devices_per_edge(config) -> list:
@@ -57,7 +73,9 @@ def num_devices(config) -> int:
 
 def grid(config) -> list:
   """Every trained (depth, width) subnet with its exact backbone size."""
-  arch = architecture(config, num_classes(config))
+  # A backbone has no classifier: the class count enters neither its
+  # parameters nor its FLOPs, so any count (1) sizes it.
+  arch = architecture(config, num_classes=1)
   tokens = feature_shape(config)[1:-1]
   seq_len = int(np.prod(tokens)) + 1  # + [CLS]
   return [{'depth_mult': d, 'width_mult': w,
@@ -86,13 +104,13 @@ def max_header_cells(config) -> int:
   return (config.header.num_layers or 3) + 2
 
 
-def smallest_header(config, cells: int) -> int:
-  """Parameters of the cheapest header (all pools) with `cells` cells."""
-  header = config.header
-  spec = header_lib.Spec(num_classes=num_classes(config),
-                         feature_dim=config.model.hidden_size,
-                         grid_rank=len(feature_shape(config)) - 2,
-                         num_channels=header.num_channels, num_nodes=header.num_nodes,
-                         max_layers=cells)
-  return int(header_lib.param_count(
-      spec, header_lib.smallest_arch(header.num_nodes), cells))
+def smallest_header(config, cells: int, num_classes: int) -> int:
+  """Parameters of the cheapest header (all pools) with `cells` cells and
+  every channel: `device.header.param_count` of `smallest_arch`, in closed
+  form. Pools hold no weights, so only the stem (1x1 conv D -> C and its
+  BatchNorm), each cell's final 1x1 conv over its one loose end (the last
+  node of the chain) with its BatchNorm, and the classifier remain."""
+  c, d = config.header.num_channels, config.model.hidden_size
+  stem = d * c + 2 * c
+  cell = c * c + 2 * c
+  return int(stem + cells * cell + c * num_classes + num_classes)

@@ -11,7 +11,6 @@ import time
 from typing import Sequence, Tuple
 
 import jax
-import numpy as np
 
 from acme_jax import config as config_lib
 from acme_jax import sizes
@@ -47,7 +46,14 @@ class World:
 
 def prepare(config, workdir) -> workdir_lib.Workdir:
   """Everything a run checks before any work: the config, multi-host
-  start-up, the device count the batches split over, the workdir."""
+  start-up, the device count the batches split over, the workdir.
+
+  The one place an in-process job's config is validated: every job
+  (`build`, `train_cloud`, an experiment's `run`, from the command line or
+  called directly) comes here before any work, and `cli.main` validates
+  only for `--validate_only`, which runs no job. (The networked launcher,
+  whose tiers come here in their own processes, and the plan tool, which
+  trains nothing, validate once at their start.)"""
   config_lib.validate(config)
   mesh.initialize(config.cloud.distributed)
   config_lib.check_devices(config, jax.device_count())
@@ -94,18 +100,9 @@ def train_cloud(config, workdir, log=print):
 
 
 def topology(config, grid_records) -> topology_lib.Topology:
-  """Edges, devices, budgets (params of backbone + header) and profiles.
-  Budgets not given are spread over [smallest, largest] trained subnet +
-  the header allowance."""
-  system = config.system
-  budgets = tuple(system.budgets)
-  if not budgets:
-    params = [r['params'] for r in grid_records]
-    low = min(params) + system.header_allowance
-    high = max(params) + system.header_allowance
-    budgets = (np.linspace(low, high, sizes.num_devices(config)).round()
-               .astype(int).tolist() if system.budget_draw == 'linspace'
-               else ('uniform', low, high))
-  return topology_lib.build_topology(
-      system.num_edges, sizes.devices_per_edge(config), budgets,
-      selection_stage.device_profile(config), seed=config.seed)
+  """Edges, devices, budgets (params of backbone + header) and profiles
+  (`TopologyHparams`). Budgets not given are spread over [smallest, largest]
+  trained subnet + the header allowance."""
+  return topology_lib.from_hparams(
+      topology_lib.TopologyHparams.from_config(config),
+      [r['params'] for r in grid_records])

@@ -115,3 +115,51 @@ def test_a_repeat_fingerprint_ignores_only_the_repeat_count():
     changed[section][field] = (3,) if field == 'train_sizes' else 99
     assert (config_lib.repeat_fingerprint(changed, sections) !=
             config_lib.repeat_fingerprint(base, sections)), field
+
+
+@pytest.mark.parametrize('overrides', [
+    {}, dict(header__num_layers=1), dict(header__num_channels=7),
+    dict(header__num_nodes=1), dict(header__num_nodes=4, model__hidden_size=48,
+                                    model__num_heads=4)])
+def test_smallest_header_is_the_headers_own_count(overrides):
+  """`sizes` counts the smallest header in closed form (it imports no
+  tier): the count `device.header.param_count` gives its smallest_arch."""
+  from acme_jax import sizes
+  from acme_jax.device import header as header_lib
+  config = _with(**overrides)
+  cells = sizes.max_header_cells(config)
+  for classes, rank in ((10, 2), (3, 1)):
+    spec = header_lib.Spec(num_classes=classes,
+                           feature_dim=config.model.hidden_size,
+                           grid_rank=rank,
+                           num_channels=config.header.num_channels,
+                           num_nodes=config.header.num_nodes, max_layers=cells)
+    assert sizes.smallest_header(config, cells, classes) == int(
+        header_lib.param_count(
+            spec, header_lib.smallest_arch(config.header.num_nodes), cells))
+
+
+def test_sizes_import_no_tier():
+  import ast
+  import pathlib
+  from acme_jax import sizes
+  tree = ast.parse(pathlib.Path(sizes.__file__).read_text())
+  imported = {f'{n.module}.{a.name}' if isinstance(n, ast.ImportFrom)
+              else a.name
+              for n in ast.walk(tree) if isinstance(n, (ast.Import,
+                                                        ast.ImportFrom))
+              for a in n.names}
+  assert 'acme_jax.selection.costs' in imported
+  tiers = ('data', 'device', 'edge', 'cloud', 'federated', 'networked',
+           'hierarchy')
+  assert not [m for m in imported
+              if m.split('.')[0] == 'acme_jax' and m.split('.')[1] in tiers]
+
+
+def test_a_job_called_directly_validates_before_any_work(tmp_path):
+  """Library users call world.build (an experiment's run) without the
+  command line: the bad config stops it before any work."""
+  from acme_jax import world
+  with pytest.raises(config_lib.ConfigError, match='config.seed'):
+    world.build(_with(seed=-1), tmp_path / 'w')
+  assert not (tmp_path / 'w').exists()

@@ -76,3 +76,45 @@ def test_unknown_edge_or_device_raises():
     topo.devices_of(3)
   with pytest.raises(ValueError, match='unknown device'):
     topo.device(2)
+
+
+def _system(**system):
+  from configs import default
+  config = default.get_config()
+  for field, value in system.items():
+    config.system[field] = value
+  return config
+
+
+def test_hparams_read_the_system_section():
+  config = _system(num_edges=2, devices_per_edge=(2, 3),
+                   header_allowance=1234, budget_draw='uniform')
+  config.system.profile.k = 3.0
+  hp = T.TopologyHparams.from_config(config)
+  assert hp == T.TopologyHparams(
+      num_edges=2, devices_per_edge=(2, 3), budgets=(),
+      budget_draw='uniform', header_allowance=1234,
+      profile=T.DeviceProfile(k=3.0), seed=config.seed)
+  assert hp.num_devices == 5
+  one_count = T.TopologyHparams.from_config(_system(num_edges=3,
+                                                    devices_per_edge=(2,)))
+  assert one_count.devices_per_edge == (2, 2, 2)
+  with pytest.raises(AttributeError):  # frozen
+    hp.seed = 1
+
+
+@pytest.mark.parametrize('draw', ['linspace', 'uniform'])
+def test_topology_from_hparams_draws_budgets_over_the_grid(draw):
+  """Budgets not given spread over [smallest, largest] backbone + the
+  header allowance: what build_topology draws from that spec."""
+  hp = T.TopologyHparams(num_edges=2, devices_per_edge=(2, 3),
+                         budget_draw=draw, header_allowance=100, seed=4)
+  params = [5000, 1000, 3000]
+  spec = ([1100, 2100, 3100, 4100, 5100] if draw == 'linspace'
+          else ('uniform', 1100, 5100))
+  assert hp.budget_spec(params) == spec
+  topo = T.from_hparams(hp, params)
+  assert topo == T.build_topology(2, [2, 3], spec, seed=4)
+  given = T.dataclasses.replace(hp, budgets=(9, 8, 7, 6, 5))
+  assert [d.budget for d in T.from_hparams(given, params).devices] == [
+      9, 8, 7, 6, 5]

@@ -5,6 +5,9 @@ import numpy as np
 
 from acme_jax import choices
 from acme_jax.data.base import Dataset, Split
+# Image channels and a synthetic source's look-alike are sizes known before
+# loading (config validation, plan): `sizes` holds them, below the tiers.
+from acme_jax.sizes import channels, like  # noqa: F401 (data_lib.channels)
 
 OFFLINE = choices.OFFLINE_DATASETS
 TFDS = choices.TFDS_IMAGE_DATASETS
@@ -163,24 +166,7 @@ def cloud_device_split(train: Split, cloud_fraction: float, seed: int):
   return train.take(cloud), train.take(devices)
 
 
-# Image channels per dataset, needed before loading (config validation, plan).
-_CHANNELS = {'digits': 1, 'cifar10': 3, 'cifar100': 3, 'cars196': 3}
 NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'cars196': 196}
-
-
-def like(data_config) -> str:
-  """The dataset whose shapes `data_config` has (a synthetic source's
-  `like`)."""
-  if data_config.name == 'synthetic':
-    return data_config.synthetic.like
-  return data_config.name
-
-
-def channels(data_config) -> int:
-  if is_text_source(data_config.name):
-    raise ValueError(f'{data_config.name!r} is text: it has no image '
-                     f'channels (see model_input_bytes)')
-  return _CHANNELS[like(data_config)]
 
 
 @functools.lru_cache(maxsize=8)

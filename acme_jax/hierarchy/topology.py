@@ -5,9 +5,11 @@ parameters, backbone + header) and a hardware profile for the latency/energy mod
 of docs/method.md 4.2. Ids are dense: edges 0..E-1, devices 0..D-1 numbered edge by edge.
 """
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
+from acme_jax import sizes
 from acme_jax.selection.costs import DeviceProfile  # noqa: F401 (re-exported)
 
 
@@ -117,3 +119,52 @@ def build_topology(num_edges: int, devices_per_edge, budgets,
   devices = tuple(Device(i, edge_ids[i], budget_list[i], profile_list[i])
                   for i in range(num_devices))
   return Topology(tuple(range(num_edges)), devices)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopologyHparams:
+  """The system's shape and its devices' budgets and profile (config.system):
+  everything the topology is built from, read from the config here alone."""
+  num_edges: int
+  devices_per_edge: tuple         # one count per edge
+  budgets: tuple = ()             # one per device; () draws them
+  budget_draw: str = 'linspace'   # drawn budgets: linspace, or uniform (seed)
+  header_allowance: int = 0       # parameters every budget keeps for the header
+  profile: DeviceProfile = DeviceProfile()
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, config) -> 'TopologyHparams':
+    system = config.system
+    return cls(num_edges=system.num_edges,
+               devices_per_edge=tuple(sizes.devices_per_edge(config)),
+               budgets=tuple(system.budgets), budget_draw=system.budget_draw,
+               header_allowance=system.header_allowance,
+               profile=DeviceProfile(**system.profile.to_dict()),
+               seed=config.seed)
+
+  @property
+  def num_devices(self) -> int:
+    return sum(self.devices_per_edge)
+
+  def budget_spec(self, backbone_params: Sequence[int]):
+    """The budgets given, else (`draw_budgets`' spec) spread over [smallest,
+    largest] trained backbone + the header allowance: evenly (linspace) or
+    drawn uniformly with the seed."""
+    if self.budgets:
+      return self.budgets
+    low = min(backbone_params) + self.header_allowance
+    high = max(backbone_params) + self.header_allowance
+    if self.budget_draw == 'linspace':
+      return (np.linspace(low, high, self.num_devices).round().astype(int)
+              .tolist())
+    return ('uniform', low, high)
+
+
+def from_hparams(hp: TopologyHparams,
+                 backbone_params: Sequence[int]) -> Topology:
+  """The topology of `hp`, its budgets drawn over the trained backbones'
+  sizes (`backbone_params`) where the config gives none."""
+  return build_topology(hp.num_edges, list(hp.devices_per_edge),
+                        hp.budget_spec(backbone_params), hp.profile,
+                        seed=hp.seed)

@@ -109,8 +109,12 @@ class Launcher:
     """Everything that can be wrong with the config, before any process."""
     from acme_jax import config as config_lib
     from acme_jax.data import stage as data_stage
+    from acme_jax.hierarchy import topology as topology_lib
+    # The networked job's one validation (its tiers, in their own
+    # processes, validate theirs in `world.prepare`).
     config_lib.validate(self.config)
-    for e in range(self.config.system.num_edges):
+    topo_hp = topology_lib.TopologyHparams.from_config(self.config)
+    for e in range(topo_hp.num_edges):
       processes.check_port_free(
           self.net.host, self.net.base_port + e,
           f'edge {e} listens on network.base_port + {e}: choose another '

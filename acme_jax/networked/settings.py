@@ -32,11 +32,11 @@ def validate(config):
   non_negative_int(config, 'network.max_restarts')
   non_negative_int(config, 'network.impostors')
   non_negative_int(config, 'network.max_in_flight')
-  from acme_jax import sizes
+  from acme_jax.hierarchy import topology as topology_lib
   from acme_jax.networked import launcher
-  counts = {'device': sizes.num_devices(config),
-            'worker': sizes.num_devices(config),
-            'edge': config.system.num_edges}
+  topo_hp = topology_lib.TopologyHparams.from_config(config)
+  counts = {'device': topo_hp.num_devices, 'worker': topo_hp.num_devices,
+            'edge': topo_hp.num_edges}
   for fault in config.network.faults:
     _, tier, ident, _, _ = launcher.parse_fault(fault)
     if ident >= counts[tier]:

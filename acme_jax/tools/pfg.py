@@ -53,6 +53,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
   parser = _Parser(prog='python -m acme_jax.tools.pfg',
                    description=__doc__.split('\n')[0])
+  # --config first, as every entry point's --help lists it.
+  parser.add_argument('--config', default=None,
+                      help='exact: ml_collections config file (get_config())')
   parser.add_argument('--measured', required=True,
                       help='CSV with depth_mult,width_mult,accuracy')
   parser.add_argument('--size_constraint', type=float, default=0.8,
@@ -65,8 +68,6 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--sigma', type=float, default=1e-6)
   parser.add_argument('--seed', type=int, default=0,
                       help='seed of the random baseline')
-  parser.add_argument('--config', default=None,
-                      help='exact: ml_collections config file (get_config())')
   parser.add_argument('--arch', default=None,
                       help='exact: JSON with ' + ', '.join(ARCH_FIELDS) +
                       ' and image_size or num_tokens')

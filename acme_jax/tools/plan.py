@@ -24,7 +24,6 @@ from acme_jax import config as config_lib
 from acme_jax import data as data_lib
 from acme_jax import report
 from acme_jax import sizes
-from acme_jax import world as world_lib
 from acme_jax.data import partition
 from acme_jax.data import stage as data_stage
 from acme_jax.device import header as header_lib
@@ -32,6 +31,7 @@ from acme_jax.device import signature as signature_lib
 from acme_jax.edge import choice
 from acme_jax.selection import costs
 from acme_jax.hierarchy import ledger as ledger_lib
+from acme_jax.hierarchy import topology as topology_lib
 from acme_jax.hierarchy import transfers
 
 _CONFIG = config_flags.DEFINE_config_file('config', None,
@@ -85,7 +85,8 @@ def plan(config) -> dict:
   num_classes = data_lib.num_classes(config.data)
   arch = sizes.architecture(config, num_classes)
   grid = sizes.grid(config)
-  topology = world_lib.topology(config, grid)
+  topo_hp = topology_lib.TopologyHparams.from_config(config)
+  topology = topology_lib.from_hparams(topo_hp, [g['params'] for g in grid])
 
   # Balanced labels of the training set, minus the cloud's share.
   n_train = data_lib.train_examples(config.data)
@@ -94,7 +95,6 @@ def plan(config) -> dict:
   per_class_devices = int(round((1 - config.data.cloud_fraction) *
                                 (n_train // num_classes)))
   labels = np.repeat(np.arange(num_classes), per_class_devices)
-  system = config.system
   # The partition the run makes (every scheme option, as data/stage reads
   # them), on these stand-in labels.
   hp = data_stage.PartitionHparams.from_config(config)
@@ -109,7 +109,7 @@ def plan(config) -> dict:
                   (1, num_classes))  # accuracy proxy: grows with size
   picks = choice.choose_backbones(
       params, proxy, np.ones((topology.num_devices, num_classes)),
-      [d.budget for d in topology.devices], system.header_allowance)
+      [d.budget for d in topology.devices], topo_hp.header_allowance)
 
   ledger = ledger_lib.Ledger()
   front_bytes = len(grid) * (5 + num_classes) * FLOAT32
@@ -129,7 +129,7 @@ def plan(config) -> dict:
   record_header_rounds(config, ledger, topology, arch)
   transfers.report_metrics(ledger, topology,
                            {d.id: 2 * FLOAT32 for d in topology.devices})
-  models = {d.id: (pick.params + system.header_allowance) * FLOAT32
+  models = {d.id: (pick.params + topo_hp.header_allowance) * FLOAT32
             for d, pick in zip(topology.devices, picks)}
   native = data_lib.native_sample_bytes(config.data)
   model_input = data_lib.model_input_bytes(config.data)
@@ -159,6 +159,7 @@ def main(argv):
   del argv
   config = cli.config_value(_CONFIG, sys.argv)
   summary = plan(config)
+  allowance = topology_lib.TopologyHparams.from_config(config).header_allowance
   print(report.markdown_table(
       ['device', 'budget', 'train samples', 'depth', 'width', 'backbone params',
        'MFLOPs / token'],
@@ -185,7 +186,7 @@ def main(argv):
         f"label; float32 weights; device<->cloud = 2 hops, other links 1 hop "
         f"(bytes x hops; unweighted = bytes delivered end to end, a relayed "
         f"payload counted once); backbones = largest grid subnet within "
-        f"budget - header allowance ({config.system.header_allowance:,}), "
+        f"budget - header allowance ({allowance:,}), "
         f"without the cloud's classifier; an edge receives each distinct "
         f"backbone once; {config.aggregation.rounds} "
         f"{config.aggregation.mode} rounds with {config.aggregation.signature} "
