@@ -174,21 +174,24 @@ def ablation_table(ablation) -> str:
           'difference to nas_shared has a CI excluding 0.')
 
 
+def device_summary_table(devices) -> str:
+  """Per device its backbone, header, size against budget and accuracy."""
+  return markdown_table(
+      ['device', 'edge', 'backbone depth x width', 'backbone params',
+       'header', 'total / budget', 'test acc'],
+      [[d['device'], d['edge'], f"{d['depth_mult']:g} x {d['width_mult']:g}",
+        f"{d['params']:,}",
+        f"{d['header_cells']} cells, {d['header_params']:,}",
+        f"{d['total_params']:,} / {d['budget']:,}",
+        f"{d['test_accuracy']:.3f}"] for d in devices])
+
+
 def summary(results: dict, paths) -> str:
   """What the main job ends with on the terminal: per device its backbone,
   header and accuracy, the ledger's ratios, and where the rest is."""
   devices = results['devices']
-  rows = [[d['device'], d['edge'],
-           f"{d['depth_mult']:g} x {d['width_mult']:g}",
-           f"{d['params']:,}",
-           f"{d['header_cells']} cells, {d['header_params']:,}",
-           f"{d['total_params']:,} / {d['budget']:,}",
-           f"{d['test_accuracy']:.3f}"] for d in devices]
   ledger = results['ledger']
-  lines = [markdown_table(['device', 'edge', 'backbone depth x width',
-                           'backbone params', 'header', 'total / budget',
-                           'test acc'], rows),
-           '',
+  lines = [device_summary_table(devices), '',
            f"mean device test accuracy "
            f"{sum(d['test_accuracy'] for d in devices) / len(devices):.3f}",
            f"ledger: ACME / centralized = {ledger['ratio']:.4f} "

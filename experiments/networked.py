@@ -11,11 +11,12 @@ stops everything it started. Rerunning with the same --workdir resumes. How
 to start each tier on its own machine: `acme_jax/networked/tiers.py`.
 """
 from acme_jax import cli
-from acme_jax.networked import launcher, settings
+from acme_jax.networked import launcher
 
 
 def run(config, workdir):
-  settings.validate(config)
+  # The launcher validates the config, then its network section, before
+  # it starts any process.
   return launcher.Launcher(config, workdir).run()
 
 

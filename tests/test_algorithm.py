@@ -14,14 +14,17 @@ from acme_jax.hierarchy.ledger import Ledger
 class State(NamedTuple):
   round: int
   server: np.ndarray             # the model: a vector
-  seen: Dict[int, np.ndarray]    # client id -> its last upload
+  seen: Dict[int, np.ndarray]    # client id -> its last upload (added)
+  steps: Dict[int, dict]         # client id -> a tree (there from init)
 
 
 def mean_of_clients(data: Dict[int, np.ndarray], rounds: int, calls=None):
   """Each round every client moves the model halfway to its own mean and
   uploads it; the server averages the uploads (FedAvg on a quadratic)."""
   def init():
-    return State(0, np.zeros(2, np.float32), {})
+    return State(0, np.zeros(2, np.float32), {},
+                 {c: {'n': np.int32(0), 'sum': np.zeros(2, np.float32)}
+                  for c in data})
 
   def apply(state, clients, ledger=None):
     if calls is not None:
@@ -33,8 +36,10 @@ def mean_of_clients(data: Dict[int, np.ndarray], rounds: int, calls=None):
         ledger.send(('device', c), ('edge', 0), 'weights', uploads[c],
                     round=state.round)
     server = np.mean([uploads[c] for c in sorted(uploads)], 0)
+    steps = {c: {'n': np.int32(t['n'] + 1), 'sum': t['sum'] + uploads[c]}
+             if c in uploads else t for c, t in state.steps.items()}
     return (State(state.round + 1, server.astype(np.float32),
-                  {**state.seen, **uploads}),
+                  {**state.seen, **uploads}, steps),
             {c: {'distance': float(np.abs(uploads[c] - state.server).sum())}
              for c in clients})
   return algorithm_lib.FederatedAlgorithm('mean', rounds, init, apply,
@@ -106,4 +111,7 @@ def test_an_interrupted_run_resumes_after_its_last_saved_round(tmp_path):
   assert sorted(resumed[0].seen) == [0, 1, 2]
   for c in range(3):
     np.testing.assert_array_equal(resumed[0].seen[c], whole[0].seen[c])
+    assert resumed[0].steps[c]['n'] == whole[0].steps[c]['n'] == 4
+    np.testing.assert_array_equal(resumed[0].steps[c]['sum'],
+                                  whole[0].steps[c]['sum'])
   assert resumed[1] == whole[1] and resumed[2] == whole[2]

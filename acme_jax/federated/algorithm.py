@@ -25,6 +25,9 @@ Diagnostics = Mapping[int, dict]
 
 
 class FederatedAlgorithm(NamedTuple):
+  """For `run` to save and resume it: client ids are ints, diagnostics
+  and the keys of the state's dict fields are JSON values, and a dict
+  entry the rounds add (absent from `init()`'s state) is one array."""
   name: str
   rounds: int
   init: Callable[[], Any]
@@ -51,8 +54,8 @@ def run(algorithm: FederatedAlgorithm, clients, ledger: Optional[Ledger] = None,
   state = algorithm.init() if state is None else state
   history: Dict[int, List[dict]] = {}
   before = len(ledger) if ledger is not None else 0  # found at the start
-  saved = partial.load(like_from_meta=lambda loop: _like(
-      algorithm, clients, state, loop))
+  saved = partial.load(like_from_meta=lambda loop: _like(clients, state,
+                                                        loop))
   if saved is not None:
     tree, loop = saved
     state = _decode(state, tree['state'], loop['state'])
@@ -69,7 +72,8 @@ def run(algorithm: FederatedAlgorithm, clients, ledger: Optional[Ledger] = None,
     if on_round is not None:
       on_round(state, diagnostics)
     steps = state.round * algorithm.steps_per_round
-    if partial.due(steps) or state.round == algorithm.rounds:
+    if partial.every and (partial.due(steps) or
+                          state.round == algorithm.rounds):
       tree, meta = _encode(state)
       loop = {'round': state.round, 'state': meta, 'history': history,
               'ledger': Ledger(list(ledger or [])[before:]).to_records()}
@@ -103,9 +107,11 @@ def _encode(state):
   return tree, meta
 
 
-def _like(algorithm, clients, start, loop):
+def _like(clients, start, loop):
   """The saved tree's template: a dict entry present in the start state is
   shaped as it is there; one the rounds added is taken as saved."""
+  if 'state' not in loop:  # `Partial.load` restarts the stage, saying why
+    raise ValueError('saved by an older version of the rounds')
   state = {}
   for name, value in start._asdict().items():
     if isinstance(value, dict):

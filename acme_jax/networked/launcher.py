@@ -58,7 +58,7 @@ class Launcher:
     self.procs = processes.Processes(self.wd / 'logs')
     self.relays = None
     self.restarts = {}
-    self.faults = [parse_fault(f) for f in self.net.faults]
+    self.faults = []  # parsed by `_check`, once the config is valid
     self.fired, self.stalled = set(), {}
     self.impostors = []
     self.waiting, self.rejoin_until = {}, {}
@@ -110,9 +110,13 @@ class Launcher:
     from acme_jax import config as config_lib
     from acme_jax.data import stage as data_stage
     from acme_jax.hierarchy import topology as topology_lib
-    # The networked job's one validation (its tiers, in their own
-    # processes, validate theirs in `world.prepare`).
+    from acme_jax.networked import settings
+    # The networked job's one validation, the config's and then its network
+    # section's (its tiers, in their own processes, validate theirs in
+    # `world.prepare`).
     config_lib.validate(self.config)
+    settings.validate(self.config)
+    self.faults = [parse_fault(f) for f in self.net.faults]
     topo_hp = topology_lib.TopologyHparams.from_config(self.config)
     for e in range(topo_hp.num_edges):
       processes.check_port_free(

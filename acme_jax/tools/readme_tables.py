@@ -93,15 +93,7 @@ def render_summary(results: dict) -> str:
   parts = [f"_Source: {_source(results, 'devices')}._",
            'Each device after its header search and the aggregation rounds '
            '(one run):',
-           report.markdown_table(
-               ['device', 'edge', 'backbone depth x width',
-                'backbone params', 'header', 'total / budget', 'test acc'],
-               [[d['device'], d['edge'],
-                 f"{d['depth_mult']:g} x {d['width_mult']:g}",
-                 f"{d['params']:,}",
-                 f"{d['header_cells']} cells, {d['header_params']:,}",
-                 f"{d['total_params']:,} / {d['budget']:,}",
-                 f"{d['test_accuracy']:.3f}"] for d in devices]) +
+           report.device_summary_table(devices) +
            f'\n\nMean device test accuracy {mean:.3f}.']
   ledger = results['ledger']
   line = (f"Bytes moved: ACME / centralized = {ledger['ratio']:.4f} "
