@@ -14,7 +14,6 @@ what it saved.
 """
 import json
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -22,28 +21,9 @@ import threading
 import time
 
 from acme_jax import workdir as workdir_lib
-from acme_jax.errors import ConfigError
-from acme_jax.networked import (processes, report, security, startup,
-                                wire)
-
-FAULT = re.compile(
-    r'^(kill|stall):(device|edge|worker)(\d+)@([a-z.]+):(\d+)$')
-
-
-def parse_fault(text: str):
-  """'kill:device1@train.round:0' -> ('kill', 'device', 1, 'train.round', 0):
-  when the edge sends that message kind for that round, SIGKILL that tier's
-  processes ('kill'; a device's worker with it, 'worker1' the worker
-  alone), or freeze the work the node does for it while the node itself
-  stays connected ('stall': the reply never arrives)."""
-  m = FAULT.match(text)
-  if not m:
-    raise ConfigError('network.faults', text,
-                      'each fault is <kill|stall>:<device|edge|worker><id>@'
-                      '<message kind>:<round>, e.g. kill:device1@train.round:0')
-  action, tier, ident, kind, round_ = m.groups()
-  return action, tier, int(ident), kind, int(round_)
-
+from acme_jax.networked import (processes, report, security, settings,
+                                startup, wire)
+from acme_jax.networked.settings import parse_fault  # noqa: F401 (its home)
 
 def _terminate(signum, _):
   sys.exit(128 + signum)
@@ -110,7 +90,6 @@ class Launcher:
     from acme_jax import config as config_lib
     from acme_jax.data import stage as data_stage
     from acme_jax.hierarchy import topology as topology_lib
-    from acme_jax.networked import settings
     # The networked job's one validation, the config's and then its network
     # section's (its tiers, in their own processes, validate theirs in
     # `world.prepare`).
