@@ -367,6 +367,7 @@ def test_batched_choices_equal_per_device_values_and_gradients():
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # ~55 s here: the 10-minute budget of the default suite
 def test_a_batched_choice_costs_one_branch():
   """XLA's cost analysis of the gradient: vmapped over devices with
   different ops it costs per device what one device's program costs (that
@@ -428,7 +429,9 @@ def test_the_per_device_program_is_the_plain_switch_bit_for_bit():
     assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize('batched', ['inputs', 'gates'])
+# The inputs case (~80 s here) is slow: the 10-minute budget.
+@pytest.mark.parametrize('batched', [
+    pytest.param('inputs', marks=pytest.mark.slow), 'gates'])
 def test_vmap_over_inputs_or_gates_with_one_shared_header(batched):
   """vmap with the header's weights and architecture shared (not stacked):
   each example equals its own unbatched run."""

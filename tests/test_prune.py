@@ -26,6 +26,7 @@ def data(n=12, seed=0):
   return x, y
 
 
+@pytest.mark.slow  # ~90 s here: the 10-minute budget of the default suite
 def test_taylor_importance_is_squared_gate_times_gradient():
   """One full-batch step through the engine: the importance is
   (g dL/dg)^2 of the training-mode loss at the starting weights."""
@@ -77,6 +78,7 @@ def test_taylor_importance_is_squared_gate_times_gradient():
   assert np.all(imp['squared']['cells'][:, 0, 1] == 0)
 
 
+@pytest.mark.slow  # ~170 s here: the 10-minute budget of the default suite
 def test_taylor_importance_averages_squares_over_minibatches():
   """Over two minibatches, the NVlabs criterion is the mean of the
   per-minibatch (g dL/dg)^2, not the square of the mean gradient (a rate
