@@ -95,6 +95,7 @@ def test_b_soft_prior_favours_the_first_two_ops(ctrl):
   assert 0.42 < share < 0.6
 
 
+@pytest.mark.slow  # ~40 s here: the 10-minute budget of the default suite
 def test_reinforce_raises_a_rewarded_arch(ctrl):
   params = ctrl.init(2)
   arch = np.asarray(ctrl.sample(params, jax.random.key(3))[0])

@@ -1,5 +1,6 @@
 """The cloud/devices cut of the training set."""
 import numpy as np
+import pytest
 
 from acme_jax import data as data_lib
 from acme_jax.data import digits
@@ -42,6 +43,7 @@ def test_raw_bytes_are_counted_as_the_device_stores_them():
   assert part.raw_bytes() == 10 * (8 * 8 + 4)
 
 
+@pytest.mark.slow  # ~25 s here: the 10-minute budget of the default suite
 def test_synthetic_source_has_the_shapes_and_learnable_classes():
   from acme_jax.data import synthetic
   ds = synthetic.load('cifar100', 32, seed=3, num_train=2000, num_test=500)
