@@ -4,9 +4,18 @@ one `ConfigError` naming it, the value and what is allowed.
 A leaf module (it imports only `errors`): `config.py` validates the method's
 sections with it, `networked/settings.py` the network section.
 """
+import math
 import numbers
 
 from acme_jax.errors import ConfigError
+
+# The largest count a field may hold: counts index int32 arrays and loops;
+# beyond it a value is a typo (1e20 epochs), not an experiment.
+MAX_INT = 2**31 - 1
+# The smallest positive float a field may hold: float32's smallest normal.
+# Below it a temperature or rate divides to infinity (1e-320 is positive in
+# Python and zero, or a denormal, in float32).
+MIN_POSITIVE = 1.1754944e-38
 
 
 def get(config, field: str):
@@ -31,31 +40,49 @@ def check(config, field: str, ok, allowed: str):
 
 
 def is_int(v) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+  """A whole number a field can hold (|v| <= MAX_INT)."""
+  return (isinstance(v, numbers.Integral) and not isinstance(v, bool) and
+          abs(v) <= MAX_INT)
 
 
 def is_number(v) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+  """A finite real number: no field gives infinity or NaN a meaning."""
+  return (isinstance(v, numbers.Real) and not isinstance(v, bool) and
+          math.isfinite(v))
+
+
+def is_positive(v) -> bool:
+  """A finite number >= MIN_POSITIVE (see there)."""
+  return is_number(v) and v >= MIN_POSITIVE
 
 
 def positive_int(config, field):
   return check(config, field, lambda v: is_int(v) and v > 0,
-               'must be a positive integer')
+               f'must be a whole number in 1..{MAX_INT}')
 
 
 def non_negative_int(config, field):
   return check(config, field, lambda v: is_int(v) and v >= 0,
-               'must be an integer >= 0')
+               f'must be a whole number in 0..{MAX_INT}')
 
 
 def positive_number(config, field):
-  return check(config, field, lambda v: is_number(v) and v > 0,
-               'must be a number > 0')
+  return check(config, field, is_positive,
+               f'must be a finite number >= {MIN_POSITIVE:.7g} (float32\'s '
+               f'smallest positive normal)')
 
 
 def non_negative_number(config, field):
   return check(config, field, lambda v: is_number(v) and v >= 0,
-               'must be a number >= 0')
+               'must be a finite number >= 0')
+
+
+def ordered(config, low_field: str, high_field: str):
+  """`low_field`'s value <= `high_field`'s (both already checked)."""
+  low, high = get(config, low_field), get(config, high_field)
+  if low > high:
+    raise ConfigError(low_field, low,
+                      f'must be at most {high_field} = {high!r}')
 
 
 def boolean(config, field):
@@ -76,9 +103,9 @@ def some_of(config, field, allowed):
 
 def positive_numbers(config, field):
   return check(config, field,
-               lambda v: len(v) > 0 and all(is_number(x) and x > 0
-                                            for x in v),
-               'must be a non-empty list of numbers > 0')
+               lambda v: len(v) > 0 and all(is_positive(x) for x in v),
+               f'must be a non-empty list of finite numbers >= '
+               f'{MIN_POSITIVE:.7g}')
 
 
 def fraction(config, field, low_open=True, high_open=True):

@@ -10,9 +10,11 @@ need them.
 import json
 
 from acme_jax import choices
+from acme_jax import memory
 from acme_jax import sizes
 from acme_jax.checks import (boolean, check, fraction, is_int, is_number,
-                             non_negative_int, non_negative_number, one_of,
+                             is_positive, non_negative_int,
+                             non_negative_number, one_of, ordered,
                              positive_int, positive_number, positive_numbers,
                              some_of)
 from acme_jax.errors import ConfigError  # noqa: F401 (config_lib.ConfigError)
@@ -32,6 +34,12 @@ def repeat_fingerprint(config, sections) -> dict:
   return {k: ({f: v for f, v in section.items() if f != 'repeats'}
               if isinstance(section, dict) else section)
           for k, section in subset(config, sections).items()}
+
+
+def _is_param_count(v) -> bool:
+  # A parameter budget may pass int32 (an LLM's billions): float64 holds
+  # it exactly below 2**53.
+  return isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**53
 
 
 def _multipliers(config, field, count: int, what: str):
@@ -64,7 +72,9 @@ def _stage(config, prefix, elastic):
 
 def validate(config):
   """Raise `ConfigError` for the first invalid field; return the config."""
-  check(config, 'seed', lambda v: is_int(v) and 0 <= v < 2**32,
+  check(config, 'seed',
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and
+        0 <= v < 2**32,
         'must be a whole number in 0..4294967295')
   _validate_data_and_model(config)
   _validate_cloud(config)
@@ -78,6 +88,7 @@ def validate(config):
         'must be a whole number >= 0 (0: all users at once)')
   _check_header_allowance(config)
   non_negative_int(config, 'resume.every_steps')
+  memory.check(config)
   return config
 
 
@@ -116,7 +127,9 @@ def _validate_data_and_model(config):
       raise ConfigError('data.text.max_length', length,
                         f'must be at most model.max_positions = {positions}')
     non_negative_int(config, 'data.text.min_examples_per_class')
-    non_negative_int(config, 'data.text.max_examples_per_class')
+    if non_negative_int(config, 'data.text.max_examples_per_class'):
+      ordered(config, 'data.text.min_examples_per_class',
+              'data.text.max_examples_per_class')
     if not config.model.init_checkpoint and not config.data.text.tokenizer:
       raise ConfigError('data.text.tokenizer', '',
                         'text needs a tokenizer.json: give its path, or a '
@@ -128,7 +141,10 @@ def _validate_data_and_model(config):
     raise ConfigError('model.num_heads', heads,
                       f'must divide model.hidden_size = {hidden}')
   positive_int(config, 'model.mlp_dim')
-  positive_number(config, 'model.layer_norm_eps')
+  # Above ~1 the epsilon, not the variance, normalises unit-scale
+  # activations: every subnet trains at chance.
+  check(config, 'model.layer_norm_eps', lambda v: is_positive(v) and v < 1,
+        'must be a finite number in (0, 1), e.g. 1e-6')
   check(config, 'model.dtype', lambda v: v in choices.DTYPES,
         'must be float32 or bfloat16')
   _validate_checkpoint(config)
@@ -159,8 +175,12 @@ def _validate_cloud(config):
 
 def _validate_distributed(config):
   d = 'cloud.distributed'
-  check(config, f'{d}.coordinator', lambda v: isinstance(v, str) and (
-      not v or ':' in v), 'must be empty or host:port')
+  def address(v):
+    host, _, port = v.rpartition(':')
+    return not v or (bool(host) and port.isdigit() and 0 < int(port) < 65536)
+
+  check(config, f'{d}.coordinator', lambda v: isinstance(v, str) and
+        address(v), 'must be empty or host:port with a port in 1..65535')
   positive_int(config, f'{d}.num_processes')
   check(config, f'{d}.process_id', lambda v: is_int(v) and 0 <= v < (
       config.cloud.distributed.num_processes),
@@ -249,6 +269,7 @@ def _validate_header(config):
     positive_number(config, f'header.{name}')
   for name in ('weight_decay', 'entropy_weight', 'grad_clip'):
     non_negative_number(config, f'header.{name}')
+  ordered(config, 'header.lr_min', 'header.lr_max')
   positive_numbers(config, 'header.finetune_lrs')
   fraction(config, 'header.momentum', low_open=False)
   fraction(config, 'header.dropout_rate', low_open=False)
@@ -358,7 +379,7 @@ def _validate_selection_and_system(config):
         'must be linspace or uniform')
   budgets = check(config, 'system.budgets',
                   lambda v: len(v) in (0, num_devices) and all(
-                      is_int(b) and b > 0 for b in v),
+                      _is_param_count(b) and b > 0 for b in v),
                   f'must be empty (drawn) or {num_devices} positive integers')
   if budgets:
     smallest = sizes.smallest_backbone(config) + allowance

@@ -42,7 +42,8 @@ def _count(sub_model, placed, gates, data: Split, num_classes: int,
   `gates`) on `data`."""
   count_fn = make_count_fn(sub_model, num_classes)
   correct, total = 0.0, 0.0
-  for idx, weights in training.padded_batches(len(data), batch_size):
+  for idx, weights in training.padded_batches(len(data), batch_size,
+                                              par.size):
     c, t = count_fn(placed, par.batch(data.images[idx]),
                     par.batch(data.labels[idx]), par.batch(weights), gates)
     correct, total = correct + mesh.host(c), total + mesh.host(t)

@@ -57,8 +57,8 @@ def importance_scores(model: ViT, params, data: Split, batch_size: int,
   cumulative = jax.tree.map(jnp.zeros_like, (params, masks.heads))
   head_score = np.zeros(masks.heads.shape, np.float64)
   neuron_score = np.zeros(masks.neurons.shape, np.float64)
-  for i, (idx, weights) in enumerate(training.padded_batches(len(data),
-                                                             batch_size)):
+  for i, (idx, weights) in enumerate(training.padded_batches(
+      len(data), batch_size, par.size)):
     if i >= max_batches:
       break
     cumulative, heads, neurons = batch_terms(
