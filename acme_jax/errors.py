@@ -12,6 +12,7 @@ these errors without an import circle.
 import _thread
 import argparse
 import contextlib
+import errno
 import os
 import pathlib
 import signal
@@ -38,6 +39,16 @@ class UserError(Exception):
   """An expected failure: the message names the problem and what to do."""
 
 
+class Terminated(KeyboardInterrupt):
+  """A SIGTERM (`kill`, a scheduler's time limit) inside `boundary`: stops
+  the run as Ctrl-C does, with exit status 143 (128 + SIGTERM)."""
+
+
+def _raise_terminated(signum, frame):
+  del signum, frame
+  raise Terminated()
+
+
 class OneLineParser(argparse.ArgumentParser):
   """argparse whose usage errors are one line and exit 2, like every other
   expected failure."""
@@ -62,8 +73,36 @@ def file_in_the_way(path) -> Optional[pathlib.Path]:
                if p.exists() and not p.is_dir()), None)
 
 
+# A write the machine refused: the disk is full or read-only, or the path
+# is not ours to write. Not a bug: the rerun on a disk with room resumes.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                   errno.EPERM, errno.EFBIG)
+
+
+def storage_error(error: BaseException) -> Optional[OSError]:
+  """The OSError of a refused write in `error`'s chain (libraries such as
+  orbax raise their own error from it), or None."""
+  seen = set()
+  if isinstance(error, (ConfigError, UserError)):
+    return None  # already says what went wrong
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def storage_message(error: OSError) -> str:
+  where = error.filename or 'a file'
+  return (f'cannot write {where}: {error.strerror}; make room (or write '
+          f'access) there and rerun the same command to resume')
+
+
 def is_expected(error: BaseException) -> bool:
   if isinstance(error, (ConfigError, UserError)):
+    return True
+  if storage_error(error) is not None:
     return True
   if isinstance(error, (ValueError, FileNotFoundError)):
     frames = traceback.extract_tb(error.__traceback__)
@@ -76,7 +115,9 @@ def one_line(error: BaseException) -> str:
 
 
 def report_and_exit(error: BaseException, prefix: str = 'error'):
-  print(f'{prefix}: {one_line(error)}', file=sys.stderr)
+  storage = storage_error(error)
+  text = storage_message(storage) if storage is not None else error
+  print(f'{prefix}: {one_line(text)}', file=sys.stderr)
   sys.exit(2)
 
 
@@ -97,7 +138,9 @@ def _interrupts_that_take():
     if isinstance(what.exc_value, KeyboardInterrupt):
       # From another thread: raised here, in the hook, it would be dropped
       # again.
-      threading.Timer(0.05, _thread.interrupt_main).start()
+      signum = (signal.SIGTERM if isinstance(what.exc_value, Terminated)
+                else signal.SIGINT)
+      threading.Timer(0.05, _thread.interrupt_main, (signum,)).start()
     else:
       hook(what)
 
@@ -108,18 +151,36 @@ def _interrupts_that_take():
     sys.unraisablehook = hook
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+  """Within: SIGTERM raises `Terminated`, so it takes the interrupt's path
+  (one line; every `finally` runs). Only on the main thread, and only where
+  SIGTERM has its default action (a caller's own handler stays)."""
+  if (threading.current_thread() is not threading.main_thread() or
+      signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    yield
+    return
+  signal.signal(signal.SIGTERM, _raise_terminated)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def boundary(fn: Callable, *args, **kwargs):
   """Runs fn; expected failures become one line on stderr and exit 2, an
-  interrupt (Ctrl-C) one line and exit 130."""
+  interrupt (Ctrl-C) one line and exit 130, a SIGTERM the same line and
+  exit 143."""
   try:
-    with _interrupts_that_take():
+    with _interrupts_that_take(), _terminate_as_interrupt():
       return fn(*args, **kwargs)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
+    status = 143 if isinstance(e, Terminated) else 130
     # Every stage is saved as it finishes (long ones every few steps too).
-    print('\ninterrupted: rerun the same command to resume where it stopped',
+    print('interrupted: rerun the same command to resume where it stopped',
           file=sys.stderr)
     if threading.current_thread() is not threading.main_thread():
-      sys.exit(130)
+      sys.exit(status)
     sys.stdout.flush()
     sys.stderr.flush()
     # Not sys.exit: an interrupt can land while XLA's threads compile or
@@ -127,7 +188,7 @@ def boundary(fn: Callable, *args, **kwargs):
     # here. Outputs are written atomically and the `finally` blocks ran on
     # the way here; what is skipped is the interpreter's exit handlers
     # (atexit, e.g. a multi-host run's jax.distributed.shutdown).
-    os._exit(130)
+    os._exit(status)
   except Exception as e:  # pylint: disable=broad-except
     if is_expected(e):
       report_and_exit(e)
