@@ -13,13 +13,14 @@ the stage starts over; the stage removes both files when it finishes.
 """
 import hashlib
 import json
-import os
 import pathlib
 import sys
 from typing import Any, Optional, Tuple
 
 import jax
 import numpy as np
+
+from acme_jax import workdir as workdir_lib
 
 VERSION = 1
 
@@ -136,16 +137,12 @@ class Partial:
       return
     hosted = [_to_host(l) for l in jax.tree.leaves(tree)]
     self.path.parent.mkdir(parents=True, exist_ok=True)  # a stage's first save
-    tmp = self._arrays.with_name(self._arrays.name + '.tmp')
-    with open(tmp, 'wb') as f:
+    with workdir_lib.atomic_open(self._arrays) as f:
       np.savez(f, **{f'a{i}': a for i, (a, _) in enumerate(hosted)})
-    os.replace(tmp, self._arrays)
     meta = {'version': VERSION, 'fingerprint': self.fingerprint,
             'steps': int(steps), 'sha256': _digest(self._arrays),
             'kinds': [k for _, k in hosted], 'loop': loop}
-    tmp = self._meta.with_name(self._meta.name + '.tmp')
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, self._meta)
+    workdir_lib.atomic_write_text(self._meta, json.dumps(meta))
     self._last_saved = steps
 
   def finish(self):

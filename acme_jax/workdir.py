@@ -13,10 +13,14 @@ names it, and the stage is computed again, so the run ends with the results
 a clean run gives. Leftover `*.orbax-checkpoint-tmp*` directories from an
 interrupted save are removed when a run starts.
 """
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -27,6 +31,8 @@ import numpy as np
 from acme_jax import errors
 
 HASH_SUFFIX = '.sha256'
+# What a checkpoint was computed from, stored inside it (see cached_params).
+FINGERPRINT_NAME = 'acme_fingerprint.json'
 CORRUPT_SUFFIX = '.corrupt'
 
 
@@ -52,7 +58,26 @@ def _umask() -> int:
   return mask
 
 
-def atomic_write_bytes(path, data: bytes):
+def is_writer() -> bool:
+  """False in a multi-host run's processes other than 0: they compute what
+  process 0 does and write nothing. (Asked of JAX only once it runs
+  multi-process: a question before `jax.distributed.initialize` would
+  start the backend too early.)"""
+  jax = sys.modules.get('jax')
+  if jax is None or not jax.distributed.is_initialized():
+    return True
+  return jax.process_index() == 0
+
+
+@contextlib.contextmanager
+def atomic_open(path):
+  """A binary file that becomes `path` when the block ends, and leaves
+  nothing behind when it raises (a full disk, an interrupt). Only process
+  0 of a multi-host run writes (`is_writer`): the others' writes go
+  nowhere."""
+  if not is_writer():
+    yield io.BytesIO()
+    return
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
@@ -60,12 +85,20 @@ def atomic_write_bytes(path, data: bytes):
     # mkstemp makes 0600 files; outputs get the user's usual mode.
     os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, 'wb') as f:
-      f.write(data)
+      yield f
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(e, OSError) and e.errno and not e.filename:
+      # A write through a file object names no file: name the one meant.
+      raise OSError(e.errno, e.strerror, str(path)) from e
     raise
+
+
+def atomic_write_bytes(path, data: bytes):
+  with atomic_open(path) as f:
+    f.write(data)
 
 
 def atomic_write_text(path, text: str):
@@ -151,7 +184,10 @@ def problem(path) -> str:
 
 
 def quarantine(path, why: str):
-  """Move a bad file or directory aside (never delete) and say so."""
+  """Move a bad file or directory aside (never delete) and say so (process
+  0 alone: the others leave the workdir to it)."""
+  if not is_writer():
+    return
   path = pathlib.Path(path)
   target = path.with_name(path.name + CORRUPT_SUFFIX)
   n = 1
@@ -169,16 +205,67 @@ def quarantine(path, why: str):
 # ------------------------------------------------------------ the workdir
 
 
-class Workdir:
-  """Stage outputs under one directory, computed once, verified on load."""
+# ------------------------------------------------------------ one job each
 
-  def __init__(self, path):
+LOCK_NAME = '.lock'
+# Workdirs this process holds, path -> open lock file. A flock belongs to
+# its open file: it ends with the process however it ends (a lock whose
+# process is gone is free), and opening a second one here would conflict
+# with our own, hence the registry.
+_HELD = {}
+
+
+def lock(path):
+  """Holds `path` for this process's life; a workdir another live job
+  holds is a `UserError` naming that job's process."""
+  import fcntl
+  import socket
+  path = pathlib.Path(path).absolute()
+  if path in _HELD:
+    return
+  handle = open(path / LOCK_NAME, 'a+')
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    handle.seek(0)
+    holder = handle.read().strip() or 'another process'
+    handle.close()
+    raise errors.UserError(
+        f'--workdir {path} is in use by {holder}; wait for that job to end '
+        f'(or stop it) or give another --workdir') from None
+  handle.seek(0)
+  handle.truncate()
+  command = ' '.join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:])[:200]
+  handle.write(f'process {os.getpid()} on {socket.gethostname()} '
+               f'({command})\n')
+  handle.flush()
+  _HELD[path] = handle
+
+
+def release(path=None):
+  """Lets go of `path` (default: every workdir this process holds)."""
+  paths = list(_HELD) if path is None else [pathlib.Path(path).absolute()]
+  for p in paths:
+    handle = _HELD.pop(p, None)
+    if handle is not None:
+      handle.close()
+
+
+class Workdir:
+  """Stage outputs under one directory, computed once, verified on load.
+  `writer`: this process writes (False on a multi-host run's processes
+  other than 0, which only read: no probe, no clean-up)."""
+
+  def __init__(self, path, writer: bool = True):
     self.path = pathlib.Path(path).absolute()
+    self.writer = writer
     blocked = errors.file_in_the_way(self.path)
     if blocked is not None:
       what = ('is a file' if blocked == self.path else
               f'is under {blocked}, which is a file')
       raise errors.UserError(f'--workdir {path} {what}; give a directory')
+    if not writer:
+      return
     try:
       self.path.mkdir(parents=True, exist_ok=True)
       probe = tempfile.NamedTemporaryFile(dir=self.path, prefix='.probe.')
@@ -189,6 +276,9 @@ class Workdir:
     except OSError as e:
       raise errors.UserError(f'--workdir {path} cannot be created '
                              f'({e.strerror}); choose another directory') from e
+    # Before any clean-up: a live job's temporary files are its own. (A
+    # multi-host run's other processes share process 0's job.)
+    lock(self.path)
     self.clean_stale()
 
   def clean_stale(self):
@@ -196,6 +286,45 @@ class Workdir:
     for stale in self.path.rglob('*.orbax-checkpoint-tmp*'):
       if stale.is_dir():
         shutil.rmtree(stale, ignore_errors=True)
+
+  def check_layout(self, files=(), dirs=(), results: dict = None):
+    """Before any work: each of `files` is a file (or absent), each of
+    `dirs` a directory (or absent), every directory here writable, and
+    results.json (which every job merges its section into at its end) a
+    JSON object whose sections have the types `results` gives (section ->
+    type; any other section an object). Anything wrong is one `UserError` naming the path
+    and what to do."""
+    for name in files:
+      if (self / name).exists() and not (self / name).is_file():
+        raise errors.UserError(
+            f'{self / name} is a directory where the job writes a file; '
+            f'move it away')
+    for name in dirs:
+      blocked = errors.file_in_the_way(self / name)
+      if blocked is not None and self.path in blocked.parents:
+        raise errors.UserError(
+            f'{blocked} is a file where the job keeps a directory; move it '
+            f'away')
+    if self.writer:
+      for d in [self.path, *(p for p in self.path.rglob('*') if p.is_dir())]:
+        if not os.access(d, os.W_OK | os.X_OK):
+          raise errors.UserError(
+              f'{d} is not writable; make it writable (chmod u+w) or give '
+              f'another --workdir')
+    path = self / 'results.json'
+    if path.is_file():
+      value = read_json(path)
+      if not isinstance(value, dict):
+        raise errors.UserError(
+            f'{path} holds a JSON {type(value).__name__}, not an object of '
+            f'sections; move it away (each job writes its section again)')
+      for section in value:
+        kind = (results or {}).get(section, dict)
+        if not isinstance(value[section], kind):
+          raise errors.UserError(
+              f'{path}: section {section!r} is a '
+              f'{type(value[section]).__name__}, not a {kind.__name__}; '
+              f'move the file away (each job writes its section again)')
 
   def __truediv__(self, name) -> pathlib.Path:
     return self.path / name
@@ -219,8 +348,7 @@ class Workdir:
 
   def write_json(self, name: str, value):
     """Writes and seals a cache (process 0 only, on multi-host runs)."""
-    import jax
-    if jax.process_index() == 0:
+    if self.writer:
       atomic_write_json(self / name, value)
       seal(self / name)
 
@@ -240,7 +368,9 @@ class Workdir:
     damaged copy is recomputed)."""
     if self.valid_json(name):
       saved = read_json(self / name)
-      if saved.get('config') == fingerprint:
+      if not (isinstance(saved, dict) and 'value' in saved):
+        quarantine(self / name, 'is not a stage record')
+      elif saved.get('config') == fingerprint:
         return saved['value']
     value = json.loads(json.dumps(compute(), default=_json_default))
     self.write_json(name, {'config': fingerprint, 'value': value})
@@ -266,8 +396,16 @@ class Workdir:
     return ((path / '_CHECKPOINT_METADATA').exists() and
             not problem(path))
 
+  def stored_fingerprint(self, name: str):
+    """The fingerprint sealed inside checkpoint `name` (None: it has none,
+    or is not a committed, intact checkpoint)."""
+    path = self / name / FINGERPRINT_NAME
+    if not self.has_checkpoint(name) or not path.is_file():
+      return None
+    return read_json(path)
+
   def cached_params(self, name: str, compute: Callable[[], Any], like,
-                    recompute: bool = False):
+                    recompute: bool = False, fingerprint=None):
     """Restore the checkpoint `name` (a pytree shaped like `like`), or
     compute and save it; `recompute` forces the latter (an earlier stage it
     depends on was recomputed).
@@ -284,12 +422,14 @@ class Workdir:
         return restore(path, like)
       if why:
         quarantine(path, why)
-    if path.exists():
+    if path.exists() and self.writer:
       shutil.rmtree(path)
     params = compute()
     save(path, params)
-    import jax
-    if jax.process_index() == 0:
+    if self.writer:
+      if fingerprint is not None:
+        # Inside the sealed directory: editing it breaks the seal.
+        atomic_write_json(path / FINGERPRINT_NAME, fingerprint)
       seal(path)
     return params
 
@@ -299,13 +439,40 @@ class Workdir:
 
 
 def save(path, params):
+  """An orbax checkpoint at `path`; a failed save (a full disk) leaves no
+  temporary directory behind."""
   import jax
   import orbax.checkpoint as ocp
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(path, jax.tree.map(np.asarray, params))
-    checkpointer.wait_until_finished()
+  host = jax.tree.map(np.asarray, params)
+  if is_writer():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_room(path, sum(a.nbytes for a in jax.tree.leaves(host)))
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(path, host)
+      checkpointer.wait_until_finished()
+  except BaseException as e:
+    if is_writer():
+      for stale in path.parent.glob(f'{path.name}.orbax-checkpoint-tmp*'):
+        shutil.rmtree(stale, ignore_errors=True)
+    code = re.search(r"os_error_code='(\d+)'", str(e))
+    if code:  # tensorstore's own error for a refused write
+      raise OSError(int(code.group(1)), os.strerror(int(code.group(1))),
+                    str(path)) from e
+    raise
+
+
+def _check_room(path: pathlib.Path, nbytes: int):
+  """A save that cannot fit is refused before it starts: orbax's writer
+  threads, failing mid-way, print a page of tracebacks."""
+  needed = int(nbytes * 1.05) + (1 << 20)  # metadata, a margin
+  free = shutil.disk_usage(path.parent).free
+  if needed > free:
+    raise OSError(errno.ENOSPC,
+                  f'No space left on device (the checkpoint needs about '
+                  f'{needed / 2**20:,.1f} MiB, {free / 2**20:,.1f} MiB are '
+                  f'free)', str(path))
 
 
 def restore(path, like):

@@ -26,6 +26,13 @@ DEVICE_SECTIONS = cloud_stage.SECTIONS + ('selection', 'system', 'header',
                                           'aggregation')
 
 
+# Files the jobs write at the workdir's top (and the cloud's tables).
+OUTPUT_FILES = ('results.json', 'report.md', 'ledger.json', 'selection.json',
+                'devices.json', 'pareto.png', 'cloud/grid.md',
+                'cloud/grid.json', 'cloud/grid_test.json',
+                'cloud/grid_teacher_cut_test.json')
+
+
 @dataclasses.dataclass(frozen=True)
 class World:
   """What every job starts from."""
@@ -57,11 +64,10 @@ def prepare(config, workdir) -> workdir_lib.Workdir:
   config_lib.validate(config)
   mesh.initialize(config.cloud.distributed)
   config_lib.check_devices(config, jax.device_count())
-  wd = workdir_lib.Workdir(workdir)
-  # Every job merges its section into results.json at its end: a damaged
-  # one is refused now, not after the work.
-  if (wd / 'results.json').exists():
-    workdir_lib.read_json(wd / 'results.json')
+  # Held for the job's life: a second job on this workdir is refused.
+  wd = workdir_lib.Workdir(workdir, writer=workdir_lib.is_writer())
+  wd.check_layout(files=OUTPUT_FILES, dirs=cloud_stage.STAGES,
+                  results={'dataset': str, 'devices': list})
   return wd
 
 
@@ -85,7 +91,7 @@ def build(config, workdir, log=print,
   selection = selection_stage.run(
       selection_stage.SelectionHparams.from_config(config), cloud.grid,
       sizes.architecture(config, dataset.num_classes))
-  if mesh.is_writer():
+  if workdir_lib.is_writer():
     workdir_lib.atomic_write_json(wd / 'selection.json', selection)
   return World(config, wd, dataset, cloud_data, device_data, splits, cloud,
                selection, topology(config, cloud.grid))

@@ -32,6 +32,16 @@ def _release_compiled_programs():
   jax.clear_caches()
 
 
+@pytest.fixture(autouse=True)
+def _release_workdirs():
+  """A job holds its workdir for its process's life (`workdir.lock`); the
+  test process runs many jobs, and a later test's subprocess may run on a
+  workdir this process used: each test lets go of the ones it took."""
+  yield
+  from acme_jax import workdir as workdir_lib
+  workdir_lib.release()
+
+
 def sigint_as_in_a_terminal():
   """`preexec_fn` for a child that a test interrupts: SIGINT at its default
   whatever the runner got (one a shell started in the background ignores

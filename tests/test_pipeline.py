@@ -4,11 +4,14 @@ import inspect
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from acme_jax import config as config_lib
 from acme_jax import pipeline
+from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import elastic, teacher
+from acme_jax.cloud import stage as cloud_stage
 from acme_jax.device import nas
 from acme_jax.federated import acme
 from conftest import tiny_config
@@ -252,7 +255,7 @@ def test_a_failed_start_does_not_bind_the_workdir(tmp_path, monkeypatch):
   monkeypatch.setattr(teacher, 'train_teacher', broken)
   with pytest.raises(RuntimeError):
     pipeline.run(config, tmp_path, log=_quiet)
-  assert not (tmp_path / 'cloud/config.json').exists()
+  assert not (tmp_path / 'cloud/teacher').exists()
   monkeypatch.undo()
 
   def stop(*args, **kwargs):
@@ -262,8 +265,7 @@ def test_a_failed_start_does_not_bind_the_workdir(tmp_path, monkeypatch):
   config.cloud.teacher.epochs = 2  # a different cloud config
   with pytest.raises(KeyboardInterrupt):
     pipeline.run(config, tmp_path, log=_quiet)
-  assert (tmp_path / 'cloud/teacher').exists()
-  saved = json.loads((tmp_path / 'cloud/config.json').read_text())
+  saved = workdir_lib.Workdir(tmp_path).stored_fingerprint('cloud/teacher')
   assert saved['cloud']['teacher']['epochs'] == 2
 
 
@@ -326,12 +328,29 @@ def test_repeats_give_confidence_intervals(tmp_path):
 
 
 def test_refuses_a_workdir_made_with_another_config(tmp_path):
+  """Read from the fingerprint sealed inside the stage's checkpoint, before
+  any work."""
   config = tiny_config()
-  (tmp_path / 'cloud').mkdir()
-  (tmp_path / 'cloud/config.json').write_text(json.dumps(
-      json.loads(config.to_json_best_effort()) | {'seed': 99}))
+  fingerprint = config_lib.subset(config, cloud_stage.SECTIONS) | {'seed': 99}
+  wd = workdir_lib.Workdir(tmp_path)
+  wd.cached_params('cloud/teacher', lambda: {'w': np.zeros(2)},
+                   {'w': np.zeros(2)}, fingerprint=fingerprint)
+  workdir_lib.release(tmp_path)
   with pytest.raises(config_lib.ConfigError, match='seed'):
     pipeline.run(config, tmp_path, log=_quiet)
+
+
+def test_an_edited_stored_fingerprint_breaks_the_seal(tmp_path):
+  """A stage is reused only through the fingerprint sealed inside it: one
+  edited to match another config is damage, and the stage is computed
+  again, never reused."""
+  wd = workdir_lib.Workdir(tmp_path)
+  wd.cached_params('stage', lambda: {'w': np.zeros(2)}, {'w': np.zeros(2)},
+                   fingerprint={'seed': 1})
+  assert wd.stored_fingerprint('stage') == {'seed': 1}
+  (tmp_path / 'stage' / workdir_lib.FINGERPRINT_NAME).write_text('{}')
+  assert wd.stored_fingerprint('stage') is None
+  assert not wd.has_checkpoint('stage')
 
 
 @pytest.mark.slow

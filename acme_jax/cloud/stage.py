@@ -119,38 +119,37 @@ def _lookup(tree, dotted: str):
   return tree
 
 
+STAGES = ('cloud/teacher', 'cloud/reordered', 'cloud/width_stage',
+          'cloud/depth_stage')
+
+
 def check_config(wd: workdir_lib.Workdir, config):
-  """Refuse to resume cloud stages trained under a different config.
-  Fields a workdir's record lacks were added by a later version, whose
-  defaults keep the earlier behaviour: they do not block a resume."""
-  path = wd / 'cloud/config.json'
-  if not path.exists():
-    return
-  # Only the cloud sections bind a workdir (a record holding more, e.g. a
-  # whole config, is compared on those).
-  saved = {k: v for k, v in workdir_lib.read_json(path).items()
-           if k in SECTIONS}
+  """Refuse to resume cloud stages trained under a different config, read
+  from the fingerprint each stage's checkpoint seals inside itself (an
+  edited one fails its seal and is recomputed). Fields a stored
+  fingerprint lacks were added by a later version, whose defaults keep the
+  earlier behaviour: they do not block a resume. A committed stage with no
+  stored fingerprint (an earlier version's) is computed again."""
   current = config_lib.subset(config, SECTIONS)
-  diffs = sorted(d for d in _diff(saved, current)
-                 if _lookup(saved, d) is not _MISSING)
-  if diffs:
-    raise ConfigError(
-        diffs[0], '(changed)',
-        f'{wd.path} holds cloud stages trained with a different config '
-        f'(fields differ: {", ".join(diffs[:5])}); use a new --workdir')
-
-
-def _record_config(wd: workdir_lib.Workdir, config):
-  """Written once the first cloud stage is committed (not before: a failed
-  start must not bind the workdir to a config that trained nothing)."""
-  path = wd / 'cloud/config.json'
-  if not path.exists():
-    workdir_lib.atomic_write_json(path, config_lib.subset(config, SECTIONS))
+  for name in STAGES:
+    if not wd.has_checkpoint(name):
+      continue
+    saved = wd.stored_fingerprint(name)
+    if not isinstance(saved, dict):
+      workdir_lib.quarantine(wd / name, 'has no stored config')
+      continue
+    diffs = sorted(d for d in _diff(saved, current)
+                   if _lookup(saved, d) is not _MISSING)
+    if diffs:
+      raise ConfigError(
+          diffs[0], '(changed)',
+          f'{wd / name} was trained with a different config (fields '
+          f'differ: {", ".join(diffs[:5])}); use a new --workdir')
 
 
 def _write_output(path, value):
   """Outputs (not caches) of a stage: only process 0 writes them."""
-  if mesh.is_writer():
+  if workdir_lib.is_writer():
     workdir_lib.atomic_write_json(path, value)
 
 
@@ -167,10 +166,11 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
   def stage(name, fit):
     t0 = time.time()
     done = wd.has_checkpoint(name) and not recomputed
-    params = wd.cached_params(name, fit, init, recompute=bool(recomputed))
+    params = wd.cached_params(name, fit, init, recompute=bool(recomputed),
+                              fingerprint=config_lib.subset(config,
+                                                            SECTIONS))
     if not done:
       recomputed.append(name)
-    _record_config(wd, config)
     log(f'[cloud] {name.split("/")[-1]} '
         f'{"loaded" if done else "trained"} ({time.time() - t0:.0f}s)')
     return params

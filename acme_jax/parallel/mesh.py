@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from acme_jax import choices
+from acme_jax import errors
 
 AXIS = 'data'
 PARAM_SHARDINGS = choices.PARAM_SHARDINGS
@@ -42,18 +43,21 @@ def initialize(distributed_config) -> bool:
     return True
   if d.cpu_collectives:
     jax.config.update('jax_cpu_collectives_implementation', d.cpu_collectives)
-  if d.auto:
-    jax.distributed.initialize()
-  else:
-    jax.distributed.initialize(coordinator_address=d.coordinator,
-                               num_processes=d.num_processes,
-                               process_id=d.process_id)
+  try:
+    if d.auto:
+      jax.distributed.initialize()
+    else:
+      jax.distributed.initialize(coordinator_address=d.coordinator,
+                                 num_processes=d.num_processes,
+                                 process_id=d.process_id)
+  except (RuntimeError, ValueError) as e:
+    how = ('cloud.distributed.auto = True: JAX found no cluster to join '
+           '(a TPU pod, SLURM, ...); elsewhere give coordinator, '
+           'num_processes and process_id' if d.auto else
+           f'cloud.distributed.coordinator = {d.coordinator!r}: the '
+           f'coordinator could not be reached or joined')
+    raise errors.UserError(f'{how} ({errors.one_line(e)})') from e
   return True
-
-
-def is_writer() -> bool:
-  """Only process 0 writes JSON, markdown and plots."""
-  return jax.process_index() == 0
 
 
 def _fsdp_spec(shape, size: int) -> P:

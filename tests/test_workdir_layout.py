@@ -1,0 +1,95 @@
+"""What a job checks of its workdir before any work: one job at a time
+(`workdir.lock`), files and directories where the job expects them, a
+results.json of the right shape, and stage records of the right shape."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from acme_jax import errors
+from acme_jax import workdir as workdir_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HOLD = '''
+import sys, time
+from acme_jax import workdir
+workdir.lock(sys.argv[1])
+print('held', flush=True)
+time.sleep(60)
+'''
+
+
+def test_a_second_job_is_refused_naming_the_holder_until_it_is_gone(
+    tmp_path):
+  holder = subprocess.Popen([sys.executable, '-c', HOLD, str(tmp_path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    with pytest.raises(errors.UserError,
+                       match=f'in use by process {holder.pid} on '):
+      workdir_lib.lock(tmp_path)
+  finally:
+    holder.kill()
+    holder.wait()
+  workdir_lib.lock(tmp_path)  # its process is gone: taken over
+  assert f'process {os.getpid()} ' in (tmp_path / '.lock').read_text()
+
+
+def test_one_process_may_take_its_own_lock_again(tmp_path):
+  workdir_lib.lock(tmp_path)
+  workdir_lib.lock(tmp_path)
+  workdir_lib.release(tmp_path)
+  workdir_lib.lock(tmp_path)
+
+
+@pytest.mark.parametrize('make, expected', [
+    (lambda w: (w / 'ledger.json').mkdir(), 'is a directory where'),
+    (lambda w: (w / 'cloud').write_text('x'), 'is a file where'),
+    (lambda w: ((w / 'cloud').mkdir(), (w / 'cloud/teacher').write_text('x')),
+     'cloud/teacher is a file where'),
+    (lambda w: (w / 'results.json').write_text('[1, 2]'),
+     'holds a JSON list, not an object'),
+    (lambda w: (w / 'results.json').write_text('null'),
+     'holds a JSON NoneType'),
+    (lambda w: (w / 'results.json').write_text('{"cloud": [1]}'),
+     "section 'cloud' is a list, not a dict"),
+    (lambda w: (w / 'results.json').write_text('{"devices": {}}'),
+     "section 'devices' is a dict, not a list"),
+    (lambda w: (w / 'results.json').write_text('{"provenance": 3}'),
+     "section 'provenance' is a int"),
+    (lambda w: (w / 'results.json').write_text('{"a": '),
+     'is not valid JSON'),
+])
+def test_a_workdir_of_the_wrong_shape_is_one_line_naming_the_path(
+    tmp_path, make, expected):
+  w = tmp_path / 'w'
+  w.mkdir()
+  make(w)
+  wd = workdir_lib.Workdir(w)
+  with pytest.raises(errors.UserError, match=expected):
+    wd.check_layout(files=('ledger.json',), dirs=('cloud/teacher',),
+                    results={'dataset': str, 'devices': list})
+
+
+def test_a_workdir_of_the_right_shape_passes(tmp_path):
+  wd = workdir_lib.Workdir(tmp_path)
+  (tmp_path / 'cloud/teacher').mkdir(parents=True)
+  (tmp_path / 'results.json').write_text(json.dumps(
+      {'dataset': 'digits', 'devices': [], 'cloud': {}, 'provenance': {}}))
+  wd.check_layout(files=('ledger.json', 'results.json'),
+                  dirs=('cloud/teacher',),
+                  results={'dataset': str, 'devices': list})
+
+
+def test_a_sealed_stage_record_of_the_wrong_shape_is_recomputed(tmp_path,
+                                                                capsys):
+  wd = workdir_lib.Workdir(tmp_path)
+  workdir_lib.atomic_write_json(tmp_path / 'devices.json', [])
+  workdir_lib.seal(tmp_path / 'devices.json')  # a matching checksum
+  assert wd.cached_stage('devices.json', {'a': 1}, lambda: 5) == 5
+  assert 'is not a stage record' in capsys.readouterr().err
+  assert wd.cached_stage('devices.json', {'a': 1}, lambda: 6) == 5
+
