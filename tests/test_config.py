@@ -45,6 +45,32 @@ def test_default_config_is_valid():
     (dict(engine__strategy='pmap'), 'engine.strategy'),
     (dict(engine__chunk=-1), 'engine.chunk'),
     (dict(header__num_channels=0), 'header.num_channels'),
+    # Values that pass a sign check and mean nothing: infinities, NaN,
+    # positives that are zero in float32, counts past int32, a range
+    # backwards, an epsilon that drowns the variance.
+    (dict(cloud__teacher__learning_rate=float('inf')),
+     'cloud.teacher.learning_rate'),
+    (dict(cloud__width_stage__learning_rate=float('nan')),
+     'cloud.width_stage.learning_rate'),
+    (dict(model__layer_norm_eps=float('inf')), 'model.layer_norm_eps'),
+    (dict(model__layer_norm_eps=2.0), 'model.layer_norm_eps'),
+    (dict(header__lr_max=float('inf')), 'header.lr_max'),
+    (dict(header__lr_min=0.5), 'header.lr_min'),  # above lr_max 0.1
+    (dict(header__temperature=float('inf')), 'header.temperature'),
+    (dict(aggregation__temperature=1e-320), 'aggregation.temperature'),
+    (dict(aggregation__temperatures=(1.0, 1e-39)),
+     'aggregation.temperatures'),
+    (dict(federated__kd_temperature=float('inf')),
+     'federated.kd_temperature'),
+    (dict(cloud__teacher__epochs=10**20), 'cloud.teacher.epochs'),
+    (dict(aggregation__rounds=2**31), 'aggregation.rounds'),
+    (dict(selection__sigma=float('inf')), 'selection.sigma'),
+    (dict(header__dropout_rate=float('nan')), 'header.dropout_rate'),
+    (dict(aggregation__self_weight=float('-inf')), 'aggregation.self_weight'),
+    (dict(cloud__distributed__coordinator='127.0.0.1:0'),
+     'cloud.distributed.coordinator'),
+    (dict(cloud__distributed__coordinator=':1234'),
+     'cloud.distributed.coordinator'),
 ])
 def test_invalid_values_name_the_field(overrides, field):
   with pytest.raises(config_lib.ConfigError) as info:
@@ -163,3 +189,55 @@ def test_a_job_called_directly_validates_before_any_work(tmp_path):
   with pytest.raises(config_lib.ConfigError, match='config.seed'):
     world.build(_with(seed=-1), tmp_path / 'w')
   assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('overrides, field', [
+    (dict(selection__grid_size=100000), 'selection.grid_size'),
+    (dict(header__batch_size=100000), 'header.batch_size'),
+    (dict(header__num_nodes=1000), 'header.num_nodes'),
+    (dict(header__controller_hidden=100000), 'header.controller_hidden'),
+    (dict(cloud__eval_batch_size=10**7), 'cloud.eval_batch_size'),
+    (dict(cloud__batch_size=10**6), 'cloud.batch_size'),
+])
+def test_sizes_past_the_machines_memory_are_refused_with_both_numbers(
+    overrides, field):
+  from acme_jax import memory
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(_with(**overrides))
+  assert info.value.field == field
+  have = f'{memory.machine_bytes() / 2**30:,.1f} GiB'
+  assert f'this machine has {have}' in str(info.value)
+
+
+@pytest.mark.slow  # the selection on a 400 x 400 grid, traced: ~10 s
+def test_the_grid_estimate_bounds_what_the_selection_allocates():
+  """The selection's estimate against its traced peak at a grid where it
+  is measurable: at least the peak (else an impossible grid would pass),
+  and within 2x of it."""
+  import tracemalloc
+  from acme_jax import memory, sizes
+  from acme_jax.selection import stage as selection_stage
+  from conftest import constructed_grid
+  config = _with(selection__grid_size=400)
+  grid = [dict(depth_mult=d, width_mult=w, accuracy=a,
+               params=int(1000 * d * w + 100), per_class_accuracy=[a] * 10)
+          for d, w, a in constructed_grid()]
+  tracemalloc.start()
+  try:
+    selection_stage.run(selection_stage.SelectionHparams.from_config(config),
+                        grid, sizes.architecture(config, 10))
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  estimate = next(e.bytes for e in memory.estimates(config)
+                  if e.field == 'selection.grid_size')
+  assert peak <= estimate <= 2 * peak, (peak, estimate)
+
+
+def test_every_shipped_config_fits_this_machine():
+  from acme_jax import memory
+  from configs import cifar100_vit_b16, minilm_wordnet
+  for config in (default.get_config(), cifar100_vit_b16.get_config(),
+                 minilm_wordnet.get_config()):
+    for e in memory.estimates(config):
+      assert e.bytes < 8 * 2**30, (e.field, e.bytes)
