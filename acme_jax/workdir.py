@@ -215,9 +215,11 @@ LOCK_NAME = '.lock'
 _HELD = {}
 
 
-def lock(path):
+def lock(path, shared: bool = False):
   """Holds `path` for this process's life; a workdir another live job
-  holds is a `UserError` naming that job's process."""
+  holds is a `UserError` naming that job's process. `shared`: a shard of an
+  experiment (`--shard`), which runs beside the other shards (each writes
+  only its own repeats) but beside no other job."""
   import fcntl
   import socket
   path = pathlib.Path(path).absolute()
@@ -225,7 +227,8 @@ def lock(path):
     return
   handle = open(path / LOCK_NAME, 'a+')
   try:
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) |
+                fcntl.LOCK_NB)
   except OSError:
     handle.seek(0)
     holder = handle.read().strip() or 'another process'
@@ -233,8 +236,11 @@ def lock(path):
     raise errors.UserError(
         f'--workdir {path} is in use by {holder}; wait for that job to end '
         f'(or stop it) or give another --workdir') from None
-  handle.seek(0)
-  handle.truncate()
+  if shared:  # the other shards' lines stay
+    handle.seek(0, os.SEEK_END)
+  else:
+    handle.seek(0)
+    handle.truncate()
   command = ' '.join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:])[:200]
   handle.write(f'process {os.getpid()} on {socket.gethostname()} '
                f'({command})\n')
@@ -256,7 +262,7 @@ class Workdir:
   `writer`: this process writes (False on a multi-host run's processes
   other than 0, which only read: no probe, no clean-up)."""
 
-  def __init__(self, path, writer: bool = True):
+  def __init__(self, path, writer: bool = True, shared: bool = False):
     self.path = pathlib.Path(path).absolute()
     self.writer = writer
     blocked = errors.file_in_the_way(self.path)
@@ -278,8 +284,9 @@ class Workdir:
                              f'({e.strerror}); choose another directory') from e
     # Before any clean-up: a live job's temporary files are its own. (A
     # multi-host run's other processes share process 0's job.)
-    lock(self.path)
-    self.clean_stale()
+    lock(self.path, shared)
+    if not shared:  # a shard's neighbours may be saving
+      self.clean_stale()
 
   def clean_stale(self):
     """Removes what an interrupted orbax save leaves behind."""

@@ -51,7 +51,7 @@ class World:
     return self.dataset.num_classes
 
 
-def prepare(config, workdir) -> workdir_lib.Workdir:
+def prepare(config, workdir, shared: bool = False) -> workdir_lib.Workdir:
   """Everything a run checks before any work: the config, multi-host
   start-up, the device count the batches split over, the workdir.
 
@@ -65,19 +65,23 @@ def prepare(config, workdir) -> workdir_lib.Workdir:
   mesh.initialize(config.cloud.distributed)
   config_lib.check_devices(config, jax.device_count())
   # Held for the job's life: a second job on this workdir is refused.
-  wd = workdir_lib.Workdir(workdir, writer=workdir_lib.is_writer())
+  wd = workdir_lib.Workdir(workdir, writer=workdir_lib.is_writer(),
+                          shared=shared)
   wd.check_layout(files=OUTPUT_FILES, dirs=cloud_stage.STAGES,
                   results={'dataset': str, 'devices': list})
   return wd
 
 
 def build(config, workdir, log=print,
-          partitions: Sequence[Tuple[data_stage.PartitionHparams, str]] = ()
-          ) -> World:
+          partitions: Sequence[Tuple[data_stage.PartitionHparams, str]] = (),
+          shared: bool = False) -> World:
   """The world of `config` in `workdir`. Every partition a job will draw
   (`partitions`: (hparams, config field to blame), besides the config's
-  own) is checked before any training."""
-  wd = prepare(config, workdir)
+  own) is checked before any training. `shared`: a shard's world, beside
+  other shards: it loads the cloud stages and trains none."""
+  wd = prepare(config, workdir, shared)
+  if shared:
+    cloud_stage.require_trained(wd, config)
   t0 = time.time()
   dataset, cloud_data, device_data = data_stage.load(config, log)
   data_stage.check_cloud_batch(config, cloud_data)

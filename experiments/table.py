@@ -126,8 +126,10 @@ class Experiment:
     Otherwise `summarize(rows)` is published: `<name>.json`, `<name>.png`,
     the `<name>` section of results.json and report.md, and its table in
     the log."""
-    # `partitions` positional: tests stand in a `build(*args)`.
-    world = world_lib.build(config, workdir, log, partitions)
+    # Positional: tests stand in a `build(*args)`. A shard shares the
+    # workdir with the other shards.
+    world = world_lib.build(config, workdir, log, partitions,
+                            shard is not None)
     rows = world.wd.cached_repeats(
         self.name, self.fingerprint(config), config[self.repeats_in].repeats,
         lambda r: one_repeat(world, r, log), shard)

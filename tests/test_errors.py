@@ -158,3 +158,49 @@ def test_an_interrupt_swallowed_by_a_gc_callback_still_stops_the_run():
   assert out.returncode == 130
   assert [l for l in out.stderr.splitlines() if l.strip()] == [
       'interrupted: rerun the same command to resume where it stopped']
+
+
+TERMINATED = '''
+import os, signal, time
+from acme_jax import errors
+
+def job():
+  try:
+    print('running', flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(20)
+    print('not terminated', flush=True)
+  finally:
+    print('cleaned up', flush=True)
+
+errors.boundary(job)
+'''
+
+
+def test_sigterm_is_the_interrupts_one_line_and_exit_143():
+  """`kill` or a scheduler's time limit: the run's `finally` blocks run,
+  the same line as Ctrl-C, and 128 + SIGTERM."""
+  out = subprocess.run([sys.executable, '-c', TERMINATED],
+                       cwd=pathlib.Path(__file__).parents[1],
+                       capture_output=True, text=True, timeout=60)
+  assert out.stdout.splitlines() == ['running', 'cleaned up']
+  assert out.returncode == 143
+  assert out.stderr.splitlines() == [
+      'interrupted: rerun the same command to resume where it stopped']
+
+
+def test_a_refused_write_is_expected_and_names_the_path():
+  import errno
+  full = OSError(errno.ENOSPC, 'No space left on device', '/w/cloud/teacher')
+  wrapped = ValueError('RESOURCE_EXHAUSTED: tensorstore')
+  wrapped.__cause__ = full
+  assert errors.storage_error(wrapped) is full
+  assert errors.is_expected(wrapped)
+  assert errors.storage_message(full).startswith(
+      'cannot write /w/cloud/teacher: No space left on device;')
+  # Not a storage problem: a bug, with its traceback.
+  assert errors.storage_error(OSError(errno.ECONNREFUSED, 'refused')) is None
+  # Our own message stands even when a refused write caused it.
+  own = errors.UserError('--workdir /sys/x is not writable')
+  own.__cause__ = full
+  assert errors.storage_error(own) is None

@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOLD = '''
 import sys, time
 from acme_jax import workdir
-workdir.lock(sys.argv[1])
+workdir.lock(sys.argv[1], shared=sys.argv[2] == 'shared')
 print('held', flush=True)
 time.sleep(60)
 '''
@@ -24,7 +24,7 @@ time.sleep(60)
 
 def test_a_second_job_is_refused_naming_the_holder_until_it_is_gone(
     tmp_path):
-  holder = subprocess.Popen([sys.executable, '-c', HOLD, str(tmp_path)],
+  holder = subprocess.Popen([sys.executable, '-c', HOLD, str(tmp_path), ''],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == 'held'
@@ -93,3 +93,17 @@ def test_a_sealed_stage_record_of_the_wrong_shape_is_recomputed(tmp_path,
   assert 'is not a stage record' in capsys.readouterr().err
   assert wd.cached_stage('devices.json', {'a': 1}, lambda: 6) == 5
 
+
+
+def test_shards_run_side_by_side_and_beside_no_other_job(tmp_path):
+  shard = subprocess.Popen(
+      [sys.executable, '-c', HOLD, str(tmp_path), 'shared'], cwd=ROOT,
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert shard.stdout.readline().strip() == 'held'
+    with pytest.raises(errors.UserError, match=f'process {shard.pid} '):
+      workdir_lib.lock(tmp_path)  # a whole job
+    workdir_lib.lock(tmp_path, shared=True)  # another shard
+  finally:
+    shard.kill()
+    shard.wait()

@@ -13,6 +13,7 @@ from typing import Tuple
 import jax
 
 from acme_jax import config as config_lib
+from acme_jax import errors
 from acme_jax import resume
 from acme_jax import streams
 from acme_jax import training
@@ -145,6 +146,20 @@ def check_config(wd: workdir_lib.Workdir, config):
           diffs[0], '(changed)',
           f'{wd / name} was trained with a different config (fields '
           f'differ: {", ".join(diffs[:5])}); use a new --workdir')
+
+
+def require_trained(wd: workdir_lib.Workdir, config):
+  """For a shard (which runs beside other shards): every cloud stage is
+  committed, so none is trained twice at once."""
+  check_config(wd, config)
+  needed = [n for n in STAGES
+            if n != 'cloud/reordered' or config.cloud.reorder]
+  missing = [n for n in needed if not wd.has_checkpoint(n)]
+  if missing:
+    raise errors.UserError(
+        f'--shard: {wd / missing[0]} is not trained yet, and shards train '
+        f'nothing (they run side by side); run the command once without '
+        f'--shard (or experiments.main) to train the cloud stages')
 
 
 def _write_output(path, value):
