@@ -207,12 +207,35 @@ def quarantine(path, why: str):
 
 # ------------------------------------------------------------ one job each
 
-LOCK_NAME = '.lock'
-# Workdirs this process holds, path -> open lock file. A flock belongs to
-# its open file: it ends with the process however it ends (a lock whose
-# process is gone is free), and opening a second one here would conflict
-# with our own, hence the registry.
+# Workdirs this process holds, path -> the directory's open descriptor. The
+# lock is a flock on the directory itself: it writes nothing there, and it
+# ends with its process however that ends (a lock whose process is gone is
+# free). A second flock from this process would conflict with its own,
+# hence the registry.
 _HELD = {}
+
+
+def _holder(path: pathlib.Path) -> str:
+  """Who holds a flock on directory `path`, from /proc/locks (Linux; a
+  holder on another host of a shared file system is not listed)."""
+  try:
+    st = os.stat(path)
+    with open('/proc/locks') as f:
+      entries = [line.split() for line in f]
+  except OSError:
+    return 'another process'
+  inode = f'{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}'
+  pids = [e[4] for e in entries
+          if len(e) > 5 and e[1] == 'FLOCK' and e[5] == inode]
+  for pid in pids:
+    try:
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        argv = f.read().decode(errors='replace').split('\0')
+    except OSError:
+      continue
+    command = ' '.join(' '.join(argv[1:]).split())[:160]
+    return f'process {pid} ({command})'
+  return 'another process'
 
 
 def lock(path, shared: bool = False):
@@ -221,40 +244,28 @@ def lock(path, shared: bool = False):
   experiment (`--shard`), which runs beside the other shards (each writes
   only its own repeats) but beside no other job."""
   import fcntl
-  import socket
   path = pathlib.Path(path).absolute()
   if path in _HELD:
     return
-  handle = open(path / LOCK_NAME, 'a+')
+  fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
   try:
-    fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) |
+    fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) |
                 fcntl.LOCK_NB)
   except OSError:
-    handle.seek(0)
-    holder = handle.read().strip() or 'another process'
-    handle.close()
+    os.close(fd)
     raise errors.UserError(
-        f'--workdir {path} is in use by {holder}; wait for that job to end '
-        f'(or stop it) or give another --workdir') from None
-  if shared:  # the other shards' lines stay
-    handle.seek(0, os.SEEK_END)
-  else:
-    handle.seek(0)
-    handle.truncate()
-  command = ' '.join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:])[:200]
-  handle.write(f'process {os.getpid()} on {socket.gethostname()} '
-               f'({command})\n')
-  handle.flush()
-  _HELD[path] = handle
+        f'--workdir {path} is in use by {_holder(path)}; wait for that job '
+        f'to end (or stop it) or give another --workdir') from None
+  _HELD[path] = fd
 
 
 def release(path=None):
   """Lets go of `path` (default: every workdir this process holds)."""
   paths = list(_HELD) if path is None else [pathlib.Path(path).absolute()]
   for p in paths:
-    handle = _HELD.pop(p, None)
-    if handle is not None:
-      handle.close()
+    fd = _HELD.pop(p, None)
+    if fd is not None:
+      os.close(fd)
 
 
 class Workdir:
