@@ -84,8 +84,8 @@ def validate(config):
   if 'federated' in config:
     _validate_federated(config)
   one_of(config, 'engine.strategy', choices.STRATEGIES)
-  check(config, 'engine.chunk', lambda v: isinstance(v, int) and v >= 0,
-        'must be a whole number >= 0 (0: all users at once)')
+  check(config, 'engine.chunk', lambda v: is_int(v) and v >= 0,
+        'must be a whole number in 0..2147483647 (0: all users at once)')
   _check_header_allowance(config)
   non_negative_int(config, 'resume.every_steps')
   memory.check(config)

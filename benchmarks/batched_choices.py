@@ -30,6 +30,7 @@ import optax
 from acme_jax import errors
 from acme_jax import report
 from acme_jax.device import header as header_lib
+from benchmarks import inputs
 
 BATCH = 32
 GRID = (4, 4)
@@ -98,6 +99,8 @@ def main():
   parser.add_argument('--layers', type=count, default=3, help='cells held')
   parser.add_argument('--reps', type=count, default=5, help='timed rounds')
   args = parser.parse_args()
+  inputs.batched_choices(args.devices, args.channels, args.nodes, args.layers,
+                         args.reps)
   n = args.devices
   rows, base = [], None
   for name, (fn, calls, per_call) in programs(
@@ -128,4 +131,4 @@ def _random_arch(rng, nodes: int) -> np.ndarray:
 
 
 if __name__ == '__main__':
-  main()
+  errors.boundary(main)

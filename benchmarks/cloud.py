@@ -32,12 +32,14 @@ import optax
 from absl import flags
 
 from acme_jax import cli
+from acme_jax import errors
 from acme_jax import report
 from acme_jax import training
 from acme_jax.cloud import elastic, teacher
 from acme_jax.data import base
 from acme_jax.models import subnet, vit
 from acme_jax.parallel import mesh
+from benchmarks import inputs
 
 _BATCH = flags.DEFINE_integer('batch', 2, lower_bound=1, help= 'global batch (a multiple of the '
                               'device count)')
@@ -52,7 +54,7 @@ _REMAT = flags.DEFINE_bool('remat', True, 'recompute subnet activations in '
 _PEAK = flags.DEFINE_float('peak_tflops', 0.0, 'peak TFLOP/s of one device '
                            '(0: datasheet for known kinds, else measured)')
 _CLASSES = 100
-GRID = (1.0, 0.75, 0.5, 0.25)
+GRID = inputs.GRID
 
 # Dense (no sparsity) datasheet peaks in TFLOP/s per device.
 _DATASHEET = {
@@ -167,8 +169,11 @@ def measure(step_name, dtype, par, batch):
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   devices = jax.devices()
+  inputs.cloud(_BATCH.value, _REPS.value, _DTYPES.value, _STEPS.value,
+               _SCHEME.value, _REMAT.value, _PEAK.value, len(devices))
   setups = [('1 device', mesh.single_device())]
   if len(devices) > 1:
     setups.append((f'all {len(devices)} devices',
@@ -179,9 +184,6 @@ def main(argv):
     for dtype in _DTYPES.value:
       for label, par in setups:
         batch = _BATCH.value
-        if batch % par.size:
-          raise ValueError(f'--batch={batch} does not split over '
-                           f'{par.size} devices')
         seconds, compile_s, analytic, xla = measure(step_name, dtype, par,
                                                     batch)
         peak = peaks[dtype][0] * par.size

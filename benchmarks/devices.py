@@ -37,6 +37,7 @@ from acme_jax.federated import acme
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.selection import stage as selection_stage
 from acme_jax.parallel import engine
+from benchmarks import inputs
 from configs import many_users
 
 _USERS = flags.DEFINE_list('users', ['8', '64', '256'], 'user counts')
@@ -105,7 +106,8 @@ def per_user_bytes(headers) -> int:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   strategies = [s for s in _STRATEGIES.value
                 if s != 'sharded' or jax.device_count() > 1]
   if not strategies:
@@ -113,6 +115,7 @@ def main(argv):
         '--strategies=sharded needs several accelerators; this machine has '
         f'{jax.device_count()} (on CPU, simulate them with XLA_FLAGS='
         '--xla_force_host_platform_device_count=8)')
+  inputs.devices([int(u) for u in _USERS.value], strategies, _CHUNK.value)
   rows, per_minute = [], {}
   for users in map(int, _USERS.value):
     world = setup(users)

@@ -26,10 +26,12 @@ import optax
 from absl import flags
 
 from acme_jax import cli
+from acme_jax import errors
 from acme_jax import report
 from acme_jax import training
 from acme_jax.cloud import elastic
 from acme_jax.models import subnet, vit
+from benchmarks import inputs
 
 _LAYERS = flags.DEFINE_integer('layers', 12, 'encoder layers')
 _HIDDEN = flags.DEFINE_integer('hidden', 384, 'hidden size')
@@ -42,7 +44,7 @@ _REPS = flags.DEFINE_integer('reps', 3, 'timed calls (best kept)')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
                            'compute dtype')
 
-GRID = (1.0, 0.75, 0.5, 0.25)
+GRID = inputs.GRID
 
 
 def _best(fn, reps, first=None):
@@ -59,7 +61,11 @@ def _best(fn, reps, first=None):
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  inputs.elastic(_LAYERS.value, _HIDDEN.value, _HEADS.value, _MLP.value,
+                 _IMAGE.value, _PATCH.value, _BATCH.value, _REPS.value,
+                 _DTYPE.value)
   model = vit.ViT(num_classes=10, patch_size=_PATCH.value,
                   hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
                   num_heads=_HEADS.value, mlp_dim=_MLP.value,

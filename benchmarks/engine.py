@@ -18,6 +18,7 @@ import optax
 
 from acme_jax import errors
 from acme_jax.parallel import engine as E
+from benchmarks import inputs
 
 FEATURE_SHAPE = (4, 4, 64)
 BATCH = 32
@@ -115,6 +116,8 @@ def main():
   parser.add_argument('--reps', type=errors.whole_number, default=5,
                       help='timed calls (best kept)')
   args = parser.parse_args()
+  inputs.engine([int(n) for n in args.devices.split(',')], args.hidden,
+                args.reps, int(np.prod(FEATURE_SHAPE)), BATCH)
 
   strategies = ['loop', 'vmap']
   if jax.device_count() > 1:

@@ -10,6 +10,7 @@ runs the backbone on its batch inside the jitted step. Compile time excluded
 (one warm-up step each); the header sees the same features either way. The
 gain grows with the backbone's cost relative to the header's.
 """
+import sys
 import time
 
 import jax
@@ -18,6 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from acme_jax import cli
+from acme_jax import errors
 from acme_jax import data as data_lib
 from acme_jax import report
 from acme_jax import sizes
@@ -26,15 +28,20 @@ from acme_jax.device import child as child_lib
 from acme_jax.device import stage as device_stage
 from acme_jax.device import header as header_lib
 from acme_jax.models import subnet, vit
+from benchmarks import inputs
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py')
 _STEPS = flags.DEFINE_integer('steps', 200, 'header steps per side')
 _SAMPLES = flags.DEFINE_integer('samples', 128, 'local training samples')
 
 
-def main(_):
-  config = _CONFIG.value
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = cli.config_value(_CONFIG, sys.argv)
+  inputs.header(config, _STEPS.value, _SAMPLES.value)
   ds = data_lib.load_dataset(config.data, config.seed)
+  inputs.header_samples(_SAMPLES.value, len(ds.train.labels), config.data.name)
   model = vit.vit_from_config(config.model, ds.num_classes)
   params = vit.init_params(model, jax.random.key(0), ds.image_shape)
   full = subnet.for_model(model, 1.0, 1.0)

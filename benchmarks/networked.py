@@ -25,7 +25,9 @@ from absl import flags
 
 from acme_jax import cli
 from acme_jax import workdir as workdir_lib
+from acme_jax import errors
 from acme_jax.networked import launcher, processes, report
+from benchmarks import inputs
 
 DEVICES = flags.DEFINE_list('devices', ['6', '12'],
                             'device counts run in every mode of --modes')
@@ -166,11 +168,15 @@ def one_run(count: int, mode: str, wd: pathlib.Path, cloud) -> dict:
 
 
 def main(argv):
-  del argv
-  cli.enable_compilation_cache()
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   base = pathlib.Path(WORKDIR.value)
   plan = [(int(d), m) for d in DEVICES.value for m in MODES.value]
   plan += [(int(d), 'warm') for d in WARM_ONLY.value]
+  inputs.networked({(count, mode): bench_config(count, mode == 'warm')
+                    for count, mode in plan}, ROUNDS.value, IN_FLIGHT.value,
+                   MIN_GB.value, RUN_TIMEOUT.value, base)
+  cli.enable_compilation_cache()
   rows, cloud = [], None
   for count, mode in plan:
     row = one_run(count, mode, base / f'{mode}{count}', cloud)

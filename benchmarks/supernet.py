@@ -8,6 +8,7 @@ each subnet extracted to dense params and jitted on its own (what a
 shape-specialising implementation does). Reports wall time including
 compilation, and the number of compilations each way.
 """
+import sys
 import time
 
 import jax
@@ -15,10 +16,12 @@ import numpy as np
 from ml_collections import config_flags
 
 from acme_jax import cli
+from acme_jax import errors
 from acme_jax import data as data_lib
 from acme_jax import report
 from acme_jax.cloud import grid as grid_lib
 from acme_jax.models import subnet, vit
+from benchmarks import inputs
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py')
 
@@ -28,8 +31,11 @@ def _accuracy(forward, params, images, labels, *extra):
   return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
 
 
-def main(_):
-  config = _CONFIG.value
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = inputs.config(cli.config_value(_CONFIG, sys.argv),
+                         'benchmarks.supernet')
   ds = data_lib.load_dataset(config.data, config.seed)
   model = vit.vit_from_config(config.model, ds.num_classes)
   params = vit.init_params(model, jax.random.key(0), ds.image_shape)

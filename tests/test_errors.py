@@ -74,7 +74,7 @@ def _cases(tmp):
           '--grid=100000'], '--grid=100000 must be in [2, 1000]'),
       ('pfg tool with a negative sigma', [
           sys.executable, '-m', 'acme_jax.tools.pfg', '--measured=x.csv',
-          '--sigma=-1'], '--sigma=-1.0 must be >= 0'),
+          '--sigma=-1'], '--sigma=-1.0 is invalid: must be a finite number >= 0'),
   ]
 
 

@@ -29,6 +29,12 @@ does; a checkpoint's other modules, e.g. Dense, are refused).
 
 Matmuls run at 'highest' precision by default (--precision): on GPUs the
 default may use TF32 passes, an error of ~1e-3 that is not the model's.
+
+Every flag is checked before the model loads: --output must be writable
+and must not name an input (--inputs, --text, the same file by a link or
+another path) or a file of the checkpoint, and the arrays of --inputs the
+model reads must be finite (a NaN or infinity makes every output NaN).
+OUT.npz is written whole or not at all.
 """
 import json
 import os
@@ -38,10 +44,13 @@ import jax
 import numpy as np
 from absl import flags, logging
 
+from acme_jax import checks
 from acme_jax import cli
 from acme_jax.errors import UserError
 from acme_jax.models import checkpoints
 from acme_jax.models import hf_import
+from acme_jax.tools import flag_checks
+from acme_jax.tools import output_file
 
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'A Hugging Face checkpoint folder, or pip:<dist>.')
@@ -297,13 +306,29 @@ def encode(spec, inputs=None, sentences=None, batch_size: int = 32,
   return out
 
 
+# The arrays of --inputs the model reads (`text_inputs`, `image_inputs`).
+READ = ('pixel_values', 'input_ids', 'attention_mask', 'token_type_ids')
+
+
 def _load_inputs(path: str) -> dict:
   try:
     with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
+      arrays = {k: data[k] for k in data.files}
   except (OSError, ValueError, EOFError) as e:
     raise UserError(f'cannot read --inputs {path}: '
                     f'{" ".join(str(e).split())}') from e
+  for name in READ:
+    value = arrays.get(name)
+    if value is None or not np.issubdtype(value.dtype, np.inexact):
+      continue
+    bad = ~np.isfinite(value)
+    if bad.any():
+      # A NaN or infinity flows through every layer: all outputs NaN.
+      raise UserError(f'--inputs={path}: {name} holds {int(bad.sum())} '
+                      f'non-finite value(s) (NaN or inf), the first at '
+                      f'index {tuple(int(i) for i in np.argwhere(bad)[0])}; '
+                      f'the outputs would be NaN')
+  return arrays
 
 
 def _read_lines(path: str) -> list:
@@ -317,25 +342,15 @@ def _read_lines(path: str) -> list:
   return lines
 
 
-def _check_output(path: str):
-  """Before any work: the .npz can be written where it is asked for."""
-  folder = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(folder):
-    raise UserError(f'--output folder {folder} does not exist')
-  if os.path.isdir(path):
-    raise UserError(f'--output={path} is a directory; give an .npz file path')
-
-
-def _save(path: str, arrays: dict):
-  """Writes the .npz whole or not at all (a temp file, then a rename)."""
-  tmp = f'{path}.tmp'
-  try:
-    with open(tmp, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+def _check_checkpoint(spec: str, output: str):
+  """The checkpoint exists, and --output would not replace one of its
+  files (its weights, config or tokenizer)."""
+  path = checkpoints.resolve(spec)
+  folder = path if path.is_dir() else path.parent
+  if os.path.exists(output) and output_file.same_file(os.path.dirname(
+      os.path.abspath(output)), folder):
+    raise UserError(f'--output={output} would replace a file of the '
+                    f'checkpoint {spec}; give a path outside {folder}')
 
 
 def main(argv):
@@ -348,15 +363,19 @@ def main(argv):
     raise UserError('--output is required (an .npz path)')
   if bool(_INPUTS.value) == bool(_TEXT.value):
     raise UserError('give exactly one of --inputs=IN.npz and --text=FILE')
-  if _BATCH.value < 1:
-    raise UserError(f'--batch_size must be >= 1, got {_BATCH.value}')
-  _check_output(_OUTPUT.value)
+  if _NORMALIZE.value and not _TEXT.value:
+    raise UserError('--normalize applies to --text (its sentence_embedding); '
+                    '--inputs gives no sentence embedding')
+  flag_checks.flag(checks.positive_int, 'batch_size', _BATCH.value)
+  output_file.check(_OUTPUT.value, {'inputs': _INPUTS.value,
+                                    'text': _TEXT.value})
   inputs = _load_inputs(_INPUTS.value) if _INPUTS.value else None
   sentences = _read_lines(_TEXT.value) if _TEXT.value else None
+  _check_checkpoint(_CHECKPOINT.value, _OUTPUT.value)
   cli.enable_compilation_cache()
   out = encode(_CHECKPOINT.value, inputs, sentences, _BATCH.value,
                _PRECISION.value, _NORMALIZE.value)
-  _save(_OUTPUT.value, out)
+  output_file.save(_OUTPUT.value, lambda f: np.savez(f, **out))
   print(f'wrote {_OUTPUT.value}: ' + ', '.join(
       f'{k} {tuple(v.shape)}' for k, v in out.items()))
 

@@ -14,10 +14,12 @@ the PFG pick, the five baselines, their scores and the front.
 
 The CSV needs columns depth_mult, width_mult, accuracy (others are ignored).
 All sizes, latencies and energies in the output are min-max normalised over the
-fine grid; mer / eer are null where the normalised cost is 0. Bad input prints
-one line on stderr and exits with status 2 (usage) or 1 (data).
+fine grid; mer / eer are null where the normalised cost is 0. Every flag is
+checked before any work with the checks the main job applies to the config
+fields it stands for (--grid: selection.grid_size, --profile:
+system.profile, --arch: model.*, --config: the whole config); bad input
+prints one line starting `error: ` on stderr and exits with status 2.
 """
-import argparse
 import csv
 import dataclasses
 import importlib.util
@@ -28,9 +30,13 @@ from typing import Dict, List
 
 import numpy as np
 
+from acme_jax import checks
+from acme_jax import choices
+from acme_jax import errors
 from acme_jax.selection import costs
 from acme_jax.selection import pareto
 from acme_jax.selection import predictor
+from acme_jax.tools import flag_checks
 
 REQUIRED_COLUMNS = ('depth_mult', 'width_mult', 'accuracy')
 # (channels, classes) of the datasets configs name, for configs without them.
@@ -44,15 +50,9 @@ class InputError(ValueError):
   """Bad user input: reported as one line, never a traceback."""
 
 
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):
-    self.exit(2, f'pfg: error: {message}\n')
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog='python -m acme_jax.tools.pfg',
-                   description=__doc__.split('\n')[0])
+def _parser() -> errors.OneLineParser:
+  parser = errors.OneLineParser(prog='python -m acme_jax.tools.pfg',
+                                description=__doc__.split('\n')[0])
   # --config first, as every entry point's --help lists it.
   parser.add_argument('--config', default=None,
                       help='exact: ml_collections config file (get_config())')
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                       help='CSV with depth_mult,width_mult,accuracy')
   parser.add_argument('--size_constraint', type=float, default=0.8,
                       help='normalised size budget S in [0, 1]')
-  parser.add_argument('--cost_model', choices=costs.COST_MODELS,
+  parser.add_argument('--cost_model', choices=choices.COST_MODELS,
                       default='paper')
   parser.add_argument('--grid', type=int, default=20,
                       help='G: the fine grid is G x G ratios in [0, 1]')
@@ -120,10 +120,16 @@ def _load_config(path: str):
       raise ImportError('not a Python file')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    config = module.get_config()
   except Exception as e:  # any failure in user code is an input error
     raise InputError(f'cannot load --config {path!r}: '
                      f'{type(e).__name__}: {e}') from None
+  # The main job's whole validation (it imports JAX: only for --config).
+  from acme_jax import config as config_lib
+  try:
+    return config_lib.validate(config)
+  except (errors.ConfigError, AttributeError, KeyError, TypeError) as e:
+    raise InputError(f'--config={path} is not a valid config: {e}') from None
 
 
 def architecture_from_config(config, channels=None,
@@ -167,25 +173,67 @@ def architecture_from_json(text: str) -> costs.ViTArchitecture:
   if unknown:
     raise InputError('--arch has unknown field(s) '
                      + ', '.join(sorted(unknown)))
-  try:
-    if 'num_tokens' in fields:
-      fields.pop('image_size', None)
-      return costs.ViTArchitecture(**fields)
-    return costs.ViTArchitecture.for_images(**fields)
-  except TypeError as e:
-    raise InputError(f'--arch: {e}') from None
+  check_arch(fields)
+  if 'num_tokens' in fields:
+    fields.pop('image_size', None)
+    return costs.ViTArchitecture(**fields)
+  return costs.ViTArchitecture.for_images(**fields)
+
+
+# --arch's fields and the config fields whose checks they take.
+ARCH_CHECKS = {
+    'num_layers': 'model.num_layers', 'num_heads': 'model.num_heads',
+    'hidden_size': 'model.hidden_size', 'mlp_dim': 'model.mlp_dim',
+    'patch_size': 'model.patch_size', 'image_size': 'data.image_size',
+    'num_tokens': 'the token count', 'channels': 'the channels',
+    'num_classes': 'the class count'}
+
+
+def check_arch(fields: dict):
+  """--arch's sizes with the main job's model checks: positive whole
+  numbers, heads dividing the width, the patch dividing the image."""
+  for name, field in ARCH_CHECKS.items():
+    if name in fields:
+      try:
+        checks.positive_int(fields, name)
+      except errors.ConfigError as e:
+        raise InputError(f'--arch {name} = {fields[name]!r} is invalid: '
+                         f'{e.allowed} (as {field})') from None
+  if fields['hidden_size'] % fields['num_heads']:
+    raise InputError(f'--arch num_heads = {fields["num_heads"]} must divide '
+                     f'hidden_size = {fields["hidden_size"]} (as '
+                     f'model.num_heads)')
+  if 'image_size' in fields and fields['image_size'] % fields['patch_size']:
+    raise InputError(f'--arch image_size = {fields["image_size"]} must be '
+                     f'divisible by patch_size = {fields["patch_size"]} (as '
+                     f'data.image_size)')
 
 
 def _profile(text) -> costs.DeviceProfile:
+  """--profile's DeviceProfile; each entry checked as the main job checks
+  config.system.profile's."""
   if text is None:
     return costs.DeviceProfile()
+  names = [f.name for f in dataclasses.fields(costs.DeviceProfile)]
   try:
-    return costs.DeviceProfile(**{k: float(v) for k, v in
-                                  json.loads(text).items()})
-  except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
-    names = ', '.join(f.name for f in dataclasses.fields(costs.DeviceProfile))
-    raise InputError(f'--profile must be a JSON object of {names}: {e}') \
-        from None
+    fields = json.loads(text)
+  except ValueError as e:
+    raise InputError(f'--profile is not valid JSON ({e})') from None
+  if not isinstance(fields, dict):
+    raise InputError(f'--profile must be a JSON object of some of '
+                     f'{", ".join(names)}')
+  unknown = sorted(set(fields) - set(names))
+  if unknown:
+    raise InputError(f'--profile has unknown field(s) {", ".join(unknown)}; '
+                     f'it takes {", ".join(names)}')
+  for name, value in fields.items():
+    try:
+      checks.non_negative_number(fields, name)
+    except errors.ConfigError as e:
+      raise InputError(f'--profile {name} = {value!r} is invalid: '
+                       f'{e.allowed} (as config.system.profile.{name})') \
+          from None
+  return costs.DeviceProfile(**{k: float(v) for k, v in fields.items()})
 
 
 def _finite_or_none(value):
@@ -238,18 +286,38 @@ def run(args) -> Dict:
   return result
 
 
-MAX_GRID = 1000  # 1e6 candidates, ~0.2 GB; 1e5 would ask for ~75 GiB
+MAX_GRID = 1000  # 1e6 candidates, ~0.3 GB; 1e5 would ask for ~75 GiB
+EXACT_ONLY = ('config', 'arch', 'channels', 'num_classes')
 
 
 def check_args(args):
-  """Every flag checked before any work, with the main config's rules."""
-  if not 2 <= args.grid <= MAX_GRID:
+  """Every flag checked before any work, with the checks the main job
+  applies to the config fields they stand for (`config.validate`)."""
+  if args.grid > MAX_GRID:
     raise InputError(f'--grid={args.grid} must be in [2, {MAX_GRID}] (the '
                      f'fine grid has grid^2 candidates)')
-  if args.cells < 1:
-    raise InputError(f'--cells={args.cells} must be >= 1')
-  if not args.sigma >= 0:
-    raise InputError(f'--sigma={args.sigma} must be >= 0')
+  flag_checks.flag(checks.check, 'grid', args.grid,  # selection.grid_size
+                   lambda v: checks.is_int(v) and v >= 2,
+                   'must be an integer >= 2')
+  flag_checks.flag(checks.positive_int, 'cells', args.cells)
+  flag_checks.flag(checks.non_negative_number, 'sigma', args.sigma)
+  flag_checks.flag(checks.fraction, 'size_constraint', args.size_constraint,
+                   True, False)
+  flag_checks.flag(checks.check, 'seed', args.seed,  # config.seed
+                   lambda v: 0 <= v < 2**32,
+                   'must be a whole number in 0..4294967295')
+  for name in ('channels', 'num_classes'):
+    if getattr(args, name) is not None:
+      flag_checks.flag(checks.positive_int, name, getattr(args, name))
+  if args.cost_model != 'exact':
+    given = [f'--{n}' for n in EXACT_ONLY if getattr(args, n) is not None]
+    if given:
+      raise InputError(f'{", ".join(given)} only with --cost_model=exact '
+                       f'(the paper model reads no architecture)')
+  if args.channels is not None or args.num_classes is not None:
+    if args.config is None:
+      raise InputError('--channels and --num_classes are read with --config '
+                       '(--arch holds its own)')
 
 
 def main(argv: List[str] = None) -> int:
@@ -257,10 +325,9 @@ def main(argv: List[str] = None) -> int:
   try:
     check_args(args)
     result = run(args)
-  except ValueError as e:  # InputError and the library's validation errors
-    message = ' '.join(str(e).split())  # one line, whatever the source
-    print(f'pfg: error: {message}', file=sys.stderr)
-    return 2
+  except (ValueError, errors.UserError) as e:
+    # InputError, the flag checks and the library's validation errors.
+    errors.report_and_exit(e)
   print(json.dumps(result, indent=2, allow_nan=False))
   return 0
 

@@ -22,6 +22,7 @@ from acme_jax import choices
 from acme_jax import cli
 from acme_jax import config as config_lib
 from acme_jax import data as data_lib
+from acme_jax import errors
 from acme_jax import report
 from acme_jax import sizes
 from acme_jax.data import partition
@@ -74,13 +75,52 @@ def record_header_rounds(config, ledger, topology, arch):
       ledger.send(('device', d.id), edge, 'importance', importance, round=r)
       ledger.send(edge, ('device', d.id), 'importance', importance, round=r)
 
+# Transfers a plan records one by one (~10 us and ~0.25 kB each: 2.9
+# million took 39 s and 0.74 GB here): beyond this a plan runs for minutes
+# and holds gigabytes, for a typo (1e8 rounds).
+MAX_TRANSFERS = 3_000_000
+
+
+def transfer_count(config) -> int:
+  """The transfers `plan` records for `config` (validated), at most: the
+  header rounds' (docs/method.md 6) dominate."""
+  devices, edges = sizes.num_devices(config), config.system.num_edges
+  a = config.aggregation
+  rounds = 0
+  if a.mode not in ('wo_pruning', 'pruning_alone') and a.rounds:
+    # Importance up and down every round; the header layout (and a
+    # signature, personalized) in round 0.
+    rounds = devices * (2 * a.rounds + 1 +
+                        (a.mode in choices.PERSONALIZED_MODES))
+  grid = len(config.cloud.width_mults) * len(config.cloud.depth_mults)
+  # Front, backbones and metrics per edge; histogram, two backbones,
+  # metrics and the centralized upload and download per device.
+  return rounds + edges * (grid + 3) + 6 * devices
+
+
+def check_size(config):
+  """Refuses, before any work, a plan of more than MAX_TRANSFERS."""
+  count = transfer_count(config)
+  if count > MAX_TRANSFERS:
+    a = config.aggregation
+    raise errors.UserError(
+        f'this plan would record {count:,} transfers (config.aggregation.'
+        f'rounds = {a.rounds:,} {a.mode} rounds x {sizes.num_devices(config):,}'
+        f' devices x 2 importance vectors); the plan tool records at most '
+        f'{MAX_TRANSFERS:,} (about 40 s and 1 GB): lower '
+        f'config.aggregation.rounds or the device count')
+
+
 def plan(config) -> dict:
   """Ledger comparison (as `ledger.compare`) plus the plan's facts.
 
   'sensitivity' holds the same comparison with raw data counted at the
   model's input resolution (uint8) instead of as stored.
   """
+  # The main job's checks first (its bounds and memory estimates too),
+  # then the plan's own size.
   config_lib.validate(config)
+  check_size(config)
   name = config.data.name
   num_classes = data_lib.num_classes(config.data)
   arch = sizes.architecture(config, num_classes)

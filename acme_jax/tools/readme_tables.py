@@ -21,7 +21,11 @@ docs/networked.md.
 The first copies the run's results to the block's snapshot in docs/
 (committed: the numbers' source, with the commit and machine they came
 from) and rewrites, each in its own file and atomically, every block
-rendered from that snapshot (`paper` and `summary` share one).
+rendered from that snapshot (`paper` and `summary` share one). It
+refuses results that lack a section its blocks publish now (the main
+job's results.json before `make tables` added the comparison tables:
+`results_check.py`), and writes nothing until every block is rendered and
+every file checked.
 `--check` exits 1 when a block differs from what its snapshot renders; a
 test runs it, so the README and docs/ cannot drift from their results
 silently.
@@ -37,9 +41,13 @@ from acme_jax import errors
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import workdir as workdir_lib
+from acme_jax.tools import output_file
+from acme_jax.tools import results_check
+from acme_jax.tools.results_check import rel as _rel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 README = ROOT / 'README.md'
+
 
 
 class Block:
@@ -47,9 +55,14 @@ class Block:
   (relative to the repository's root) and its markers there."""
 
   def __init__(self, name: str, snapshot: str, file: str, tag: str = '',
-               renderer=None):
+               renderer=None, required=None, optional=None):
     self.name = name
     self._renderer = renderer
+    # Sections by their JSON type: those it always shows, and those it
+    # shows where the results have them.
+    self.required = required or results_check.RUN
+    self.optional = (results_check.TABLES if optional is None
+                     else optional)
     self.snapshot = ROOT / 'docs' / snapshot
     self.file = ROOT / file
     tag = f' ({tag})' if tag else ''
@@ -131,14 +144,17 @@ def render_summary(results: dict) -> str:
 
 BLOCKS = {'paper': Block('paper', 'readme_results.json', 'docs/results.md'),
           'summary': Block('summary', 'readme_results.json', 'README.md',
-                           'summary', render_summary),
+                           'summary', render_summary,
+                           {'devices': list, 'ledger': dict},
+                           {'baselines': dict}),
           'text': Block('text', 'readme_text_results.json', 'docs/text.md',
                         'text'),
           'proto': Block('proto', 'readme_proto_results.json', 'docs/text.md',
                          'text, prototype data'),
           'networked': Block('networked', 'readme_networked_results.json',
                              'docs/networked.md', 'networked',
-                             render_networked)}
+                             render_networked, results_check.NETWORKED,
+                             results_check.NETWORKED_EXTRAS)}
 SNAPSHOT = BLOCKS['paper'].snapshot
 BEGIN, END = BLOCKS['paper'].begin, BLOCKS['paper'].end
 
@@ -265,78 +281,116 @@ def render(results: dict) -> str:
   return '\n\n'.join(parts)
 
 
+def _markers(text: str, block: Block) -> tuple:
+  start, end = text.find(block.begin), text.find(block.end)
+  if start < 0 or end < start:
+    raise errors.UserError(
+        f'{_rel(block.file)} has no {block.name} block: its markers '
+        f'"{block.begin}" and "{block.end}" are missing or out of order; '
+        f'restore them (git diff {_rel(block.file)})')
+  return start, end
+
+
 def splice(readme: str, text: str, block: Block = BLOCKS['paper']) -> str:
-  start, end = readme.index(block.begin), readme.index(block.end)
+  start, end = _markers(readme, block)
   return (readme[:start + len(block.begin)] + '\n\n' + text + '\n\n' +
           readme[end:])
 
 
 def current_block(readme: str, block: Block = BLOCKS['paper']) -> str:
-  start, end = readme.index(block.begin), readme.index(block.end)
+  start, end = _markers(readme, block)
   return readme[start + len(block.begin):end].strip()
 
 
-def _read_json(path: str, flag: str) -> dict:
-  file = pathlib.Path(path)
-  if not file.is_file():
-    raise errors.UserError(f'--{flag}={path}: no such file; give a run\'s '
-                           f'{flag}.json')
+def _check(path: pathlib.Path):
+  """A file that can be replaced atomically: its folder is writable."""
+  if path.exists() and not path.is_file():
+    raise errors.UserError(f'{_rel(path)} is not a file; cannot publish')
+  problem = output_file.unwritable(path.parent)
+  if problem:
+    raise errors.UserError(f'{_rel(path.parent)} is not writable '
+                           f'({problem}); cannot publish {_rel(path)}')
+
+
+def prepare(block: Block, results: dict, path: str) -> dict:
+  """{file: its new text}, the snapshot first: every check made, nothing
+  written."""
+  blocks = sharing(block)
+  results_check.check_results(results, blocks, path)
+  texts = {}
   try:
-    value = json.loads(file.read_text())
-  except ValueError as e:
-    raise errors.UserError(f'--{flag}={path} is not valid JSON ({e})') from None
-  if not isinstance(value, (dict, list)):
-    raise errors.UserError(f'--{flag}={path} holds no results')
-  return value
+    for each in blocks:
+      texts[each.name] = each.render(results)
+  except (KeyError, TypeError, IndexError, AttributeError, ValueError,
+          ZeroDivisionError) as e:
+    raise errors.UserError(
+        f'--results={path} is not the results of a run the {block.name} '
+        f'block shows (missing or malformed {type(e).__name__}: {e}); give '
+        f'the results.json its job writes') from None
+  out = {block.snapshot: json.dumps(results, indent=2) + '\n'}
+  for each in blocks:
+    try:
+      text = out.get(each.file) or each.file.read_text()
+    except OSError as e:
+      raise errors.UserError(f'cannot read {_rel(each.file)}: '
+                             f'{e.strerror or e}') from None
+    out[each.file] = splice(text, texts[each.name], each)
+  for file in out:
+    _check(file)
+  return out
 
 
-def main(argv):
-  del argv
-  if _CHECK.value:
-    texts = {}
-    for block in BLOCKS.values():
+def check_blocks():
+  """--check: exits 1 at the first block that differs from its snapshot."""
+  texts = {}
+  for block in BLOCKS.values():
+    try:
       if block.file not in texts:
         texts[block.file] = block.file.read_text()
       expected = block.render(json.loads(block.snapshot.read_text()))
-      if current_block(texts[block.file], block) != expected.strip():
-        print(f'error: the {block.name} block of '
-              f'{block.file.relative_to(ROOT)} differs from what '
-              f'{block.snapshot.relative_to(ROOT)} renders; run python -m '
-              f'acme_jax.tools.readme_tables --block={publisher(block)} '
-              f'--results=<results.json>', file=sys.stderr)
-        sys.exit(1)
-    print('README and docs/ tables match their snapshots in docs/')
+    except (OSError, ValueError) as e:
+      raise errors.UserError(f'cannot check the {block.name} block: '
+                             f'{e}') from None
+    if current_block(texts[block.file], block) != expected.strip():
+      print(f'error: the {block.name} block of {_rel(block.file)} differs '
+            f'from what {_rel(block.snapshot)} renders; run python -m '
+            f'acme_jax.tools.readme_tables --block={publisher(block)} '
+            f'--results=<results.json>', file=sys.stderr)
+      sys.exit(1)
+  print('README and docs/ tables match their snapshots in docs/')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _CHECK.value:
+    if _RESULTS.value or _SCALING.value:
+      raise errors.UserError('--check publishes nothing: give it without '
+                             '--results and --scaling')
+    check_blocks()
     return
   if not _RESULTS.value:
-    print('error: give --results=<a run\'s results.json> (or --check)',
-          file=sys.stderr)
-    sys.exit(2)
+    raise errors.UserError('give --results=<a run\'s results.json> (or '
+                           '--check)')
   block = BLOCKS[_BLOCK.value]
-  results = _read_json(_RESULTS.value, 'results')
+  if _SCALING.value and block.name != 'networked':
+    raise errors.UserError(f'--scaling is published with --block=networked,'
+                           f' not --block={block.name}')
+  results = results_check.read_json(_RESULTS.value, 'results')
   if _SCALING.value:
-    results['scaling'] = _read_json(_SCALING.value, 'scaling')
-  # Render first: a results file a block cannot show stops here, before
-  # the snapshot or any markdown file is touched.
-  texts = {}
-  try:
-    for each in sharing(block):
-      texts[each.name] = each.render(results)
-  except (KeyError, TypeError, IndexError, AttributeError) as e:
-    raise errors.UserError(
-        f'--results={_RESULTS.value} is not the results of a run the '
-        f'{block.name} block shows (missing or malformed {e}); give the '
-        f'results.json its job writes') from None
-  workdir_lib.atomic_write_json(block.snapshot, results)
-  files = {}
-  for each in sharing(block):
-    files.setdefault(each.file, []).append(each)
-  for file, blocks in files.items():
-    text = file.read_text()
-    for each in blocks:
-      text = splice(text, texts[each.name], each)
-    workdir_lib.atomic_write_text(file, text)
-  print(f'wrote {block.snapshot.relative_to(ROOT)} and ' + ', '.join(
-      f'the {each.name} block of {each.file.relative_to(ROOT)}'
+    results['scaling'] = results_check.read_json(
+        _SCALING.value, 'scaling', list, 'a benchmarks.networked results.json')
+  # Every block rendered and every file checked before the first write:
+  # a results file a block cannot show changes nothing.
+  files = prepare(block, results, _RESULTS.value)
+  for file, text in files.items():
+    try:
+      workdir_lib.atomic_write_text(file, text)
+    except OSError as e:
+      raise errors.UserError(f'cannot write {_rel(file)}: '
+                             f'{e.strerror or e}') from None
+  print(f'wrote {_rel(block.snapshot)} and ' + ', '.join(
+      f'the {each.name} block of {_rel(each.file)}'
       for each in sharing(block)))
 
 
