@@ -146,8 +146,8 @@ class Partial:
     self._last_saved = steps
 
   def finish(self):
-    """The stage is done: its mid-stage state goes."""
-    if self.path is not None:
+    """The stage is done: its mid-stage state goes (process 0's to do)."""
+    if self.path is not None and workdir_lib.is_writer():
       for p in (self._arrays, self._meta):
         p.unlink(missing_ok=True)
 

@@ -370,10 +370,11 @@ class Workdir:
       atomic_write_json(self / name, value)
       seal(self / name)
 
-  def cached_json(self, name: str, compute: Callable[[], Any]):
-    """Load `name` if a previous run committed it intact, else compute and
-    write it."""
-    if self.valid_json(name):
+  def cached_json(self, name: str, compute: Callable[[], Any],
+                  recompute: bool = False):
+    """Load `name` if a previous run committed it intact (and not
+    `recompute`), else compute and write it."""
+    if not recompute and self.valid_json(name):
       return read_json(self / name)
     value = json.loads(json.dumps(compute(), default=_json_default))
     self.write_json(name, value)

@@ -235,11 +235,12 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
       hp.depth_stage))
 
   def measured(name, params, split):
-    if recomputed and (wd / name).exists():
-      (wd / name).unlink()  # measured on weights that were recomputed
+    # A copy measured on weights since recomputed is measured again (the
+    # same decision in every process of a multi-host run).
     return wd.cached_json(name, lambda: grid.measure_grid(
         model, params, split, dataset.num_classes, hp.depth_mults,
-        hp.width_mults, hp.eval_batch_size, par=par))
+        hp.width_mults, hp.eval_batch_size, par=par),
+                          recompute=bool(recomputed))
 
   return Trained(
       model=model, supernet=supernet,
