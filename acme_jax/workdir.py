@@ -31,6 +31,8 @@ import numpy as np
 from acme_jax import errors
 
 HASH_SUFFIX = '.sha256'
+# A file being written (`atomic_open`); one left over is a killed job's.
+TMP_SUFFIX = '.acme-tmp'
 # What a checkpoint was computed from, stored inside it (see cached_params).
 FINGERPRINT_NAME = 'acme_fingerprint.json'
 CORRUPT_SUFFIX = '.corrupt'
@@ -80,7 +82,8 @@ def atomic_open(path):
     return
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
+                             suffix=TMP_SUFFIX)
   try:
     # mkstemp makes 0600 files; outputs get the user's usual mode.
     os.fchmod(fd, 0o666 & ~_umask())
@@ -300,10 +303,14 @@ class Workdir:
       self.clean_stale()
 
   def clean_stale(self):
-    """Removes what an interrupted orbax save leaves behind."""
+    """Removes what a killed job's saves leave behind (a SIGKILL skips
+    every clean-up): orbax's temporary directories, our temporary files."""
     for stale in self.path.rglob('*.orbax-checkpoint-tmp*'):
       if stale.is_dir():
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in self.path.rglob(f'.*{TMP_SUFFIX}'):
+      if stale.is_file():
+        stale.unlink(missing_ok=True)
 
   def check_layout(self, files=(), dirs=(), results: dict = None):
     """Before any work: each of `files` is a file (or absent), each of

@@ -107,3 +107,16 @@ def test_shards_run_side_by_side_and_beside_no_other_job(tmp_path):
   finally:
     shard.kill()
     shard.wait()
+
+
+def test_a_killed_jobs_temporary_files_are_removed_at_the_next_start(
+    tmp_path):
+  """A SIGKILL skips every clean-up: the next job removes what the saves
+  left, and nothing else."""
+  (tmp_path / 'cloud').mkdir()
+  left = tmp_path / 'cloud' / f'.grid.json.k3j2{workdir_lib.TMP_SUFFIX}'
+  left.write_text('{"half')
+  (tmp_path / 'cloud/teacher.orbax-checkpoint-tmp-1').mkdir()
+  (tmp_path / '.mine').write_text('a user file')
+  workdir_lib.Workdir(tmp_path)
+  assert sorted(p.name for p in tmp_path.rglob('*')) == ['.mine', 'cloud']
