@@ -9,6 +9,7 @@ need them.
 """
 import json
 
+from acme_jax import checkpoint_fit
 from acme_jax import choices
 from acme_jax import memory
 from acme_jax import sizes
@@ -147,7 +148,7 @@ def _validate_data_and_model(config):
         'must be a finite number in (0, 1), e.g. 1e-6')
   check(config, 'model.dtype', lambda v: v in choices.DTYPES,
         'must be float32 or bfloat16')
-  _validate_checkpoint(config)
+  checkpoint_fit.validate(config)
 
 
 def _validate_cloud(config):
@@ -198,60 +199,6 @@ def check_devices(config, device_count: int):
       raise ConfigError(f'cloud.{field}', value,
                         f'must be a multiple of the {device_count} devices '
                         f'it is split over')
-
-
-def _validate_checkpoint(config):
-  """A checkpoint must exist and fit config.model and the data: read from
-  its config.json alone, before anything is loaded or trained."""
-  path = config.model.init_checkpoint
-  if not path:
-    return
-  if config.model.get('family', 'vit') == 'bert':
-    _validate_text_checkpoint(config)
-    return
-  from acme_jax.models import hf_import
-  try:
-    problems = hf_import.mismatches(
-        hf_import.read_config(path), config.model, config.data.image_size,
-        sizes.channels(config.data))
-  except ValueError as e:
-    raise ConfigError('model.init_checkpoint', path, str(e)) from e
-  if problems:
-    raise ConfigError('model.init_checkpoint', path,
-                      'does not fit the config: ' + '; '.join(problems))
-
-
-def _validate_text_checkpoint(config):
-  """A BERT checkpoint (directory or pip:) must exist and match
-  config.model, read from its config.json; a text source needs a tokenizer."""
-  from acme_jax.models import checkpoints, hf_import
-  path = config.model.init_checkpoint
-  try:
-    local = checkpoints.resolve(path)
-    hf = hf_import.read_config(str(local))
-  except ValueError as e:
-    raise ConfigError('model.init_checkpoint', path, str(e)) from e
-  model = config.model
-  wanted = {
-      'hidden_size': model.hidden_size,
-      'num_hidden_layers': model.num_layers,
-      'num_attention_heads': model.num_heads,
-      'intermediate_size': model.mlp_dim,
-      'vocab_size': model.vocab_size,
-      'max_position_embeddings': model.max_positions,
-      'type_vocab_size': model.type_vocab_size
-  }
-  problems = [f'{k} {hf.get(k)} vs config.model {v}'
-              for k, v in wanted.items() if hf.get(k) != v]
-  if hf.get('model_type', 'bert') != 'bert':
-    problems.append(f'model_type {hf.get("model_type")!r} is not bert')
-  if problems:
-    raise ConfigError('model.init_checkpoint', path,
-                      'does not fit the config: ' + '; '.join(problems))
-  if (not config.data.text.tokenizer and
-      checkpoints.tokenizer_path(local) is None):
-    raise ConfigError('data.text.tokenizer', '',
-                      f'{path} has no tokenizer.json; give its path')
 
 
 def _validate_header(config):

@@ -20,6 +20,7 @@ from typing import Any, Optional, Tuple
 import jax
 import numpy as np
 
+from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
 
 VERSION = 1
@@ -147,7 +148,7 @@ class Partial:
 
   def finish(self):
     """The stage is done: its mid-stage state goes (process 0's to do)."""
-    if self.path is not None and workdir_lib.is_writer():
+    if self.path is not None and ownership.is_writer():
       for p in (self._arrays, self._meta):
         p.unlink(missing_ok=True)
 

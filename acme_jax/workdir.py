@@ -14,13 +14,11 @@ a clean run gives. Leftover `*.orbax-checkpoint-tmp*` directories from an
 interrupted save are removed when a run starts.
 """
 import contextlib
-import errno
 import hashlib
 import io
 import json
 import os
 import pathlib
-import re
 import shutil
 import sys
 import tempfile
@@ -29,6 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from acme_jax import errors
+from acme_jax import orbax_io
+from acme_jax import ownership
 
 HASH_SUFFIX = '.sha256'
 # A file being written (`atomic_open`); one left over is a killed job's.
@@ -60,24 +60,13 @@ def _umask() -> int:
   return mask
 
 
-def is_writer() -> bool:
-  """False in a multi-host run's processes other than 0: they compute what
-  process 0 does and write nothing. (Asked of JAX only once it runs
-  multi-process: a question before `jax.distributed.initialize` would
-  start the backend too early.)"""
-  jax = sys.modules.get('jax')
-  if jax is None or not jax.distributed.is_initialized():
-    return True
-  return jax.process_index() == 0
-
-
 @contextlib.contextmanager
 def atomic_open(path):
   """A binary file that becomes `path` when the block ends, and leaves
   nothing behind when it raises (a full disk, an interrupt). Only process
   0 of a multi-host run writes (`is_writer`): the others' writes go
   nowhere."""
-  if not is_writer():
+  if not ownership.is_writer():
     yield io.BytesIO()
     return
   path = pathlib.Path(path)
@@ -189,7 +178,7 @@ def problem(path) -> str:
 def quarantine(path, why: str):
   """Move a bad file or directory aside (never delete) and say so (process
   0 alone: the others leave the workdir to it)."""
-  if not is_writer():
+  if not ownership.is_writer():
     return
   path = pathlib.Path(path)
   target = path.with_name(path.name + CORRUPT_SUFFIX)
@@ -206,69 +195,6 @@ def quarantine(path, why: str):
 
 
 # ------------------------------------------------------------ the workdir
-
-
-# ------------------------------------------------------------ one job each
-
-# Workdirs this process holds, path -> the directory's open descriptor. The
-# lock is a flock on the directory itself: it writes nothing there, and it
-# ends with its process however that ends (a lock whose process is gone is
-# free). A second flock from this process would conflict with its own,
-# hence the registry.
-_HELD = {}
-
-
-def _holder(path: pathlib.Path) -> str:
-  """Who holds a flock on directory `path`, from /proc/locks (Linux; a
-  holder on another host of a shared file system is not listed)."""
-  try:
-    st = os.stat(path)
-    with open('/proc/locks') as f:
-      entries = [line.split() for line in f]
-  except OSError:
-    return 'another process'
-  inode = f'{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}'
-  pids = [e[4] for e in entries
-          if len(e) > 5 and e[1] == 'FLOCK' and e[5] == inode]
-  for pid in pids:
-    try:
-      with open(f'/proc/{pid}/cmdline', 'rb') as f:
-        argv = f.read().decode(errors='replace').split('\0')
-    except OSError:
-      continue
-    command = ' '.join(' '.join(argv[1:]).split())[:160]
-    return f'process {pid} ({command})'
-  return 'another process'
-
-
-def lock(path, shared: bool = False):
-  """Holds `path` for this process's life; a workdir another live job
-  holds is a `UserError` naming that job's process. `shared`: a shard of an
-  experiment (`--shard`), which runs beside the other shards (each writes
-  only its own repeats) but beside no other job."""
-  import fcntl
-  path = pathlib.Path(path).absolute()
-  if path in _HELD:
-    return
-  fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-  try:
-    fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) |
-                fcntl.LOCK_NB)
-  except OSError:
-    os.close(fd)
-    raise errors.UserError(
-        f'--workdir {path} is in use by {_holder(path)}; wait for that job '
-        f'to end (or stop it) or give another --workdir') from None
-  _HELD[path] = fd
-
-
-def release(path=None):
-  """Lets go of `path` (default: every workdir this process holds)."""
-  paths = list(_HELD) if path is None else [pathlib.Path(path).absolute()]
-  for p in paths:
-    fd = _HELD.pop(p, None)
-    if fd is not None:
-      os.close(fd)
 
 
 class Workdir:
@@ -298,7 +224,7 @@ class Workdir:
                              f'({e.strerror}); choose another directory') from e
     # Before any clean-up: a live job's temporary files are its own. (A
     # multi-host run's other processes share process 0's job.)
-    lock(self.path, shared)
+    ownership.lock(self.path, shared)
     if not shared:  # a shard's neighbours may be saving
       self.clean_stale()
 
@@ -445,13 +371,13 @@ class Workdir:
     if (path / '_CHECKPOINT_METADATA').exists():
       why = problem(path)
       if not why and not recompute:
-        return restore(path, like)
+        return orbax_io.restore(path, like)
       if why:
         quarantine(path, why)
     if path.exists() and self.writer:
       shutil.rmtree(path)
     params = compute()
-    save(path, params)
+    orbax_io.save(path, params)
     if self.writer:
       if fingerprint is not None:
         # Inside the sealed directory: editing it breaks the seal.
@@ -460,52 +386,3 @@ class Workdir:
     return params
 
 
-# jax and orbax are imported where used: the networked mode's message
-# handlers (a fresh process per message) write JSON without them.
-
-
-def save(path, params):
-  """An orbax checkpoint at `path`; a failed save (a full disk) leaves no
-  temporary directory behind."""
-  import jax
-  import orbax.checkpoint as ocp
-  path = pathlib.Path(path)
-  host = jax.tree.map(np.asarray, params)
-  if is_writer():
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _check_room(path, sum(a.nbytes for a in jax.tree.leaves(host)))
-  try:
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(path, host)
-      checkpointer.wait_until_finished()
-  except BaseException as e:
-    if is_writer():
-      for stale in path.parent.glob(f'{path.name}.orbax-checkpoint-tmp*'):
-        shutil.rmtree(stale, ignore_errors=True)
-    code = re.search(r"os_error_code='(\d+)'", str(e))
-    if code:  # tensorstore's own error for a refused write
-      raise OSError(int(code.group(1)), os.strerror(int(code.group(1))),
-                    str(path)) from e
-    raise
-
-
-def _check_room(path: pathlib.Path, nbytes: int):
-  """A save that cannot fit is refused before it starts: orbax's writer
-  threads, failing mid-way, print a page of tracebacks."""
-  needed = int(nbytes * 1.05) + (1 << 20)  # metadata, a margin
-  free = shutil.disk_usage(path.parent).free
-  if needed > free:
-    raise OSError(errno.ENOSPC,
-                  f'No space left on device (the checkpoint needs about '
-                  f'{needed / 2**20:,.1f} MiB, {free / 2**20:,.1f} MiB are '
-                  f'free)', str(path))
-
-
-def restore(path, like):
-  import jax
-  import orbax.checkpoint as ocp
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                          jax.tree.map(np.asarray, like))
-  with ocp.StandardCheckpointer() as checkpointer:
-    restored = checkpointer.restore(pathlib.Path(path), abstract)
-  return jax.tree.map(np.asarray, restored)

@@ -14,6 +14,7 @@ import jax
 
 from acme_jax import config as config_lib
 from acme_jax import sizes
+from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import stage as data_stage
@@ -65,7 +66,7 @@ def prepare(config, workdir, shared: bool = False) -> workdir_lib.Workdir:
   mesh.initialize(config.cloud.distributed)
   config_lib.check_devices(config, jax.device_count())
   # Held for the job's life: a second job on this workdir is refused.
-  wd = workdir_lib.Workdir(workdir, writer=workdir_lib.is_writer(),
+  wd = workdir_lib.Workdir(workdir, writer=ownership.is_writer(),
                           shared=shared)
   wd.check_layout(files=OUTPUT_FILES, dirs=cloud_stage.STAGES,
                   results={'dataset': str, 'devices': list})
@@ -95,7 +96,7 @@ def build(config, workdir, log=print,
   selection = selection_stage.run(
       selection_stage.SelectionHparams.from_config(config), cloud.grid,
       sizes.architecture(config, dataset.num_classes))
-  if workdir_lib.is_writer():
+  if ownership.is_writer():
     workdir_lib.atomic_write_json(wd / 'selection.json', selection)
   return World(config, wd, dataset, cloud_data, device_data, splits, cloud,
                selection, topology(config, cloud.grid))

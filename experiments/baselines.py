@@ -34,6 +34,7 @@ from acme_jax import figures
 from acme_jax import report
 from acme_jax import stats
 from acme_jax import streams
+from acme_jax import orbax_io
 from acme_jax import workdir as workdir_lib
 from acme_jax import world as world_lib
 from acme_jax.data import stage as data_stage
@@ -56,7 +57,7 @@ def teacher_params(world: world_lib.World):
   reorders (what every method starts from)."""
   name = ('cloud/reordered' if world.config.cloud.reorder
           else 'cloud/teacher')
-  return workdir_lib.restore(world.wd / name, world.cloud.supernet)
+  return orbax_io.restore(world.wd / name, world.cloud.supernet)
 
 
 def setup_splits(world: world_lib.World, setup: str, seed: int):

@@ -34,12 +34,12 @@ def _release_compiled_programs():
 
 @pytest.fixture(autouse=True)
 def _release_workdirs():
-  """A job holds its workdir for its process's life (`workdir.lock`); the
+  """A job holds its workdir for its process's life (`ownership.lock`); the
   test process runs many jobs, and a later test's subprocess may run on a
   workdir this process used: each test lets go of the ones it took."""
   yield
-  from acme_jax import workdir as workdir_lib
-  workdir_lib.release()
+  from acme_jax import ownership
+  ownership.release()
 
 
 def sigint_as_in_a_terminal():

@@ -9,6 +9,7 @@ import pytest
 
 from acme_jax import config as config_lib
 from acme_jax import pipeline
+from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import elastic, teacher
 from acme_jax.cloud import stage as cloud_stage
@@ -335,7 +336,7 @@ def test_refuses_a_workdir_made_with_another_config(tmp_path):
   wd = workdir_lib.Workdir(tmp_path)
   wd.cached_params('cloud/teacher', lambda: {'w': np.zeros(2)},
                    {'w': np.zeros(2)}, fingerprint=fingerprint)
-  workdir_lib.release(tmp_path)
+  ownership.release(tmp_path)
   with pytest.raises(config_lib.ConfigError, match='seed'):
     pipeline.run(config, tmp_path, log=_quiet)
 

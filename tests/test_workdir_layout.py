@@ -1,5 +1,5 @@
 """What a job checks of its workdir before any work: one job at a time
-(`workdir.lock`), files and directories where the job expects them, a
+(`ownership.lock`), files and directories where the job expects them, a
 results.json of the right shape, and stage records of the right shape."""
 import json
 import pathlib
@@ -9,13 +9,14 @@ import sys
 import pytest
 
 from acme_jax import errors
+from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOLD = '''
 import sys, time
-from acme_jax import workdir
-workdir.lock(sys.argv[1], shared=sys.argv[2] == 'shared')
+from acme_jax import ownership
+ownership.lock(sys.argv[1], shared=sys.argv[2] == 'shared')
 print('held', flush=True)
 time.sleep(60)
 '''
@@ -29,20 +30,20 @@ def test_a_second_job_is_refused_naming_the_holder_until_it_is_gone(
     assert holder.stdout.readline().strip() == 'held'
     with pytest.raises(errors.UserError,
                        match=f'in use by process {holder.pid} '
-                       r'\(-c .*acme_jax import workdir'):
-      workdir_lib.lock(tmp_path)
+                       r'\(-c .*acme_jax import ownership'):
+      ownership.lock(tmp_path)
   finally:
     holder.kill()
     holder.wait()
-  workdir_lib.lock(tmp_path)  # its process is gone: taken over
+  ownership.lock(tmp_path)  # its process is gone: taken over
   assert not list(tmp_path.iterdir())  # the lock writes nothing
 
 
 def test_one_process_may_take_its_own_lock_again(tmp_path):
-  workdir_lib.lock(tmp_path)
-  workdir_lib.lock(tmp_path)
-  workdir_lib.release(tmp_path)
-  workdir_lib.lock(tmp_path)
+  ownership.lock(tmp_path)
+  ownership.lock(tmp_path)
+  ownership.release(tmp_path)
+  ownership.lock(tmp_path)
 
 
 @pytest.mark.parametrize('make, expected', [
@@ -102,8 +103,8 @@ def test_shards_run_side_by_side_and_beside_no_other_job(tmp_path):
   try:
     assert shard.stdout.readline().strip() == 'held'
     with pytest.raises(errors.UserError, match=f'process {shard.pid} \\('):
-      workdir_lib.lock(tmp_path)  # a whole job
-    workdir_lib.lock(tmp_path, shared=True)  # another shard
+      ownership.lock(tmp_path)  # a whole job
+    ownership.lock(tmp_path, shared=True)  # another shard
   finally:
     shard.kill()
     shard.wait()

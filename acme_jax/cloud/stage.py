@@ -17,6 +17,7 @@ from acme_jax import errors
 from acme_jax import resume
 from acme_jax import streams
 from acme_jax import training
+from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import elastic, grid, importance, teacher
 from acme_jax.errors import ConfigError
@@ -164,7 +165,7 @@ def require_trained(wd: workdir_lib.Workdir, config):
 
 def _write_output(path, value):
   """Outputs (not caches) of a stage: only process 0 writes them."""
-  if workdir_lib.is_writer():
+  if ownership.is_writer():
     workdir_lib.atomic_write_json(path, value)
 
 

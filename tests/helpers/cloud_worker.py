@@ -18,7 +18,7 @@ from acme_jax import data as data_lib  # noqa: E402
 from acme_jax import training  # noqa: E402
 from acme_jax.cloud import elastic, grid, importance, teacher  # noqa: E402
 from acme_jax.models import vit  # noqa: E402
-from acme_jax import workdir as workdir_lib  # noqa: E402
+from acme_jax import ownership  # noqa: E402
 from acme_jax.parallel import mesh  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
@@ -49,7 +49,7 @@ def main(out, sharding='replicated', coordinator='', nproc='1', pid='0'):
       training.StageHparams(**stage, seed=1), par=par)
   records = grid.measure_grid(model, supernet, dataset.validation, 10,
                               (1.0, 1 / 3), (1.0, 0.5), 16, par=par)
-  if workdir_lib.is_writer():
+  if ownership.is_writer():
     flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v)
             for path, v in jax.tree_util.tree_flatten_with_path(supernet)[0]}
     np.savez(out, devices=jax.device_count(), processes=jax.process_count(),
