@@ -257,7 +257,7 @@ def _validate_aggregation(config):
   positive_int(config, f'{a}.signature_samples')
   positive_number(config, f'{a}.temperature')
   check(config, f'{a}.self_weight', lambda v: is_number(v) and v < 1,
-        'must be < 1 (negative = no override)')
+        'must be a finite number < 1 (negative = no override)')
   one_of(config, f'{a}.mode', choices.MODES)
   some_of(config, f'{a}.modes', choices.MODES)
   some_of(config, f'{a}.setups', choices.PARTITIONS)
@@ -351,4 +351,4 @@ def _validate_selection_and_system(config):
   for name, value in config.system.profile.items():
     if not (is_number(value) and value >= 0):
       raise ConfigError(f'system.profile.{name}', value,
-                        'must be a number >= 0')
+                        'must be a finite number >= 0')

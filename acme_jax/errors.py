@@ -152,10 +152,11 @@ def _interrupts_that_take():
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt():
+def terminate_as_interrupt():
   """Within: SIGTERM raises `Terminated`, so it takes the interrupt's path
   (one line; every `finally` runs). Only on the main thread, and only where
-  SIGTERM has its default action (a caller's own handler stays)."""
+  SIGTERM has its default action (a caller's own handler stays). `boundary`
+  uses it; so does a program of its own that runs a networked launcher."""
   if (threading.current_thread() is not threading.main_thread() or
       signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
     yield
@@ -172,7 +173,7 @@ def boundary(fn: Callable, *args, **kwargs):
   interrupt (Ctrl-C) one line and exit 130, a SIGTERM the same line and
   exit 143."""
   try:
-    with _interrupts_that_take(), _terminate_as_interrupt():
+    with _interrupts_that_take(), terminate_as_interrupt():
       return fn(*args, **kwargs)
   except KeyboardInterrupt as e:
     status = 143 if isinstance(e, Terminated) else 130

@@ -1,6 +1,7 @@
 """The networked mode: payloads as Flower messages, the device's shipped
-backbone, certificates and keys, byte relays, device admission, and (slow)
-whole networked runs against the in-process loop, with faults."""
+backbone, certificates and keys, byte relays, device admission, the report
+tool's wrong-shaped files, and (slow) whole networked runs against the
+in-process loop, with faults."""
 import collections
 import json
 import os
@@ -70,7 +71,7 @@ def test_network_config_and_faults_are_checked_up_front():
   for field, value, words in (
       ('faults', ('kill:device1@train.round',), 'kill:device1@train.round'),
       ('faults', ('explode:device1@train.round:0',), 'explode'),
-      ('base_port', 80, '1024'), ('min_devices', 0, 'positive integer'),
+      ('base_port', 80, '1024'), ('min_devices', 0, '= 0 is invalid'),
       ('timeout_s', -1.0, 'seconds')):
     bad = tiny_config()
     setattr(bad.network, field, value)
@@ -198,6 +199,64 @@ def test_an_edge_admits_only_registered_device_keys(tmp_path):
     assert len(nodes) == 1
   finally:
     procs.stop_all()
+
+
+# ------------------------------------------- the report tool's inputs
+
+
+def _one_line_exit_2(capsys, fn, *args):
+  with pytest.raises(SystemExit) as e:
+    fn(*args)
+  lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+  assert e.value.code == 2, lines
+  assert len(lines) == 1 and lines[0].startswith('error: '), lines
+  return lines[0]
+
+
+def _report_dirs(tmp_path, net):
+  (tmp_path / 'net').mkdir()
+  (tmp_path / 'inproc').mkdir()
+  (tmp_path / 'net' / 'networked.json').write_text(net)
+  device = {'device': 0, 'width_mult': 1.0, 'depth_mult': 1.0,
+            'histogram_weighted_accuracy': 0.5}
+  (tmp_path / 'inproc' / 'results.json').write_text(
+      json.dumps({'devices': [device]}))
+  (tmp_path / 'inproc' / 'ledger.json').write_text('[]')
+  return [f'--networked={tmp_path}/net', f'--in_process={tmp_path}/inproc']
+
+
+@pytest.mark.parametrize('net, words', [
+    ('[1, 2]', 'it holds a JSON array, not an object'),
+    ('null', 'it holds a JSON null, not an object'),
+    ('{"devices": 3, "ledger": []}', 'its "devices" section is not a list'),
+    ('{"devices": [1], "ledger": []}', 'is not a list of records'),
+    ('{"ledger": []}', 'it has no "devices" section'),
+    ('{"devices": [{"device": 0}], "ledger": []}', 'has no width_mult'),
+    ('{"devices": [], "ledger": {"a": 1}}', '"ledger" section is not a list'),
+    ('{"devices": [], "ledger": [{"kind": "x"}]}', 'has no src_tier'),
+    ('{"devices": [{"device": [0], "width_mult": 1, "depth_mult": 1, '
+     '"histogram_weighted_accuracy": 1}], "ledger": []}',
+     'a device that is not a finite number'),
+    ('{"devices": [], "ledger": []', 'is not valid JSON'),
+])
+def test_the_report_names_a_wrong_shaped_file(tmp_path, capsys, net, words):
+  argv = _report_dirs(tmp_path, net)
+  line = _one_line_exit_2(capsys, report.main, argv)
+  assert words in line, line
+  assert 'networked.json' in line and 'rerun experiments.networked' in line
+
+
+def test_the_report_compares_well_shaped_files(tmp_path, capsys):
+  device = {'device': 0, 'width_mult': 1.0, 'depth_mult': 1.0,
+            'histogram_weighted_accuracy': 0.5}
+  argv = _report_dirs(tmp_path, json.dumps({'devices': [device],
+                                            'ledger': []}))
+  assert report.main(argv) == 0
+  assert 'every field and every ledger record equal' in \
+      capsys.readouterr().out
+  (tmp_path / 'inproc' / 'ledger.json').write_text('{"a": 1}')
+  line = _one_line_exit_2(capsys, report.main, argv)
+  assert 'ledger.json' in line and 'rerun experiments.main' in line
 
 
 # ------------------------------------------------- whole networked runs

@@ -223,7 +223,7 @@ def test_an_edge_whose_port_is_taken_fails_in_one_line(tmp_path):
 
 
 def test_faults_name_a_worker():
-  assert launcher.parse_fault('kill:worker2@train.header:0') == (
-      'kill', 'worker', 2, 'train.header', 0)
+  assert launcher.parse_fault('kill:worker2@train.prune:0') == (
+      'kill', 'worker', 2, 'train.prune', 0)
   assert pathlib.Path(channel.socket_path('/a', 'device1')).name == \
       'device1.sock'

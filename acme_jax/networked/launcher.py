@@ -16,17 +16,16 @@ import json
 import pathlib
 import signal
 import subprocess
-import sys
-import threading
 import time
 
+from acme_jax import errors
 from acme_jax import workdir as workdir_lib
-from acme_jax.networked import (processes, report, security, settings,
-                                startup, wire)
+from acme_jax.networked import (processes, reaper, report, security,
+                                settings, startup, wire)
 from acme_jax.networked.settings import parse_fault  # noqa: F401 (its home)
 
-def _terminate(signum, _):
-  sys.exit(128 + signum)
+
+TierFailed = processes.TierFailed  # a tier's failure: one line, its log
 
 
 class Launcher:
@@ -64,26 +63,32 @@ class Launcher:
 
   def run(self) -> dict:
     t0 = time.time()
-    if threading.current_thread() is threading.main_thread():
-      # A SIGTERM (a CI timeout, `kill`) still stops every process.
-      signal.signal(signal.SIGTERM, _terminate)
-    try:
+    # SIGTERM as Ctrl-C outside `errors.boundary` too (a test, a benchmark).
+    with errors.terminate_as_interrupt():
       self._check()
-      world = self._cloud()
-      self.world = world
-      self._secrets()
-      self.relays = wire.Relays(self.net.host) if self.net.count_bytes \
-          else None
-      for e in world['edges']:
-        self._start_edge(e)
-      self._start_nodes()
-      self._start_impostors()
-      self._supervise()
-      return self._collect(time.time() - t0)
-    finally:
-      self.procs.stop_all()
-      if self.relays is not None:
-        self.relays.close()
+      # From here every process started, Flower's detached helpers too,
+      # carries the reaper's token and ends with this run, however it ends
+      # (`reaper.py`; a SIGKILL of this process included).
+      reap = reaper.Reaper()
+      try:
+        reap.start()
+        world = self._cloud()
+        self.world = world
+        self._secrets()
+        self.relays = wire.Relays(self.net.host) if self.net.count_bytes \
+            else None
+        for e in world['edges']:
+          self._start_edge(e)
+        self._start_nodes()
+        self._start_impostors()
+        self._supervise()
+        return self._collect(time.time() - t0)
+      finally:
+        with reaper.SignalsDeferred():
+          self.procs.stop_all()
+          if self.relays is not None:
+            self.relays.close()
+          reap.close()
 
   def _check(self):
     """Everything that can be wrong with the config, before any process."""
@@ -106,6 +111,9 @@ class Launcher:
     data_stage.check_partition(
         data_stage.PartitionHparams.from_config(self.config), device_data,
         dataset.num_classes)
+    # Held for the run's life: a second launcher on this workdir is refused
+    # before it starts anything (each tier holds its own folder too).
+    workdir_lib.Workdir(self.wd)
 
   def _cloud(self) -> dict:
     """The cloud's stages, in their own process (cached in its workdir)."""
@@ -114,13 +122,15 @@ class Launcher:
     cmd = [processes.sys.executable, '-m', 'acme_jax.networked.tiers',
            'cloud-prepare', f'--config_json={d / "config.json"}',
            f'--workdir={d}']
-    rc = subprocess.call(cmd, cwd=processes.REPO,
-                         env=processes.flower_env(d / 'flwr'),
-                         stdout=open(self.wd / 'logs' / 'cloud.log', 'ab'),
-                         stderr=subprocess.STDOUT)
+    log = self.wd / 'logs' / 'cloud.log'
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, 'ab') as out:
+      rc = subprocess.call(cmd, cwd=processes.REPO,
+                           env=processes.flower_env(d / 'flwr'), stdout=out,
+                           stderr=subprocess.STDOUT)
     if rc:
-      raise RuntimeError(f'the cloud stages failed (rc {rc}); see '
-                         f'{self.wd / "logs" / "cloud.log"}')
+      raise TierFailed(f'the cloud stages failed (exit status {rc}); see '
+                       f'{log}')
     self._event(f'cloud stages ready ({time.time() - t:.0f}s)')
     return workdir_lib.read_json(d / 'world.json')
 
@@ -232,7 +242,8 @@ class Launcher:
 
   def _status(self, e) -> dict:
     path = self.wd / f'edge{e}' / 'status.json'
-    return workdir_lib.read_json(path) if path.exists() else {}
+    status = workdir_lib.read_json(path) if path.exists() else {}
+    return status if isinstance(status, dict) else {}
 
   def _supervise(self):
     """Waits for every edge to finish; restarts a dead tier process (up to
@@ -244,13 +255,14 @@ class Launcher:
                 if s.get('status') == 'failed'}
       if failed:
         e, s = next(iter(failed.items()))
-        raise RuntimeError(f'edge {e} failed: {s.get("error")}')
+        raise TierFailed(f'edge {e} failed: {s.get("error")} (see '
+                         f'{self.wd / f"edge{e}" / "edge.log"})')
       if all(s.get('status') == 'finished' for s in statuses.values()):
         return
       if time.time() > end:
-        raise TimeoutError(f'the networked run did not finish within '
-                           f'network.run_timeout_s = {self.net.run_timeout_s}'
-                           f's; logs in {self.wd / "logs"}')
+        raise TierFailed(f'the networked run did not finish within '
+                         f'network.run_timeout_s = {self.net.run_timeout_s}'
+                         f's; logs in {self.wd / "logs"}')
       self._fire_faults()
       self._revive()
       time.sleep(0.5)
@@ -260,8 +272,12 @@ class Launcher:
     if not path.exists():
       return False
     for line in path.read_text().splitlines():
-      m = json.loads(line)
-      if m['kind'] == kind and m['round'] == round_:
+      try:  # the edge may be writing the last line right now
+        m = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(m, dict) and (m.get('kind'), m.get('round')) == (
+          kind, round_):
         return True
     return False
 
@@ -313,7 +329,7 @@ class Launcher:
       if self.procs.alive(name):
         continue
       if self.procs.bind_failed(name) and name.startswith('edge'):
-        raise RuntimeError(
+        raise TierFailed(
             f'{name}: port {self.net.base_port + int(name[4:])} is taken by '
             'another process; choose another network.base_port')
       if self.procs.bind_failed(name):
@@ -328,13 +344,15 @@ class Launcher:
         continue
       refused = self._refused(name) and name in self.rejoin_until
       if refused and time.time() > self.rejoin_until[name]:
-        raise RuntimeError(f'{name} was refused by its edge until '
-                           f'{self.net.rejoin_timeout_s}s after it died')
+        raise TierFailed(f'{name} was refused by its edge until '
+                         f'{self.net.rejoin_timeout_s}s after it died; see '
+                         f'{self.wd / "logs" / (name + ".log")}')
       if not refused:
         n = self.restarts.get(name, 0)
         if n >= self.net.max_restarts:
-          raise RuntimeError(f'{name} died {n + 1} times; see '
-                             f'{self.wd / "logs" / (name + ".log")}')
+          raise TierFailed(f'{name} died with its network.max_restarts = '
+                           f'{self.net.max_restarts} restarts spent; see '
+                           f'{self.wd / "logs" / (name + ".log")}')
         self.restarts[name] = n + 1
         self.rejoin_until[name] = time.time() + self.net.rejoin_timeout_s
         self._event(f'{name} died; restarting it (restart {n + 1})')

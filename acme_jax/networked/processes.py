@@ -2,8 +2,10 @@
 
 Each tier process runs in its own session (process group), so stopping it
 stops everything it spawned (a SuperLink's ServerApp, a SuperNode's
-ClientApps). Every command line of a tier is built here, so the launcher
-and a hand start on another machine (docs/networked.md) use the same flags.
+ClientApps); what detaches further carries the run's token (`reaper.py`)
+and ends with the run too. Every command line of a tier is built here, so
+the launcher and a hand start on another machine (docs/networked.md) use
+the same flags.
 """
 import os
 import pathlib
@@ -15,10 +17,15 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from acme_jax import malloc
+from acme_jax import errors, malloc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 APP_DIR = pathlib.Path(__file__).resolve().parent / 'flower_app'
+
+
+class TierFailed(errors.UserError, RuntimeError):
+  """A tier process failed to start, failed, died too often or timed
+  out: one line naming where its log is (its own traceback is there)."""
 
 
 def _bin(name: str) -> str:
@@ -110,7 +117,6 @@ def check_port_free(host: str, port: int, what: str):
     try:
       s.bind((host, port))
     except OSError as e:
-      from acme_jax import errors
       raise errors.UserError(f'port {port} on {host} is not free '
                              f'({e.strerror}); {what}') from None
 
@@ -119,14 +125,14 @@ def wait_port(host: str, port: int, timeout: float, proc=None):
   end = time.time() + timeout
   while time.time() < end:
     if proc is not None and proc.poll() is not None:
-      raise RuntimeError(f'process exited (rc {proc.returncode}) before '
-                         f'listening on {host}:{port}')
+      raise TierFailed(f'a process exited (exit status {proc.returncode}) '
+                       f'before listening on {host}:{port}; see its log')
     with socket.socket() as s:
       s.settimeout(0.5)
       if s.connect_ex((host, port)) == 0:
         return
     time.sleep(0.2)
-  raise TimeoutError(f'nothing listens on {host}:{port} after {timeout:.0f}s')
+  raise TierFailed(f'nothing listens on {host}:{port} after {timeout:.0f}s')
 
 
 def descendants(pid: int) -> List[int]:
@@ -151,8 +157,7 @@ class Processes:
   """Named process groups; `stop_all` ends every one, whatever happened."""
 
   def __init__(self, log_dir):
-    self.log_dir = pathlib.Path(log_dir)
-    self.log_dir.mkdir(parents=True, exist_ok=True)
+    self.log_dir = pathlib.Path(log_dir)  # made at the first start
     self.procs: Dict[str, subprocess.Popen] = {}
     self.specs: Dict[str, tuple] = {}
     self.log_start: Dict[str, int] = {}
@@ -160,6 +165,7 @@ class Processes:
   def start(self, name: str, cmd, env: dict, cwd=None):
     """Starts `cmd` (a command, or a function making one at every start)
     as `name`, its output appended to logs/<name>.log."""
+    self.log_dir.mkdir(parents=True, exist_ok=True)
     path = self.log_dir / f'{name}.log'
     self.log_start[name] = path.stat().st_size if path.exists() else 0
     log = open(path, 'ab')
@@ -212,20 +218,29 @@ class Processes:
         pass
 
   def stop(self, name: str, grace: float = 5.0):
-    proc = self.procs.get(name)
-    if proc is None:
-      return
+    self._stop([name], grace)
+
+  def stop_all(self, grace: float = 3.0):
+    """Every process at once: one grace period in all, not one each."""
+    self._stop(list(self.procs)[::-1], grace)
+
+  def _stop(self, names, grace: float):
+    names = [n for n in names if n in self.procs]
     for sig, wait in ((signal.SIGCONT, 0), (signal.SIGTERM, grace),
                       (signal.SIGKILL, 5.0)):
-      self.signal(name, sig)
-      try:
-        proc.wait(timeout=wait or 0.01)
+      live = [n for n in names if self.procs[n].poll() is None]
+      if not live:
         break
+      for name in live:
+        self.signal(name, sig)
+      end = time.time() + wait
+      while time.time() < end and any(self.procs[n].poll() is None
+                                      for n in live):
+        time.sleep(0.05)
+    # A group may outlive its leader (a ClientApp mid-message).
+    for name in names:
+      self.signal(name, signal.SIGKILL)
+      try:
+        self.procs[name].wait(timeout=1.0)
       except subprocess.TimeoutExpired:
-        continue
-    # The group may outlive its leader (a ClientApp mid-message).
-    self.signal(name, signal.SIGKILL)
-
-  def stop_all(self):
-    for name in list(self.procs)[::-1]:
-      self.stop(name, grace=3.0)
+        pass

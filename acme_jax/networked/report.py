@@ -9,10 +9,12 @@
 """
 import collections
 import json
+import math
 import pathlib
 
 from acme_jax import report as report_lib
 from acme_jax import workdir as workdir_lib
+from acme_jax.networked import names
 from acme_jax.networked.edge import multipliers
 from acme_jax.hierarchy.ledger import Ledger
 
@@ -168,8 +170,11 @@ def compare(networked: dict, in_process_devices, in_process_ledger) -> dict:
     bad += [k for k in CLOSE if abs(have[k] - want[k]) > 1e-6]
     if bad:
       out['devices'][want['device']] = bad
-  out['ledger_equal'] = (sorted(map(_ledger_key, networked['ledger'])) ==
-                         sorted(map(_ledger_key, in_process_ledger)))
+  # By repr: a ledger's `round` is None for setup records, an int later.
+  out['ledger_equal'] = (sorted(map(_ledger_key, networked['ledger']),
+                                key=repr) ==
+                         sorted(map(_ledger_key, in_process_ledger),
+                                key=repr))
   out['compared'] = len(in_process_devices)
   return out
 
@@ -304,24 +309,70 @@ def _read_json(directory: str, flag: str, name: str, made_by: str):
     raise errors.UserError(f'--{flag}={directory} has no {name}; give the '
                            f'workdir of a finished {made_by} run')
   try:
-    return json.loads(path.read_text())
-  except ValueError as e:
+    return path, json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
     raise errors.UserError(f'{path} is not valid JSON ({e}); rerun '
                            f'{made_by} on that workdir') from None
+  except OSError as e:
+    raise errors.UserError(f'{path} cannot be read ({e.strerror}); give '
+                           f'the workdir of a finished {made_by} run') \
+        from None
+
+
+LEDGER_FIELDS = ('src_tier', 'src_id', 'dst_tier', 'dst_id', 'kind', 'bytes',
+                 'final', 'round')
+
+
+def _records(path, data, section, fields, numbers, made_by):
+  """`data[section]` (or `data` itself, section None) must be a list of
+  records with `fields`, `numbers` among them numeric: else one line naming
+  the file and what to do."""
+  from acme_jax import errors
+  what = f'its "{section}" section' if section else 'it'
+
+  def fix(why):  # not str.format: a path may hold braces
+    return (f'{path} is not what {made_by} writes ({why}); rerun {made_by} '
+            'on that workdir')
+
+  if section is not None:
+    if not isinstance(data, dict):
+      raise errors.UserError(fix(f'it holds a JSON {names.json_type(data)}, '
+                                 'not an object'))
+    if section not in data:
+      raise errors.UserError(fix(f'it has no "{section}" section'))
+    data = data[section]
+  if not isinstance(data, list) or not all(isinstance(r, dict)
+                                           for r in data):
+    raise errors.UserError(fix(f'{what} is not a list of records'))
+  for r in data:
+    missing = [f for f in fields if f not in r]
+    if missing:
+      raise errors.UserError(fix(
+          f'a record of {what} has no {", ".join(missing)}'))
+    bad = [f for f in numbers
+           if isinstance(r[f], bool) or not isinstance(r[f], (int, float))
+           or not math.isfinite(r[f])]
+    if bad:
+      raise errors.UserError(fix(
+          f'a record of {what} has a {", ".join(bad)} that is not a finite '
+          'number'))
+  return data
 
 
 def _compare_workdirs(args) -> int:
-  net = _read_json(args.networked, 'networked', 'networked.json',
-                   'experiments.networked')
-  results = _read_json(args.in_process, 'in_process', 'results.json',
-                       'experiments.main')
-  ledger = _read_json(args.in_process, 'in_process', 'ledger.json',
-                      'experiments.main')
-  from acme_jax import errors
-  if 'devices' not in results:
-    raise errors.UserError(f'{args.in_process}/results.json has no '
-                           '"devices" section; rerun experiments.main')
-  diff = compare(net, results['devices'], ledger)
+  path, net = _read_json(args.networked, 'networked', 'networked.json',
+                         'experiments.networked')
+  fields = ('device',) + CLOSE
+  _records(path, net, 'devices', fields, fields, 'experiments.networked')
+  _records(path, net, 'ledger', LEDGER_FIELDS, (), 'experiments.networked')
+  path, results = _read_json(args.in_process, 'in_process', 'results.json',
+                             'experiments.main')
+  devices = _records(path, results, 'devices', fields, fields,
+                     'experiments.main')
+  path, ledger = _read_json(args.in_process, 'in_process', 'ledger.json',
+                            'experiments.main')
+  _records(path, ledger, None, LEDGER_FIELDS, (), 'experiments.main')
+  diff = compare(net, devices, ledger)
   print(json.dumps(diff))
   same = not diff['devices'] and not diff['missing'] and diff['ledger_equal']
   print(f'{diff["compared"]} devices: ' + (

@@ -30,8 +30,8 @@ def flwr(home, *args, timeout: float = 120) -> subprocess.CompletedProcess:
                           cwd=processes.REPO, capture_output=True, text=True,
                           timeout=timeout)
   except subprocess.TimeoutExpired as ex:
-    raise RuntimeError(f'`flwr {" ".join(args[:2])}` got no answer within '
-                       f'{timeout:.0f} s') from ex
+    raise processes.TierFailed(f'`flwr {" ".join(args[:2])}` got no answer '
+                               f'within {timeout:.0f} s') from ex
 
 
 def readable(text: str) -> str:
@@ -51,8 +51,8 @@ def register(home, edge: int, public_key, name: str, wait_s: float = 60):
     if out.returncode == 0 or 'already' in text.lower():
       return
     if time.time() > end:
-      raise RuntimeError(f'edge {edge}: registering {name} failed: '
-                         f'{readable(text)}')
+      raise processes.TierFailed(f'edge {edge}: registering {name} failed: '
+                                 f'{readable(text)}')
     time.sleep(2.0)
 
 
@@ -64,8 +64,8 @@ def submit(home, edge: int, workdir, config_path, expected_devices: int):
                  'config': str(config_path),
                  'expected-devices': expected_devices}))
   if out.returncode:
-    raise RuntimeError(f'edge {edge}: flwr run failed: '
-                       f'{readable(out.stdout + out.stderr)}')
+    raise processes.TierFailed(f'edge {edge}: flwr run failed: '
+                               f'{readable(out.stdout + out.stderr)}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +127,9 @@ def wait_worker(node: dict, proc: subprocess.Popen, timeout: float):
   end = time.time() + timeout
   while time.time() < end:
     if proc.poll() is not None:
-      raise RuntimeError(f'the worker for {node["workdir"]} exited (rc '
-                         f'{proc.returncode}) before listening')
+      raise processes.TierFailed(
+          f'the worker for {node["workdir"]} exited (exit status '
+          f'{proc.returncode}) before listening; see its log')
     if path.is_socket():
       try:
         channel.request(path, channel.PING, {}, {})
@@ -136,7 +137,7 @@ def wait_worker(node: dict, proc: subprocess.Popen, timeout: float):
       except channel.WorkerUnavailable:
         pass
     time.sleep(0.2)
-  raise TimeoutError(f'no worker at {path} after {timeout:.0f}s')
+  raise processes.TierFailed(f'no worker at {path} after {timeout:.0f}s')
 
 
 def start_supernode(spawn: Spawn, name: str, superlink: str, node: dict, *,

@@ -26,7 +26,7 @@ import sys
 import time
 
 from acme_jax import errors
-from acme_jax.networked import processes, startup
+from acme_jax.networked import processes, reaper, startup, tier_checks
 
 
 def _key(path):
@@ -37,76 +37,40 @@ def _key(path):
 
 def main(argv=None):
   p = errors.OneLineParser(prog='python -m acme_jax.networked.tiers')
-  p.add_argument('tier', choices=('secrets', 'cloud-prepare', 'cloud-node',
-                                  'edge', 'device'))
-  p.add_argument('--hosts', default='127.0.0.1,localhost')
-  p.add_argument('--nodes', default='')
-  p.add_argument('--config_json', default='')
+  p.add_argument('tier', choices=tuple(tier_checks.FLAGS))
+  # Defaults (tier_checks.DEFAULTS) are filled in once the flags are
+  # checked: a flag the tier does not take is refused, not ignored.
+  p.add_argument('--hosts', help='secrets: the edge hosts the server '
+                 'certificate names (default 127.0.0.1,localhost)')
+  p.add_argument('--nodes', help='secrets: node names, one key pair each')
+  p.add_argument('--config_json')
   p.add_argument('--workdir', required=True,
                  help='this tier\'s directory (created if missing)')
-  p.add_argument('--edge', type=int, default=0)
-  p.add_argument('--device', type=int, default=0)
-  p.add_argument('--budget', type=int, default=0)
-  p.add_argument('--edge_address', default='127.0.0.1:19100')
-  p.add_argument('--port', type=int, default=19100)
-  p.add_argument('--listen', default='127.0.0.1')
-  p.add_argument('--warm_worker', type=int, default=1,
-                 help='1: a long-lived worker answers (JAX stays loaded); '
-                      "0: Flower's stock per-message process")
-  p.add_argument('--ca', default='',
+  p.add_argument('--edge', type=int,
+                 help="edge: its id; device: its edge (default: the "
+                      "config's)")
+  p.add_argument('--device', type=int)
+  p.add_argument('--budget', type=int)
+  p.add_argument('--edge_address', help='host:port of the edge to dial')
+  p.add_argument('--port', type=int, help='edge: its port (default 19100)')
+  p.add_argument('--listen', help='host to listen on (default 127.0.0.1)')
+  p.add_argument('--warm_worker', type=int,
+                 help='1 (default): a long-lived worker answers (JAX stays '
+                      "loaded); 0: Flower's stock per-message process")
+  p.add_argument('--ca',
                  help="the run's CA certificate (TLS); without it, give "
                       '--insecure')
-  p.add_argument('--insecure', action='store_true',
+  p.add_argument('--insecure', action='store_true', default=None,
                  help='a node dials its edge without TLS')
-  p.add_argument('--key', default='')
-  p.add_argument('--tls_dir', default='')
-  p.add_argument('--register', default='')
-  p.add_argument('--expected_devices', type=int, default=0)
+  p.add_argument('--key', help="this node's private key (its .pub beside "
+                 'it), as `tiers secrets` makes it')
+  p.add_argument('--tls_dir')
+  p.add_argument('--register')
+  p.add_argument('--expected_devices', type=int,
+                 help="edge: devices to wait for (default: the config's)")
   args = p.parse_args(argv)
-  _check(args)
+  errors.boundary(tier_checks.check, args)
   return errors.boundary(_run, args)
-
-
-def _exists(flag: str, value: str, what: str = 'file'):
-  if not value:
-    raise errors.UserError(f'--{flag} is required for this tier')
-  path = pathlib.Path(value)
-  if not (path.is_dir() if what == 'directory' else path.is_file()):
-    raise errors.UserError(f'--{flag}={value}: no such {what}')
-
-
-def _check(args):
-  """Every input of the tier, before anything is written or started (one
-  line, exit 2)."""
-
-  def check():
-    blocked = errors.file_in_the_way(args.workdir)
-    if blocked is not None:
-      raise errors.UserError(f'--workdir={args.workdir}: {blocked} is a '
-                             'file; give a directory')
-    if args.tier != 'secrets' and args.tier != 'cloud-node':
-      _exists('config_json', args.config_json)
-    if args.tier == 'edge':
-      if args.tls_dir:
-        _exists('tls_dir', args.tls_dir, 'directory')
-        for name in ('ca.crt', 'server.pem', 'server.key'):
-          _exists('tls_dir', str(pathlib.Path(args.tls_dir) / name))
-      for pub in filter(None, args.register.split(',')):
-        _exists('register', pub)
-      processes.check_port_free(args.listen, args.port,
-                                'give another --port')
-    if args.tier in ('device', 'cloud-node'):
-      if not args.ca and not args.insecure:
-        raise errors.UserError(
-            f'{args.tier}: --ca is required to dial the edge over TLS (or '
-            'give --insecure for an edge without TLS)')
-      if args.ca:
-        _exists('ca', args.ca)
-      if args.key:
-        _exists('key', args.key)
-        _exists('key', args.key + '.pub')
-
-  errors.boundary(check)
 
 
 def _run(args):
@@ -125,6 +89,17 @@ def _run(args):
     cli.enable_compilation_cache()
     cloud.prepare(handlers.config_from_json(args.config_json), workdir)
     return 0
+  # The servers: everything they start ends with this process (reaper.py).
+  children = _Children()
+  try:
+    children.reap.start()
+    return _serve(args, workdir, children.spawn)
+  finally:
+    with reaper.SignalsDeferred():
+      children.stop()
+
+
+def _serve(args, workdir, spawn) -> int:
   if args.tier == 'edge':
     tls = None
     if args.tls_dir:
@@ -134,7 +109,7 @@ def _run(args):
     keys = [(pathlib.Path(pub).stem, pub)
             for pub in filter(None, args.register.split(','))]
     link = startup.start_edge(
-        _spawn, args.edge, workdir,
+        spawn, args.edge, workdir,
         pathlib.Path(args.config_json).resolve(),
         startup.Endpoint(port=args.port, listen=args.listen, tls=tls,
                          auth=bool(keys)),
@@ -146,38 +121,55 @@ def _run(args):
     node = {'role': 'device', 'device': args.device, 'edge': args.edge,
             'budget': args.budget, 'workdir': str(workdir),
             'config': str(pathlib.Path(args.config_json).resolve())}
-  return _serve_node(args, args.tier, node)
+  return _serve_node(args, spawn, args.tier, node)
 
 
-def _spawn(name, cmd, env):
-  del name
-  return subprocess.Popen(cmd() if callable(cmd) else cmd, env=env,
-                          cwd=processes.REPO)
+class _Children:
+  """The processes a tier starts: in this process's group (a Ctrl-C at
+  the terminal reaches them too), stopped gracefully at its end, and
+  whatever they started after them (`reaper.Reaper`)."""
+
+  def __init__(self):
+    self.procs, self.reap = [], reaper.Reaper()
+
+  def spawn(self, name, cmd, env):
+    del name  # env: flower_env's copy of os.environ, the token in it
+    proc = subprocess.Popen(cmd() if callable(cmd) else cmd, env=env,
+                            cwd=processes.REPO)
+    self.procs.append(proc)
+    return proc
+
+  def stop(self, grace: float = 5.0):
+    for proc in self.procs:
+      if proc.poll() is None:
+        proc.terminate()
+    end = time.time() + grace
+    for proc in self.procs:
+      try:
+        proc.wait(timeout=max(0.0, end - time.time()))
+      except subprocess.TimeoutExpired:
+        pass
+    self.reap.close()  # SIGKILL for the rest, Flower's helpers too
 
 
-def _serve_node(args, name, node) -> int:
+def _serve_node(args, spawn, name, node) -> int:
   """A node on its own machine: its warm worker (restarted if it dies)
   and its SuperNode, until the SuperNode exits."""
   worker = None
   if args.warm_worker:
     node = startup.with_worker(node, name)
-    worker = startup.start_worker(_spawn, name, node)
+    worker = startup.start_worker(spawn, name, node)
     startup.wait_worker(node, worker, 600)
   supernode = startup.start_supernode(
-      _spawn, name, args.edge_address, node, ca=args.ca or None,
+      spawn, name, args.edge_address, node, ca=args.ca or None,
       key=_key(args.key), host=args.listen)
-  try:
-    while supernode.poll() is None:
-      if worker is not None and worker.poll() is not None:
-        print(f'[{name}] worker exited (rc {worker.returncode}); starting '
-              'it again', flush=True)
-        worker = startup.start_worker(_spawn, name, node)
-      time.sleep(1.0)
-    return supernode.returncode
-  finally:
-    for proc in (supernode, worker):
-      if proc is not None and proc.poll() is None:
-        proc.terminate()
+  while supernode.poll() is None:
+    if worker is not None and worker.poll() is not None:
+      print(f'[{name}] worker exited (rc {worker.returncode}); starting '
+            'it again', flush=True)
+      worker = startup.start_worker(spawn, name, node)
+    time.sleep(1.0)
+  return supernode.returncode
 
 
 if __name__ == '__main__':

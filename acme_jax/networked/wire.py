@@ -43,7 +43,7 @@ class Relays:
       finally:
         writer.close()
 
-    async def handle(client_reader, client_writer):
+    async def dial(client_reader, client_writer):
       # While the target is down (an edge restarting), hold the client's
       # connection and keep dialing, as a slow network path would: closing
       # it at once would end the client's TLS handshake with an EOF, which
@@ -62,6 +62,14 @@ class Relays:
       await asyncio.gather(pipe(client_reader, server_writer, 0),
                            pipe(server_reader, client_writer, 1))
 
+    async def handle(client_reader, client_writer):
+      try:
+        await dial(client_reader, client_writer)
+      except asyncio.CancelledError:
+        # `close` ends it. Returning, not raising: asyncio's stream callback
+        # asks a cancelled task for its exception and logs a traceback.
+        client_writer.close()
+
     server = await asyncio.start_server(handle, self.host, 0)
     self._servers.append(server)
     return server.sockets[0].getsockname()[1]
@@ -74,6 +82,18 @@ class Relays:
     async def stop():
       for server in self._servers:
         server.close()
-    asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=5)
+      # The open connections end here, not as garbage at exit (asyncio
+      # logs a line for every pending task it destroys).
+      tasks = [t for t in asyncio.all_tasks()
+               if t is not asyncio.current_task()]
+      for task in tasks:
+        task.cancel()
+      await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+      asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=5)
+    except TimeoutError:
+      pass
     self._loop.call_soon_threadsafe(self._loop.stop)
     self._thread.join(timeout=5)
+    if not self._thread.is_alive():
+      self._loop.close()
