@@ -98,11 +98,12 @@ def _validate_data_and_model(config):
   image_size = positive_int(config, 'data.image_size')
   fraction(config, 'data.cloud_fraction')
   non_negative_int(config, 'data.source_size')
-  if config.data.name == 'synthetic':
-    one_of(config, 'data.synthetic.like', choices.SYNTHETIC_LIKE)
-    non_negative_int(config, 'data.synthetic.num_train')
-    non_negative_int(config, 'data.synthetic.num_test')
-    non_negative_number(config, 'data.synthetic.noise')
+  # Checked whatever the source: a bad value in a section the run does not
+  # read is still a typo.
+  one_of(config, 'data.synthetic.like', choices.SYNTHETIC_LIKE)
+  non_negative_int(config, 'data.synthetic.num_train')
+  non_negative_int(config, 'data.synthetic.num_test')
+  non_negative_number(config, 'data.synthetic.noise')
   fraction(config, 'data.validation_fraction')
   non_negative_int(config, 'data.max_examples_per_split')
 
