@@ -110,6 +110,15 @@ def atomic_save_figure(path, figure):
   atomic_write_bytes(path, buffer.getvalue())
 
 
+def _json_kind(value) -> str:
+  """What JSON calls `value`'s type."""
+  for kind, name in ((bool, 'boolean'), (dict, 'object'), (list, 'array'),
+                     (str, 'string'), ((int, float), 'number')):
+    if isinstance(value, kind):
+      return name
+  return 'null'
+
+
 def read_json(path):
   """Parse a JSON file; an unreadable one is one clear error naming it."""
   try:
@@ -267,14 +276,15 @@ class Workdir:
       value = read_json(path)
       if not isinstance(value, dict):
         raise errors.UserError(
-            f'{path} holds a JSON {type(value).__name__}, not an object of '
+            f'{path} holds a JSON {_json_kind(value)}, not an object of '
             f'sections; move it away (each job writes its section again)')
       for section in value:
         kind = (results or {}).get(section, dict)
         if not isinstance(value[section], kind):
           raise errors.UserError(
-              f'{path}: section {section!r} is a '
-              f'{type(value[section]).__name__}, not a {kind.__name__}; '
+              f'{path}: section {section!r} should be a JSON '
+              f'{_json_kind(kind())} but is a JSON '
+              f'{_json_kind(value[section])}; '
               f'move the file away (each job writes its section again)')
 
   def __truediv__(self, name) -> pathlib.Path:

@@ -58,7 +58,7 @@ def _finished(tiny):
 
 def _copy_finished(tiny):
   def setup(s, w):
-    shutil.copytree(_finished(tiny), w)
+    shutil.copytree(_finished(tiny), w, dirs_exist_ok=True)
   return setup
 
 
@@ -269,6 +269,7 @@ def run_case(case: Case, tiny) -> dict:
       os.killpg(proc.pid, case.signum)
     out, err = proc.communicate(timeout=1800)
     seconds = time.time() - t0
+    err, out = err.replace(str(w), 'W'), out.replace(str(w), 'W')
     lines = [l for l in err.splitlines() if l.strip()
              and not l.startswith('[')]
     stray = sorted(_snapshot(ROOT) - before)
