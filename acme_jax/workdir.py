@@ -14,6 +14,7 @@ a clean run gives. Leftover `*.orbax-checkpoint-tmp*` directories from an
 interrupted save are removed when a run starts.
 """
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -225,10 +226,12 @@ class Workdir:
       self.path.mkdir(parents=True, exist_ok=True)
       probe = tempfile.NamedTemporaryFile(dir=self.path, prefix='.probe.')
       probe.close()
-    except PermissionError as e:
-      raise errors.UserError(f'--workdir {path} is not writable ({e.strerror})'
-                             f'; choose another directory') from e
     except OSError as e:
+      if (isinstance(e, PermissionError) or e.errno == errno.EROFS or
+          self.path.is_dir()):
+        raise errors.UserError(f'--workdir {path} is not writable '
+                               f'({e.strerror}); choose another directory'
+                               ) from e
       raise errors.UserError(f'--workdir {path} cannot be created '
                              f'({e.strerror}); choose another directory') from e
     # Before any clean-up: a live job's temporary files are its own. (A

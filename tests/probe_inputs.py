@@ -180,11 +180,12 @@ def cases(tiny):
                           (w / 'devices.json').write_text('[]'),
                           _reseal(w / 'devices.json')), expect=0)
   add('workdir', f'{m} --workdir={{W}} {tiny} '
-      '--config.cloud.width_mults=1.0,0.5  # finished with another grid',
-      setup=_copy_finished(tiny))
-  add('workdir', f'{m} --workdir={{W}} {tiny} --config.cloud.width_mults=1.0,0.5'
-      '  # ... and its stored fingerprint edited to match',
-      setup=lambda s, w: (_copy_finished(tiny)(s, w), _forge(w)), expect=0)
+      '--config.cloud.depth_stage.learning_rate=0.001  # finished with '
+      'another cloud config', setup=_copy_finished(tiny))
+  add('workdir', f'{m} --workdir={{W}} {tiny} '
+      '--config.cloud.depth_stage.learning_rate=0.001  # ... and the stored '
+      'fingerprints edited to match', setup=lambda s, w: (
+          _copy_finished(tiny)(s, w), _forge(w)), expect=0)
   for name in ('report.md', 'pareto.png', 'selection.json', 'cloud/grid.md'):
     add('workdir', f'{m} --workdir={{W}}  # {name} a directory',
         setup=_mkdir(name), new=True)
@@ -236,7 +237,7 @@ def _forge(w):
   for stage in ('teacher', 'reordered', 'width_stage', 'depth_stage'):
     path = w / 'cloud' / stage / workdir_lib.FINGERPRINT_NAME
     saved = json.loads(path.read_text())
-    saved['cloud']['width_mults'] = [1.0, 0.5]
+    saved['cloud']['depth_stage']['learning_rate'] = 0.001
     path.write_text(json.dumps(saved))
 
 
@@ -256,6 +257,8 @@ def run_case(case: Case, tiny) -> dict:
               if line.split()[1].startswith(str(scratch))]
     before = _snapshot(ROOT)
     command = case.command.replace('{W}', str(w))
+    if case.signal_after:  # the signal goes to the job, not to a shell
+      command = 'exec ' + command
     t0 = time.time()
     proc = subprocess.Popen(
         command, shell=True, cwd=ROOT, text=True, stdout=subprocess.PIPE,
