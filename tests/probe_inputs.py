@@ -242,7 +242,9 @@ def _forge(w):
 
 
 def _snapshot(root: pathlib.Path) -> set:
-  return {str(p) for p in root.rglob('*')}
+  """Every path under the checkout but git's own (commits made meanwhile
+  are not the case's)."""
+  return {str(p) for p in root.rglob('*') if '.git' not in p.parts}
 
 
 def run_case(case: Case, tiny) -> dict:
