@@ -397,6 +397,9 @@ def test_a_batched_choice_costs_one_branch():
   assert batched / 4 < 1.15 * one
 
 
+# Slow (~40 s cold); the batched-choices test keeps the per-device
+# program in the default suite.
+@pytest.mark.slow
 def test_the_per_device_program_is_the_plain_switch_bit_for_bit():
   """One device's (the loop strategy's) value and gradients (weights, gates,
   row weights; train mode) are bit for bit those of a rematerialised
@@ -429,9 +432,9 @@ def test_the_per_device_program_is_the_plain_switch_bit_for_bit():
     assert np.array_equal(a, b)
 
 
-# The inputs case (~80 s here) is slow: the 10-minute budget.
-@pytest.mark.parametrize('batched', [
-    pytest.param('inputs', marks=pytest.mark.slow), 'gates'])
+# Slow (~80 s and ~47 s on a cold cache): the 10-minute budget.
+@pytest.mark.slow
+@pytest.mark.parametrize('batched', ['inputs', 'gates'])
 def test_vmap_over_inputs_or_gates_with_one_shared_header(batched):
   """vmap with the header's weights and architecture shared (not stacked):
   each example equals its own unbatched run."""

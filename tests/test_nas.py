@@ -35,6 +35,9 @@ def local(n, seed):
                                 x[:a, 0, 0])
 
 
+# Slow (~60 s cold); test_one_compile_per_padding_bucket keeps the
+# compile count in the default suite.
+@pytest.mark.slow
 def test_search_fits_budgets_in_one_program_whatever_the_data_sizes():
   locals_ = [local(n, i) for i, n in enumerate((40, 66, 100))]
   padded = local_data.device_data(locals_)

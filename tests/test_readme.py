@@ -101,6 +101,8 @@ def test_the_readme_device_table_and_ledger_are_what_the_code_produces(
   assert report.ledger_table(ran['ledger']) in block
 
 
+# Slow (~90 s on a cold XLA cache): the 10-minute budget.
+@pytest.mark.slow
 def test_the_readme_batched_choices_flops_are_what_the_code_compiles():
   """The FLOPs column of the per-device-architecture table in docs/scale.md
   (`benchmarks.batched_choices` at its defaults) is XLA's count for the

@@ -65,6 +65,8 @@ def test_bert_features_are_a_token_sequence(config):
   assert hp.nas.spec.grid_rank == 1 and local.x_train.ndim == 3
 
 
+# Slow (~65 s cold); test_bert_features_are_a_token_sequence stays default.
+@pytest.mark.slow
 def test_nas_header_fixed_heads_and_signatures_learn_on_1d_grids(config):
   locals_ = [separable_tokens(n, i) for i, n in enumerate((40, 60))]
   cfg = device_stage.DeviceHparams.from_config(config, CLASSES).nas
