@@ -146,3 +146,13 @@ def tiny_config():
   # Mid-stage checkpoints every few steps: every pipeline test saves them.
   config.resume.every_steps = 3
   return config
+
+
+def one_line_exit_2(capsys, fn, *args) -> str:
+  """fn(*args) exits 2 with one `error: ` line on stderr; the line."""
+  with pytest.raises(SystemExit) as e:
+    fn(*args)
+  lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+  assert e.value.code == 2, lines
+  assert len(lines) == 1 and lines[0].startswith('error: '), lines
+  return lines[0]

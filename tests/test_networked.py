@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import one_line_exit_2, tiny_config
 from acme_jax.config import ConfigError
 from acme_jax.device import features
 from acme_jax.models import subnet as subnet_lib
@@ -204,13 +204,6 @@ def test_an_edge_admits_only_registered_device_keys(tmp_path):
 # ------------------------------------------- the report tool's inputs
 
 
-def _one_line_exit_2(capsys, fn, *args):
-  with pytest.raises(SystemExit) as e:
-    fn(*args)
-  lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-  assert e.value.code == 2, lines
-  assert len(lines) == 1 and lines[0].startswith('error: '), lines
-  return lines[0]
 
 
 def _report_dirs(tmp_path, net):
@@ -241,7 +234,7 @@ def _report_dirs(tmp_path, net):
 ])
 def test_the_report_names_a_wrong_shaped_file(tmp_path, capsys, net, words):
   argv = _report_dirs(tmp_path, net)
-  line = _one_line_exit_2(capsys, report.main, argv)
+  line = one_line_exit_2(capsys, report.main, argv)
   assert words in line, line
   assert 'networked.json' in line and 'rerun experiments.networked' in line
 
@@ -255,7 +248,7 @@ def test_the_report_compares_well_shaped_files(tmp_path, capsys):
   assert 'every field and every ledger record equal' in \
       capsys.readouterr().out
   (tmp_path / 'inproc' / 'ledger.json').write_text('{"a": 1}')
-  line = _one_line_exit_2(capsys, report.main, argv)
+  line = one_line_exit_2(capsys, report.main, argv)
   assert 'ledger.json' in line and 'rerun experiments.main' in line
 
 

@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from conftest import sigint_as_in_a_terminal, tiny_config
+from conftest import (one_line_exit_2, sigint_as_in_a_terminal,
+                      tiny_config)
 from acme_jax import errors
 from acme_jax.errors import ConfigError
 from acme_jax.networked import (launcher, processes, reaper, security,
@@ -24,13 +25,6 @@ from acme_jax.networked import (launcher, processes, reaper, security,
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _one_line_exit_2(capsys, fn, *args):
-  with pytest.raises(SystemExit) as e:
-    fn(*args)
-  lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-  assert e.value.code == 2, lines
-  assert len(lines) == 1 and lines[0].startswith('error: '), lines
-  return lines[0]
 
 
 # ------------------------------------------------------------- the tiers
@@ -132,12 +126,12 @@ def test_every_tier_flag_is_refused_in_one_line_before_anything(
   (t / 'notpem').write_text('hello')
   w = tmp_path / 'w'
   for argv, expected in _tier_cases(files, t):
-    line = _one_line_exit_2(capsys, tiers.main, argv + [f'--workdir={w}'])
+    line = one_line_exit_2(capsys, tiers.main, argv + [f'--workdir={w}'])
     assert expected in line, (argv, line)
     assert not w.exists(), argv
   assert sorted(p.name for p in t.iterdir()) == ['notpem']
   assert not (tmp_path / 'x').exists() and not (tmp_path / 'abs').exists()
-  line = _one_line_exit_2(capsys, tiers.main, ['edge', '--workdir='])
+  line = one_line_exit_2(capsys, tiers.main, ['edge', '--workdir='])
   assert '--workdir must not be empty' in line
 
 
@@ -150,7 +144,7 @@ def test_secrets_write_only_in_their_workdir(tmp_path, capsys):
       'ca.crt', 'cloud_key', 'cloud_key.pub', 'device0', 'device0.pub',
       'server.key', 'server.pem']
   # The certificate is made once: asking it for other hosts is refused.
-  line = _one_line_exit_2(capsys, tiers.main, [
+  line = one_line_exit_2(capsys, tiers.main, [
       'secrets', f'--workdir={w}', '--hosts=10.0.0.9'])
   assert 'already holds a server certificate for 127.0.0.1, edge.local' in \
       line
