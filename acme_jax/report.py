@@ -2,6 +2,7 @@
 import os
 import pathlib
 
+from acme_jax import errors
 from acme_jax import stats
 from acme_jax import workdir as workdir_lib
 
@@ -282,6 +283,39 @@ def provenance() -> dict:
   # XLA's CPU threading (and ISA caps) change float32 results' last bits.
   flags = os.environ.get('XLA_FLAGS', '').strip()
   return here | ({'xla_flags': flags} if flags else {})
+
+
+# results.json's sections of other JSON types than an object.
+RESULTS_TYPES = {'dataset': str, 'devices': list}
+
+
+def _json_kind(value) -> str:
+  """What JSON calls `value`'s type."""
+  for kind, name in ((bool, 'boolean'), (dict, 'object'), (list, 'array'),
+                     (str, 'string'), ((int, float), 'number')):
+    if isinstance(value, kind):
+      return name
+  return 'null'
+
+
+def check_results(path):
+  """results.json, which every job merges its section into at its end, is
+  a JSON object of sections of the right types: checked before any work,
+  in one line naming the file."""
+  if not pathlib.Path(path).is_file():
+    return
+  value = workdir_lib.read_json(path)
+  if not isinstance(value, dict):
+    raise errors.UserError(
+        f'{path} holds a JSON {_json_kind(value)}, not an object of '
+        f'sections; move it away (each job writes its section again)')
+  for section in value:
+    kind = RESULTS_TYPES.get(section, dict)
+    if not isinstance(value[section], kind):
+      raise errors.UserError(
+          f'{path}: section {section!r} should be a JSON '
+          f'{_json_kind(kind())} but is a JSON {_json_kind(value[section])}; '
+          f'move the file away (each job writes its section again)')
 
 
 def write_results(wd, sections: dict, config=None) -> dict:

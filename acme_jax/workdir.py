@@ -111,15 +111,6 @@ def atomic_save_figure(path, figure):
   atomic_write_bytes(path, buffer.getvalue())
 
 
-def _json_kind(value) -> str:
-  """What JSON calls `value`'s type."""
-  for kind, name in ((bool, 'boolean'), (dict, 'object'), (list, 'array'),
-                     (str, 'string'), ((int, float), 'number')):
-    if isinstance(value, kind):
-      return name
-  return 'null'
-
-
 def read_json(path):
   """Parse a JSON file; an unreadable one is one clear error naming it."""
   try:
@@ -250,13 +241,10 @@ class Workdir:
       if stale.is_file():
         stale.unlink(missing_ok=True)
 
-  def check_layout(self, files=(), dirs=(), results: dict = None):
+  def check_layout(self, files=(), dirs=()):
     """Before any work: each of `files` is a file (or absent), each of
-    `dirs` a directory (or absent), every directory here writable, and
-    results.json (which every job merges its section into at its end) a
-    JSON object whose sections have the types `results` gives (section ->
-    type; any other section an object). Anything wrong is one `UserError` naming the path
-    and what to do."""
+    `dirs` a directory (or absent), every directory here writable.
+    Anything wrong is one `UserError` naming the path and what to do."""
     for name in files:
       if (self / name).exists() and not (self / name).is_file():
         raise errors.UserError(
@@ -274,21 +262,6 @@ class Workdir:
           raise errors.UserError(
               f'{d} is not writable; make it writable (chmod u+w) or give '
               f'another --workdir')
-    path = self / 'results.json'
-    if path.is_file():
-      value = read_json(path)
-      if not isinstance(value, dict):
-        raise errors.UserError(
-            f'{path} holds a JSON {_json_kind(value)}, not an object of '
-            f'sections; move it away (each job writes its section again)')
-      for section in value:
-        kind = (results or {}).get(section, dict)
-        if not isinstance(value[section], kind):
-          raise errors.UserError(
-              f'{path}: section {section!r} should be a JSON '
-              f'{_json_kind(kind())} but is a JSON '
-              f'{_json_kind(value[section])}; '
-              f'move the file away (each job writes its section again)')
 
   def __truediv__(self, name) -> pathlib.Path:
     return self.path / name

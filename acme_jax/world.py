@@ -13,6 +13,7 @@ from typing import Sequence, Tuple
 import jax
 
 from acme_jax import config as config_lib
+from acme_jax import report
 from acme_jax import sizes
 from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
@@ -68,8 +69,8 @@ def prepare(config, workdir, shared: bool = False) -> workdir_lib.Workdir:
   # Held for the job's life: a second job on this workdir is refused.
   wd = workdir_lib.Workdir(workdir, writer=ownership.is_writer(),
                           shared=shared)
-  wd.check_layout(files=OUTPUT_FILES, dirs=cloud_stage.STAGES,
-                  results={'dataset': str, 'devices': list})
+  wd.check_layout(files=OUTPUT_FILES, dirs=cloud_stage.STAGES)
+  report.check_results(wd / 'results.json')
   return wd
 
 

@@ -63,9 +63,10 @@ def _best(fn, reps, first=None):
 def main(argv):
   if len(argv) > 1:
     raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-  inputs.elastic(_LAYERS.value, _HIDDEN.value, _HEADS.value, _MLP.value,
-                 _IMAGE.value, _PATCH.value, _BATCH.value, _REPS.value,
-                 _DTYPE.value)
+  inputs.elastic(dict(layers=_LAYERS.value, hidden=_HIDDEN.value,
+                      heads=_HEADS.value, mlp=_MLP.value, image=_IMAGE.value,
+                      patch=_PATCH.value, batch=_BATCH.value,
+                      reps=_REPS.value, dtype=_DTYPE.value))
   model = vit.ViT(num_classes=10, patch_size=_PATCH.value,
                   hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
                   num_heads=_HEADS.value, mlp_dim=_MLP.value,

@@ -35,17 +35,20 @@ def _model_config(base, fields: dict):
   return base
 
 
-def elastic(layers, hidden, heads, mlp, image, patch, batch, reps, dtype):
-  """benchmarks.elastic: a ViT of these sizes trained on the 4x4 grid."""
+# benchmarks.elastic's flags, as the config fields they set.
+ELASTIC_FIELDS = {'layers': 'model.num_layers', 'hidden': 'model.hidden_size',
+                  'heads': 'model.num_heads', 'mlp': 'model.mlp_dim',
+                  'image': 'data.image_size', 'patch': 'model.patch_size',
+                  'batch': 'cloud.batch_size', 'dtype': 'model.dtype'}
+
+
+def elastic(flags: dict):
+  """benchmarks.elastic: a ViT of these sizes (`flags`: each of
+  ELASTIC_FIELDS' flags and `reps`) trained on the 4x4 grid."""
   from configs import default
-  flag_checks.positive_ints({'reps': reps})
-  fields = {'model.num_layers': ('layers', layers),
-            'model.hidden_size': ('hidden', hidden),
-            'model.num_heads': ('heads', heads), 'model.mlp_dim': ('mlp', mlp),
-            'data.image_size': ('image', image),
-            'model.patch_size': ('patch', patch),
-            'cloud.batch_size': ('batch', batch),
-            'model.dtype': ('dtype', dtype)}
+  flag_checks.positive_ints({'reps': flags['reps']})
+  fields = {field: (flag, flags[flag])
+            for flag, field in ELASTIC_FIELDS.items()}
   config = _model_config(default.get_config(), fields)
   # Its elastic step keeps every layer's activations; it evaluates nothing.
   config.cloud.remat, config.cloud.eval_batch_size = False, 1

@@ -156,3 +156,29 @@ def one_line_exit_2(capsys, fn, *args) -> str:
   assert e.value.code == 2, lines
   assert len(lines) == 1 and lines[0].startswith('error: '), lines
   return lines[0]
+
+
+@pytest.fixture
+def readme_repo(tmp_path, monkeypatch):
+  """A copy of the README, docs/*.md and the snapshots that readme_tables
+  publishes into, its blocks pointed there."""
+  import shutil
+  import types
+  from acme_jax.tools import readme_tables
+  root = tmp_path / 'repo'
+  (root / 'docs').mkdir(parents=True)
+  shutil.copy(readme_tables.README, root / 'README.md')
+  for page in (readme_tables.ROOT / 'docs').glob('*.md'):
+    shutil.copy(page, root / 'docs' / page.name)
+  for page in (readme_tables.ROOT / 'docs').glob('readme_*.json'):
+    shutil.copy(page, root / 'docs' / page.name)
+  blocks = {}
+  for name, block in readme_tables.BLOCKS.items():
+    moved = types.SimpleNamespace(**vars(block))
+    moved.file = root / block.file.relative_to(readme_tables.ROOT)
+    moved.snapshot = root / block.snapshot.relative_to(readme_tables.ROOT)
+    moved.render = block.render
+    blocks[name] = moved
+  monkeypatch.setattr(readme_tables, 'BLOCKS', blocks)
+  monkeypatch.setattr(readme_tables, 'ROOT', root)
+  return root

@@ -25,7 +25,7 @@ CLOUD = dict(batch=2, reps=2, dtypes=['float32', 'bfloat16'],
 
 
 def test_the_defaults_pass():
-  inputs.elastic(**ELASTIC)
+  inputs.elastic(ELASTIC)
   inputs.cloud(**CLOUD)
   inputs.batched_choices(6, 32, 3, 3, 5)
   inputs.engine([2, 8, 32], 128, 5, 1024, 32)
@@ -48,7 +48,7 @@ def test_the_defaults_pass():
 ])
 def test_elastic(change, message):
   with pytest.raises(UserError, match=re.escape(message)):
-    inputs.elastic(**(ELASTIC | change))
+    inputs.elastic(ELASTIC | change)
 
 
 @pytest.mark.parametrize('change,message', [

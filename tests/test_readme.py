@@ -3,7 +3,6 @@ docs/ render, a claim's verdict follows its paired confidence interval, the
 README stays short, and every relative link of README.md and docs/*.md
 names a file of the repository."""
 import json
-import pathlib
 import re
 
 import pytest
@@ -123,26 +122,10 @@ def test_the_readme_batched_choices_flops_are_what_the_code_compiles():
 
 
 def test_publishing_the_paper_block_writes_the_summary_too(tmp_path,
-                                                           monkeypatch):
+                                                           readme_repo):
   """`paper` and `summary` render one snapshot: publishing it rewrites both
   blocks, each in its own file, and nothing else."""
-  import shutil
-  import types
-  root = tmp_path / 'repo'
-  (root / 'docs').mkdir(parents=True)
-  shutil.copy(readme_tables.README, root / 'README.md')
-  for name in ('results.md', 'text.md', 'networked.md',
-               'readme_results.json'):
-    shutil.copy(readme_tables.ROOT / 'docs' / name, root / 'docs' / name)
-  blocks = {}
-  for name, block in readme_tables.BLOCKS.items():
-    moved = types.SimpleNamespace(**vars(block))
-    moved.file = root / block.file.relative_to(readme_tables.ROOT)
-    moved.snapshot = root / block.snapshot.relative_to(readme_tables.ROOT)
-    moved.render = block.render
-    blocks[name] = moved
-  monkeypatch.setattr(readme_tables, 'BLOCKS', blocks)
-  monkeypatch.setattr(readme_tables, 'ROOT', root)
+  root, blocks = readme_repo, readme_tables.BLOCKS
   results = json.loads(blocks['paper'].snapshot.read_text())
   results['ledger']['ratio'] = 0.5  # a new run's numbers
   (tmp_path / 'new.json').write_text(json.dumps(results))

@@ -7,11 +7,9 @@ slow test at the end."""
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -39,26 +37,8 @@ def _main_job_results() -> dict:
 
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch):
-  """A copy of the README, docs/*.md and the snapshots that readme_tables
-  publishes into."""
-  root = tmp_path / 'repo'
-  (root / 'docs').mkdir(parents=True)
-  shutil.copy(readme_tables.README, root / 'README.md')
-  for page in (readme_tables.ROOT / 'docs').glob('*.md'):
-    shutil.copy(page, root / 'docs' / page.name)
-  for page in (readme_tables.ROOT / 'docs').glob('readme_*.json'):
-    shutil.copy(page, root / 'docs' / page.name)
-  blocks = {}
-  for name, block in readme_tables.BLOCKS.items():
-    moved = types.SimpleNamespace(**vars(block))
-    moved.file = root / block.file.relative_to(readme_tables.ROOT)
-    moved.snapshot = root / block.snapshot.relative_to(readme_tables.ROOT)
-    moved.render = block.render
-    blocks[name] = moved
-  monkeypatch.setattr(readme_tables, 'BLOCKS', blocks)
-  monkeypatch.setattr(readme_tables, 'ROOT', root)
-  return root
+def repo(readme_repo):
+  return readme_repo
 
 
 def _files(root) -> dict:

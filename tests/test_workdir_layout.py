@@ -10,6 +10,7 @@ import pytest
 
 from acme_jax import errors
 from acme_jax import ownership
+from acme_jax import report
 from acme_jax import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -46,6 +47,14 @@ def test_one_process_may_take_its_own_lock_again(tmp_path):
   ownership.lock(tmp_path)
 
 
+def _check(wd):
+  """What `world.prepare` checks of a workdir (here with one file and one
+  stage of its)."""
+  wd.check_layout(files=('ledger.json', 'results.json'),
+                  dirs=('cloud/teacher',))
+  report.check_results(wd / 'results.json')
+
+
 @pytest.mark.parametrize('make, expected', [
     (lambda w: (w / 'ledger.json').mkdir(), 'is a directory where'),
     (lambda w: (w / 'cloud').write_text('x'), 'is a file where'),
@@ -69,10 +78,8 @@ def test_a_workdir_of_the_wrong_shape_is_one_line_naming_the_path(
   w = tmp_path / 'w'
   w.mkdir()
   make(w)
-  wd = workdir_lib.Workdir(w)
   with pytest.raises(errors.UserError, match=expected):
-    wd.check_layout(files=('ledger.json',), dirs=('cloud/teacher',),
-                    results={'dataset': str, 'devices': list})
+    _check(workdir_lib.Workdir(w))
 
 
 def test_a_workdir_of_the_right_shape_passes(tmp_path):
@@ -80,9 +87,7 @@ def test_a_workdir_of_the_right_shape_passes(tmp_path):
   (tmp_path / 'cloud/teacher').mkdir(parents=True)
   (tmp_path / 'results.json').write_text(json.dumps(
       {'dataset': 'digits', 'devices': [], 'cloud': {}, 'provenance': {}}))
-  wd.check_layout(files=('ledger.json', 'results.json'),
-                  dirs=('cloud/teacher',),
-                  results={'dataset': str, 'devices': list})
+  _check(wd)
 
 
 def test_a_sealed_stage_record_of_the_wrong_shape_is_recomputed(tmp_path,
