@@ -145,6 +145,36 @@ def soft_cross_entropy(student_logits, teacher_logits):
                   jax.nn.log_softmax(student_logits), axis=-1)
 
 
+def next_token_pairs(ids, pad_id: int, weights=None):
+  """(targets (B, T-1), 0/1 pair weights): position t predicts token t+1
+  where both are real (right padding), times the example's weight."""
+  ids = jnp.asarray(ids)
+  real = (ids != pad_id).astype(jnp.float32)
+  pairs = real[:, :-1] * real[:, 1:]
+  if weights is not None:
+    pairs = pairs * jnp.asarray(weights, jnp.float32)[:, None]
+  return ids[:, 1:], pairs
+
+
+def next_token_loss(lm_logits, ids, pad_id: int, weights=None):
+  """Mean next-token cross-entropy over the real (position, next) pairs."""
+  targets, pairs = next_token_pairs(ids, pad_id, weights)
+  losses = cross_entropy(lm_logits[:, :-1], targets)
+  return jnp.sum(losses * pairs) / jnp.maximum(jnp.sum(pairs), 1.0)
+
+
+def next_token_distillation(lm_logits, teacher_lm_logits, ids, pad_id: int,
+                            temperature: float = 1.0):
+  """Soft cross-entropy of the student's next-token distributions against
+  the teacher's at `temperature` (KL up to the teacher's entropy, the same
+  gradients), times temperature^2, over real positions."""
+  real = (jnp.asarray(ids) != pad_id).astype(jnp.float32)
+  losses = soft_cross_entropy(lm_logits / temperature,
+                              teacher_lm_logits / temperature)
+  return temperature ** 2 * jnp.sum(losses * real) / jnp.maximum(
+      jnp.sum(real), 1.0)
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return max(num_examples // min(batch_size, num_examples), 1)
 

@@ -7,6 +7,10 @@ params are touched; every other param is the family's own and kept whole.
 A `SubnetConfig` lists the kept layer indices and, per kept layer, how many
 heads and MLP neurons it keeps. Heads and neurons are kept from the front,
 which is why the supernet is reordered by importance before elastic training.
+
+A decoder's attention is elastic in whole KV groups: its `heads` count query
+heads and is always a whole number of groups (heads / group size KV heads
+are kept), and its MLP width is its own: round(F * w) neurons.
 """
 import dataclasses
 import math
@@ -16,10 +20,11 @@ import jax
 import numpy as np
 
 from acme_jax.models.bert import Bert
+from acme_jax.models.decoder import Decoder
 from acme_jax.models.encoder import Masks, per_layer as _per_layer
 from acme_jax.models.vit import ViT
 
-Encoder = Union[ViT, Bert]
+Encoder = Union[ViT, Bert, Decoder]
 # Params that only feed the classifier: a device's header replaces them.
 HEAD_PARAMS = ('head', 'pooler')
 
@@ -65,10 +70,36 @@ def from_multipliers(num_layers: int, num_heads: int, mlp_dim: int,
   return SubnetConfig(layers, (heads,) * len(layers), (neurons,) * len(layers))
 
 
+def kept_groups(num_kv_heads: int, width_mult: float) -> int:
+  """A decoder keeps round(G * w) KV groups, at least one."""
+  return max(1, int(round(num_kv_heads * width_mult)))
+
+
+def decoder_shape(num_heads: int, num_kv_heads: int, mlp_dim: int,
+                  width_mult: float) -> Tuple[int, int]:
+  """(query heads, MLP neurons) a decoder keeps at width `width_mult`."""
+  group = num_heads // num_kv_heads
+  return (kept_groups(num_kv_heads, width_mult) * group,
+          max(1, int(round(mlp_dim * width_mult))))
+
+
 def for_model(model: Encoder, width_mult: float,
               depth_mult: float) -> SubnetConfig:
+  if isinstance(model, Decoder):
+    heads, neurons = decoder_shape(model.num_heads, model.num_kv_heads,
+                                   model.mlp_dim, width_mult)
+    layers = kept_layer_indices(model.num_layers, depth_mult)
+    return SubnetConfig(layers, (heads,) * len(layers),
+                        (neurons,) * len(layers))
   return from_multipliers(model.num_layers, model.num_heads, model.mlp_dim,
                           width_mult, depth_mult)
+
+
+def group_size(model: Encoder) -> int:
+  """Query heads per elastic attention unit: a decoder's KV group, else 1."""
+  if isinstance(model, Decoder):
+    return model.num_heads // model.num_kv_heads
+  return 1
 
 
 def masks(model: Encoder, subnet: SubnetConfig) -> Masks:
@@ -79,6 +110,9 @@ def masks(model: Encoder, subnet: SubnetConfig) -> Masks:
   for layer, h, f in zip(subnet.layers, subnet.heads, subnet.neurons):
     if h > model.num_heads or f > model.mlp_dim or layer >= model.num_layers:
       raise ValueError(f'{subnet} does not fit the supernet')
+    if h % group_size(model):
+      raise ValueError(f'{subnet} keeps {h} query heads, not whole KV groups '
+                       f'of {group_size(model)}')
     heads[layer, :h] = 1
     neurons[layer, :f] = 1
     gates[layer] = 1
@@ -88,6 +122,29 @@ def masks(model: Encoder, subnet: SubnetConfig) -> Masks:
 def stack_masks(mask_list) -> Masks:
   """Stack masks along a new leading axis (for vmap / scan over subnets)."""
   return Masks(*(np.stack(parts) for parts in zip(*mask_list)))
+
+
+def _slice_decoder_block(block, heads: int, groups: int, neurons: int):
+  attn = block['attn']
+  cut = lambda p, n: {k: (v[:, :n] if k == 'kernel' else v[:n])  # noqa: E731
+                      for k, v in p.items()}
+  return {
+      'ln_attn': block['ln_attn'], 'ln_mlp': block['ln_mlp'],
+      'attn': {'q': cut(attn['q'], heads), 'k': cut(attn['k'], groups),
+               'v': cut(attn['v'], groups),
+               'o': dict(attn['o'], kernel=attn['o']['kernel'][:heads])},
+      'gate': cut(block['gate'], neurons), 'up': cut(block['up'], neurons),
+      'down': dict(block['down'], kernel=block['down']['kernel'][:neurons]),
+  }
+
+
+def slice_block(model: Encoder, block, heads: int, neurons: int):
+  """One layer's params keeping the first `heads` (query) heads and
+  `neurons` MLP neurons."""
+  if isinstance(model, Decoder):
+    return _slice_decoder_block(block, heads, heads // group_size(model),
+                                neurons)
+  return _slice_block(block, heads, neurons)
 
 
 def _slice_block(block, heads: int, neurons: int):
@@ -117,10 +174,12 @@ def width_slice(model: Encoder, params, heads: int, neurons: int):
                                               model.num_layers)[0])
   sliced = {k: v for k, v in params.items() if not k.startswith('block_')}
   for layer in range(model.num_layers):
-    sliced[f'block_{layer}'] = _slice_block(params[f'block_{layer}'], heads,
-                                            neurons)
-  return model.clone(num_heads=heads, mlp_dim=neurons, head_dim=head_dim), \
-      sliced
+    sliced[f'block_{layer}'] = slice_block(model, params[f'block_{layer}'],
+                                           heads, neurons)
+  fields = dict(num_heads=heads, mlp_dim=neurons, head_dim=head_dim)
+  if isinstance(model, Decoder):
+    fields['num_kv_heads'] = heads // group_size(model)
+  return model.clone(**fields), sliced
 
 
 def is_uniform(subnet: SubnetConfig) -> bool:
@@ -165,7 +224,7 @@ def extract(model: Encoder, params, subnet: SubnetConfig,
            and (with_head or name not in HEAD_PARAMS)}
   for new, (layer, h, f) in enumerate(
       zip(subnet.layers, subnet.heads, subnet.neurons)):
-    dense[f'block_{new}'] = _slice_block(params[f'block_{layer}'], h, f)
+    dense[f'block_{new}'] = slice_block(model, params[f'block_{layer}'], h, f)
   head_dims = _per_layer(model.num_heads, model.num_layers)
   fields = dict(num_classes=model.num_classes if with_head and 'head' in
                 params else 0,
@@ -176,6 +235,9 @@ def extract(model: Encoder, params, subnet: SubnetConfig,
                 if model.head_dim is None else model.head_dim)
   if hasattr(model, 'pooler'):
     fields['pooler'] = bool(model.pooler) and 'pooler' in dense
+  if isinstance(model, Decoder):
+    fields['num_kv_heads'] = tuple(h // group_size(model)
+                                   for h in subnet.heads)
   sub_model = model.clone(**fields)
   dense = jax.tree.map(np.asarray, dense)
   return sub_model, dense
