@@ -14,6 +14,9 @@ def validate(config):
   if config.model.get('family', 'vit') == 'bert':
     _validate_text(config)
     return
+  if config.model.get('family', 'vit') == 'decoder':
+    _validate_decoder(config)
+    return
   from acme_jax.models import hf_import
   try:
     problems = hf_import.mismatches(
@@ -57,3 +60,29 @@ def _validate_text(config):
       checkpoints.tokenizer_path(local) is None):
     raise ConfigError('data.text.tokenizer', '',
                       f'{path} has no tokenizer.json; give its path')
+
+
+def _validate_decoder(config):
+  """An HF Llama / Qwen2 / Mistral checkpoint: supported, and its sizes are
+  config.model's (the published shapes a real-checkpoint config states)."""
+  from acme_jax.models import checkpoints, hf_decoder, hf_import
+  path = config.model.init_checkpoint
+  try:
+    hf = hf_import.read_config(str(checkpoints.resolve(path)))
+    model = hf_decoder.decoder_from_hf_config(hf)
+  except ValueError as e:
+    raise ConfigError('model.init_checkpoint', path, str(e)) from e
+  m = config.model
+  wanted = {'hidden_size': (model.hidden_size, m.hidden_size),
+            'num_hidden_layers': (model.num_layers, m.num_layers),
+            'num_attention_heads': (model.num_heads, m.num_heads),
+            'num_key_value_heads': (model.num_kv_heads, m.num_kv_heads),
+            'intermediate_size': (model.mlp_dim, m.mlp_dim),
+            'vocab_size': (model.vocab_size, m.vocab_size),
+            'tie_word_embeddings': (model.tie_word_embeddings,
+                                    bool(m.get('tie_word_embeddings')))}
+  problems = [f'{k} {got} vs config.model {want}'
+              for k, (got, want) in wanted.items() if got != want]
+  if problems:
+    raise ConfigError('model.init_checkpoint', path,
+                      'does not fit the config: ' + '; '.join(problems))

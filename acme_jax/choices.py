@@ -20,7 +20,7 @@ PARTITIONS = RANDOM_PARTITIONS + CATEGORY_PARTITIONS
 CATEGORY_SAMPLING = ('disjoint', 'independent')
 
 # model and cloud
-MODEL_FAMILIES = ('vit', 'bert')
+MODEL_FAMILIES = ('vit', 'bert', 'decoder')
 DTYPES = ('float32', 'bfloat16')
 ELASTIC_SCHEMES = ('sliced', 'masked', 'static')
 # Stage 2's teacher: the width-elastic model at the student's width

@@ -109,12 +109,12 @@ def _validate_data_and_model(config):
 
   family = config.model.get('family', 'vit')
   check(config, 'model.family', lambda v: v in choices.MODEL_FAMILIES,
-        'must be vit or bert')
+        'must be vit, bert or decoder')
   text = config.data.name in choices.TEXT_DATASETS
-  if (family == 'bert') != text:
+  if (family != 'vit') != text:
     raise ConfigError('model.family', family,
                       f'does not read data.name = {config.data.name!r}: '
-                      f'bert reads text sources, vit images')
+                      f'bert and decoder read text sources, vit images')
   if family == 'vit':
     patch = positive_int(config, 'model.patch_size')
     if image_size % patch:
@@ -122,8 +122,11 @@ def _validate_data_and_model(config):
                         f'must be divisible by model.patch_size = {patch}')
   else:
     length = positive_int(config, 'data.text.max_length')
-    for name in ('vocab_size', 'type_vocab_size'):
-      positive_int(config, f'model.{name}')
+    positive_int(config, 'model.vocab_size')
+    if family == 'bert':
+      positive_int(config, 'model.type_vocab_size')
+    else:
+      _validate_decoder(config)
     positions = positive_int(config, 'model.max_positions')
     if length > positions:
       raise ConfigError('data.text.max_length', length,
@@ -139,7 +142,7 @@ def _validate_data_and_model(config):
   hidden = positive_int(config, 'model.hidden_size')
   positive_int(config, 'model.num_layers')
   heads = positive_int(config, 'model.num_heads')
-  if hidden % heads:
+  if hidden % heads and not config.model.get('head_dim'):
     raise ConfigError('model.num_heads', heads,
                       f'must divide model.hidden_size = {hidden}')
   positive_int(config, 'model.mlp_dim')
@@ -152,9 +155,29 @@ def _validate_data_and_model(config):
   checkpoint_fit.validate(config)
 
 
+def _validate_decoder(config):
+  """A decoder's own fields: KV groups dividing the query heads, RoPE."""
+  heads = positive_int(config, 'model.num_heads')
+  groups = positive_int(config, 'model.num_kv_heads')
+  if heads % groups:
+    raise ConfigError('model.num_kv_heads', groups,
+                      f'must divide model.num_heads = {heads}')
+  non_negative_int(config, 'model.head_dim')
+  positive_number(config, 'model.rope_theta')
+  boolean(config, 'model.tie_word_embeddings')
+  non_negative_number(config, 'cloud.lm_weight')
+  if config.cloud.get('pretrain') is not None:
+    non_negative_int(config, 'cloud.pretrain.blocks')
+    _stage(config, 'cloud.pretrain', elastic=False)
+
+
 def _validate_cloud(config):
   heads, layers = config.model.num_heads, config.model.num_layers
-  _multipliers(config, 'cloud.width_mults', heads, 'heads')
+  if config.model.get('family', 'vit') == 'decoder':
+    # Widths keep whole KV groups (at least one) and round(F * w) neurons.
+    _multipliers(config, 'cloud.width_mults', config.model.mlp_dim, 'neurons')
+  else:
+    _multipliers(config, 'cloud.width_mults', heads, 'heads')
   depths = _multipliers(config, 'cloud.depth_mults', layers, 'layers')
   for d in depths:
     kept = subnet_lib.kept_layer_indices(layers, d)

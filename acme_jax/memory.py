@@ -47,7 +47,7 @@ def machine_bytes() -> int:
 
 
 def _tokens(config) -> int:
-  if sizes.is_bert(config):
+  if sizes.is_text_model(config):
     return config.data.text.max_length
   return (config.data.image_size // config.model.patch_size)**2 + 1
 
@@ -78,7 +78,7 @@ def estimates(config) -> List[Estimate]:
   ]
   cells = sizes.max_header_cells(config)
   nodes, channels = h.num_nodes, h.num_channels
-  grid_cells = tokens - (0 if sizes.is_bert(config) else 1)
+  grid_cells = tokens - (0 if sizes.is_text_model(config) else 1)
   # Every node's two branches, each a sep conv of ~6 kept activations, for
   # the backward pass; every (node, branch, input) has its own weights
   # (3 kernels, two 1x1 convs each) with gradient and momentum.

@@ -20,6 +20,9 @@ def merge_grid(validation, test, teacher_cut_test):
                  'accuracy': val['accuracy'],
                  'test_accuracy': tst['accuracy'],
                  'teacher_cut_test_accuracy': cut['accuracy']})
+    if 'perplexity' in tst:
+      rows[-1].update(test_perplexity=tst['perplexity'],
+                      teacher_cut_test_perplexity=cut['perplexity'])
   return rows
 
 
@@ -31,12 +34,19 @@ def markdown_table(headers, rows) -> str:
 
 
 def grid_table(grid) -> str:
+  """The grid; a language model's adds test perplexity (the supernet's
+  subnet and the teacher cut to its shape)."""
+  lm = all('test_perplexity' in r for r in grid)
+  extra = ['test ppl', 'teacher cut test ppl'] if lm else []
   return markdown_table(
       ['depth', 'width', 'params', 'val acc', 'test acc',
-       'teacher cut test acc'],
+       'teacher cut test acc'] + extra,
       [[f"{r['depth_mult']:g}", f"{r['width_mult']:g}", f"{r['params']:,}",
         f"{r['accuracy']:.3f}", f"{r['test_accuracy']:.3f}",
-        f"{r['teacher_cut_test_accuracy']:.3f}"] for r in grid])
+        f"{r['teacher_cut_test_accuracy']:.3f}"] +
+       ([f"{r['test_perplexity']:.1f}",
+         f"{r['teacher_cut_test_perplexity']:.1f}"] if lm else [])
+       for r in grid])
 
 
 def _mb(n) -> str:

@@ -23,6 +23,21 @@ def is_bert(config) -> bool:
   return config.model.get('family', 'vit') == 'bert'
 
 
+def is_decoder(config) -> bool:
+  return config.model.get('family', 'vit') == 'decoder'
+
+
+def is_text_model(config) -> bool:
+  """A family that reads token ids (BERT, decoder)."""
+  return is_bert(config) or is_decoder(config)
+
+
+def decoder_head_dim(model_config) -> int:
+  """config.model.head_dim, or (0 / absent) hidden_size / num_heads."""
+  return int(model_config.get('head_dim') or
+             model_config.hidden_size // model_config.num_heads)
+
+
 def like(data_config) -> str:
   """The dataset whose shapes `data_config` has (a synthetic source's
   `like`)."""
@@ -41,6 +56,14 @@ def channels(data_config) -> int:
 def architecture(config, num_classes: int):
   """The supernet's ViTArchitecture or BertArchitecture."""
   model = config.model
+  if is_decoder(config):
+    return costs.DecoderArchitecture(
+        num_layers=model.num_layers, num_heads=model.num_heads,
+        num_kv_heads=model.num_kv_heads, hidden_size=model.hidden_size,
+        mlp_dim=model.mlp_dim, vocab_size=model.vocab_size,
+        head_dim=decoder_head_dim(model), num_classes=num_classes,
+        tie_word_embeddings=bool(model.get('tie_word_embeddings', False)),
+        qkv_bias=bool(model.get('qkv_bias', False)))
   if is_bert(config):
     return costs.BertArchitecture(num_layers=model.num_layers,
                                   num_heads=model.num_heads,
@@ -77,7 +100,7 @@ def grid(config) -> list:
   # parameters nor its FLOPs, so any count (1) sizes it.
   arch = architecture(config, num_classes=1)
   tokens = feature_shape(config)[1:-1]
-  seq_len = int(np.prod(tokens)) + 1  # + [CLS]
+  seq_len = int(np.prod(tokens)) + (0 if is_decoder(config) else 1)  # [CLS]
   return [{'depth_mult': d, 'width_mult': w,
            'params': costs.exact_param_count(arch, d, w),
            'flops_per_token': costs.flops_per_token(arch, d, w, seq_len)}
@@ -91,7 +114,9 @@ def smallest_backbone(config) -> int:
 
 def feature_shape(config) -> tuple:
   """(1, *grid, D) of the features a header reads: the patch grid, or
-  for text the token sequence after [CLS]."""
+  for text the token sequence after [CLS] (a decoder's: every token)."""
+  if is_decoder(config):
+    return (1, config.data.text.max_length, config.model.hidden_size)
   if is_bert(config):
     return (1, config.data.text.max_length - 1, config.model.hidden_size)
   side = config.data.image_size // config.model.patch_size

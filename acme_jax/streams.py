@@ -18,6 +18,7 @@ BASELINES_EXPERIMENT = 7  # experiments.baselines
 # Added to config.seed: the elastic stages' data order and augmentation.
 WIDTH_STAGE_SEED = 1
 DEPTH_STAGE_SEED = 2
+PRETRAIN_SEED = 3         # a fresh decoder's language-model pretraining
 
 # Folded into a device-stage key (the main job's, or an experiment setup's).
 HEADER_SEARCH = 0        # then folded with each device id

@@ -175,6 +175,21 @@ def next_token_distillation(lm_logits, teacher_lm_logits, ids, pad_id: int,
       jnp.sum(real), 1.0)
 
 
+def task_loss(out, labels, ids=None, pad_id: int = 0, lm_weight: float = 1.0,
+              weights=None):
+  """The cloud's supervised loss: mean cross-entropy of `logits`, plus, for
+  a language model (`lm_logits` in `out`), lm_weight x next-token loss."""
+  losses = cross_entropy(out['logits'], labels)
+  if weights is None:
+    loss = losses.mean()
+  else:
+    loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  if 'lm_logits' in out and lm_weight:
+    loss = loss + lm_weight * next_token_loss(out['lm_logits'], ids, pad_id,
+                                              weights)
+  return loss
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return max(num_examples // min(batch_size, num_examples), 1)
 

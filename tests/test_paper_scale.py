@@ -8,6 +8,7 @@ import resource
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -57,3 +58,19 @@ def test_minilm_wordnet_smoke_runs_the_whole_loop(tmp_path):
   # (1 / 41 supersenses).
   assert full['accuracy'] > 0.2
   assert len(results['devices']) == 6
+
+
+@pytest.mark.slow  # ~3-8 min on a 2-core CPU
+def test_decoder_wordnet_smoke_runs_the_whole_loop(tmp_path):
+  """The decoder family from a fresh model: GCIDE pretraining, the joint
+  teacher, elastic stages, the grid with perplexity, devices and rounds."""
+  workdir = tmp_path / 'decoder'
+  results = _main('configs/decoder_wordnet.py:smoke', workdir, timeout=3600)
+  grid = results['cloud']['grid']
+  assert len(grid) == 4 and len(results['devices']) == 6
+  # Pretrained next-token prediction is far better than uniform over the
+  # 2,048-token vocabulary, and no subnet is worse than uniform either.
+  for row in grid:
+    assert 1 < row['test_perplexity'] < 2048
+  pretrain = json.loads((workdir / 'cloud/pretrain_losses.json').read_text())
+  assert pretrain[-1] < 0.9 * float(np.log(2048))

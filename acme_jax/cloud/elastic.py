@@ -56,10 +56,17 @@ def block_end_weights(layer_gates):
   return jnp.concatenate([layer_gates[1:], jnp.ones((1,), layer_gates.dtype)])
 
 
+# A decoder's next-token distillation temperature: 1, where the soft
+# cross-entropy is the KL to the teacher up to its entropy (same gradients).
+LM_TEMPERATURE = 1.0
+
+
 def distillation_loss(out, teacher_out, layer_gates, lambda_logits,
                       lambda_hidden):
   """lambda_logits * softCE + lambda_hidden * (embedding MSE + matched
-  hidden-state MSEs); MSE is the mean over batch, tokens and features."""
+  hidden-state MSEs); MSE is the mean over batch, tokens and features. A
+  decoder adds its next-token soft CE (mean over real tokens) to the
+  logit term."""
   logit_loss = training.soft_cross_entropy(out['logits'],
                                            teacher_out['logits']).mean()
   per_layer_mse = jnp.mean((out['hidden'] - teacher_out['hidden'])**2,
@@ -67,6 +74,13 @@ def distillation_loss(out, teacher_out, layer_gates, lambda_logits,
   embedding_mse = jnp.mean((out['embeddings'] - teacher_out['embeddings'])**2)
   hidden_loss = embedding_mse + jnp.sum(
       per_layer_mse * block_end_weights(layer_gates))
+  if 'lm_logits' in out:  # a decoder: its next-token distributions too
+    real = teacher_out['token_mask']
+    token_loss = training.soft_cross_entropy(
+        out['lm_logits'] / LM_TEMPERATURE,
+        teacher_out['lm_logits'] / LM_TEMPERATURE) * LM_TEMPERATURE ** 2
+    logit_loss = logit_loss + jnp.sum(token_loss * real) / jnp.maximum(
+        jnp.sum(real), 1.0)
   return lambda_logits * logit_loss + lambda_hidden * hidden_loss
 
 

@@ -23,15 +23,23 @@ from acme_jax.parallel import mesh
 @functools.lru_cache(maxsize=None)
 def make_count_fn(model: ViT, num_classes: int):
   """Jitted (params, images, labels, weights, layer_gates) -> (correct,
-  total) per class."""
+  total) per class, and a language model's summed next-token NLL and
+  predicted-token count (zeros for an encoder)."""
 
   @jax.jit
   def count(params, images, labels, weights, layer_gates):
-    logits = model.apply({'params': params}, images,
-                         layer_gates=layer_gates)['logits']
+    out = model.apply({'params': params}, images, layer_gates=layer_gates)
+    logits = out['logits']
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * weights
     onehot = jax.nn.one_hot(labels, num_classes) * weights[:, None]
-    return correct @ jax.nn.one_hot(labels, num_classes), onehot.sum(0)
+    nll = tokens = jnp.zeros(())
+    if 'lm_logits' in out:
+      targets, pairs = training.next_token_pairs(images, model.pad_id,
+                                                 weights)
+      losses = training.cross_entropy(out['lm_logits'][:, :-1], targets)
+      nll, tokens = jnp.sum(losses * pairs), jnp.sum(pairs)
+    return (correct @ jax.nn.one_hot(labels, num_classes), onehot.sum(0),
+            nll, tokens)
 
   return count
 
@@ -41,13 +49,14 @@ def _count(sub_model, placed, gates, data: Split, num_classes: int,
   """Per-class (correct, total) of a static form (`placed` params, layer
   `gates`) on `data`."""
   count_fn = make_count_fn(sub_model, num_classes)
-  correct, total = 0.0, 0.0
+  sums = [0.0] * 4   # correct, total (per class), NLL, predicted tokens
   for idx, weights in training.padded_batches(len(data), batch_size,
                                               par.size):
-    c, t = count_fn(placed, par.batch(data.images[idx]),
-                    par.batch(data.labels[idx]), par.batch(weights), gates)
-    correct, total = correct + mesh.host(c), total + mesh.host(t)
-  return correct, total
+    parts = count_fn(placed, par.batch(data.images[idx]),
+                     par.batch(data.labels[idx]), par.batch(weights), gates)
+    sums = [a + np.asarray(mesh.host(b), np.float64)
+            for a, b in zip(sums, parts)]
+  return sums
 
 
 def accuracy_record(correct, total):
@@ -79,9 +88,9 @@ def measure_grid(model: ViT, params, data: Split, num_classes: int,
   for depth, width in grid_points(depth_mults, width_mults):
     sub = subnet_lib.for_model(model, width, depth)
     sub_model, placed = by_width[width]
-    correct, total = _count(sub_model, placed,
-                            subnet_lib.layer_gates(model, sub), data,
-                            num_classes, batch_size, par)
+    correct, total, nll, tokens = _count(
+        sub_model, placed, subnet_lib.layer_gates(model, sub), data,
+        num_classes, batch_size, par)
     acc, per_class = accuracy_record(correct, total)
     n_params, n_bytes = subnet_lib.subnet_size(model, params, sub)
     records.append({'depth_mult': float(depth), 'width_mult': float(width),
@@ -89,4 +98,6 @@ def measure_grid(model: ViT, params, data: Split, num_classes: int,
                     'params': n_params, 'bytes': n_bytes,
                     'layers': list(sub.layers), 'heads': sub.heads[0],
                     'neurons': sub.neurons[0]})
+    if tokens:  # a language model: exp(mean next-token NLL) on the split
+      records[-1]['perplexity'] = float(np.exp(nll / tokens))
   return records

@@ -65,8 +65,10 @@ def importance_scores(model: ViT, params, data: Split, batch_size: int,
   def batch_terms(params, cumulative, images, labels, weights):
     def loss_fn(p, head_mask):
       out = model.apply({'params': p}, images, masks._replace(heads=head_mask))
-      losses = training.cross_entropy(out['logits'], labels)
-      loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+      loss = 0.0
+      if 'logits' in out:  # a language model alone has no classifier
+        losses = training.cross_entropy(out['logits'], labels)
+        loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
       if 'lm_logits' in out:  # a decoder's task includes its next tokens
         loss = loss + training.next_token_loss(
             out['lm_logits'], images, model.pad_id, weights)

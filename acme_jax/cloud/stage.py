@@ -19,7 +19,7 @@ from acme_jax import streams
 from acme_jax import training
 from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
-from acme_jax.cloud import elastic, grid, importance, teacher
+from acme_jax.cloud import elastic, grid, importance, pretrain, teacher
 from acme_jax.errors import ConfigError
 from acme_jax.models import vit
 from acme_jax.parallel import mesh
@@ -77,6 +77,18 @@ class Trained:
   teacher_cut_test: list       # the teacher cut to each subnet, untrained
 
 
+def pretrain_hparams(config):
+  """config.cloud.pretrain as StageHparams, or None: only a fresh decoder
+  with `blocks` > 0 pretrains."""
+  section = config.cloud.get('pretrain')
+  if (config.model.get('family', 'vit') != 'decoder' or section is None or
+      not section.blocks or config.model.init_checkpoint):
+    return None
+  return training.StageHparams.from_config(
+      section, config.cloud.batch_size,
+      config.seed + streams.PRETRAIN_SEED)
+
+
 def build_model(config, dataset, key):
   """The supernet (reading the dataset's stored images through its input
   spec) and its initial params: imported HF weights, or fresh."""
@@ -86,6 +98,12 @@ def build_model(config, dataset, key):
         config.model.init_checkpoint, num_classes=dataset.num_classes,
         key=jax.random.fold_in(key, streams.HEAD_INIT))
     return model.clone(input_spec=dataset.input_spec), params
+  if config.model.get('family', 'vit') == 'decoder':
+    from acme_jax.models import decoder
+    model = decoder.decoder_from_config(config.model, dataset.num_classes,
+                                        dataset.input_spec)
+    return model, decoder.init_params(model, jax.random.fold_in(
+        key, streams.TEACHER_INIT), dataset.input_spec.max_length)
   if config.model.get('family', 'vit') == 'bert':
     from acme_jax.models import bert
     model = bert.bert_from_config(config.model, dataset.num_classes,
@@ -121,7 +139,7 @@ def _lookup(tree, dotted: str):
   return tree
 
 
-STAGES = ('cloud/teacher', 'cloud/reordered', 'cloud/width_stage',
+STAGES = ('cloud/pretrain', 'cloud/teacher', 'cloud/reordered', 'cloud/width_stage',
           'cloud/depth_stage')
 
 
@@ -197,9 +215,10 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
         'recomputed': list(recomputed)})
 
   def fit_teacher():
-    params, losses = teacher.train_teacher(model, init, cloud_data,
-                                           hp.teacher, par=par,
-                                           partial=partial('cloud/teacher'))
+    params, losses = teacher.train_teacher(
+        model, init, cloud_data, hp.teacher, par=par,
+        partial=partial('cloud/teacher'),
+        lm_weight=config.cloud.get('lm_weight', 1.0))
     _write_output(wd / 'cloud/teacher_losses.json', losses)
     return params
 
@@ -211,6 +230,21 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
       _write_output(wd / f'cloud/{name}_losses.json', losses)
       return params
     return fit
+
+  pretrain_hp = pretrain_hparams(config)
+  if pretrain_hp is not None:
+    def fit_pretrain():
+      from acme_jax import data as data_lib
+      from acme_jax.data import cloud_corpus
+      blocks = cloud_corpus.pretrain_blocks(
+          data_lib.tokenizer_path(config.data, config.model.init_checkpoint),
+          dataset.input_spec.max_length, config.cloud.pretrain.blocks)
+      params, losses = pretrain.train_lm(model, init, blocks, pretrain_hp,
+                                         par=par,
+                                         partial=partial('cloud/pretrain'))
+      _write_output(wd / 'cloud/pretrain_losses.json', losses)
+      return params
+    init = stage('cloud/pretrain', fit_pretrain)
 
   teacher_params = stage('cloud/teacher', fit_teacher)
 

@@ -45,6 +45,9 @@ def tokenizer_path(data_config, init_checkpoint: str = '') -> str:
   """The tokenizer.json to read: data.text.tokenizer, or ('') the one that
   comes with model.init_checkpoint."""
   path = text_option(data_config, 'tokenizer')
+  from acme_jax.data import cloud_corpus
+  if cloud_corpus.is_cloud_bpe(path):
+    return str(cloud_corpus.path_for(path))
   if path:
     return str(path)
   if not init_checkpoint:

@@ -74,6 +74,30 @@ def backbone_tokens(model: ViT, params, sub: subnet_lib.SubnetConfig,
   return np.concatenate(out)[:len(images)]
 
 
+def is_causal(model) -> bool:
+  """A decoder: no [CLS] token; each position sees only its prefix."""
+  return hasattr(model, 'num_kv_heads')
+
+
+def summary_tokens(model, tokens: np.ndarray, ids: np.ndarray) -> np.ndarray:
+  """(N, D) one vector per example (the linear probe's and signatures'
+  input): the [CLS] token of an encoder, a decoder's last real token (the
+  only one that has seen the whole sequence, as HF's sequence classifiers
+  read it)."""
+  if not is_causal(model):
+    return tokens[:, 0]
+  real = np.asarray(ids) != model.pad_id
+  last = np.max(np.where(real, np.arange(real.shape[1]), 0), axis=1)
+  return tokens[np.arange(len(tokens)), last]
+
+
+def header_tokens(model, tokens: np.ndarray, grid_shape=None) -> np.ndarray:
+  """The header's input: a decoder's every token, else `token_grid`."""
+  if is_causal(model):
+    return tokens
+  return token_grid(tokens, grid_shape)
+
+
 def token_grid(tokens: np.ndarray, grid_shape=None) -> np.ndarray:
   """Tokens without CLS as the header's grid.
 

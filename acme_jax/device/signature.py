@@ -121,9 +121,10 @@ def signatures(hp: SignatureHparams, model, supernet, trains,
   # One stream of full batches through the reference backbone for all
   # devices, not a padded tail per device.
   reference = subnet_lib.for_model(model, *hp.reference)
-  tokens = features_lib.backbone_tokens(
-      model, supernet, reference, np.concatenate([t.images for t in trains]),
-      hp.batch_size, source=hp.features_from)[:, 0]
+  images = np.concatenate([t.images for t in trains])
+  tokens = features_lib.summary_tokens(model, features_lib.backbone_tokens(
+      model, supernet, reference, images, hp.batch_size,
+      source=hp.features_from), images)
   bounds = np.cumsum([0] + [len(t) for t in trains])
   return [device_feature_signature(hp, tokens[bounds[d]:bounds[d + 1]],
                                    t.labels, d)

@@ -175,11 +175,12 @@ def local_features_from_tokens(model, splits,
                                tokens) -> features.LocalFeatures:
   """A device's cached header inputs from its splits' backbone tokens."""
   grid = features.patch_grid(model, splits[0].images.shape[1:])
-  grids = [features.token_grid(t, grid) for t in tokens]
+  grids = [features.header_tokens(model, t, grid) for t in tokens]
   train, val, test = splits
-  return features.LocalFeatures(grids[0], train.labels, grids[1], val.labels,
-                                grids[2], test.labels, tokens[0][:, 0],
-                                tokens[2][:, 0])
+  return features.LocalFeatures(
+      grids[0], train.labels, grids[1], val.labels, grids[2], test.labels,
+      features.summary_tokens(model, tokens[0], train.images),
+      features.summary_tokens(model, tokens[2], test.images))
 
 
 def linear_probe(local: features.LocalFeatures, seed: int) -> float:

@@ -163,9 +163,6 @@ class Block(nn.Module):
       h = h * neuron_mask.astype(h.dtype)
     y = dense(self.hidden_size, 'down')(h)
     x = x + (y if gate is None else y * gate.astype(y.dtype))
-    if cache is not None and gate is not None:  # a dropped layer keeps its cache
-      new_cache = jax.tree.map(lambda n, o: jnp.where(gate > 0, n, o),
-                               new_cache, cache)
     return x, new_cache
 
 
@@ -180,6 +177,7 @@ class Decoder(nn.Module):
   * `lm_logits` (B, T, V) float32, when `lm_head`;
   * `logits` (B, classes) float32, when `num_classes > 0`: a bias-free score
     of the last real token (LlamaForSequenceClassification);
+  * `token_mask` (B, T) float32, 1 on real tokens (for the losses);
   * `cache`, the updated KV cache, when one is passed.
   """
   num_classes: int
@@ -263,7 +261,7 @@ class Decoder(nn.Module):
       hidden.append(x)
       new_cache.append(c)
     out = {'embeddings': embeddings, 'hidden': jnp.stack(hidden),
-           'prenorm': x}
+           'prenorm': x, 'token_mask': attention_mask.astype(jnp.float32)}
     x = RMSNorm(self.rms_norm_eps, self.dtype, name='final_norm')(x)
     out['tokens'] = x
     if self.lm_head:
@@ -315,6 +313,27 @@ def empty_cache(model: Decoder, batch: int, slots: int, dtype=jnp.float32):
   hd = model.resolved_head_dim()
   return tuple((jnp.zeros((batch, slots, g, hd), dtype),) * 2
                for g in per_layer(model.num_kv_heads, model.num_layers))
+
+
+def decoder_from_config(model_config, num_classes: int,
+                        input_spec=None) -> Decoder:
+  """The supernet `config.model` describes (a fresh Llama-style decoder; the
+  pad id is the tokenizer's)."""
+  get = model_config.get
+  heads = model_config.num_heads
+  return Decoder(
+      num_classes=num_classes, vocab_size=model_config.vocab_size,
+      hidden_size=model_config.hidden_size,
+      num_layers=model_config.num_layers, num_heads=heads,
+      num_kv_heads=model_config.num_kv_heads, mlp_dim=model_config.mlp_dim,
+      head_dim=get('head_dim') or model_config.hidden_size // heads,
+      rms_norm_eps=get('layer_norm_eps', 1e-6),
+      rope_theta=get('rope_theta', 10000.0),
+      qkv_bias=get('qkv_bias', False),
+      tie_word_embeddings=get('tie_word_embeddings', False),
+      max_positions=get('max_positions', 2048),
+      pad_id=input_spec.pad_id if input_spec is not None else 0,
+      input_spec=input_spec, dtype=jnp.dtype(get('dtype', 'float32')))
 
 
 def init_params(model: Decoder, key, seq_len: int):

@@ -60,8 +60,10 @@ def _rope(hf_config: dict):
   missing = [k for k in needed if k not in scaling]
   if missing:
     raise ValueError(f'rope_type {kind!r} needs {", ".join(missing)}')
+  # HF reads original_max_position_embeddings as an integer.
+  typed = lambda k, v: int(v) if k.startswith('original_') else float(v)  # noqa: E731
   return theta, tuple(sorted([('rope_type', kind)] +
-                             [(k, float(scaling[k])) for k in needed]))
+                             [(k, typed(k, scaling[k])) for k in needed]))
 
 
 def unsupported(hf_config: dict) -> list:

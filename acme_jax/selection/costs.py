@@ -19,6 +19,7 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from acme_jax import choices
+from acme_jax.models import shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,13 +176,63 @@ class BertArchitecture:
     return (d * d + d + d * k + k) if with_head else 0    # pooler, classifier
 
 
+@dataclasses.dataclass(frozen=True)
+class DecoderArchitecture:
+  """What fixes a decoder supernet's parameter count (models/decoder.py).
+  Its backbone keeps the final norm and the LM head (a device's language-
+  model header needs them); the classifier `head` is bias-free."""
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  hidden_size: int
+  mlp_dim: int
+  vocab_size: int
+  head_dim: int
+  num_classes: int
+  tie_word_embeddings: bool = False
+  qkv_bias: bool = False
+
+  def __post_init__(self):
+    for name in ('num_layers', 'num_heads', 'num_kv_heads', 'hidden_size',
+                 'mlp_dim', 'vocab_size', 'head_dim', 'num_classes'):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or isinstance(
+          value, bool) or value < 1:
+        raise ValueError(f'architecture field {name} must be a positive '
+                         f'integer, got {value!r}')
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f'num_heads {self.num_heads} is not a multiple of '
+                       f'num_kv_heads {self.num_kv_heads}')
+
+  def embedding_params(self) -> int:
+    return self.vocab_size * self.hidden_size
+
+  def final_params(self, with_head: bool) -> int:
+    d = self.hidden_size
+    lm_head = 0 if self.tie_word_embeddings else self.vocab_size * d
+    return d + lm_head + (d * self.num_classes if with_head else 0)
+
+
 def subnet_shape(arch, depth_mult: float,
                  width_mult: float) -> Tuple[int, int, int]:
-  """(heads, neurons, layers) kept, with subnet.from_multipliers' rounding."""
+  """(heads, neurons, layers) kept, with subnet.from_multipliers' rounding
+  (a decoder's: whole KV groups, its own MLP width)."""
+  layers = int(round(float(depth_mult) * arch.num_layers))
+  if isinstance(arch, DecoderArchitecture):
+    return shapes.decoder_width(arch.num_heads, arch.num_kv_heads,
+                                arch.mlp_dim, width_mult) + (layers,)
   heads = int(round(arch.num_heads * float(width_mult)))
   neurons = int(heads / arch.num_heads * arch.mlp_dim)
-  layers = int(round(float(depth_mult) * arch.num_layers))
   return heads, neurons, layers
+
+
+def _decoder_block(arch: DecoderArchitecture, heads: int, neurons: int) -> int:
+  d, hd = arch.hidden_size, arch.head_dim
+  groups = heads // (arch.num_heads // arch.num_kv_heads)
+  qkv = d * (heads + 2 * groups) * hd
+  if arch.qkv_bias:
+    qkv += (heads + 2 * groups) * hd
+  return 2 * d + qkv + heads * hd * d + 3 * d * neurons
 
 
 def exact_param_count(arch, depth_mult: float,
@@ -200,6 +251,8 @@ def exact_param_count(arch, depth_mult: float,
   heads, neurons, layers = subnet_shape(arch, depth_mult, width_mult)
   if heads < 1 or neurons < 1 or layers < 1:
     return embeddings + final
+  if isinstance(arch, DecoderArchitecture):
+    return embeddings + final + layers * _decoder_block(arch, heads, neurons)
   inner = heads * head_dim
   block = (2 * 2 * d                        # ln_attn, ln_mlp
            + 3 * (d * inner + inner)        # query, key, value
@@ -217,6 +270,14 @@ def flops_per_token(arch, depth_mult: float, width_mult: float,
   Embedding lookups cost no FLOPs; a ViT adds its patch projection."""
   d = arch.hidden_size
   heads, neurons, layers = subnet_shape(arch, depth_mult, width_mult)
+  if isinstance(arch, DecoderArchitecture):
+    # q and o per query head, k and v per group, SwiGLU's three matrices;
+    # the LM head's projection is per predicted token.
+    inner = heads * arch.head_dim
+    kv = 2 * (heads // (arch.num_heads // arch.num_kv_heads)) * arch.head_dim
+    per_layer = (2 * (2 * d * inner + d * kv + 3 * d * neurons)
+                 + 4 * seq_len * inner)
+    return int(max(layers, 0) * per_layer + 2 * d * arch.vocab_size)
   inner = heads * (d // arch.num_heads)
   per_layer = 2 * (4 * d * inner + 2 * d * neurons) + 4 * seq_len * inner
   embed = (2 * arch.patch_size ** 2 * arch.channels * d
