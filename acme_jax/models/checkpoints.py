@@ -13,6 +13,9 @@ The zip is extracted once per distribution version into
 into a temporary folder beside it first, then renamed, so a folder that
 exists is complete (an interrupted or concurrent extraction never leaves a
 half-written one in its place).
+
+Families (config.json's model_type): `vit`, `bert`, and `decoder` for
+llama, qwen2 and mistral causal LMs (`models/hf_decoder.py`).
 """
 import importlib.metadata
 import json
@@ -24,13 +27,18 @@ import tempfile
 import zipfile
 from typing import Optional
 
+import numpy as np
+
 from acme_jax.models import hf_bert
+from acme_jax.models import hf_decoder
 from acme_jax.models import hf_import
 
 CACHE_ENV = 'ACME_JAX_CACHE'
 PIP_PREFIX = 'pip:'
 TOKENIZER_NAME = 'tokenizer.json'
-FAMILIES = {'vit': 'vit', 'bert': 'bert'}  # config.json model_type -> ours
+# config.json model_type -> ours.
+FAMILIES = {'vit': 'vit', 'bert': 'bert', 'llama': 'decoder',
+            'qwen2': 'decoder', 'mistral': 'decoder'}
 
 
 def cache_dir() -> pathlib.Path:
@@ -140,7 +148,7 @@ def resolve(spec) -> pathlib.Path:
 
 
 def family(path) -> str:
-  """'vit' or 'bert', from config.json's model_type."""
+  """'vit', 'bert' or 'decoder', from config.json's model_type."""
   config = hf_import.read_config(path)
   model_type = config.get('model_type')
   if model_type not in FAMILIES:
@@ -154,9 +162,15 @@ def load(spec, num_classes: Optional[int] = None, key=None):
 
   `num_classes` None keeps the checkpoint's classifier, and gives no head
   where it has none (a ViT's loader would otherwise add a random one).
+  A decoder keeps its LM head; its classifier (`head`, on the last real
+  token) follows BERT's rule: 0 drops it, another width than the
+  checkpoint's draws a fresh one from `key`.
   """
   path = resolve(spec)
   kind = family(path)
+  if kind == 'decoder':
+    model, params = _load_decoder(path, num_classes, key)
+    return model, params, kind
   if kind == 'bert':
     model, params = hf_bert.load_hf_bert(path, num_classes, key)
     return model, params, kind
@@ -167,6 +181,24 @@ def load(spec, num_classes: Optional[int] = None, key=None):
   if not model.num_classes:
     params = {k: v for k, v in params.items() if k != 'head'}
   return model, params, kind
+
+
+def _load_decoder(path, num_classes: Optional[int], key):
+  """(model, params) of a decoder, with BERT's classifier rule."""
+  model, params = hf_decoder.load(path)  # keeps a `score` classifier
+  have = model.num_classes
+  num_classes = have if num_classes is None else int(num_classes)
+  if num_classes == have:
+    return model, params
+  params = {k: v for k, v in params.items() if k != 'head'}
+  if num_classes:
+    import jax  # pylint: disable=import-outside-toplevel
+    std = float(hf_import.read_config(path).get('initializer_range', 0.02))
+    key = jax.random.key(0) if key is None else key
+    params['head'] = {'kernel': np.asarray(
+        std * jax.random.normal(key, (model.hidden_size, num_classes)),
+        np.float32)}
+  return model.clone(num_classes=num_classes), params
 
 
 def _weight_files(path) -> dict:

