@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shlex
 import shutil
 import signal
 import subprocess

@@ -19,6 +19,7 @@ from typing import Tuple, Union
 import jax
 import numpy as np
 
+from acme_jax.models import shapes
 from acme_jax.models.bert import Bert
 from acme_jax.models.decoder import Decoder
 from acme_jax.models.encoder import Masks, per_layer as _per_layer
@@ -70,24 +71,11 @@ def from_multipliers(num_layers: int, num_heads: int, mlp_dim: int,
   return SubnetConfig(layers, (heads,) * len(layers), (neurons,) * len(layers))
 
 
-def kept_groups(num_kv_heads: int, width_mult: float) -> int:
-  """A decoder keeps round(G * w) KV groups, at least one."""
-  return max(1, int(round(num_kv_heads * width_mult)))
-
-
-def decoder_shape(num_heads: int, num_kv_heads: int, mlp_dim: int,
-                  width_mult: float) -> Tuple[int, int]:
-  """(query heads, MLP neurons) a decoder keeps at width `width_mult`."""
-  group = num_heads // num_kv_heads
-  return (kept_groups(num_kv_heads, width_mult) * group,
-          max(1, int(round(mlp_dim * width_mult))))
-
-
 def for_model(model: Encoder, width_mult: float,
               depth_mult: float) -> SubnetConfig:
   if isinstance(model, Decoder):
-    heads, neurons = decoder_shape(model.num_heads, model.num_kv_heads,
-                                   model.mlp_dim, width_mult)
+    heads, neurons = shapes.decoder_width(model.num_heads, model.num_kv_heads,
+                                          model.mlp_dim, width_mult)
     layers = kept_layer_indices(model.num_layers, depth_mult)
     return SubnetConfig(layers, (heads,) * len(layers),
                         (neurons,) * len(layers))
