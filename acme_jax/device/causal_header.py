@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from acme_jax.device import controller as controller_lib
+from acme_jax.device import header as header_lib
 from acme_jax.device.header import loose_ends
 
 OPS = ('sep_conv_3', 'sep_conv_5', 'avg_pool_3', 'max_pool_3', 'identity')
@@ -72,16 +73,8 @@ def controller(spec: Spec, **kwargs) -> controller_lib.Controller:
 
 
 def validate_arch(arch, num_nodes: int) -> np.ndarray:
-  """Check an architecture's shape and index ranges; return it as numpy."""
-  arch = np.asarray(arch)
-  if arch.shape != (num_nodes, 4):
-    raise ValueError(f'arch must have shape ({num_nodes}, 4), got {arch.shape}')
-  for node, (in_a, op_a, in_b, op_b) in enumerate(arch.tolist()):
-    if not (0 <= in_a < node + 2 and 0 <= in_b < node + 2):
-      raise ValueError(f'node {node} inputs must be in [0, {node + 2}): {arch}')
-    if not (0 <= op_a < NUM_OPS and 0 <= op_b < NUM_OPS):
-      raise ValueError(f'node {node} ops must be in [0, {NUM_OPS}): {arch}')
-  return arch.astype(np.int32)
+  """The ENAS header's check, over this header's ops."""
+  return header_lib.validate_arch(arch, num_nodes, NUM_OPS)
 
 
 def smallest_arch(num_nodes: int) -> np.ndarray:

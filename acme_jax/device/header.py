@@ -71,7 +71,7 @@ def default_num_layers(width_mult: float, depth_mult: float) -> int:
   return 1 if width_mult * depth_mult > 0.25 else 3
 
 
-def validate_arch(arch, num_nodes: int) -> np.ndarray:
+def validate_arch(arch, num_nodes: int, num_ops: int = NUM_OPS) -> np.ndarray:
   """Check an architecture's shape and index ranges; return it as numpy."""
   arch = np.asarray(arch)
   if arch.shape != (num_nodes, 4):
@@ -79,8 +79,8 @@ def validate_arch(arch, num_nodes: int) -> np.ndarray:
   for node, (in_a, op_a, in_b, op_b) in enumerate(arch.tolist()):
     if not (0 <= in_a < node + 2 and 0 <= in_b < node + 2):
       raise ValueError(f'node {node} inputs must be in [0, {node + 2}): {arch}')
-    if not (0 <= op_a < NUM_OPS and 0 <= op_b < NUM_OPS):
-      raise ValueError(f'node {node} ops must be in [0, {NUM_OPS}): {arch}')
+    if not (0 <= op_a < num_ops and 0 <= op_b < num_ops):
+      raise ValueError(f'node {node} ops must be in [0, {num_ops}): {arch}')
   return arch.astype(np.int32)
 
 

@@ -164,3 +164,18 @@ def encode(path, inputs: dict, batch_size: int, precision: str) -> dict:
     out = batched(lambda _, **b: run(params, **b), feed, batch_size)
   return {k: out[k].astype(np.float32)
           for k in ('logits', 'last_hidden_state')}
+
+
+def tool_main(run, holders: dict):
+  """A tool's absl main(argv): no positional arguments, stderr kept to our
+  one line, the compilation cache on, then `run` with the flags' values."""
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  from acme_jax import cli  # pylint: disable=import-outside-toplevel
+
+  def main(argv):
+    if len(argv) > 1:
+      raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+    logging.set_verbosity(logging.ERROR)
+    cli.enable_compilation_cache()
+    run(**{name: holder.value for name, holder in holders.items()})
+  return main

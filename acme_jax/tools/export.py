@@ -51,7 +51,7 @@ import os
 
 import jax
 import numpy as np
-from absl import flags, logging
+from absl import flags
 
 from acme_jax import checks
 from acme_jax import cli
@@ -252,13 +252,7 @@ def run(checkpoint, depth, width, output, calibration=None, batch_size=8):
 
 def main_for(holders: dict):
   """main(argv) reading the flags `define_flags` returned."""
-  def main(argv):
-    if len(argv) > 1:
-      raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.ERROR)  # keep stderr to our one line
-    cli.enable_compilation_cache()
-    run(**{name: holder.value for name, holder in holders.items()})
-  return main
+  return decoder_io.tool_main(run, holders)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,7 @@ GPU's TF32 passes can flip a greedy choice between two close logits.
 """
 import jax
 import numpy as np
-from absl import flags, logging
+from absl import flags
 
 from acme_jax import checks
 from acme_jax import cli
@@ -154,13 +154,7 @@ def run(checkpoint, inputs, max_new_tokens, output, temperature=0.0,
 
 def main_for(holders: dict):
   """main(argv) reading the flags `define_flags` returned."""
-  def main(argv):
-    if len(argv) > 1:
-      raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.ERROR)  # keep stderr to our one line
-    cli.enable_compilation_cache()
-    run(**{name: holder.value for name, holder in holders.items()})
-  return main
+  return decoder_io.tool_main(run, holders)
 
 
 if __name__ == '__main__':
