@@ -213,6 +213,6 @@ def test_top_p_keeps_the_smallest_nucleus():
   np.testing.assert_array_equal(kept, [[True, True, True, False]])
   tokens = generate.generate(*hf_decoder.load(FIXTURES / 'hf_llama_tiny'),
                              np.array([[5, 6, 7]]), np.ones((1, 3)), 4,
-                             key=jax.random.key(3), temperature=0.8,
-                             top_p=0.9)
+                             key=jax.random.key(3),
+                             sampling=generate.Sampling(0.8, 0.9))
   assert tokens.shape == (1, 4)

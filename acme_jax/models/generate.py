@@ -11,12 +11,21 @@ Sampling: greedy (temperature 0), or temperature with nucleus (top-p)
 filtering: the smallest set of most probable tokens whose mass reaches p.
 """
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from acme_jax.models import decoder as decoder_lib
+
+
+class Sampling(NamedTuple):
+  """How the next token is chosen: temperature 0 is greedy."""
+  temperature: float = 0.0
+  top_p: float = 1.0
+
+
+GREEDY = Sampling()
 
 
 def top_p_filter(logits, top_p: float):
@@ -43,9 +52,9 @@ def choose(logits, key, temperature: float, top_p: float):
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens',
-                                             'temperature', 'top_p'))
+                                             'sampling'))
 def _generate(model, params, input_ids, attention_mask, masks, key, *,
-              max_new_tokens, temperature, top_p):
+              max_new_tokens, sampling):
   batch, length = input_ids.shape
   lengths = jnp.sum(attention_mask > 0, axis=1).astype(jnp.int32)
   cache = decoder_lib.empty_cache(model, batch, length + max_new_tokens)
@@ -56,7 +65,7 @@ def _generate(model, params, input_ids, attention_mask, masks, key, *,
 
   def step(carry, step_key):
     cache, logits, position = carry
-    token = choose(logits, step_key, temperature, top_p)
+    token = choose(logits, step_key, sampling.temperature, sampling.top_p)
     out = run(token[:, None], attention_mask=jnp.ones((batch, 1), jnp.int32),
               positions=position[:, None], cache=cache)
     return (out['cache'], out['lm_logits'][:, 0], position + 1), token
@@ -68,7 +77,7 @@ def _generate(model, params, input_ids, attention_mask, masks, key, *,
 
 def generate(model: decoder_lib.Decoder, params, input_ids, attention_mask,
              max_new_tokens: int, masks=None, key=None,
-             temperature: float = 0.0, top_p: float = 1.0):
+             sampling: Sampling = GREEDY):
   """(B, max_new_tokens) int32 new tokens after each row's real prompt.
 
   `masks` runs a subnet of the supernet; an extracted subnet runs as its
@@ -76,13 +85,14 @@ def generate(model: decoder_lib.Decoder, params, input_ids, attention_mask,
   a token nobody reads; it keeps the scan body one shape."""
   if max_new_tokens < 1:
     raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
-  if not 0 < top_p <= 1:
-    raise ValueError(f'top_p must be in (0, 1], got {top_p}')
+  if not 0 < sampling.top_p <= 1:
+    raise ValueError(f'top_p must be in (0, 1], got {sampling.top_p}')
   key = jax.random.key(0) if key is None else key
   return _generate(model, params, jnp.asarray(input_ids, jnp.int32),
                    jnp.asarray(attention_mask, jnp.int32), masks, key,
                    max_new_tokens=int(max_new_tokens),
-                   temperature=float(temperature), top_p=float(top_p))
+                   sampling=Sampling(float(sampling.temperature),
+                                     float(sampling.top_p)))
 
 
 def recompute_greedy(model, params, input_ids, attention_mask,

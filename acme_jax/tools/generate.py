@@ -127,8 +127,8 @@ def generate(spec, inputs: dict, max_new_tokens: int,
   def run(index, input_ids, attention_mask):
     tokens = generate_lib.generate(
         model, params, input_ids, attention_mask, max_new_tokens,
-        key=jax.random.fold_in(key, index), temperature=temperature,
-        top_p=top_p)
+        key=jax.random.fold_in(key, index),
+        sampling=generate_lib.Sampling(temperature, top_p))
     return {'tokens': tokens}
 
   with jax.default_matmul_precision(precision):
