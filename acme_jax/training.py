@@ -62,6 +62,14 @@ def adamw_with_warmup(learning_rate: float, total_steps: int,
                                  mask=decay_mask))
 
 
+def stage_optimizer(hp: StageHparams, num_examples: int):
+  """A cloud stage's AdamW, its warm-up and decay spanning the stage's
+  steps (`hp.epochs` epochs of full batches over `num_examples`)."""
+  steps = steps_per_epoch(num_examples, hp.batch_size) * hp.epochs
+  return adamw_with_warmup(hp.learning_rate, steps, hp.warmup_fraction,
+                           hp.weight_decay, hp.clip_norm)
+
+
 def epoch_batches(num_examples: int, batch_size: int,
                   rng: np.random.Generator) -> Iterator[np.ndarray]:
   """Shuffled full batches of indices (the ragged tail is dropped, so shapes stay static)."""
@@ -179,11 +187,13 @@ def task_loss(out, labels, ids=None, pad_id: int = 0, lm_weight: float = 1.0,
               weights=None):
   """The cloud's supervised loss: mean cross-entropy of `logits`, plus, for
   a language model (`lm_logits` in `out`), lm_weight x next-token loss."""
-  losses = cross_entropy(out['logits'], labels)
-  if weights is None:
-    loss = losses.mean()
-  else:
-    loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  loss = 0.0
+  if 'logits' in out:  # a language model alone (pretraining) has none
+    losses = cross_entropy(out['logits'], labels)
+    if weights is None:
+      loss = losses.mean()
+    else:
+      loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
   if 'lm_logits' in out and lm_weight:
     loss = loss + lm_weight * next_token_loss(out['lm_logits'], ids, pad_id,
                                               weights)

@@ -264,10 +264,7 @@ def train_elastic(model: ViT, params, teacher_params, data: Split,
   """Distil into every subnet of `stage`; returns (host params, epoch
   losses). `partial` (a `resume.Partial`): save and resume mid-stage."""
   par = par or mesh.single_device()
-  steps = training.steps_per_epoch(len(data), hp.batch_size) * hp.epochs
-  tx = training.adamw_with_warmup(hp.learning_rate, steps,
-                                  hp.warmup_fraction, hp.weight_decay,
-                                  hp.clip_norm)
+  tx = training.stage_optimizer(hp, len(data))
   params = par.params(params)
   teacher_params = par.params(teacher_params)
   opt_state = tx.init(params)

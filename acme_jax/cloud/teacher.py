@@ -43,10 +43,7 @@ def train_teacher(model: ViT, params, data: Split,
   """Supervised fine-tuning; returns (host params, per-epoch mean losses).
   `partial` (a `resume.Partial`): save and resume mid-stage."""
   par = par or mesh.single_device()
-  steps = training.steps_per_epoch(len(data), hp.batch_size) * hp.epochs
-  tx = training.adamw_with_warmup(hp.learning_rate, steps,
-                                  hp.warmup_fraction, hp.weight_decay,
-                                  hp.clip_norm)
+  tx = training.stage_optimizer(hp, len(data))
   params = par.params(params)
   opt_state = tx.init(params)
   step = make_train_step(model, tx, par, params, opt_state, lm_weight)

@@ -174,6 +174,7 @@ class SearchHparams:
   baseline_decay: float = 0.99
   resample_tries: int = 10
   num_final_archs: int = 8
+  seed: int = 0                  # header init, controller, batches, draws
 
 
 def _batch(data, rng, batch_size):
@@ -184,7 +185,7 @@ def _batch(data, rng, batch_size):
 
 def search(spec: causal_header.Spec, train: Sequence, val: Sequence,
            lm_head: Callable, budget: int, hp: SearchHparams = SearchHparams(),
-           lm_params=(), seed: int = 0, ctrl=None) -> dict:
+           lm_params=(), ctrl=None) -> dict:
   """ENAS over causal headers within `budget` parameters on one device.
 
   train, val: (hidden (B, T, D), ids (B, T), mask (B, T)). Per epoch the
@@ -197,6 +198,7 @@ def search(spec: causal_header.Spec, train: Sequence, val: Sequence,
   validation perplexity with the shared weights: {arch, val_perplexity,
   header_params, params (the shared weights), ctrl_params, history}.
   """
+  seed = hp.seed
   smallest = causal_header.smallest_arch(spec.num_nodes)
   if int(causal_header.param_count(spec, smallest)) > budget:
     raise ValueError(f'budget {budget} is below the smallest causal header '

@@ -93,7 +93,8 @@ def config_model(path, what: str = 'this tool'):
   return hf_decoder.decoder_from_hf_config(config), config
 
 
-def _ints(inputs: dict, name: str, shape, high: int) -> np.ndarray:
+def int_array(inputs: dict, name: str, shape, high: int) -> np.ndarray:
+  """inputs[name] as int32, checked: integers of `shape` in [0, high)."""
   value = np.asarray(inputs[name])
   if not (np.issubdtype(value.dtype, np.integer) or value.dtype == bool):
     raise UserError(f'{name} must hold integers, got {value.dtype}')
@@ -106,21 +107,28 @@ def _ints(inputs: dict, name: str, shape, high: int) -> np.ndarray:
   return value.astype(np.int32)
 
 
-def prompts(model, inputs: dict, new_tokens: int = 0,
-            flag: str = 'inputs') -> dict:
-  """Checked int32 `input_ids` and `attention_mask` (right padding, every
-  row at least one real token), the longest real row plus `new_tokens`
-  within max_position_embeddings."""
+def ids_shape(inputs: dict, who: str, flag: str = 'inputs') -> tuple:
+  """The (batch, length) of input_ids, after checking that input_ids and
+  attention_mask are there and neither dimension is empty."""
   for name in ('input_ids', 'attention_mask'):
     if name not in inputs:
-      raise UserError(f'a decoder needs {name} in --{flag} (has '
+      raise UserError(f'{who} needs {name} in --{flag} (has '
                       f'{sorted(inputs)})')
   shape = np.shape(inputs['input_ids'])
   if len(shape) != 2 or not all(shape):
     raise UserError(f'input_ids must be (batch, length) with both > 0, got '
                     f'shape {shape}')
-  ids = _ints(inputs, 'input_ids', shape, model.vocab_size)
-  mask = _ints(inputs, 'attention_mask', shape, 2)
+  return shape
+
+
+def prompts(model, inputs: dict, new_tokens: int = 0,
+            flag: str = 'inputs') -> dict:
+  """Checked int32 `input_ids` and `attention_mask` (right padding, every
+  row at least one real token), the longest real row plus `new_tokens`
+  within max_position_embeddings."""
+  shape = ids_shape(inputs, 'a decoder', flag)
+  ids = int_array(inputs, 'input_ids', shape, model.vocab_size)
+  mask = int_array(inputs, 'attention_mask', shape, 2)
   lengths = mask.sum(1)
   empty = np.flatnonzero(lengths == 0)
   if empty.size:

@@ -41,6 +41,7 @@ another path) or a file of the checkpoint, and the arrays of --inputs the
 model reads must be finite (a NaN or infinity makes every output NaN).
 OUT.npz is written whole or not at all.
 """
+import functools
 import json
 import os
 import pathlib
@@ -169,38 +170,18 @@ def tokenize(tokenizer_file, sentences, limit: int, pad_id: int) -> dict:
           'token_type_ids': np.array([e.type_ids for e in enc], np.int32)}
 
 
-def _check_int(inputs, name, shape, low, high):
-  value = np.asarray(inputs[name])
-  if not (np.issubdtype(value.dtype, np.integer) or value.dtype == bool):
-    raise UserError(f'{name} must hold integers, got {value.dtype}')
-  if value.shape != shape:
-    raise UserError(f'{name} has shape {value.shape}, expected {shape} '
-                    f'(as input_ids)')
-  if value.size and (value.min() < low or value.max() >= high):
-    raise UserError(f'{name} values must lie in [0, {high}), found '
-                    f'[{value.min()}, {value.max()}]')
-  return value.astype(np.int32)
-
-
 def text_inputs(model, inputs: dict) -> dict:
   """Checked int32 input_ids / attention_mask / token_type_ids."""
-  for name in ('input_ids', 'attention_mask'):
-    if name not in inputs:
-      raise UserError(f'a text model needs {name} in --inputs (has '
-                      f'{sorted(inputs)})')
-  shape = np.shape(inputs['input_ids'])
-  if len(shape) != 2 or not all(shape):
-    raise UserError(f'input_ids must be (batch, length) with both > 0, got '
-                    f'shape {shape}')
+  shape = decoder_io.ids_shape(inputs, 'a text model')
   if shape[1] > model.max_positions:
     raise UserError(f'input_ids length {shape[1]} exceeds the model\'s '
                     f'max_position_embeddings {model.max_positions}')
-  out = {'input_ids': _check_int(inputs, 'input_ids', shape, 0,
-                                 model.vocab_size),
-         'attention_mask': _check_int(inputs, 'attention_mask', shape, 0, 2)}
+  ints = functools.partial(decoder_io.int_array, inputs)
+  out = {'input_ids': ints('input_ids', shape, model.vocab_size),
+         'attention_mask': ints('attention_mask', shape, 2)}
   if 'token_type_ids' in inputs:
-    out['token_type_ids'] = _check_int(inputs, 'token_type_ids', shape, 0,
-                                       model.type_vocab_size)
+    out['token_type_ids'] = ints('token_type_ids', shape,
+                                 model.type_vocab_size)
   else:
     out['token_type_ids'] = np.zeros(shape, np.int32)
   return out

@@ -29,6 +29,8 @@ padding, --output writable and no input's file. OUT.npz is written whole or
 not at all. Matmuls run at 'highest' precision by default (--precision): a
 GPU's TF32 passes can flip a greedy choice between two close logits.
 """
+from typing import NamedTuple, Optional
+
 import jax
 import numpy as np
 from absl import flags
@@ -85,9 +87,20 @@ def _temperature(config, field):
       f'must be 0 (greedy) or a finite number >= {checks.MIN_POSITIVE:.7g}')
 
 
-def check_flags(checkpoint, inputs, max_new_tokens, output, temperature=0.0,
-                top_p=1.0, seed=None, batch_size=32, precision='highest'):
+class Draw(NamedTuple):
+  """How tokens are drawn: --temperature (0: greedy), --top_p, --seed."""
+  temperature: float = 0.0
+  top_p: float = 1.0
+  seed: Optional[int] = None
+
+
+GREEDY = Draw()
+
+
+def check_flags(checkpoint, inputs, max_new_tokens, output, draw=GREEDY,
+                batch_size=32, precision='highest'):
   """The flags alone, before any file is read."""
+  temperature, top_p, seed = draw
   if not checkpoint:
     raise UserError('--checkpoint is required (a decoder folder or '
                     'pip:<dist>)')
@@ -113,8 +126,7 @@ def check_flags(checkpoint, inputs, max_new_tokens, output, temperature=0.0,
                    'precision', precision)
 
 
-def generate(spec, inputs: dict, max_new_tokens: int,
-             temperature: float = 0.0, top_p: float = 1.0, seed=None,
+def generate(spec, inputs: dict, max_new_tokens: int, draw: Draw = GREEDY,
              batch_size: int = 32, precision: str = 'highest') -> dict:
   """{'tokens': (B, N) int32}; `inputs` checked against config.json before
   the weights load."""
@@ -122,13 +134,13 @@ def generate(spec, inputs: dict, max_new_tokens: int,
   model, _ = decoder_io.config_model(path, 'generate')
   feed = decoder_io.prompts(model, inputs, max_new_tokens)
   model, params, _ = checkpoints.load(path, num_classes=0)
-  key = jax.random.key(0 if seed is None else seed)
+  key = jax.random.key(0 if draw.seed is None else draw.seed)
 
   def run(index, input_ids, attention_mask):
     tokens = generate_lib.generate(
         model, params, input_ids, attention_mask, max_new_tokens,
         key=jax.random.fold_in(key, index),
-        sampling=generate_lib.Sampling(temperature, top_p))
+        sampling=generate_lib.Sampling(draw.temperature, draw.top_p))
     return {'tokens': tokens}
 
   with jax.default_matmul_precision(precision):
@@ -136,16 +148,16 @@ def generate(spec, inputs: dict, max_new_tokens: int,
   return {'tokens': out['tokens'].astype(np.int32)}
 
 
-def run(checkpoint, inputs, max_new_tokens, output, temperature=0.0,
-        top_p=1.0, seed=None, batch_size=32, precision='highest'):
+def run(checkpoint, inputs, max_new_tokens, output, draw=GREEDY,
+        batch_size=32, precision='highest'):
   """The command: every check, then OUT.npz."""
-  check_flags(checkpoint, inputs, max_new_tokens, output, temperature, top_p,
-              seed, batch_size, precision)
+  check_flags(checkpoint, inputs, max_new_tokens, output, draw, batch_size,
+              precision)
   output_file.check(output, {'inputs': inputs})
   arrays = decoder_io.load_inputs(inputs)
   decoder_io.check_checkpoint(checkpoint, output)
-  out = generate(checkpoint, arrays, max_new_tokens, temperature, top_p, seed,
-                 batch_size, precision)
+  out = generate(checkpoint, arrays, max_new_tokens, draw, batch_size,
+                 precision)
   output_file.save(output, lambda f: np.savez(f, **out))
   print(f'wrote {output}: ' + ', '.join(
       f'{k} {tuple(v.shape)}' for k, v in out.items()))
@@ -153,8 +165,11 @@ def run(checkpoint, inputs, max_new_tokens, output, temperature=0.0,
 
 
 def main_for(holders: dict):
-  """main(argv) reading the flags `define_flags` returned."""
-  return decoder_io.tool_main(run, holders)
+  """main(argv) reading the flags `define_flags` returned; the three
+  sampling flags travel as one Draw."""
+  def run_flags(temperature, top_p, seed, **rest):
+    return run(**rest, draw=Draw(temperature, top_p, seed))
+  return decoder_io.tool_main(run_flags, holders)
 
 
 if __name__ == '__main__':
