@@ -139,6 +139,12 @@ def _validate_data_and_model(config):
       raise ConfigError('data.text.tokenizer', '',
                         'text needs a tokenizer.json: give its path, or a '
                         'model.init_checkpoint that has one')
+    from acme_jax import data as data_lib
+    try:
+      data_lib.check_tokenizer(config.data, config.model.vocab_size)
+    except (ValueError, OSError) as e:
+      raise ConfigError('data.text.tokenizer', config.data.text.tokenizer,
+                        str(e)) from e
   hidden = positive_int(config, 'model.hidden_size')
   positive_int(config, 'model.num_layers')
   heads = positive_int(config, 'model.num_heads')

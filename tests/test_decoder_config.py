@@ -22,6 +22,13 @@ def test_decoder_configs_validate(variant):
     ('model.rope_theta', -1.0, 'model.rope_theta'),
     ('model.family', 'gpt', 'model.family'),
     ('cloud.pretrain.blocks', -2, 'cloud.pretrain.blocks'),
+    ('cloud.lm_weight', float('nan'), 'cloud.lm_weight'),
+    ('data.text.tokenizer', 'gcide-bpe:inf', 'data.text.tokenizer'),
+    ('data.text.tokenizer', 'gcide-bpe:100', 'data.text.tokenizer'),
+    # More tokens than the model's embedding rows.
+    ('data.text.tokenizer', 'gcide-bpe:4096', 'data.text.tokenizer'),
+    ('data.text.tokenizer', '/nonexistent/tokenizer.json',
+     'data.text.tokenizer'),
 ])
 def test_bad_decoder_fields_are_one_line(field, value, named):
   config = decoder_wordnet.get_config('smoke')

@@ -1,5 +1,6 @@
 """Datasets: one `load_dataset(config.data)` for every source, and the cloud split."""
 import functools
+import pathlib
 
 import numpy as np
 
@@ -61,6 +62,33 @@ def tokenizer_path(data_config, init_checkpoint: str = '') -> str:
     raise ValueError(f'checkpoint {init_checkpoint} has no tokenizer.json; '
                      f'set config.data.text.tokenizer to one')
   return str(found)
+
+
+def check_tokenizer(data_config, model_vocab: int) -> None:
+  """What `tokenizer_path` will read, checked before any work: a cloud BPE
+  spec of a valid size with its corpus installed, or an existing
+  tokenizer.json; either way no larger than the model's vocabulary (a
+  larger id would index past the embedding). ValueError names the fault."""
+  from acme_jax.data import cloud_corpus
+  spec = text_option(data_config, 'tokenizer')
+  if cloud_corpus.is_cloud_bpe(spec):
+    size = cloud_corpus.vocab_size(spec)
+    from acme_jax.data import gcide
+    gcide.files(gcide.DEFAULT_DIR)
+  elif spec:
+    from acme_jax.data import text
+    if not pathlib.Path(spec).is_file():
+      raise ValueError(f'no tokenizer.json at {spec}')
+    try:
+      size = text.Tokenizer(spec).vocab_size
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'{spec} is not a readable tokenizer.json '
+                       f'({" ".join(str(e).split())[:200]})') from e
+  else:
+    return  # the checkpoint's own, checked with the checkpoint
+  if size > model_vocab:
+    raise ValueError(f'its {size:,} tokens exceed model.vocab_size = '
+                     f'{model_vocab:,}')
 
 
 def _wordnet_options(data_config) -> dict:

@@ -22,10 +22,13 @@ def is_cloud_bpe(spec) -> bool:
 
 
 def vocab_size(spec) -> int:
+  """N of 'gcide-bpe:N', checked: a whole number of at least
+  bpe.MIN_VOCAB_SIZE (the 256 bytes, two specials, one merge)."""
+  from acme_jax.data import bpe
   text = str(spec)[len(PREFIX):]
-  if not text.isdigit():
-    raise ValueError(f'{spec!r}: give {PREFIX}<vocab size>, e.g. '
-                     f'{PREFIX}8192')
+  if not text.isdigit() or not bpe.MIN_VOCAB_SIZE <= int(text) < 2**31:
+    raise ValueError(f'give {PREFIX}<vocab size> with a whole number in '
+                     f'{bpe.MIN_VOCAB_SIZE}..{2**31 - 1}, e.g. {PREFIX}8192')
   return int(text)
 
 
@@ -35,7 +38,7 @@ def path_for(spec, gcide_dir=None) -> pathlib.Path:
   from acme_jax.models import checkpoints
   size = vocab_size(spec)
   gcide_dir = gcide_dir or gcide.DEFAULT_DIR
-  index, data = gcide._files(gcide_dir)  # pylint: disable=protected-access
+  index, data = gcide.files(gcide_dir)
   stamp = '|'.join(f'{f}:{os.stat(f).st_size}' for f in (index, data))
   digest = hashlib.sha256(stamp.encode()).hexdigest()[:12]
   target = (checkpoints.cache_dir() / 'tokenizers' /

@@ -153,7 +153,9 @@ def clean(article: str) -> Optional[Entry]:
 # ------------------------------------------------------------ reading
 
 
-def _files(path) -> tuple:
+def files(path) -> tuple:
+  """(index, dictionary) under `path`; one line naming the apt package when
+  either is missing."""
   directory = pathlib.Path(path)
   index = directory / 'gcide.index'
   data = next((f for f in (directory / 'gcide.dict.dz',
@@ -225,7 +227,7 @@ def read_entries(path=DEFAULT_DIR, max_entries: Optional[int] = None) -> list:
   well under one."""
   if max_entries is not None and max_entries < 0:
     raise ValueError(f'max_entries must be >= 0 or None, got {max_entries}')
-  index, data = _files(path)
+  index, data = files(path)
   stamp = tuple((os.stat(f).st_size, os.stat(f).st_mtime_ns)
                 for f in (index, data))
   key = str(index.resolve()), str(data.resolve()), stamp
