@@ -80,7 +80,10 @@ def _validate_decoder(config):
             'intermediate_size': (model.mlp_dim, m.mlp_dim),
             'vocab_size': (model.vocab_size, m.vocab_size),
             'tie_word_embeddings': (model.tie_word_embeddings,
-                                    bool(m.get('tie_word_embeddings')))}
+                                    bool(m.get('tie_word_embeddings'))),
+            'q/k/v biases': (model.qkv_bias, bool(m.get('qkv_bias'))),
+            'head_dim': (model.resolved_head_dim(),
+                         sizes.decoder_head_dim(m))}
   problems = [f'{k} {got} vs config.model {want}'
               for k, (got, want) in wanted.items() if got != want]
   if problems:

@@ -169,9 +169,19 @@ def _validate_decoder(config):
     raise ConfigError('model.num_kv_heads', groups,
                       f'must divide model.num_heads = {heads}')
   non_negative_int(config, 'model.head_dim')
-  positive_number(config, 'model.rope_theta')
+  head_dim = sizes.decoder_head_dim(config.model)
+  if head_dim % 2:
+    raise ConfigError('model.head_dim', config.model.head_dim,
+                      f'resolves to {head_dim}: rotary embeddings rotate '
+                      f'pairs, so it must be even')
+  check(config, 'model.rope_theta', lambda v: is_number(v) and v > 1,
+        'must be a finite number > 1 (the rotary base, 10000 in Llama 2)')
   boolean(config, 'model.tie_word_embeddings')
-  non_negative_number(config, 'cloud.lm_weight')
+  if 'qkv_bias' in config.model:
+    boolean(config, 'model.qkv_bias')
+  # Beyond ~1e6 the weighted loss overflows float32 on a bad batch.
+  check(config, 'cloud.lm_weight', lambda v: is_number(v) and 0 <= v <= 1e6,
+        'must be a finite number in [0, 1e6]')
   if config.cloud.get('pretrain') is not None:
     non_negative_int(config, 'cloud.pretrain.blocks')
     _stage(config, 'cloud.pretrain', elastic=False)

@@ -56,8 +56,11 @@ def estimates(config) -> List[Estimate]:
   """The dominant working sets of a run on `config` (validated fields)."""
   m, h = config.model, config.header
   tokens = _tokens(config)
-  # Per example and layer: q, k, v, attention output, MLP, the scores.
-  per_layer = tokens * (4 * m.hidden_size + m.mlp_dim +
+  # Per example and layer: q, k, v, attention output, MLP, the scores (a
+  # decoder's attention is num_heads x head_dim wide, its own size).
+  inner = (m.num_heads * sizes.decoder_head_dim(m) if sizes.is_decoder(config)
+           else m.hidden_size)
+  per_layer = tokens * (3 * inner + m.hidden_size + m.mlp_dim +
                         m.num_heads * tokens) * FLOAT
   grid = config.selection.grid_size
   out = [
@@ -76,6 +79,8 @@ def estimates(config) -> List[Estimate]:
                config.cloud.batch_size * per_layer *
                (1 if config.cloud.remat else m.num_layers)),
   ]
+  if sizes.is_decoder(config):
+    out += _decoder_estimates(config, tokens)
   cells = sizes.max_header_cells(config)
   nodes, channels = h.num_nodes, h.num_channels
   grid_cells = tokens - (0 if sizes.is_text_model(config) else 1)
@@ -107,6 +112,24 @@ def estimates(config) -> List[Estimate]:
         f'{n} synthetic images held in memory',
         n * config.data.image_size**2 * sizes.channels(config.data) * FLOAT))
   return out
+
+
+def _decoder_estimates(config, tokens: int) -> List[Estimate]:
+  """A language model's largest arrays: the vocabulary's."""
+  m, batch = config.model, config.cloud.batch_size
+  return [
+      # Embedding (and an untied LM head) with gradient and two Adam moments.
+      Estimate('model.vocab_size',
+               f'the {m.vocab_size:,} x {m.hidden_size} embedding and LM '
+               f'head with their gradients and Adam moments',
+               m.vocab_size * m.hidden_size * FLOAT * 4 *
+               (1 if m.get('tie_word_embeddings') else 2)),
+      # Logits, their softmax and its gradient for a training batch.
+      Estimate('cloud.batch_size',
+               f'next-token logits of {batch} examples of {tokens} tokens '
+               f'over {m.vocab_size:,} tokens',
+               batch * tokens * m.vocab_size * FLOAT * 3),
+  ]
 
 
 def check(config, available: int = None):

@@ -171,12 +171,12 @@ def next_token_loss(lm_logits, ids, pad_id: int, weights=None):
   return jnp.sum(losses * pairs) / jnp.maximum(jnp.sum(pairs), 1.0)
 
 
-def next_token_distillation(lm_logits, teacher_lm_logits, ids, pad_id: int,
+def next_token_distillation(lm_logits, teacher_lm_logits, real,
                             temperature: float = 1.0):
   """Soft cross-entropy of the student's next-token distributions against
   the teacher's at `temperature` (KL up to the teacher's entropy, the same
-  gradients), times temperature^2, over real positions."""
-  real = (jnp.asarray(ids) != pad_id).astype(jnp.float32)
+  gradients), times temperature^2, over the real positions (`real` (B, T)
+  0/1)."""
   losses = soft_cross_entropy(lm_logits / temperature,
                               teacher_lm_logits / temperature)
   return temperature ** 2 * jnp.sum(losses * real) / jnp.maximum(

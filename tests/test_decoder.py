@@ -182,17 +182,53 @@ def test_reordering_groups_and_neurons_keeps_the_function(elastic):
       np.asarray(params['block_0']['attn']['k']['kernel'])[:, first])
 
 
-def test_decoder_importance_scores_are_per_head_and_neuron():
+def test_decoder_importance_scores_are_finite_differences():
+  """One batch: a head's score is |dL/d mask|, a neuron's |dL/d alpha_in| +
+  |dL/d alpha_out| (alpha scaling its gate and up columns, or its down
+  row), each checked against a central finite difference of the loss."""
   model, params = hf_decoder.load(FIXTURES / 'hf_llama_tiny')
   model = model.clone(num_classes=3)
-  params = dict(params, head={'kernel': 0.1 * np.ones((48, 3), np.float32)})
+  params = dict(params, head={'kernel': 0.1 * np.asarray(
+      jax.random.normal(jax.random.key(0), (48, 3)))})
   from acme_jax.data.base import Split
   e = np.load(FIXTURES / 'hf_llama_tiny' / 'expected.npz')
-  data = Split(images=e['input_ids'], labels=np.array([0, 1, 2]),
-                index=np.arange(3))
+  labels = np.array([0, 1, 2])
+  data = Split(images=e['input_ids'], labels=labels, index=np.arange(3))
   heads, neurons = importance.importance_scores(model, params, data, 3, 1)
-  assert heads.shape == (3, 4) and neurons.shape == (3, 80)
-  assert np.all(heads > 0) and np.all(neurons >= 0)
+  full = decoder_lib.full_masks(model)
+
+  def loss(p, masks=full):
+    out = model.apply({'params': p}, e['input_ids'], masks)
+    return float(training.task_loss(out, labels, e['input_ids'], 0))
+
+  def scaled(layer, name, index, axis, alpha):
+    block = dict(params[f'block_{layer}'])
+    kernel = np.array(block[name]['kernel'])
+    if axis == 1:
+      kernel[:, index] *= alpha
+    else:
+      kernel[index] *= alpha
+    block[name] = {'kernel': kernel}
+    return dict(params, **{f'block_{layer}': block})
+
+  eps = 1e-2
+  for layer, head in ((0, 1), (2, 3)):
+    mask = lambda v: full._replace(heads=full.heads.at[layer, head].set(v))  # noqa: E731
+    fd = (loss(params, mask(1 + eps)) - loss(params, mask(1 - eps))) / (2 * eps)
+    np.testing.assert_allclose(heads[layer, head], abs(fd), rtol=2e-2)
+  for layer, j in ((0, 5), (1, 40)):
+    def incoming(alpha):
+      p = scaled(layer, 'gate', j, 1, alpha)
+      block = dict(p[f'block_{layer}'])
+      up = np.array(block['up']['kernel'])
+      up[:, j] *= alpha
+      block['up'] = {'kernel': up}
+      return loss(dict(p, **{f'block_{layer}': block}))
+    fd_in = (incoming(1 + eps) - incoming(1 - eps)) / (2 * eps)
+    fd_out = (loss(scaled(layer, 'down', j, 0, 1 + eps)) -
+              loss(scaled(layer, 'down', j, 0, 1 - eps))) / (2 * eps)
+    np.testing.assert_allclose(neurons[layer, j], abs(fd_in) + abs(fd_out),
+                               rtol=2e-2)
 
 
 def test_next_token_loss_is_a_hand_computation():
@@ -211,8 +247,16 @@ def test_top_p_keeps_the_smallest_nucleus():
   np.testing.assert_array_equal(kept, [[True, True, False, False]])
   kept = np.isfinite(np.asarray(generate.top_p_filter(logits, 0.81)))
   np.testing.assert_array_equal(kept, [[True, True, True, False]])
-  tokens = generate.generate(*hf_decoder.load(FIXTURES / 'hf_llama_tiny'),
-                             np.array([[5, 6, 7]]), np.ones((1, 3)), 4,
-                             key=jax.random.key(3),
-                             sampling=generate.Sampling(0.8, 0.9))
-  assert tokens.shape == (1, 4)
+  model, params = hf_decoder.load(FIXTURES / 'hf_llama_tiny')
+  e = np.load(FIXTURES / 'hf_llama_tiny' / 'expected.npz')
+  draw = lambda sampling, seed: np.asarray(generate.generate(  # noqa: E731
+      model, params, e['input_ids'], e['attention_mask'], 5,
+      key=jax.random.key(seed), sampling=sampling))
+  # A nucleus of one token is greedy decoding, whatever the temperature.
+  np.testing.assert_array_equal(draw(generate.Sampling(5.0, 1e-6), 1),
+                                e['greedy'])
+  # Sampling is the key's: the same key draws the same tokens, another
+  # key (at a high temperature over 97 tokens) others.
+  hot = generate.Sampling(5.0, 1.0)
+  np.testing.assert_array_equal(draw(hot, 3), draw(hot, 3))
+  assert (draw(hot, 3) != draw(hot, 4)).any()

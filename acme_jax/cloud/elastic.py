@@ -75,12 +75,9 @@ def distillation_loss(out, teacher_out, layer_gates, lambda_logits,
   hidden_loss = embedding_mse + jnp.sum(
       per_layer_mse * block_end_weights(layer_gates))
   if 'lm_logits' in out:  # a decoder: its next-token distributions too
-    real = teacher_out['token_mask']
-    token_loss = training.soft_cross_entropy(
-        out['lm_logits'] / LM_TEMPERATURE,
-        teacher_out['lm_logits'] / LM_TEMPERATURE) * LM_TEMPERATURE ** 2
-    logit_loss = logit_loss + jnp.sum(token_loss * real) / jnp.maximum(
-        jnp.sum(real), 1.0)
+    logit_loss = logit_loss + training.next_token_distillation(
+        out['lm_logits'], teacher_out['lm_logits'], teacher_out['token_mask'],
+        LM_TEMPERATURE)
   return lambda_logits * logit_loss + lambda_hidden * hidden_loss
 
 

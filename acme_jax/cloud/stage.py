@@ -97,7 +97,10 @@ def build_model(config, dataset, key):
     model, params, _ = checkpoints.load(
         config.model.init_checkpoint, num_classes=dataset.num_classes,
         key=jax.random.fold_in(key, streams.HEAD_INIT))
-    return model.clone(input_spec=dataset.input_spec), params
+    fields = dict(input_spec=dataset.input_spec)
+    if hasattr(model, 'pad_id'):  # padding is the tokenizer's, not config.json's
+      fields['pad_id'] = dataset.input_spec.pad_id
+    return model.clone(**fields), params
   if config.model.get('family', 'vit') == 'decoder':
     from acme_jax.models import decoder
     model = decoder.decoder_from_config(config.model, dataset.num_classes,

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 from acme_jax import choices
 from acme_jax import training
+from acme_jax.models import decoder as decoder_lib
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models import vit
 from acme_jax.models.vit import ViT
@@ -76,7 +77,7 @@ def backbone_tokens(model: ViT, params, sub: subnet_lib.SubnetConfig,
 
 def is_causal(model) -> bool:
   """A decoder: no [CLS] token; each position sees only its prefix."""
-  return hasattr(model, 'num_kv_heads')
+  return isinstance(model, decoder_lib.Decoder)
 
 
 def summary_tokens(model, tokens: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -86,8 +87,8 @@ def summary_tokens(model, tokens: np.ndarray, ids: np.ndarray) -> np.ndarray:
   read it)."""
   if not is_causal(model):
     return tokens[:, 0]
-  real = np.asarray(ids) != model.pad_id
-  last = np.max(np.where(real, np.arange(real.shape[1]), 0), axis=1)
+  last = np.asarray(decoder_lib.last_real_index(np.asarray(ids) !=
+                                                model.pad_id))
   return tokens[np.arange(len(tokens)), last]
 
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from acme_jax.models import encoder
 from acme_jax.models.encoder import IntOrPerLayer, Masks, per_layer
 
 ROPE_TYPES = ('default', 'linear', 'llama3')
@@ -301,11 +302,8 @@ def lm_logits_from(model: Decoder, params, prenorm):
 
 
 def full_masks(model: Decoder) -> Masks:
-  heads = per_layer(model.num_heads, model.num_layers)
-  mlp = per_layer(model.mlp_dim, model.num_layers)
-  return Masks(jnp.ones((model.num_layers, max(heads)), jnp.float32),
-               jnp.ones((model.num_layers, max(mlp)), jnp.float32),
-               jnp.ones((model.num_layers,), jnp.float32))
+  """Masks that keep everything: query heads (L, H), neurons, layers."""
+  return encoder.full_masks(model.num_layers, model.num_heads, model.mlp_dim)
 
 
 def empty_cache(model: Decoder, batch: int, slots: int, dtype=jnp.float32):
@@ -326,7 +324,7 @@ def decoder_from_config(model_config, num_classes: int,
       hidden_size=model_config.hidden_size,
       num_layers=model_config.num_layers, num_heads=heads,
       num_kv_heads=model_config.num_kv_heads, mlp_dim=model_config.mlp_dim,
-      head_dim=get('head_dim') or model_config.hidden_size // heads,
+      head_dim=get('head_dim') or None,
       rms_norm_eps=get('layer_norm_eps', 1e-6),
       rope_theta=get('rope_theta', 10000.0),
       qkv_bias=get('qkv_bias', False),

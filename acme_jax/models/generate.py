@@ -59,9 +59,14 @@ def _generate(model, params, input_ids, attention_mask, masks, key, *,
   lengths = jnp.sum(attention_mask > 0, axis=1).astype(jnp.int32)
   cache = decoder_lib.empty_cache(model, batch, length + max_new_tokens)
   run = functools.partial(model.apply, {'params': params}, masks=masks)
-  out = run(input_ids, attention_mask=attention_mask, cache=cache)
+  # The prompt pass projects only each row's last real token onto the
+  # vocabulary, not all (B, T, V) logits.
+  out = model.clone(lm_head=False).apply(
+      {'params': params}, input_ids, masks=masks,
+      attention_mask=attention_mask, cache=cache)
   last = jnp.maximum(lengths - 1, 0)
-  logits = out['lm_logits'][jnp.arange(batch), last]
+  logits = decoder_lib.lm_logits_from(
+      model, params, out['prenorm'][jnp.arange(batch), last])
 
   def step(carry, step_key):
     cache, logits, position = carry

@@ -2,7 +2,8 @@
 subnet as an ordinary, smaller model of the same architecture.
 
 Import reads a local directory (config.json, model.safetensors or a sharded
-index; bfloat16 weights become float32). Config fields are read as
+index; bfloat16 weights become float32: safetensors reads them as
+ml_dtypes' bfloat16). Config fields are read as
 transformers 4 writes them (`rope_theta`, `rope_scaling`) and as 5 does
 (`rope_parameters`). A feature whose computation is not ours (another
 activation, Qwen2's per-layer sliding window, a rope type we do not
@@ -77,8 +78,6 @@ def unsupported(hf_config: dict) -> list:
     out.append(f'hidden_act {act!r} (SwiGLU with silu only)')
   if model_type == 'qwen2' and hf_config.get('use_sliding_window'):
     out.append('use_sliding_window true (per-layer windows)')
-  if int(hf_config.get('pretraining_tp', 1)) != 1:
-    out.append(f'pretraining_tp {hf_config["pretraining_tp"]}')
   if float(hf_config.get('partial_rotary_factor', 1.0)) != 1.0:
     out.append(f'partial_rotary_factor {hf_config["partial_rotary_factor"]}')
   heads = hf_config.get('num_attention_heads', 1)
@@ -188,26 +187,6 @@ def convert(state: dict, model: decoder_lib.Decoder) -> dict:
   return params
 
 
-def _state(weights: str) -> dict:
-  """Tensors as numpy, bfloat16 included (read through ml_dtypes)."""
-  try:
-    return hf_import.load_state(weights)
-  except (TypeError, ValueError) as e:
-    if 'bfloat16' not in str(e) and 'BF16' not in str(e):
-      raise
-  from safetensors.flax import load_file  # pylint: disable=import-outside-toplevel
-  files = [weights]
-  if weights.endswith('.json'):
-    with open(weights) as f:
-      files = [os.path.join(os.path.dirname(weights), s) for s in
-               sorted(set(json.load(f)['weight_map'].values()))]
-  state = {}
-  for name in files:
-    state.update({k: np.asarray(v, np.float32)
-                  for k, v in load_file(name).items()})
-  return state
-
-
 def load(path, num_classes: Optional[int] = None):
   """(model, params) of an HF Llama / Qwen2 / Mistral directory.
 
@@ -218,7 +197,7 @@ def load(path, num_classes: Optional[int] = None):
   hf_config = hf_import.read_config(path)
   del config_path
   model = decoder_from_hf_config(hf_config)
-  params = convert(_state(weights), model)
+  params = convert(hf_import.load_state(weights), model)
   if 'head' in params and num_classes is None:
     model = model.clone(num_classes=params['head']['kernel'].shape[1])
   else:
