@@ -21,7 +21,8 @@ from acme_jax.models import hf_decoder
 from acme_jax.models import subnet as subnet_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
-NAMES = ('hf_llama_tiny', 'hf_qwen2_tiny', 'hf_mistral_tiny')
+NAMES = ('hf_llama_tiny', 'hf_qwen2_tiny', 'hf_mistral_tiny',
+         'hf_mistral_window_tiny')
 
 
 def _load(name):
@@ -38,7 +39,7 @@ def fixture(request):
 # The elastic forms on Llama (GQA) in the default suite; Qwen2 (biases,
 # tying) and Mistral (one KV group) repeat them in the slow one.
 @pytest.fixture(scope='module', params=NAMES[:1] + tuple(
-    pytest.param(name, marks=pytest.mark.slow) for name in NAMES[1:]))
+    pytest.param(name, marks=pytest.mark.slow) for name in NAMES[1:3]))
 def elastic(request):
   return _load(request.param)
 
@@ -70,6 +71,33 @@ def test_greedy_tokens_equal_transformers_generate(fixture):
   np.testing.assert_array_equal(np.asarray(tokens), e['greedy'])
 
 
+def test_sequence_classifier_equals_transformers():
+  """LlamaForSequenceClassification: the score of the last real token."""
+  folder = FIXTURES / 'hf_llama_cls_tiny'
+  model, params = hf_decoder.load(folder)
+  e = np.load(folder / 'expected.npz')
+  assert model.num_classes == 3 and not model.lm_head
+  out = model.apply({'params': params}, e['input_ids'],
+                    attention_mask=e['attention_mask'])
+  np.testing.assert_allclose(np.asarray(out['logits']), e['logits'],
+                             atol=2e-5)
+
+
+def test_base_model_names_load(tmp_path):
+  """A LlamaModel checkpoint (tensor names without 'model.')."""
+  from safetensors.numpy import load_file, save_file
+  folder = tmp_path / 'base'
+  shutil.copytree(FIXTURES / 'hf_llama_tiny', folder)
+  state = load_file(str(folder / 'model.safetensors'))
+  save_file({k[len('model.'):]: v for k, v in state.items()
+             if k.startswith('model.')}, str(folder / 'model.safetensors'))
+  model, params = hf_decoder.load(folder)
+  assert not model.lm_head and 'lm_head' not in params
+  full = hf_decoder.load(FIXTURES / 'hf_llama_tiny')[1]
+  np.testing.assert_array_equal(params['block_2']['gate']['kernel'],
+                                full['block_2']['gate']['kernel'])
+
+
 def test_features_of_each_family_are_read():
   llama = hf_decoder.load(FIXTURES / 'hf_llama_tiny')[0]
   qwen = hf_decoder.load(FIXTURES / 'hf_qwen2_tiny')[0]
@@ -80,6 +108,9 @@ def test_features_of_each_family_are_read():
   assert dict(mistral.rope_scaling) == {'rope_type': 'linear', 'factor': 2.0}
   assert (llama.num_heads, llama.num_kv_heads) == (4, 2)
   assert (mistral.num_heads, mistral.num_kv_heads) == (4, 1)
+  assert mistral.sliding_window is None
+  assert hf_decoder.load(
+      FIXTURES / 'hf_mistral_window_tiny')[0].sliding_window == 4
 
 
 def test_transformers_4_config_style_loads_the_same(tmp_path):

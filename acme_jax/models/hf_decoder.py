@@ -188,16 +188,22 @@ def convert(state: dict, model: decoder_lib.Decoder) -> dict:
 
 
 def load(path, num_classes: Optional[int] = None):
-  """(model, params) of an HF Llama / Qwen2 / Mistral directory.
+  """(model, params) of an HF Llama / Qwen2 / Mistral directory (a causal
+  LM, a sequence classifier, or a base model).
 
   `num_classes` None keeps a sequence classifier's `score` as `head`
   (none for a causal LM); a number adds no head here: the caller draws a
   fresh one (`cloud.stage.build_model`)."""
-  config_path, weights = hf_import.checkpoint_files(path)
+  _, weights = hf_import.checkpoint_files(path)
   hf_config = hf_import.read_config(path)
-  del config_path
-  model = decoder_from_hf_config(hf_config)
-  params = convert(hf_import.load_state(weights), model)
+  state = hf_import.load_state(weights)
+  if 'embed_tokens.weight' in state:  # a base model (LlamaModel): no prefix
+    state = {f'model.{k}': v for k, v in state.items()}
+  # A sequence classifier (…ForSequenceClassification) has no LM head.
+  tied = bool(hf_config.get('tie_word_embeddings', False))
+  model = decoder_from_hf_config(hf_config,
+                                 lm_head=tied or 'lm_head.weight' in state)
+  params = convert(state, model)
   if 'head' in params and num_classes is None:
     model = model.clone(num_classes=params['head']['kernel'].shape[1])
   else:
