@@ -14,6 +14,7 @@ AGGREGATION_EXPERIMENT = 4
 BUDGET_EXPERIMENT = 5    # experiments.header_budget
 ENGINE_EXPERIMENT = 6    # experiments.engine_equivalence
 BASELINES_EXPERIMENT = 7  # experiments.baselines
+PERSONAL_LM_EXPERIMENT = 8  # experiments.personal_lm
 
 # Added to config.seed: the elastic stages' data order and augmentation.
 WIDTH_STAGE_SEED = 1

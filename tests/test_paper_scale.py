@@ -74,3 +74,19 @@ def test_decoder_wordnet_smoke_runs_the_whole_loop(tmp_path):
     assert 1 < row['test_perplexity'] < 2048
   pretrain = json.loads((workdir / 'cloud/pretrain_losses.json').read_text())
   assert pretrain[-1] < 0.9 * float(np.log(2048))
+  # Personal language modelling on the same workdir (its cloud reused).
+  env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.personal_lm',
+       '--config=configs/decoder_wordnet.py:smoke', f'--workdir={workdir}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
+      check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((workdir / 'personal_lm.json').read_text())
+  rows = summary['rows'][0]
+  assert len(rows) == 6
+  for row in rows:
+    for arm in ('backbone', 'adapter', 'searched'):
+      assert 1 < row[arm] < 2048, row
+    assert row['header_params'] <= 200_000
+    assert row['adapter_params'] <= 200_000

@@ -23,6 +23,7 @@ hundred validation tokens it is coarse and often flat between archs, while
 NLL moves with every change in the predicted distribution.
 """
 import dataclasses
+import functools
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -115,6 +116,7 @@ class Trainer(NamedTuple):
   #                 -> (total NLL, tokens, correct)
 
 
+@functools.lru_cache(maxsize=None)
 def trainer(head_apply: Callable, lm_head: Callable,
             learning_rate: float = 1e-3) -> Trainer:
   """Adam on the head's params; the backbone's hidden states and the LM
@@ -183,6 +185,53 @@ def _batch(data, rng, batch_size):
   return tuple(np.asarray(a)[rows] for a in data)
 
 
+class _SearchPrograms(NamedTuple):
+  trainer: Trainer
+  ctx: optax.GradientTransformation
+  sample_arch: Callable    # (ctrl_params, key, budget) -> arch
+  controller_step: Callable
+  final_archs: Callable    # (ctrl_params, keys) -> archs
+
+
+@functools.lru_cache(maxsize=None)
+def _search_programs(spec, hp, lm_head, ctrl) -> _SearchPrograms:
+  """The search's jitted programs, built once per (spec, hparams without
+  the seed, LM head, controller): the budget is traced data, so every
+  device of a run shares them (one compile, not one per device)."""
+  t = trainer(causal_header.apply, lm_head, hp.child_lr)
+  ctx = controller_lib.optimizer(hp.controller_lr)
+  smallest = causal_header.smallest_arch(spec.num_nodes)
+
+  @jax.jit
+  def sample_arch(ctrl_params, key, budget):
+    return controller_lib.sample_within(ctrl, ctrl_params, key,
+                                        causal_header.fits(spec, budget),
+                                        smallest, hp.resample_tries)
+
+  @jax.jit
+  def controller_step(ctrl_state, params, key, batch, lm_params, budget):
+    """ctrl_state: (params, optimizer state, baseline, has_baseline)."""
+    ctrl_params, ctrl_opt, baseline, has_baseline = ctrl_state
+    arch, _, entropy = ctrl.sample(ctrl_params, key)
+    hidden, ids, mask = batch
+    logits = lm_head(causal_header.apply(params, hidden, arch), *lm_params)
+    worst = jnp.log(jnp.asarray(logits.shape[-1], jnp.float32))
+    fits = causal_header.fits(spec, budget)
+    reward = (jnp.where(fits(arch), -lm_loss(logits, ids, mask), -worst) +
+              hp.entropy_weight * entropy)
+    baseline = jnp.where(has_baseline > 0, baseline - (
+        1 - hp.baseline_decay) * (baseline - reward), reward)
+    grads = controller_lib.reinforce_grads(ctrl, ctrl_params, arch,
+                                           reward - baseline)
+    updates, ctrl_opt = ctx.update(grads, ctrl_opt, ctrl_params)
+    return (optax.apply_updates(ctrl_params, updates), ctrl_opt, baseline,
+            jnp.ones(()))
+
+  final_archs = jax.jit(jax.vmap(lambda p, k: ctrl.sample(p, k)[0],
+                                 in_axes=(None, 0)))
+  return _SearchPrograms(t, ctx, sample_arch, controller_step, final_archs)
+
+
 def search(spec: causal_header.Spec, train: Sequence, val: Sequence,
            lm_head: Callable, budget: int, hp: SearchHparams = SearchHparams(),
            lm_params=(), ctrl=None) -> dict:
@@ -205,59 +254,42 @@ def search(spec: causal_header.Spec, train: Sequence, val: Sequence,
                      f'({int(causal_header.param_count(spec, smallest))})')
   ctrl = ctrl or causal_header.controller(spec)
   fits = causal_header.fits(spec, budget)
-  t = trainer(causal_header.apply, lm_head, hp.child_lr)
-  ctx = controller_lib.optimizer(hp.controller_lr)
+  programs = _search_programs(spec, dataclasses.replace(hp, seed=0), lm_head,
+                              ctrl)
+  t, ctx = programs.trainer, programs.ctx
+  budget = jnp.asarray(budget, jnp.int32)
   key = jax.random.key(seed)
   params = causal_header.init_variables(spec, seed)['params']
   opt_state = t.init(params)
   ctrl_params = ctrl.init(seed)
-  ctrl_opt = ctx.init(ctrl_params)
-  baseline, has_baseline = jnp.zeros(()), jnp.zeros(())
+  ctrl_state = (ctrl_params, ctx.init(ctrl_params), jnp.zeros(()),
+                jnp.zeros(()))
   rng = np.random.default_rng(seed)
-
-  @jax.jit
-  def sample_arch(ctrl_params, key):
-    return controller_lib.sample_within(ctrl, ctrl_params, key, fits,
-                                        smallest, hp.resample_tries)
-
-  @jax.jit
-  def controller_step(ctrl_params, ctrl_opt, baseline, has_baseline, params,
-                      key, batch, lm_params):
-    arch, _, entropy = ctrl.sample(ctrl_params, key)
-    hidden, ids, mask = batch
-    logits = lm_head(causal_header.apply(params, hidden, arch), *lm_params)
-    worst = jnp.log(jnp.asarray(logits.shape[-1], jnp.float32))
-    reward = (jnp.where(fits(arch), -lm_loss(logits, ids, mask), -worst) +
-              hp.entropy_weight * entropy)
-    baseline = jnp.where(has_baseline > 0, baseline - (
-        1 - hp.baseline_decay) * (baseline - reward), reward)
-    grads = controller_lib.reinforce_grads(ctrl, ctrl_params, arch,
-                                           reward - baseline)
-    updates, ctrl_opt = ctx.update(grads, ctrl_opt, ctrl_params)
-    return optax.apply_updates(ctrl_params, updates), ctrl_opt, baseline
+  sample_arch = functools.partial(programs.sample_arch, budget=budget)
+  controller_step = functools.partial(programs.controller_step,
+                                      budget=budget)
 
   history = []
   for epoch in range(hp.epochs):
     losses = []
     for _ in range(hp.child_steps):
       key, arch_key = jax.random.split(key)
-      arch = sample_arch(ctrl_params, arch_key)
+      arch = sample_arch(ctrl_state[0], arch_key)
       params, opt_state, loss = t.step(params, opt_state,
                                        *_batch(train, rng, hp.batch_size),
                                        arch, lm_params)
       losses.append(float(loss))
     for _ in range(hp.controller_steps):
       key, step_key = jax.random.split(key)
-      ctrl_params, ctrl_opt, baseline = controller_step(
-          ctrl_params, ctrl_opt, baseline, has_baseline, params, step_key,
-          _batch(val, rng, hp.batch_size), lm_params)
-      has_baseline = jnp.ones(())
+      ctrl_state = controller_step(ctrl_state, params, step_key,
+                                   _batch(val, rng, hp.batch_size), lm_params)
     history.append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
-                    'baseline': float(baseline)})
+                    'baseline': float(ctrl_state[2])})
+  ctrl_params = ctrl_state[0]
 
   best_ppl, best_arch = np.inf, smallest
   keys = jax.random.split(jax.random.fold_in(key, 1), hp.num_final_archs)
-  archs = jax.jit(jax.vmap(lambda k: ctrl.sample(ctrl_params, k)[0]))(keys)
+  archs = programs.final_archs(ctrl_params, keys)
   for arch in np.asarray(archs):
     if not bool(fits(arch)):
       continue

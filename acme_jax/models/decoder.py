@@ -20,6 +20,7 @@ visible to a query at position p iff s <= p (and p - s < sliding_window).
 Right-padded prompts therefore decode row by row from their own lengths
 (`models/generate.py`).
 """
+import functools
 import math
 from typing import Any, Optional, Tuple
 
@@ -293,12 +294,28 @@ def last_real_index(attention_mask):
 def lm_logits_from(model: Decoder, params, prenorm):
   """The frozen LM head (final RMSNorm + projection) on hidden states
   `prenorm` (..., D): what a language-model header's output goes through."""
-  x = RMSNorm(model.rms_norm_eps, model.dtype).apply(
-      {'params': params['final_norm']}, prenorm)
+  return frozen_lm_head(model.rms_norm_eps)(prenorm,
+                                            *lm_head_params(model, params))
+
+
+@functools.lru_cache(maxsize=None)
+def frozen_lm_head(eps: float):
+  """lm_head(hidden (..., D), norm_scale (D,), kernel (D, V)) -> float32
+  logits: the final RMSNorm and the projection, with the weights passed as
+  arguments (a device's header trains in front of them; as arguments, not
+  constants, they are not baked into every compiled program). One function
+  per epsilon, so programs keyed on it are reused."""
+  def lm_head(hidden, scale, kernel):
+    x = RMSNorm(eps).apply({'params': {'scale': scale}}, hidden)
+    return jnp.einsum('...d,dv->...v', x, kernel).astype(jnp.float32)
+  return lm_head
+
+
+def lm_head_params(model: Decoder, params) -> tuple:
+  """(final norm scale, (D, V) projection) for `frozen_lm_head`."""
   kernel = (params['embed']['embedding'].T if model.tie_word_embeddings
             else params['lm_head']['kernel'])
-  return jnp.einsum('...d,dv->...v', x, kernel.astype(x.dtype)).astype(
-      jnp.float32)
+  return params['final_norm']['scale'], kernel
 
 
 def full_masks(model: Decoder) -> Masks:

@@ -1,0 +1,178 @@
+"""Personal language modelling on a decoder: each user's held-out perplexity
+with the backbone alone, a fixed adapter, and a searched causal header.
+
+  python -m experiments.personal_lm --config=configs/decoder_wordnet.py \
+      --workdir=runs/decoder
+  python -m experiments.personal_lm --config=configs/decoder_wordnet.py:smoke \
+      --workdir=runs/decoder_smoke
+
+Every device gets the full-width backbone cut at depth
+`baselines.depth_fractions[0]` and keeps it frozen, with the frozen LM head
+(final RMSNorm and projection). Between them sits a head trained on the
+user's own text (its training glosses, next-token loss), within
+`system.header_allowance` parameters:
+
+  backbone   no head: the delivered model as it is
+  adapter    a fixed per-token bottleneck adapter, the largest rank that
+             fits the allowance (`device/personal_lm.py`)
+  searched   the ENAS controller's causal header (`device/causal_header.py`:
+             causal separable convolutions, causal pools, identity; no op
+             sees a later token), searched on the user's validation split
+             (`header.search_epochs` epochs of `header.controller_steps_per_
+             epoch` controller steps), then trained from fresh weights
+
+The adapter and the found header get the same final training:
+`header.finetune_epochs` epochs of the same number of Adam steps (lr 1e-3,
+batches of `header.batch_size`). Metric: perplexity on the user's test
+split, exp(mean next-token NLL over its real tokens). Repeat r redraws the
+device data and every key; the CIs (over `baselines.repeats`) cover those,
+not the cloud's training. Paired differences are in mean log perplexity
+(NLL per token); a difference holds where its CI excludes 0.
+"""
+import functools
+
+import numpy as np
+
+from acme_jax import report
+from acme_jax import stats
+from acme_jax import streams
+from acme_jax import world as world_lib
+from acme_jax.cloud import stage as cloud_stage
+from acme_jax.device import causal_header
+from acme_jax.device import features
+from acme_jax.device import personal_lm as plm
+from acme_jax.errors import UserError
+from acme_jax.models import decoder as decoder_lib
+from acme_jax.models import subnet as subnet_lib
+from experiments import table
+
+SECTIONS = cloud_stage.SECTIONS + ('system', 'header', 'baselines')
+ARMS = ('backbone', 'adapter', 'searched')
+LEARNING_RATE = 1e-3
+
+
+def markdown(summary) -> str:
+  arms = summary['perplexity']
+  rows = [[arm, f"{arms[arm]['mean']:.2f}",
+           '' if arms[arm]['ci'] is None else f"{arms[arm]['ci']:.2f}"]
+          for arm in ARMS]
+  diffs = [[name, f"{d['mean']:+.4f}",
+            '' if d['ci'] is None else f"{d['ci']:.4f}",
+            'yes' if d.get('holds') else 'no']
+           for name, d in summary['log_perplexity_difference'].items()]
+  return '\n\n'.join([
+      'Personal language modelling: mean test perplexity over devices '
+      '(geometric mean of each device\'s), mean and 95% CI over repeats',
+      report.markdown_table(['head', 'perplexity', '95% CI'], rows),
+      report.markdown_table(['difference in log perplexity', 'mean',
+                             '95% CI', 'holds'], diffs)])
+
+
+EXPERIMENT = table.Experiment('personal_lm', SECTIONS, repeats_in='baselines',
+                              markdown=markdown)
+
+
+def _hidden(world, sub, split, batch_size):
+  """(frozen hidden states before the final norm, ids, real-token mask)."""
+  model = world.cloud.model
+  hidden = features.backbone_tokens(model, world.cloud.supernet, sub,
+                                    split.images, batch_size,
+                                    source='last_hidden')
+  ids = np.asarray(split.images)
+  return hidden, ids, (ids != model.pad_id).astype(np.float32)
+
+
+def _train(trainer, params, arch, data, steps, batch_size, lm_params, rng):
+  opt_state = trainer.init(params)
+  for _ in range(steps):
+    rows = rng.choice(len(data[1]), batch_size,
+                      replace=len(data[1]) < batch_size)
+    params, opt_state, _ = trainer.step(
+        params, opt_state, *(a[rows] for a in data), arch, lm_params)
+  return params
+
+
+def one_device(world, sub, splits, seed: int, steps_per_epoch: int) -> dict:
+  """The three heads on one device's (train, val, test)."""
+  config, model = world.config, world.cloud.model
+  h = config.header
+  batch = h.batch_size
+  train, val, test = (_hidden(world, sub, s, config.cloud.eval_batch_size)
+                      for s in splits)
+  lm_head = decoder_lib.frozen_lm_head(model.rms_norm_eps)
+  lm_params = decoder_lib.lm_head_params(model, world.cloud.supernet)
+  budget = config.system.header_allowance
+  rng = np.random.default_rng(seed)
+  adapter = plm.trainer(plm.adapter_apply, lm_head, LEARNING_RATE)
+  evaluate = functools.partial(plm.evaluate, lm_params=lm_params,
+                               batch_size=batch)
+  start = plm.init_adapter(model.hidden_size, budget, seed)
+  out = {'backbone': evaluate(adapter, start, test)['perplexity']}
+  steps = h.finetune_epochs * steps_per_epoch
+  trained = _train(adapter, start, None, train, steps, batch, lm_params, rng)
+  out['adapter'] = evaluate(adapter, trained, test)['perplexity']
+  spec = causal_header.Spec(model.hidden_size, h.num_channels, h.num_nodes)
+  hp = plm.SearchHparams(epochs=h.search_epochs, child_steps=steps_per_epoch,
+                         controller_steps=h.controller_steps_per_epoch,
+                         batch_size=batch, child_lr=LEARNING_RATE, seed=seed)
+  found = plm.search(spec, train, val, lm_head, budget, hp, lm_params)
+  header = plm.trainer(causal_header.apply, lm_head, LEARNING_RATE)
+  fresh = causal_header.init_variables(spec, seed + 1)['params']
+  trained = _train(header, fresh, found['arch'], train, steps, batch,
+                   lm_params, rng)
+  out['searched'] = evaluate(header, trained, test, found['arch'])[
+      'perplexity']
+  return dict(out, adapter_params=plm.adapter_param_count(
+      model.hidden_size, plm.adapter_rank(model.hidden_size, budget)),
+              header_params=found['header_params'],
+              arch=np.asarray(found['arch']).tolist(),
+              test_tokens=int(test[2][:, 1:].sum()))
+
+
+def one_repeat(world: world_lib.World, repeat: int, log):
+  model = world.cloud.model
+  if not isinstance(model, decoder_lib.Decoder):
+    raise UserError('experiments.personal_lm needs a decoder '
+                    '(model.family = decoder)')
+  inputs = table.repeat_inputs(world, repeat, streams.PERSONAL_LM_EXPERIMENT)
+  sub = subnet_lib.for_model(model, 1.0,
+                             world.config.baselines.depth_fractions[0])
+  batch = world.config.header.batch_size
+  # One step count for every device (one compiled search serves them all):
+  # an epoch of the median device's training split.
+  sizes = [len(s[0]) for s in inputs.splits]
+  steps_per_epoch = max(1, int(np.median(sizes)) // batch)
+  rows = []
+  for d in world.topology.devices:
+    row = one_device(world, sub, inputs.splits[d.id],
+                     inputs.seed * 1000 + d.id, steps_per_epoch)
+    rows.append(dict(row, device=d.id))
+    log(f'[personal_lm] repeat {repeat} device {d.id}: ' + ', '.join(
+        f'{k} {row[k]:.2f}' for k in ARMS))
+  return rows
+
+
+def _mean_log(rows, arm) -> float:
+  return float(np.mean([np.log(r[arm]) for r in rows]))
+
+
+def summarize(repeats) -> dict:
+  logs = {arm: [_mean_log(rows, arm) for rows in repeats] for arm in ARMS}
+  perplexity = {arm: stats.mean_ci(np.exp(v)) for arm, v in logs.items()}
+  pairs = (('searched', 'adapter'), ('searched', 'backbone'),
+           ('adapter', 'backbone'))
+  return {
+      'perplexity': perplexity,
+      'log_perplexity_difference': {
+          f'{a} - {b}': stats.paired(logs[a], logs[b]) for a, b in pairs},
+      'repeats': len(repeats), 'rows': repeats,
+  }
+
+
+def run(config, workdir, log=print, shard=None):
+  return EXPERIMENT.run(config, workdir, log, shard, one_repeat, summarize)
+
+
+if __name__ == '__main__':
+  from acme_jax import cli
+  cli.main(run, shards=True)
