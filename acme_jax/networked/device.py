@@ -117,8 +117,9 @@ class Device:
       elif aggregation.mode in choices.PERSONALIZED_MODES:
         hp = signature_lib.SignatureHparams.from_config(self.config)
         ref = subnet_lib.for_model(model, *hp.reference)
-        cls = self._tokens(model, reference if reference is not None
-                           else backbone, ref, [splits[0].images])[0][:, 0]
+        cls = features.summary_tokens(model, self._tokens(
+            model, reference if reference is not None else backbone, ref,
+            [splits[0].images])[0], splits[0].images)
         signature = signature_lib.device_feature_signature(
             hp, cls, splits[0].labels, self.id)
       else:  # the mode never reads a feature signature
