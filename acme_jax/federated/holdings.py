@@ -59,6 +59,9 @@ def holder_mask(params, masks: Masks, exits: int = 0) -> dict:
     if name.startswith('block_'):
       l = int(name.split('_')[1])
       h, f, g = heads[l] * layers[l], neurons[l] * layers[l], layers[l]
+      if 'gate' in value:  # a decoder block
+        out[name] = _decoder_block(value, h, f, g)
+        continue
       attn = value['attn']
       block = {'ln_attn': _full(value['ln_attn'], g),
                'ln_mlp': _full(value['ln_mlp'], g), 'attn': {}}
@@ -82,6 +85,32 @@ def holder_mask(params, masks: Masks, exits: int = 0) -> dict:
   return out
 
 
+def _decoder_block(value, heads, neurons, gate) -> dict:
+  """A decoder block's holder: the kept query heads' q and o, the KV groups
+  any kept head reads (k, v), the kept SwiGLU neurons' gate, up and down."""
+  attn = value['attn']
+  groups = attn['k']['kernel'].shape[1]
+  kv = np.asarray(heads).reshape(groups, -1).max(1)
+
+  def along(p, values, axis):
+    return {k: _along(values, v.shape, axis if k == 'kernel' else 0)
+            for k, v in p.items()}
+  block = {'ln_attn': _full(value['ln_attn'], gate),
+           'ln_mlp': _full(value['ln_mlp'], gate),
+           'attn': {'q': along(attn['q'], heads, 1),
+                    'k': along(attn['k'], kv, 1),
+                    'v': along(attn['v'], kv, 1),
+                    'o': dict(along({'kernel': attn['o']['kernel']}, heads, 0),
+                              **({'bias': _full(attn['o']['bias'], gate)}
+                                 if 'bias' in attn['o'] else {}))},
+           'gate': along(value['gate'], neurons, 1),
+           'up': along(value['up'], neurons, 1)}
+  block['down'] = dict(along({'kernel': value['down']['kernel']}, neurons, 0),
+                       **({'bias': _full(value['down']['bias'], gate)}
+                          if 'bias' in value['down'] else {}))
+  return block
+
+
 def held_count(holder, exclude: Sequence[str] = ()) -> int:
   """Parameters a holder mask keeps (its deployed size), less `exclude`."""
   return int(sum(float(np.sum(leaf)) for name, tree in holder.items()
@@ -92,9 +121,10 @@ def with_classes(holding: Holding, classes: np.ndarray) -> Holding:
   """HeteroFL's label split: the head's columns of the classes the device
   has (`classes`, 0/1 per class) are all of the head it holds."""
   head = holding.holder['head']
-  holder = dict(holding.holder, head={
-      'kernel': head['kernel'] * classes[None, :],
-      'bias': head['bias'] * classes})
+  kept = {'kernel': head['kernel'] * classes[None, :]}
+  if 'bias' in head:  # a decoder's classifier has none
+    kept['bias'] = head['bias'] * classes
+  holder = dict(holding.holder, head=kept)
   return holding._replace(holder=holder)
 
 
@@ -119,7 +149,8 @@ def with_exits(params, num_layers: int):
   return dict(params, exits={
       'scale': tile(norm['scale']), 'bias': tile(norm['bias']),
       'kernel': tile(params['head']['kernel']),
-      'head_bias': tile(params['head']['bias'])})
+      'head_bias': tile(params['head'].get(
+          'bias', np.zeros(params['head']['kernel'].shape[1], np.float32)))})
 
 
 def levels(count: int) -> tuple:
@@ -135,8 +166,8 @@ def grid_holding(model, params, width: float, depth: float, *,
   supernet's grid keeps them, or the first ones (`prefix`, DepthFL)."""
   layers = (tuple(range(int(round(depth * model.num_layers)))) if prefix
             else subnet_lib.kept_layer_indices(model.num_layers, depth))
-  heads = subnet_lib.num_kept_heads(model.num_heads, width)
-  neurons = int(heads / model.num_heads * model.mlp_dim)
+  widest = subnet_lib.for_model(model, width, 1.0)  # the family's width rule
+  heads, neurons = widest.heads[0], widest.neurons[0]
   masks = subnet_masks(model, [heads] * model.num_layers,
                        [neurons] * model.num_layers, layers)
   k = len(layers) if exits else 0

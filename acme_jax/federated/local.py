@@ -17,6 +17,7 @@ from acme_jax.device import features
 from acme_jax.device import local_data
 from acme_jax.federated import flops as flops_lib
 from acme_jax.federated import holdings as holdings_lib
+from acme_jax.models import decoder as decoder_lib
 from acme_jax.federated.method import FederatedHparams, Method
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.models.encoder import Masks
@@ -58,9 +59,19 @@ def devices(topology, splits, holdings, num_classes: int,
   return out
 
 
-def exit_logits(exits, hidden, eps: float):
-  """(L, B, classes) logits of every exit from the blocks' [CLS] states."""
-  cls = hidden[:, :, 0].astype(jnp.float32)           # (L, B, D)
+def summary_states(model, out):
+  """(L, B, D) every block's summary token: an encoder's [CLS], a
+  decoder's last real token (the only one that saw the whole sequence)."""
+  if 'token_mask' not in out:
+    return out['hidden'][:, :, 0]
+  last = decoder_lib.last_real_index(out['token_mask'])
+  return out['hidden'][:, jnp.arange(last.shape[0]), last]
+
+
+def exit_logits(exits, cls, eps: float):
+  """(L, B, classes) logits of every exit from the blocks' summary states
+  `cls` (L, B, D)."""
+  cls = cls.astype(jnp.float32)
   mean = cls.mean(-1, keepdims=True)
   var = ((cls - mean) ** 2).mean(-1, keepdims=True)
   normed = (cls - mean) * jax.lax.rsqrt(var + eps)
@@ -129,8 +140,9 @@ def _programs(model, method: Method, momentum: float, weight_decay: float,
   def outputs(params, x, masks, classes):
     out = model.apply({'params': _backbone(params)}, x, masks)
     if method.loss == 'depthfl':
-      return exit_logits(params['exits'], out['hidden'],
-                         model.layer_norm_eps)
+      return exit_logits(params['exits'], summary_states(model, out),
+                         getattr(model, 'layer_norm_eps', None) or
+                         model.rms_norm_eps)
     if method.label_split:  # masked_fill(label_mask == 0, 0), as HeteroFL
       return jnp.where(classes > 0, out['logits'], 0.0)
     return out['logits']
