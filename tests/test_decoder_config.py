@@ -66,3 +66,60 @@ def test_decoder_feature_shape_keeps_every_token():
   assert sizes.feature_shape(config) == (1, config.data.text.max_length,
                                          config.model.hidden_size)
   assert np.prod(sizes.feature_shape(config)) > 0
+
+
+# The published config.json fields that fix each model's computation and
+# shape (transcribed from the models' Hugging Face repositories).
+PUBLISHED = {
+    'smollm2_135m': dict(
+        model_type='llama', architectures=['LlamaForCausalLM'],
+        hidden_size=576, intermediate_size=1536, num_attention_heads=9,
+        num_hidden_layers=30, num_key_value_heads=3, rms_norm_eps=1e-5,
+        rope_theta=100000, tie_word_embeddings=True, vocab_size=49152,
+        max_position_embeddings=8192, hidden_act='silu'),
+    'qwen25_05b': dict(
+        model_type='qwen2', architectures=['Qwen2ForCausalLM'],
+        hidden_size=896, intermediate_size=4864, num_attention_heads=14,
+        num_hidden_layers=24, num_key_value_heads=2, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=True, vocab_size=151936,
+        max_position_embeddings=32768, use_sliding_window=False,
+        hidden_act='silu'),
+    'llama32_1b': dict(
+        model_type='llama', architectures=['LlamaForCausalLM'],
+        hidden_size=2048, intermediate_size=8192, num_attention_heads=32,
+        num_hidden_layers=16, num_key_value_heads=8, head_dim=64,
+        rms_norm_eps=1e-5, rope_theta=500000.0,
+        rope_scaling={'factor': 32.0, 'high_freq_factor': 4.0,
+                      'low_freq_factor': 1.0,
+                      'original_max_position_embeddings': 8192,
+                      'rope_type': 'llama3'},
+        tie_word_embeddings=True, vocab_size=128256,
+        max_position_embeddings=131072, hidden_act='silu'),
+}
+
+
+def _folder(tmp_path, name, hf_config):
+  import json
+  folder = tmp_path / name
+  folder.mkdir()
+  (folder / 'config.json').write_text(json.dumps(hf_config))
+  (folder / 'model.safetensors').write_bytes(b'')  # only config.json is read
+  (folder / 'tokenizer.json').write_text('{}')
+  return str(folder)
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED))
+def test_checkpoint_configs_fit_the_published_shapes(tmp_path, name):
+  """Each variant validates against its model's published config.json and
+  is refused, in one line, against another model's."""
+  from configs import decoder_checkpoints
+  config = decoder_checkpoints.get_config(name)
+  config.model.init_checkpoint = _folder(tmp_path, name, PUBLISHED[name])
+  from acme_jax import checkpoint_fit
+  checkpoint_fit.validate(config)
+  other = next(n for n in sorted(PUBLISHED) if n != name)
+  config.model.init_checkpoint = _folder(tmp_path, other, PUBLISHED[other])
+  with pytest.raises(ConfigError) as info:
+    checkpoint_fit.validate(config)
+  assert 'does not fit the config' in str(info.value)
+  assert '\n' not in str(info.value)
