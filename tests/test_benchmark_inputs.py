@@ -172,3 +172,18 @@ def test_the_real_benchmark_commands_are_one_line_and_exit_2():
     assert expected in lines[0], lines[0]
     assert done.stdout == '', args
     assert time.perf_counter() - start < 60, args
+
+
+@pytest.mark.parametrize('change, flag', [
+    ({'kv_heads': 3}, '--kv_heads'),   # does not divide 8 query heads
+    ({'vocab': 10}, '--vocab'),
+    ({'seq': 0}, '--seq'),
+    ({'heads': 7}, '--heads'),         # 384 / 7 is no whole head size
+])
+def test_decoder_elastic_flags_are_one_line(change, flag):
+  flags = dict(layers=6, hidden=384, heads=8, kv_heads=4, mlp=1024,
+               vocab=8192, seq=48, batch=16, reps=3, dtype='float32')
+  flags.update(change)
+  with pytest.raises(UserError) as info:
+    inputs.elastic_decoder(flags)
+  assert flag in str(info.value) and '\n' not in str(info.value)
