@@ -98,15 +98,13 @@ def _model_and_inputs(decoder: bool):
 def main(argv):
   if len(argv) > 1:
     raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  inputs.elastic(dict(layers=_LAYERS.value, hidden=_HIDDEN.value,
+                      heads=_HEADS.value, mlp=_MLP.value, image=_IMAGE.value,
+                      patch=_PATCH.value, batch=_BATCH.value,
+                      reps=_REPS.value, dtype=_DTYPE.value,
+                      family=_FAMILY.value, kv_heads=_KV_HEADS.value,
+                      vocab=_VOCAB.value, seq=_SEQ.value))
   decoder = _FAMILY.value == 'decoder'
-  sizes = dict(layers=_LAYERS.value, hidden=_HIDDEN.value, heads=_HEADS.value,
-               mlp=_MLP.value, batch=_BATCH.value, reps=_REPS.value,
-               dtype=_DTYPE.value)
-  if decoder:
-    inputs.elastic_decoder(dict(sizes, kv_heads=_KV_HEADS.value,
-                                vocab=_VOCAB.value, seq=_SEQ.value))
-  else:
-    inputs.elastic(dict(sizes, image=_IMAGE.value, patch=_PATCH.value))
   model, params, images = _model_and_inputs(decoder)
   teacher = jax.tree.map(lambda a: a * 1.01, params)
   stage = elastic.Stage.of(GRID, GRID, matched_teacher=True)

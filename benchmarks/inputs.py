@@ -44,7 +44,10 @@ ELASTIC_FIELDS = {'layers': 'model.num_layers', 'hidden': 'model.hidden_size',
 
 def elastic(flags: dict):
   """benchmarks.elastic: a ViT of these sizes (`flags`: each of
-  ELASTIC_FIELDS' flags and `reps`) trained on the 4x4 grid."""
+  ELASTIC_FIELDS' flags and `reps`) trained on the 4x4 grid; with
+  `family` 'decoder', `elastic_decoder`'s checks."""
+  if flags.get('family') == 'decoder':
+    return elastic_decoder(flags)
   from configs import default
   flag_checks.positive_ints({'reps': flags['reps']})
   fields = {field: (flag, flags[flag])
