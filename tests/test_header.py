@@ -337,6 +337,7 @@ def _header_loss(s):
   return jax.value_and_grad(loss, argnums=(0, 5, 6))
 
 
+@pytest.mark.slow  # ~60 s on 2 cores (benchmarks/batched_choices too)
 def test_batched_choices_equal_per_device_values_and_gradients():
   """Under vmap each device's ops are batched values (the header runs the
   chosen sep conv's selected weights, not a switch): per device the value

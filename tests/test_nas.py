@@ -132,6 +132,7 @@ def test_evaluation_does_not_depend_on_how_the_test_set_is_ordered():
   np.testing.assert_allclose(alone[0], beside[0], atol=1e-7)
 
 
+@pytest.mark.slow  # ~110 s of compiles on 2 cores: the suite's largest
 def test_one_compile_per_padding_bucket():
   """Devices in different row buckets are padded to the largest bucket of
   their call: one set of programs per bucket, not per device."""
