@@ -84,6 +84,8 @@ def _run(args):
                         timeout=300, env=env)
 
 
+@pytest.mark.slow  # ~60 s of subprocesses; test_errors_entry_points runs
+# one bad input per entry point in the default suite
 def test_every_expected_failure_is_one_line_and_exit_2(tmp_path):
   cases = _cases(tmp_path)
   with concurrent.futures.ThreadPoolExecutor(3) as pool:

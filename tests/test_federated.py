@@ -317,7 +317,9 @@ def test_hierarchical_ledger_follows_the_rounds(tiny_vit):
     assert traffic[d.id] == {'down': 3 * held, 'up': 3 * held}
 
 
-@pytest.mark.parametrize('name', ['heterofl', 'depthfl', 'fjord'])
+@pytest.mark.parametrize('name', [
+    'heterofl', pytest.param('depthfl', marks=pytest.mark.slow),
+    pytest.param('fjord', marks=pytest.mark.slow)])
 def test_loop_and_vmap_strategies_agree(tiny_vit, name):
   model, params = tiny_vit
   grid = sizes(model, params)

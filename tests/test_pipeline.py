@@ -245,6 +245,7 @@ def _recomputed(*args, **kwargs):
   raise AssertionError('a finished cell was recomputed')
 
 
+@pytest.mark.slow  # ~42 s
 def test_a_failed_start_does_not_bind_the_workdir(tmp_path, monkeypatch):
   """A start that fails before any stage commits leaves no config behind:
   rerunning with another cloud config in the same workdir proceeds."""

@@ -50,7 +50,8 @@ def _equal(a, b):
 
 
 @pytest.mark.parametrize('stage', [
-    'teacher', pytest.param('elastic', marks=pytest.mark.slow)])
+    pytest.param('teacher', marks=pytest.mark.slow),
+    pytest.param('elastic', marks=pytest.mark.slow)])
 def test_an_interrupted_stage_resumes_byte_identical(tiny_vit, tmp_path,
                                                      monkeypatch, stage):
   model, params = tiny_vit

@@ -61,7 +61,8 @@ def run(devs, mode, ledger=None, **overrides):
                   ledger=ledger)[0]
 
 
-@pytest.mark.parametrize('mode', ['pruning_alone', 'pruning_per_emd'])
+@pytest.mark.parametrize('mode', [
+    pytest.param('pruning_alone', marks=pytest.mark.slow), 'pruning_per_emd'])
 def test_pruning_reaches_the_ratio_and_records_every_exchange(mode):
   ledger = Ledger()
   devs = run(devices(), mode, ledger)
@@ -199,6 +200,7 @@ def test_shared_gates_follow_their_definition():
             assert bool(got.all()) == want and bool(got.any()) == want
 
 
+@pytest.mark.slow  # ~46 s; the resume test's default case runs these options
 def test_the_prototype_rounds_prune_separable_channels_by_a_smoothed_criterion():
   """optimizer sgd at a constant rate, only separable-conv gates pruned,
   the criterion an exponential average over rounds, no fine-tuning after
@@ -263,7 +265,7 @@ def test_ties_in_importance_prune_by_layout_not_by_float_noise():
 
 
 @pytest.mark.parametrize('mode,overrides', [
-    ('pruning_per_emd', {}),
+    pytest.param('pruning_per_emd', {}, marks=pytest.mark.slow),
     ('pruning_alone', dict(optimizer='sgd', lr=0.01, momentum=0.5,
                            prune_set='separable', criterion_momentum=0.9))])
 def test_interrupted_rounds_resume_byte_identical(tmp_path, monkeypatch, mode,

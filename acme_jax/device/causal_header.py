@@ -66,6 +66,16 @@ class Spec:
     """Entries the last node may read (node n reads one of n + 2)."""
     return self.num_nodes + 1
 
+  # The gate layout's vocabulary, shared with `header.Spec` so that
+  # `prune.shared_gates` reads either header's layouts.
+  @property
+  def max_layers(self) -> int:
+    return self.num_layers
+
+  @property
+  def sep_ops(self) -> tuple:
+    return tuple(SEP_KERNELS)
+
 
 def controller(spec: Spec, **kwargs) -> controller_lib.Controller:
   """The ENAS controller over this header's ops (`Controller` takes num_ops)."""
@@ -110,6 +120,35 @@ def fits(spec: Spec, budget):
   return lambda arch: param_count(spec, arch) <= budget
 
 
+# ------------------------------------------------------------------ gates
+
+
+def gate_shapes(spec: Spec) -> dict:
+  """0/1 channel gates in `header.gate_shapes`' layout: the stem, four per
+  sep conv (after each depthwise conv and each LayerNorm) per (layer, node,
+  branch), and each cell's output (for the aggregation rounds'
+  pruning, `device/lm_rounds.py`)."""
+  c, n, l = spec.num_channels, spec.num_nodes, spec.num_layers
+  return {'stem': (c,), 'cells': (l, n, 2, header_lib.GATES_PER_SLOT, c),
+          'final': (l, c)}
+
+
+def full_gates(spec: Spec) -> dict:
+  return {k: np.ones(s, np.float32) for k, s in gate_shapes(spec).items()}
+
+
+def active_gates(spec: Spec, arch) -> dict:
+  """1.0 for every gate channel `arch` uses: the stem, the cells' outputs,
+  and the gates of the branches whose op is a sep conv (pools and the
+  identity have none)."""
+  arch = np.asarray(arch)
+  ops = np.stack([arch[:, 1], arch[:, 3]], axis=1)           # (N, 2)
+  is_sep = np.isin(ops, list(SEP_KERNELS)).astype(np.float32)
+  gates = full_gates(spec)
+  gates['cells'] = gates['cells'] * is_sep[None, :, :, None, None]
+  return gates
+
+
 # ------------------------------------------------------------------ the ops
 
 
@@ -150,21 +189,29 @@ def causal_pool(x, kind: str, window: int = POOL_WINDOW):
   return sum(taps) / count[None, :, None]
 
 
-def _sep_conv(x, p):
-  """(ReLU, causal depthwise, 1x1, LayerNorm) twice; p holds both repeats
-  on a leading axis, scanned (one body to compile)."""
+def _sep_conv(x, p, g=None):
+  """(ReLU, causal depthwise, gate, 1x1, LayerNorm, gate) twice; p holds
+  both repeats on a leading axis, scanned (one body to compile); g (4, C)
+  the gates, or None (no gating)."""
   def repeat(x, w):
-    x = causal_depthwise(jax.nn.relu(x), w['dw']) @ w['pw']
-    return layer_norm(x, w['scale'], w['bias']), None
-  return jax.lax.scan(repeat, x, p)[0]
+    w, wg = w
+    x = causal_depthwise(jax.nn.relu(x), w['dw'])
+    if wg is not None:
+      x = x * wg[0]
+    x = layer_norm(x @ w['pw'], w['scale'], w['bias'])
+    if wg is not None:
+      x = x * wg[1]
+    return x, None
+  gates = None if g is None else g.reshape((2, 2) + g.shape[1:])
+  return jax.lax.scan(repeat, x, (p, gates))[0]
 
 
 _SEP_MAX = max(SEP_KERNELS.values())
 
 
-def apply_op(op, x, p):
+def apply_op(op, x, p, g=None):
   """Op `op` (an OPS index, traced) on x (B, T, C); p maps sep op id ->
-  weights.
+  weights; g the branch's (4, C) gates (None: ungated).
 
   Branch-free: the chosen sep conv's weights are selected first (kernels
   left-padded with zero taps to the largest, which is the same causal
@@ -183,7 +230,7 @@ def apply_op(op, x, p):
             for part in ('dw', 'pw', 'scale', 'bias')}
   out = jnp.where(op == AVG_POOL, causal_pool(x, 'avg'),
                   jnp.where(op == MAX_POOL, causal_pool(x, 'max'), x))
-  return jnp.where(sum(pick.values()) > 0, _sep_conv(x, merged), out)
+  return jnp.where(sum(pick.values()) > 0, _sep_conv(x, merged, g), out)
 
 
 # ------------------------------------------------------------ params, apply
@@ -219,18 +266,21 @@ def init_variables(spec: Spec, seed: int = 0) -> dict:
   return {'params': params}
 
 
-def apply(params, features, arch):
+def apply(params, features, arch, gates=None):
   """The header on features (B, T, D) -> (B, T, D), in float32.
 
-  `arch` (N, 4) int is traced data. Shapes (C, N, layers) come from the
-  params, so no Spec is needed here. Output at position t depends on
-  features at positions <= t only.
+  `arch` (N, 4) int is traced data; `gates` a `gate_shapes` pytree of 0/1
+  channel gates, or None (the search and the final training: no gating).
+  Shapes (C, N, layers) come from the params, so no Spec is needed here.
+  Output at position t depends on features at positions <= t only.
   """
   arch = jnp.asarray(arch, jnp.int32)
   num_nodes = params['final_conv'].shape[1] - 2
   features = features.astype(jnp.float32)
   x = layer_norm(features @ params['stem_w'], params['stem_scale'],
                  params['stem_bias'])
+  if gates is not None:
+    x = x * gates['stem']
 
   # Each (node, branch) reads its chosen input's weights, selected for every
   # layer at once by a one-hot contraction (dense in both passes).
@@ -243,26 +293,31 @@ def apply(params, features, arch):
   loose = loose_ends(arch)
   # Each row also carries the buffer entry its node writes.
   rows = jnp.concatenate([arch, jnp.arange(2, num_nodes + 2)[:, None]], axis=1)
+  cell_gates = (None if gates is None else
+                (gates['cells'], gates['final']))
 
   def cell(carry, xs):
     prev, cur = carry
-    layer_sep, conv, scale, bias = xs
+    layer_sep, conv, scale, bias, layer_gates = xs
+    node_gates, out_gate = (None, None) if layer_gates is None else layer_gates
     buffer = jnp.zeros((num_nodes + 2,) + cur.shape, cur.dtype)
     buffer = buffer.at[0].set(prev).at[1].set(cur)
 
     def node_step(buffer, xs):
-      row, node_sep = xs
+      row, node_sep, branch_gates = xs
       # Both branches as one vmapped op.
       inputs = jnp.take(buffer, row[jnp.array([0, 2])], axis=0)
-      out = jax.vmap(apply_op)(row[jnp.array([1, 3])], inputs, node_sep)
+      out = jax.vmap(apply_op)(row[jnp.array([1, 3])], inputs, node_sep,
+                               branch_gates)
       return jax.lax.dynamic_update_index_in_dim(buffer, out.sum(0), row[4],
                                                  0), None
 
-    buffer, _ = jax.lax.scan(node_step, buffer, (rows, layer_sep))
+    buffer, _ = jax.lax.scan(node_step, buffer, (rows, layer_sep, node_gates))
     out = jnp.einsum('i,i...c,icd->...d', loose, jax.nn.relu(buffer), conv)
-    return (cur, layer_norm(out, scale, bias)), None
+    out = layer_norm(out, scale, bias)
+    return (cur, out if out_gate is None else out * out_gate), None
 
   (_, x), _ = jax.lax.scan(cell, (x, x), (
       selected, params['final_conv'], params['final_scale'],
-      params['final_bias']))
+      params['final_bias'], cell_gates))
   return features + token_rms(features) * (x @ params['out_w'])

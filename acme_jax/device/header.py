@@ -119,6 +119,11 @@ class Spec:
     """Entries the last node may read (node n reads one of n + 2)."""
     return self.num_nodes + 1
 
+  @property
+  def sep_ops(self) -> tuple:
+    """The op ids that carry gates (`prune.shared_gates`)."""
+    return tuple(SEP_KERNELS)
+
 
 def gate_shapes(spec: Spec) -> dict:
   c, n, l = spec.num_channels, spec.num_nodes, spec.max_layers

@@ -51,7 +51,7 @@ class Layout(NamedTuple):
                packed[2:].reshape(num_nodes, 4))
 
 
-def shared_gates(spec: header_lib.Spec, layouts: Sequence[Layout]) -> dict:
+def shared_gates(spec, layouts: Sequence[Layout]) -> dict:
   """(D, D, *gate shape) 0/1 per gate channel: 1 where devices k and i both
   have that channel as the same channel, so mixing their importances there
   means something. Same channel: the same start (initial weights), and
@@ -59,7 +59,9 @@ def shared_gates(spec: header_lib.Spec, layouts: Sequence[Layout]) -> dict:
   branch reads the same input with the same op (its weights are chosen by
   both); a cell's output gates: both use the layer with the same cell.
   Everything else (an unused gate, a different op, another start) is not
-  shared; the diagonal is 1 wherever device k uses the gate."""
+  shared; the diagonal is 1 wherever device k uses the gate. `spec` is a
+  `header.Spec` or a `causal_header.Spec` (the same gate layout; its
+  `sep_ops` say which ops carry gates)."""
   num = len(layouts)
   start = np.array([l.start for l in layouts])
   layers = np.arange(spec.max_layers)
@@ -69,7 +71,7 @@ def shared_gates(spec: header_lib.Spec, layouts: Sequence[Layout]) -> dict:
   both_layer = used[:, None] & used[None, :]                   # (D, D, L)
   branch = arch[..., [0, 1, 2, 3]].reshape(num, -1, 2, 2)      # (D, N, 2, 2)
   same_branch = np.all(branch[:, None] == branch[None, :], -1)  # (D,D,N,2)
-  is_sep = np.isin(branch[..., 1], list(header_lib.SEP_KERNELS))  # (D, N, 2)
+  is_sep = np.isin(branch[..., 1], list(spec.sep_ops))         # (D, N, 2)
   cells = (same_start[..., None, None, None] & both_layer[..., None, None]
            & (same_branch & is_sep[:, None] & is_sep[None, :])[:, :, None])
   same_cell = np.all(arch[:, None] == arch[None, :], axis=(-1, -2))
