@@ -370,3 +370,26 @@ def markdown_report(results) -> str:
     parts += ['## ACME and the federated baselines',
               baselines_table(results['baselines'])]
   return '\n\n'.join(parts) + '\n'
+
+
+def personal_lm_table(summary) -> str:
+  """experiments.personal_lm's tables: each arm's perplexity, and the
+  paired differences in log perplexity."""
+  arms = summary['perplexity']
+  rows = [[arm, f"{arms[arm]['mean']:.2f}",
+           '' if arms[arm]['ci'] is None else f"{arms[arm]['ci']:.2f}",
+           '' if arm not in summary.get('live_share', {}) else
+           f"{summary['live_share'][arm]['mean']:.2f}"]
+          for arm in arms]
+  diffs = [[name, f"{d['mean']:+.4f}",
+            '' if d['ci'] is None else f"{d['ci']:.4f}",
+            'yes' if d.get('holds') else 'no']
+           for name, d in summary['log_perplexity_difference'].items()]
+  return '\n\n'.join([
+      'Personal language modelling: mean test perplexity over devices '
+      '(geometric mean of each device\'s), mean and 95% CI over repeats; '
+      'live = the share of its gate channels a device keeps after the '
+      'rounds',
+      markdown_table(['head', 'perplexity', '95% CI', 'live'], rows),
+      markdown_table(['difference in log perplexity', 'mean', '95% CI',
+                      'holds'], diffs)])

@@ -7,6 +7,15 @@ glosses into WordNet supersenses.
       --workdir=runs/decoder
   python -m experiments.main --config=configs/decoder_wordnet.py:smoke \
       --workdir=runs/decoder_smoke    # a few minutes on a 2-core CPU
+  make tables-decoder                 # :fast in runs/decoder_fast: the
+                                      # published results (docs/decoder.md)
+
+`:fast` is the full data and loop with a smaller decoder (4 layers, 128
+wide, 4 query heads in 2 KV groups, MLP 384, vocabulary 4,096) and the
+federated baselines on the Dirichlet split alone, so the main job, personal
+language modelling and the baselines, each over 3 repeats where they
+repeat, fit about two hours of a 2-core CPU; the full model's main job
+alone takes hours there and its baselines days (docs/decoder.md).
 
 The tokenizer is a byte-level BPE trained on Debian's GCIDE dictionary
 (`apt-get install dict-gcide`, GPL; text no device holds), the data Debian's
@@ -24,10 +33,10 @@ from configs import minilm_wordnet
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, 'configs/decoder_wordnet.py',
-                         variants=('full', 'smoke')).variant
+                         variants=('full', 'fast', 'smoke')).variant
   # The text regime on WordNet (data, devices, headers, tables) with the
   # decoder in place of MiniLM.
-  config = minilm_wordnet.get_config(arg)
+  config = minilm_wordnet.get_config('full' if arg == 'fast' else arg)
   config.data.text.tokenizer = 'gcide-bpe:8192'
   config.data.text.max_length = 48
   config.model.family = 'decoder'
@@ -62,9 +71,24 @@ def get_config(arg=None):
   config.aggregation.modes = ('wo_pruning', 'pruning_alone', 'pruning_avg',
                               'pruning_per_emd')
   config.aggregation.temperatures = (1.0,)
+  if arg == 'fast':
+    _fast(config)
   if arg == 'smoke':
     _smoke(config)
   return config
+
+
+def _fast(config):
+  config.data.text.tokenizer = 'gcide-bpe:4096'
+  config.model.vocab_size = 4096
+  config.model.hidden_size = 128
+  config.model.num_layers = 4
+  config.model.num_heads = 4
+  config.model.num_kv_heads = 2
+  config.model.mlp_dim = 384
+  config.cloud.pretrain.blocks = 8192
+  config.federated.setups = ('dirichlet',)
+  config.federated.repeats = 3
 
 
 def _smoke(config):

@@ -81,29 +81,8 @@ def arms_of(rows) -> list:
                        if k.startswith(ROUNDS) and not k.endswith(LIVE)]
 
 
-def markdown(summary) -> str:
-  arms = summary['perplexity']
-  rows = [[arm, f"{arms[arm]['mean']:.2f}",
-           '' if arms[arm]['ci'] is None else f"{arms[arm]['ci']:.2f}",
-           '' if arm not in summary.get('live_share', {}) else
-           f"{summary['live_share'][arm]['mean']:.2f}"]
-          for arm in arms]
-  diffs = [[name, f"{d['mean']:+.4f}",
-            '' if d['ci'] is None else f"{d['ci']:.4f}",
-            'yes' if d.get('holds') else 'no']
-           for name, d in summary['log_perplexity_difference'].items()]
-  return '\n\n'.join([
-      'Personal language modelling: mean test perplexity over devices '
-      '(geometric mean of each device\'s), mean and 95% CI over repeats; '
-      'live = the share of its gate channels a device keeps after the '
-      'rounds',
-      report.markdown_table(['head', 'perplexity', '95% CI', 'live'], rows),
-      report.markdown_table(['difference in log perplexity', 'mean',
-                             '95% CI', 'holds'], diffs)])
-
-
 EXPERIMENT = table.Experiment('personal_lm', SECTIONS, repeats_in='baselines',
-                              markdown=markdown)
+                              markdown=report.personal_lm_table)
 
 
 def _hidden(world, sub, split, batch_size):

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from acme_jax import stats
+from acme_jax.tools import readme_render
 from acme_jax.tools import readme_tables
 
 
@@ -48,11 +49,11 @@ def test_verdict_follows_the_paired_interval():
   up = stats.paired([0.9, 0.8, 0.85], [0.7, 0.65, 0.7])
   down = stats.paired([0.7, 0.65, 0.7], [0.9, 0.8, 0.85])
   unsure = stats.paired([0.8, 0.7, 0.9], [0.75, 0.8, 0.82])
-  assert readme_tables._verdict(up) == 'holds'  # noqa: SLF001
-  assert readme_tables._verdict(down).startswith('reversed')  # noqa: SLF001
-  assert readme_tables._verdict(unsure).startswith('not shown')  # noqa: SLF001
+  assert readme_render._verdict(up) == 'holds'  # noqa: SLF001
+  assert readme_render._verdict(down).startswith('reversed')  # noqa: SLF001
+  assert readme_render._verdict(unsure).startswith('not shown')  # noqa: SLF001
   single = stats.paired([0.9], [0.8])
-  assert readme_tables._verdict(single) == 'one repeat: no CI'  # noqa: SLF001
+  assert readme_render._verdict(single) == 'one repeat: no CI'  # noqa: SLF001
 
 
 def test_a_source_names_the_xla_flags_it_ran_under(monkeypatch):
@@ -66,10 +67,10 @@ def test_a_source_names_the_xla_flags_it_ran_under(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', f' {flags} ')
   flagged = report.provenance()
   assert flagged == plain | {'xla_flags': flags}
-  line = readme_tables._source(  # noqa: SLF001
+  line = readme_render._source(  # noqa: SLF001
       {'provenance': {'s': flagged}}, 's')
   assert line.endswith(f', XLA_FLAGS=`{flags}`')
-  assert 'XLA_FLAGS' not in readme_tables._source(  # noqa: SLF001
+  assert 'XLA_FLAGS' not in readme_render._source(  # noqa: SLF001
       {'provenance': {'s': plain}}, 's')
 
 
