@@ -48,8 +48,6 @@ tables: $(VENV)/.installed
 tables-text: $(VENV)/.installed
 	$(MAKE) paper-tables CONFIG=configs/minilm_prototype.py WORKDIR=runs/proto
 
-# The decoder family (configs/decoder_wordnet.py, docs/decoder.md): the main
-# job, personal language modelling and the federated baselines.
 # The decoder's published results (docs/decoder.md): the main job, personal
 # language modelling and the baselines; DECODER_CONFIG=configs/decoder_wordnet.py
 # runs the full model (hours here, its baselines days).

@@ -369,6 +369,9 @@ def markdown_report(results) -> str:
   if 'baselines' in results:
     parts += ['## ACME and the federated baselines',
               baselines_table(results['baselines'])]
+  if 'personal_lm' in results:
+    parts += ['## Personal language modelling',
+              personal_lm_table(results['personal_lm'])]
   return '\n\n'.join(parts) + '\n'
 
 

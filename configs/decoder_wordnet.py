@@ -66,7 +66,7 @@ def get_config(arg=None):
   config.cloud.width_stage.epochs = 1
   config.cloud.depth_stage.epochs = 2
   # The rounds on personal language-model headers (experiments.personal_lm)
-  # run once per compared mode, each through the 8,192-way LM head at every
+  # run once per compared mode, each through the whole LM head at every
   # step: the plain modes and ACME's EMD mode at one temperature.
   config.aggregation.modes = ('wo_pruning', 'pruning_alone', 'pruning_avg',
                               'pruning_per_emd')

@@ -76,7 +76,7 @@ LEARNING_RATE = 1e-3
 
 
 def arms_of(rows) -> list:
-  """The arms a repeat's rows hold: the three heads, then the rounds'."""
+  """The arms a repeat's rows hold: the four heads, then the rounds'."""
   return list(ARMS) + [k for k in rows[0]
                        if k.startswith(ROUNDS) and not k.endswith(LIVE)]
 
@@ -107,7 +107,7 @@ def _train(trainer, params, arch, data, steps, batch_size, lm_params, rng):
 
 def one_device(world, sub, splits, seed: int, start: int,
                steps_per_epoch: int):
-  """The three heads on one device's (train, val, test); returns (its row,
+  """The four heads on one device's (train, val, test); returns (its row,
   the searched header after its final training, its train and test data)."""
   config, model = world.config, world.cloud.model
   h = config.header
@@ -135,7 +135,8 @@ def one_device(world, sub, splits, seed: int, start: int,
   # less than the allowance: an adapter of its size separates the search
   # from the size.
   same = plm.init_adapter(model.hidden_size, found['header_params'], seed)
-  same = _train(adapter, same, None, train, steps, batch, lm_params, rng)
+  same = _train(adapter, same, None, train, steps, batch, lm_params,
+                np.random.default_rng((seed, 1)))
   out['adapter_same_size'] = evaluate(adapter, same, test)['perplexity']
   header = plm.trainer(causal_header.apply, lm_head, LEARNING_RATE)
   fresh = causal_header.init_variables(spec, start)['params']
@@ -196,6 +197,10 @@ def one_repeat(world: world_lib.World, repeat: int, log):
     raise UserError('experiments.personal_lm needs a decoder '
                     '(model.family = decoder)')
   config = world.config
+  if config.aggregation.optimizer != 'header':
+    raise UserError(f'config.aggregation.optimizer: experiments.personal_lm'
+                    f'\'s rounds train with Adam; got '
+                    f'{config.aggregation.optimizer!r}, allowed: header')
   inputs = table.repeat_inputs(world, repeat, streams.PERSONAL_LM_EXPERIMENT)
   sub = subnet_lib.for_model(model, 1.0, config.baselines.depth_fractions[0])
   batch = config.header.batch_size
@@ -219,8 +224,7 @@ def one_repeat(world: world_lib.World, repeat: int, log):
     tests.append(test)
     log(f'[personal_lm] repeat {repeat} device {d.id}: ' + ', '.join(
         f'{k} {row[k]:.2f}' for k in ARMS))
-  local = lm_rounds.LocalHparams(steps_per_epoch, batch, LEARNING_RATE,
-                                 inputs.seed)
+  local = lm_rounds.LocalHparams(batch, LEARNING_RATE, inputs.seed)
   for arm, (ppl, live) in rounds_arms(world, devices, tests, local).items():
     for row, p, share in zip(rows, ppl, live):
       row[arm], row[arm + LIVE] = p, share

@@ -85,8 +85,13 @@ def test_decoder_wordnet_smoke_runs_the_whole_loop(tmp_path):
   summary = json.loads((workdir / 'personal_lm.json').read_text())
   rows = summary['rows'][0]
   assert len(rows) == 6
+  arms = ['backbone', 'adapter', 'adapter_same_size', 'searched'] + [
+      f'rounds:{m}' for m in ('wo_pruning', 'pruning_alone', 'pruning_avg')]
   for row in rows:
-    for arm in ('backbone', 'adapter', 'searched'):
+    for arm in arms:
       assert 1 < row[arm] < 2048, row
+    assert row['rounds:wo_pruning:live'] == 1.0
+    assert row['rounds:pruning_alone:live'] < 1.0
+    assert row['adapter_same_size_params'] <= row['header_params']
     assert row['header_params'] <= 200_000
     assert row['adapter_params'] <= 200_000

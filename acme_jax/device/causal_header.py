@@ -20,6 +20,14 @@ left-padded by k - 1, 1x1 conv, LayerNorm) twice; avg_pool_3 / max_pool_3
 over tokens t-2..t (the average divides by the real tokens in the window, so
 position 0 is not shrunk by padding); identity.
 
+Optional 0/1 channel gates (`gate_shapes`, the ENAS header's layout) serve
+the aggregation rounds' pruning (`device/lm_rounds.py`): the stem's after
+its LayerNorm, four per sep conv (after each depthwise conv and each
+LayerNorm) and each cell's output after its LayerNorm. A gated LayerNorm
+takes its statistics over the live channels only, so a channel turned off
+has no effect at all. Without gates (the search, the final training) every
+channel is live.
+
 Normalisation is per token (LayerNorm over channels), never BatchNorm: a
 BatchNorm's statistics over batch and time mix every position of the batch
 into each output, so a later token (of the same or another sequence) would
@@ -126,27 +134,21 @@ def fits(spec: Spec, budget):
 def gate_shapes(spec: Spec) -> dict:
   """0/1 channel gates in `header.gate_shapes`' layout: the stem, four per
   sep conv (after each depthwise conv and each LayerNorm) per (layer, node,
-  branch), and each cell's output (for the aggregation rounds'
-  pruning, `device/lm_rounds.py`)."""
-  c, n, l = spec.num_channels, spec.num_nodes, spec.num_layers
-  return {'stem': (c,), 'cells': (l, n, 2, header_lib.GATES_PER_SLOT, c),
-          'final': (l, c)}
+  branch), and each cell's output (for the aggregation rounds' pruning,
+  `device/lm_rounds.py`)."""
+  return header_lib.gate_shapes(spec)
 
 
 def full_gates(spec: Spec) -> dict:
-  return {k: np.ones(s, np.float32) for k, s in gate_shapes(spec).items()}
+  return header_lib.full_gates(spec)
 
 
 def active_gates(spec: Spec, arch) -> dict:
-  """1.0 for every gate channel `arch` uses: the stem, the cells' outputs,
-  and the gates of the branches whose op is a sep conv (pools and the
-  identity have none)."""
-  arch = np.asarray(arch)
-  ops = np.stack([arch[:, 1], arch[:, 3]], axis=1)           # (N, 2)
-  is_sep = np.isin(ops, list(SEP_KERNELS)).astype(np.float32)
-  gates = full_gates(spec)
-  gates['cells'] = gates['cells'] * is_sep[None, :, :, None, None]
-  return gates
+  """1.0 (numpy) for every gate channel `arch` uses: the stem, the cells'
+  outputs, and the gates of the branches whose op is a sep conv (pools and
+  the identity have none)."""
+  return jax.tree.map(np.asarray, header_lib.active_gates(
+      spec, np.asarray(arch), spec.num_layers))
 
 
 # ------------------------------------------------------------------ the ops
@@ -162,11 +164,21 @@ def token_rms(h):
   return jnp.sqrt(jnp.mean(h * h, axis=-1, keepdims=True) + 1e-6)
 
 
-def layer_norm(x, scale, bias):
-  """LayerNorm over channels only: each token normalised by itself (causal)."""
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + bias
+def layer_norm(x, scale, bias, gate=None):
+  """LayerNorm over channels only: each token normalised by itself (causal).
+
+  With a 0/1 `gate` (C,) the statistics are over the live channels alone and
+  the output is gated, so a channel turned off has no effect at all (as a
+  header with that channel removed): a plain LayerNorm's mean and variance
+  would still carry the pruned channel's values into every other one."""
+  if gate is None:
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + bias
+  live = jnp.maximum(jnp.sum(gate), 1.0)
+  mean = jnp.sum(x * gate, axis=-1, keepdims=True) / live
+  var = jnp.sum(gate * (x - mean) ** 2, axis=-1, keepdims=True) / live
+  return ((x - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + bias) * gate
 
 
 def causal_depthwise(x, kernel):
@@ -198,10 +210,8 @@ def _sep_conv(x, p, g=None):
     x = causal_depthwise(jax.nn.relu(x), w['dw'])
     if wg is not None:
       x = x * wg[0]
-    x = layer_norm(x @ w['pw'], w['scale'], w['bias'])
-    if wg is not None:
-      x = x * wg[1]
-    return x, None
+    return layer_norm(x @ w['pw'], w['scale'], w['bias'],
+                      None if wg is None else wg[1]), None
   gates = None if g is None else g.reshape((2, 2) + g.shape[1:])
   return jax.lax.scan(repeat, x, (p, gates))[0]
 
@@ -278,9 +288,7 @@ def apply(params, features, arch, gates=None):
   num_nodes = params['final_conv'].shape[1] - 2
   features = features.astype(jnp.float32)
   x = layer_norm(features @ params['stem_w'], params['stem_scale'],
-                 params['stem_bias'])
-  if gates is not None:
-    x = x * gates['stem']
+                 params['stem_bias'], None if gates is None else gates['stem'])
 
   # Each (node, branch) reads its chosen input's weights, selected for every
   # layer at once by a one-hot contraction (dense in both passes).
@@ -314,8 +322,7 @@ def apply(params, features, arch, gates=None):
 
     buffer, _ = jax.lax.scan(node_step, buffer, (rows, layer_sep, node_gates))
     out = jnp.einsum('i,i...c,icd->...d', loose, jax.nn.relu(buffer), conv)
-    out = layer_norm(out, scale, bias)
-    return (cur, out if out_gate is None else out * out_gate), None
+    return (cur, layer_norm(out, scale, bias, out_gate)), None
 
   (_, x), _ = jax.lax.scan(cell, (x, x), (
       selected, params['final_conv'], params['final_scale'],

@@ -139,7 +139,7 @@ def active_gates(spec: Spec, arch, n_layers) -> dict:
   arch = jnp.asarray(arch)
   layer_on = (jnp.arange(spec.max_layers) < n_layers).astype(jnp.float32)
   ops = jnp.stack([arch[:, 1], arch[:, 3]], axis=1)  # (N, 2)
-  is_sep = (ops == 0) | (ops == 1) | (ops == 4)
+  is_sep = sum(ops == op for op in spec.sep_ops) > 0
   c = spec.num_channels
   cells = (layer_on[:, None, None, None, None] *
            is_sep.astype(jnp.float32)[None, :, :, None, None] *

@@ -25,11 +25,13 @@ states over the real tokens, each token's divided by its RMS (the backbone
 is the same on every device, so these are comparable; a (D,) vector, since
 JS compares entry by entry and sequences have no order to align them by).
 
-Training is Adam at one learning rate, its state kept through the rounds
-(`aggregation.optimizer` and the header's schedule are the encoders'
-headers' and do not apply). Gating does not shrink a LayerNorm's
-statistics, so a pruned header is reported by its live gate channels, not
-a dense extraction.
+An epoch is ceil(n / batch) Adam steps over a fresh permutation of the
+device's n training sequences (the last batch filled from the epoch's
+start, so every step has one shape). Training is Adam at one learning rate,
+its state kept through the rounds: `aggregation.optimizer` must be
+'header' (the prototype's SGD rounds are the encoders' alone). A gate also
+takes its channel out of its LayerNorm's statistics
+(`causal_header.layer_norm`), so a pruned channel has no effect at all.
 """
 import dataclasses
 import functools
@@ -43,6 +45,7 @@ import optax
 from acme_jax.device import causal_header
 from acme_jax.device import personal_lm as plm
 from acme_jax.device import prune
+from acme_jax.device import signature as signature_lib
 from acme_jax.device import state as state_lib
 from acme_jax.federated import acme
 from acme_jax.federated import algorithm as algorithm_lib
@@ -57,13 +60,15 @@ def gated_apply(params, hidden, arch_and_gates):
 
 @functools.lru_cache(maxsize=None)
 def taylor_step(lm_head: Callable, learning_rate: float):
-  """Jitted (params, opt_state, gates, hidden, ids, mask, arch, lm_params)
-  -> (params, opt_state, loss, g * dL/dg): one Adam step on the header and
-  its gates' first-order Taylor terms on that minibatch."""
+  """(optimizer, jitted step): step(params, opt_state, sums, gates, hidden,
+  ids, mask, arch, lm_params) -> (params, opt_state, sums, loss) takes one
+  Adam step on the header and adds the minibatch's first-order Taylor
+  terms t = g * dL/dg to sums = (sum of t^2, sum of t), per gate channel."""
   tx = optax.adam(learning_rate)
 
   @jax.jit
-  def step(params, opt_state, gates, hidden, ids, mask, arch, lm_params):
+  def step(params, opt_state, sums, gates, hidden, ids, mask, arch,
+           lm_params):
     lm_params = jax.lax.stop_gradient(lm_params)
 
     def loss_fn(p, g):
@@ -73,10 +78,22 @@ def taylor_step(lm_head: Callable, learning_rate: float):
     loss, (grads, gate_grads) = jax.value_and_grad(loss_fn, (0, 1))(
         params, gates)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state, loss,
-            jax.tree.map(jnp.multiply, gates, gate_grads))
+    taylor = jax.tree.map(jnp.multiply, gates, gate_grads)
+    squared, linear = sums
+    sums = (jax.tree.map(lambda s, t: s + t ** 2, squared, taylor),
+            jax.tree.map(jnp.add, linear, taylor))
+    return optax.apply_updates(params, updates), opt_state, sums, loss
 
   return tx, step
+
+
+def epoch_batches(n: int, batch_size: int, rng) -> list:
+  """ceil(n / batch) row-index batches covering a permutation of n rows,
+  the last filled from the permutation's start."""
+  order = rng.permutation(n)
+  steps = -(-n // batch_size)
+  order = np.concatenate([order] * (-(-steps * batch_size // n)))
+  return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
 # --------------------------------------------------------------- signatures
@@ -84,9 +101,9 @@ def taylor_step(lm_head: Callable, learning_rate: float):
 
 def token_histogram(ids, mask, vocab_size: int) -> np.ndarray:
   """(V,) float32: the share of each token id among the real tokens."""
-  ids, mask = np.asarray(ids), np.asarray(mask) > 0
-  counts = np.bincount(ids[mask].ravel(), minlength=vocab_size)[:vocab_size]
-  return (counts / max(counts.sum(), 1)).astype(np.float32)
+  ids = np.asarray(ids)[np.asarray(mask) > 0]
+  return signature_lib.histogram_signature(ids, vocab_size).astype(
+      np.float32)
 
 
 def feature_signature(hidden, mask) -> np.ndarray:
@@ -95,7 +112,7 @@ def feature_signature(hidden, mask) -> np.ndarray:
   compares it entry by entry and W1 its values, as for any device."""
   h = np.asarray(hidden, np.float32)
   m = np.asarray(mask, np.float32)[..., None]
-  h = h / np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + 1e-6)
+  h = h / np.asarray(causal_header.token_rms(h))
   return (np.sum(h * m, axis=(0, 1)) / max(float(m.sum()), 1.0)).astype(
       np.float32)
 
@@ -121,7 +138,6 @@ class LMDevice:
 @dataclasses.dataclass(frozen=True)
 class LocalHparams:
   """How a device trains in the rounds."""
-  steps_per_epoch: int
   batch_size: int
   learning_rate: float
   seed: int
@@ -149,28 +165,26 @@ class LMClients(acme.Clients):
     return prune.Layout(d.start, self.spec.num_layers, d.arch)
 
   def _train(self, d: LMDevice, epochs: int, r: int, phase: int):
-    """`epochs` of Adam steps on d's training text; returns (d trained,
-    the mean over its steps of the Taylor terms squared and of their sum's
-    magnitude)."""
+    """`epochs` epochs of Adam steps on d's training text; returns (d
+    trained, {'squared': the mean over its steps of the Taylor terms
+    squared, 'abs_sum': the magnitude of their mean}), as
+    `state.importance` for the encoders' headers."""
     rng = np.random.default_rng((self.local.seed, d.device, r, phase))
     params, opt_state = d.params, d.opt_state
     gates = jax.tree.map(jnp.asarray, d.gates)
-    squared = linear = jax.tree.map(jnp.zeros_like, gates)
-    steps = epochs * self.local.steps_per_epoch
-    n = len(d.train[1])
-    for _ in range(steps):
-      rows = rng.choice(n, self.local.batch_size,
-                        replace=n < self.local.batch_size)
-      params, opt_state, _, taylor = self.step(
-          params, opt_state, gates, *(np.asarray(a)[rows] for a in d.train),
-          d.arch, self.lm_params)
-      squared = jax.tree.map(lambda s, t: s + t ** 2, squared, taylor)
-      linear = jax.tree.map(jnp.add, linear, taylor)
+    zeros = jax.tree.map(jnp.zeros_like, gates)
+    sums, steps = (zeros, zeros), 0
+    for _ in range(epochs):
+      for rows in epoch_batches(len(d.train[1]), self.local.batch_size, rng):
+        params, opt_state, sums, _ = self.step(
+            params, opt_state, sums, gates,
+            *(np.asarray(a)[rows] for a in d.train), d.arch, self.lm_params)
+        steps += 1
     scale = 1.0 / max(steps, 1)
     importance = {
-        'squared': jax.tree.map(lambda v: np.asarray(v) * scale, squared),
+        'squared': jax.tree.map(lambda v: np.asarray(v) * scale, sums[0]),
         'abs_sum': jax.tree.map(lambda v: np.abs(np.asarray(v)) * scale,
-                                linear)}
+                                sums[1])}
     return dataclasses.replace(d, params=params,
                                opt_state=opt_state), importance
 
@@ -202,17 +216,13 @@ class LMClients(acme.Clients):
     return sorted(devices)
 
   def _pruned(self, d: LMDevice, received, r: int) -> LMDevice:
-    m = self.hp.criterion_momentum
-    criterion = (received if d.criterion is None or m == 0 else
-                 jax.tree.map(lambda old, new: m * old + (1 - m) * new,
-                              d.criterion, received))
-    active = causal_header.active_gates(self.spec, d.arch)
-    prunable = dict(active)
-    if self.hp.prune_set == 'separable':
-      prunable['stem'] = np.zeros_like(active['stem'])
-      prunable['final'] = np.zeros_like(active['final'])
-    gates = prune.prune_gates(criterion, active, self.hp.ratio_after(r),
-                              d.gates, prunable=prunable)
+    criterion = acme.smoothed(self.hp, d.criterion, received)
+    layers = self.spec.num_layers
+    gates = prune.prune_gates(
+        criterion, prune.active_gates(self.spec, d.arch, layers),
+        self.hp.ratio_after(r), d.gates, prunable=prune.active_gates(
+            self.spec, d.arch, layers,
+            separable_only=self.hp.prune_set == 'separable'))
     return dataclasses.replace(d, gates=gates, criterion=criterion)
 
 
@@ -231,6 +241,9 @@ def run(hp: acme.RoundsHparams, local: LocalHparams,
   them (id -> LMDevice) and, per device, its diagnostics per round."""
   if not isinstance(hp.gates, causal_header.Spec):
     raise TypeError('lm_rounds.run needs hp.gates = causal_header.Spec')
+  if hp.optimizer != 'header':
+    raise ValueError(f'rounds on language-model headers train with Adam '
+                     f'(aggregation.optimizer header), not {hp.optimizer!r}')
   clients = LMClients(hp, local, devices, lm_head, lm_params)
   _, history = algorithm_lib.run(acme.algorithm(hp), clients)
   return clients.devices, history

@@ -65,7 +65,8 @@ class RoundsHparams:
   criterion_momentum: float       # smoothing of the criterion over rounds
   finetune_last: bool             # the last round fine-tunes after pruning
   schedule: state_lib.Schedule    # optimizer 'header': the header's own
-  gates: header_lib.Spec          # the header's gate layout
+  gates: header_lib.Spec          # the header's gate layout (a causal_header
+  #                                 Spec for language-model headers)
   strategy: engine.Options
 
   @classmethod
@@ -222,6 +223,17 @@ def apply(hp: RoundsHparams, state: EdgeState, clients: Clients,
   return EdgeState(r + 1, signatures, layouts), diagnostics
 
 
+def smoothed(hp: RoundsHparams, previous, received):
+  """A device's pruning criterion: what its edge sent, smoothed over the
+  rounds with NVlabs' momentum (`criterion_momentum`; 0 or no previous
+  round: what it received)."""
+  m = hp.criterion_momentum
+  if previous is None or m == 0:
+    return received
+  return jax.tree.map(lambda old, new: m * old + (1 - m) * new, previous,
+                      received)
+
+
 def _record(ledger: Ledger, r: int, edge: int, d: int, report: Report, mix):
   """The ledger records of device `d`'s exchange with its edge in round
   `r`: what it introduced, its importance, and the aggregated importance it
@@ -333,12 +345,9 @@ class EngineClients(Clients):
     return sorted(self._train(devices, hp.finetune_epochs, self._keys(r)[1]))
 
   def _pruned(self, device, received, r):
-    """The device smooths what its edge sent over the rounds (NVlabs'
-    momentum; 0: none) and prunes by it."""
-    m = self.hp.criterion_momentum
-    criterion = (received if device.criterion is None or m == 0 else
-                 jax.tree.map(lambda old, new: m * old + (1 - m) * new,
-                              device.criterion, received))
+    """The device smooths what its edge sent over the rounds and prunes
+    by it."""
+    criterion = smoothed(self.hp, device.criterion, received)
     return state_lib.pruned(self.cfg, device, criterion,
                             self.hp.ratio_after(r),
                             separable_only=self.hp.prune_set == 'separable')
