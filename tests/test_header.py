@@ -147,6 +147,7 @@ def test_skipped_cells_are_identity():
             arch, 2, gates_small), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~31 s (the 10-minute budget)
 def test_each_node_input_has_its_own_conv_weights():
   """The prototype keeps a separate op per (node, branch, input): the
   gradient of a sep3 reading input 1 lands on slot (node 0, input 1) only."""

@@ -230,6 +230,7 @@ def test_the_prototype_rounds_prune_separable_channels_by_a_smoothed_criterion()
       np.testing.assert_allclose(got, 0.9 * a + 0.1 * b, rtol=1e-5)
 
 
+@pytest.mark.slow  # ~32 s; the resume test's default case runs SGD rounds
 def test_rounds_sgd_uses_a_fresh_optimizer_at_a_constant_rate():
   """The prototype's optimizer: momentum buffers start empty in round 0,
   whatever the final training left in them, and the rate is constant."""
