@@ -11,6 +11,7 @@ from typing import Callable
 from acme_jax import config as config_lib
 from acme_jax import errors
 from acme_jax import malloc
+from acme_jax import provenance
 
 CACHE_ENV = 'ACME_JAX_COMPILATION_CACHE'
 
@@ -242,6 +243,8 @@ def main(run: Callable, shards: bool = False):
       print(config_lib.validate(config))
       return
     enable_compilation_cache()
+    # The commit the code was loaded from, before hours of work.
+    provenance.provenance()
     shard = parse_shard(shard_flag.value) if shards else None
     if shard is None:
       run(config, workdir_flag.value)

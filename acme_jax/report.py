@@ -1,10 +1,10 @@
 """Tables (markdown) and plots (PNG) from results; no training logic here."""
-import os
 import pathlib
 
 from acme_jax import errors
 from acme_jax import stats
 from acme_jax import workdir as workdir_lib
+from acme_jax.provenance import provenance  # noqa: F401 (re-exported)
 
 
 def merge_grid(validation, test, teacher_cut_test):
@@ -258,41 +258,6 @@ def selection_line(selection) -> str:
           f"accuracy {'n/a' if gain is None else f'{gain:+.1%}'}; "
           f"{len(front)} of {len(selection['candidates'])} trained subnets "
           f"on the edges' front")
-
-
-def provenance() -> dict:
-  """Where results come from: the code's commit, the machine and XLA_FLAGS
-  when set (no clock time, so reruns stay byte-identical)."""
-  import platform
-  import subprocess
-
-  import jax
-  root = pathlib.Path(__file__).resolve().parents[1]
-
-  def git(*args):
-    try:
-      return subprocess.run(['git', *args], cwd=root, capture_output=True,
-                            text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-      return ''
-
-  cpu = ''
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((l.split(':', 1)[1].strip() for l in f
-                  if l.startswith('model name')), '')
-  except OSError:
-    pass
-  here = {'commit': git('rev-parse', '--short=12', 'HEAD'),
-          'dirty': bool(git('status', '--porcelain', '--', 'acme_jax',
-                            'configs', 'experiments')),
-          'machine': f'{platform.machine()} {cpu}'.strip(),
-          'cpus': os.cpu_count(),
-          'accelerators': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-          'jax': jax.__version__}
-  # XLA's CPU threading (and ISA caps) change float32 results' last bits.
-  flags = os.environ.get('XLA_FLAGS', '').strip()
-  return here | ({'xla_flags': flags} if flags else {})
 
 
 # results.json's sections of other JSON types than an object.

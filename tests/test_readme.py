@@ -59,13 +59,19 @@ def test_verdict_follows_the_paired_interval():
 def test_a_source_names_the_xla_flags_it_ran_under(monkeypatch):
   """XLA's CPU threading changes float32 results' last bits, so a run under
   XLA_FLAGS says so in its provenance and in the README's source line."""
+  from acme_jax import provenance
   from acme_jax import report
+  # Measured once per process (the commit a job started from): cleared here
+  # to measure under each environment.
+  provenance._measured.cache_clear()  # noqa: SLF001
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   plain = report.provenance()
   assert 'xla_flags' not in plain
   flags = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
   monkeypatch.setenv('XLA_FLAGS', f' {flags} ')
+  provenance._measured.cache_clear()  # noqa: SLF001
   flagged = report.provenance()
+  provenance._measured.cache_clear()  # noqa: SLF001
   assert flagged == plain | {'xla_flags': flags}
   line = readme_render._source(  # noqa: SLF001
       {'provenance': {'s': flagged}}, 's')
@@ -216,3 +222,18 @@ def test_the_link_check_sees_what_it_should():
           '[e](https://x.org/f)\n')
   assert _links(text) == ['docs/a.md#b', 'https://x.org/f']
   assert _anchors(text) == {'a-title', 'the-engine-loop-vs-vmap'}
+
+
+def test_provenance_is_what_the_process_started_with(monkeypatch):
+  """A job records the commit and flags it started from (`cli.main` asks
+  first), not those of a commit made while it ran; callers get copies."""
+  from acme_jax import provenance
+  provenance._measured.cache_clear()  # noqa: SLF001
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  first = provenance.provenance()
+  first['commit'] = 'changed by a caller'
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false')
+  later = provenance.provenance()
+  provenance._measured.cache_clear()  # noqa: SLF001
+  assert 'xla_flags' not in later
+  assert later['commit'] != 'changed by a caller'
