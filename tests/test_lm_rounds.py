@@ -251,3 +251,38 @@ def test_signatures():
   hidden[1, :, 1] = [-4, 5, 6]     # (0, -+sqrt 2), the last padded
   sig = lm_rounds.feature_signature(hidden, [[1, 1, 1], [1, 1, 0]])
   np.testing.assert_allclose(sig, [3 * 2 ** .5 / 5, 0], atol=1e-5)
+
+
+def test_the_experiment_summarizes_geometric_means_and_paired_log_differences():
+  """personal_lm.summarize: an arm's perplexity per repeat is the geometric
+  mean over devices; differences are paired over repeats in log perplexity;
+  each rounds arm is paired with wo_pruning; live shares are averaged."""
+  from acme_jax import report
+  from experiments import personal_lm
+
+  def row(scale, live):
+    base = {'backbone': 100.0 * scale, 'adapter': 50.0 * scale,
+            'adapter_same_size': 80.0 * scale, 'searched': 40.0 * scale,
+            'rounds:wo_pruning': 20.0 * scale,
+            'rounds:wo_pruning:live': 1.0,
+            'rounds:pruning_avg': 10.0 * scale,
+            'rounds:pruning_avg:live': live}
+    return dict(base, header_params=1, arch=[[0]])
+
+  repeats = [[row(1.0, 0.5), row(4.0, 0.7)], [row(2.0, 0.6), row(2.0, 0.6)]]
+  summary = personal_lm.summarize(repeats)
+  assert personal_lm.arms_of(repeats[0]) == [
+      'backbone', 'adapter', 'adapter_same_size', 'searched',
+      'rounds:wo_pruning', 'rounds:pruning_avg']
+  # Geometric mean over the two devices: 100 * sqrt(1 * 4) = 200 per repeat.
+  assert summary['perplexity']['backbone']['mean'] == pytest.approx(200.0)
+  d = summary['log_perplexity_difference']
+  assert d['searched - adapter']['mean'] == pytest.approx(np.log(40 / 50))
+  assert d['rounds:pruning_avg - rounds:wo_pruning']['mean'] == pytest.approx(
+      np.log(0.5))
+  assert d['rounds:wo_pruning - searched']['mean'] == pytest.approx(
+      np.log(0.5))
+  assert summary['live_share']['rounds:pruning_avg']['mean'] == pytest.approx(
+      0.6)
+  table = report.personal_lm_table(summary)
+  assert '| rounds:pruning_avg | 20.00 |' in table
