@@ -99,7 +99,7 @@ def test_taylor_terms_are_gate_times_the_finite_difference_slope():
   gates['cells'][0, 0, 0, 0, 1] = 0.0
   zeros = jax.tree.map(jnp.zeros_like, gates)
   _, _, (squared, linear), loss = step(
-      params, tx.init(params), (zeros, zeros), gates, hidden, ids, mask,
+      params, tx.init(params), (zeros, zeros), gates, (hidden, ids, mask),
       ARCH, (W,))
 
   def loss_at(where, value):

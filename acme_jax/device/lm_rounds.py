@@ -60,15 +60,16 @@ def gated_apply(params, hidden, arch_and_gates):
 
 @functools.lru_cache(maxsize=None)
 def taylor_step(lm_head: Callable, learning_rate: float):
-  """(optimizer, jitted step): step(params, opt_state, sums, gates, hidden,
-  ids, mask, arch, lm_params) -> (params, opt_state, sums, loss) takes one
+  """(optimizer, jitted step): step(params, opt_state, sums, gates, batch,
+  arch, lm_params) -> (params, opt_state, sums, loss), batch = (hidden, ids,
+  mask), takes one
   Adam step on the header and adds the minibatch's first-order Taylor
   terms t = g * dL/dg to sums = (sum of t^2, sum of t), per gate channel."""
   tx = optax.adam(learning_rate)
 
   @jax.jit
-  def step(params, opt_state, sums, gates, hidden, ids, mask, arch,
-           lm_params):
+  def step(params, opt_state, sums, gates, batch, arch, lm_params):
+    hidden, ids, mask = batch
     lm_params = jax.lax.stop_gradient(lm_params)
 
     def loss_fn(p, g):
@@ -178,7 +179,8 @@ class LMClients(acme.Clients):
       for rows in epoch_batches(len(d.train[1]), self.local.batch_size, rng):
         params, opt_state, sums, _ = self.step(
             params, opt_state, sums, gates,
-            *(np.asarray(a)[rows] for a in d.train), d.arch, self.lm_params)
+            tuple(np.asarray(a)[rows] for a in d.train), d.arch,
+            self.lm_params)
         steps += 1
     scale = 1.0 / max(steps, 1)
     importance = {
