@@ -197,10 +197,6 @@ def one_repeat(world: world_lib.World, repeat: int, log):
     raise UserError('experiments.personal_lm needs a decoder '
                     '(model.family = decoder)')
   config = world.config
-  if config.aggregation.optimizer != 'header':
-    raise UserError(f'config.aggregation.optimizer: experiments.personal_lm'
-                    f'\'s rounds train with Adam; got '
-                    f'{config.aggregation.optimizer!r}, allowed: header')
   inputs = table.repeat_inputs(world, repeat, streams.PERSONAL_LM_EXPERIMENT)
   sub = subnet_lib.for_model(model, 1.0, config.baselines.depth_fractions[0])
   batch = config.header.batch_size
@@ -261,6 +257,11 @@ def summarize(repeats) -> dict:
 
 
 def run(config, workdir, log=print, shard=None):
+  # Before any work: the rounds on language-model headers train with Adam.
+  if config.aggregation.optimizer != 'header':
+    raise UserError(f'config.aggregation.optimizer: experiments.personal_lm'
+                    f'\'s rounds train with Adam; got '
+                    f'{config.aggregation.optimizer!r}, allowed: header')
   return EXPERIMENT.run(config, workdir, log, shard, one_repeat, summarize)
 
 
