@@ -70,3 +70,9 @@ FEDERATED_METHODS = ('fedavg', 'fedper', 'heterofl', 'fjord', 'depthfl')
 
 # client engine
 STRATEGIES = ('auto', 'loop', 'vmap', 'sharded')
+
+# experiments.supernet_value: one model per shape, distilled from the cut
+# teacher or trained from scratch, at equal steps per model or with all of
+# the grid's models together costing what the supernet cost.
+SUPERNET_VALUE_ARMS = ('distilled', 'scratch')
+SUPERNET_VALUE_BUDGETS = ('equal_steps', 'equal_compute')

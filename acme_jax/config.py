@@ -10,6 +10,7 @@ need them.
 import json
 
 from acme_jax import checkpoint_fit
+from acme_jax import config_value
 from acme_jax import choices
 from acme_jax import memory
 from acme_jax import sizes
@@ -25,7 +26,13 @@ from acme_jax.models import subnet as subnet_lib
 def subset(config, sections) -> dict:
   """The JSON of `config`'s top-level `sections` (a stage's fingerprint)."""
   full = json.loads(config.to_json_best_effort())
-  return {k: full[k] for k in sections if k in full}
+  out = {k: full[k] for k in sections if k in full}
+  # Shapes between the grid's points shape the device stages only when
+  # the edges may deliver them; off, they leave every fingerprint as it was.
+  if ('selection' in sections and 'between_grid' in full and
+      full['between_grid'].get('deliver')):
+    out['between_grid'] = full['between_grid']
+  return out
 
 
 def repeat_fingerprint(config, sections) -> dict:
@@ -84,6 +91,7 @@ def validate(config):
   _validate_aggregation(config)
   if 'federated' in config:
     _validate_federated(config)
+  config_value.validate(config)
   one_of(config, 'engine.strategy', choices.STRATEGIES)
   check(config, 'engine.chunk', lambda v: is_int(v) and v >= 0,
         'must be a whole number in 0..2147483647 (0: all users at once)')

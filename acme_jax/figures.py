@@ -98,3 +98,28 @@ def baselines_figure(baselines):
                'repeat(s), 95% CI)')
   fig.tight_layout()
   return fig
+
+
+def cost_figure(value):
+  """Training FLOPs of serving N budgets: one supernet or N models."""
+  plt = _plt()
+  c = value['cost']
+  top = max(r['budgets'] for r in c['by_budgets'])
+  n = list(range(1, top + 1))
+  ways = {'one supernet': [c['shared_flops'] + c['elastic_flops']] * len(n),
+          'N distilled': [c['shared_flops'] +
+                          k * c['per_model_flops']['distilled'] for k in n],
+          'N from scratch': [k * c['per_model_flops']['scratch'] for k in n]}
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for label, flops in ways.items():
+    ax.plot(n, flops, lw=2.5 if label == 'one supernet' else 1.5,
+            label=label)
+  for r in c['by_budgets']:
+    ax.axvline(r['budgets'], color='0.85', lw=0.8, zorder=0)
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('budgets served (N)')
+  ax.set_ylabel('training FLOPs')
+  ax.set_title('Cost of N budgets: one supernet or N models')
+  ax.legend()
+  return fig

@@ -337,6 +337,10 @@ def markdown_report(results) -> str:
   if 'personal_lm' in results:
     parts += ['## Personal language modelling',
               personal_lm_table(results['personal_lm'])]
+  if 'supernet_value' in results:
+    from acme_jax import report_value
+    parts += ['## Why one supernet',
+              report_value.supernet_value_table(results['supernet_value'])]
   return '\n\n'.join(parts) + '\n'
 
 

@@ -15,11 +15,14 @@ BUDGET_EXPERIMENT = 5    # experiments.header_budget
 ENGINE_EXPERIMENT = 6    # experiments.engine_equivalence
 BASELINES_EXPERIMENT = 7  # experiments.baselines
 PERSONAL_LM_EXPERIMENT = 8  # experiments.personal_lm
+SUPERNET_VALUE_EXPERIMENT = 9  # experiments.supernet_value: fresh inits
 
 # Added to config.seed: the elastic stages' data order and augmentation.
 WIDTH_STAGE_SEED = 1
 DEPTH_STAGE_SEED = 2
 PRETRAIN_SEED = 3         # a fresh decoder's language-model pretraining
+DISTILLED_SEED = 4        # experiments.supernet_value's one-shape models:
+SCRATCH_SEED = 5          # distilled, and trained from scratch
 
 # Folded into a device-stage key (the main job's, or an experiment setup's).
 HEADER_SEARCH = 0        # then folded with each device id

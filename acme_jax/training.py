@@ -28,6 +28,13 @@ class StageHparams:
   lambda_hidden: float = 0.1    # ... and hidden-state MSE weights
   scheme: str = 'static'        # elastic stages: static | sliced | masked
   remat: bool = False           # recompute each subnet's activations
+  steps: int = 0                # > 0: this many steps instead of `epochs`
+                                # (a budget; the last epoch may be partial)
+
+  def total_steps(self, num_examples: int) -> int:
+    """Optimizer steps of the stage on `num_examples` examples."""
+    return self.steps or steps_per_epoch(num_examples,
+                                         self.batch_size) * self.epochs
 
   @classmethod
   def from_config(cls, section, batch_size: int, seed: int,
@@ -65,8 +72,7 @@ def adamw_with_warmup(learning_rate: float, total_steps: int,
 def stage_optimizer(hp: StageHparams, num_examples: int):
   """A cloud stage's AdamW, its warm-up and decay spanning the stage's
   steps (`hp.epochs` epochs of full batches over `num_examples`)."""
-  steps = steps_per_epoch(num_examples, hp.batch_size) * hp.epochs
-  return adamw_with_warmup(hp.learning_rate, steps, hp.warmup_fraction,
+  return adamw_with_warmup(hp.learning_rate, hp.total_steps(num_examples), hp.warmup_fraction,
                            hp.weight_decay, hp.clip_norm)
 
 
@@ -81,8 +87,9 @@ def epoch_batches(num_examples: int, batch_size: int,
 
 def fit(step, state, data, hp: StageHparams, desc: str, partial=None):
   """The cloud stages' loop: `hp.epochs` shuffled epochs of full batches
-  (random shifts on the images), `state, loss = step(state, images, labels)`
-  per batch; returns (state, per-epoch mean losses). With a
+  (or `hp.steps` steps, the last epoch cut short), random shifts on the
+  images, `state, loss = step(state, images, labels)` per batch; returns
+  (state, per-epoch mean losses). With a
   `resume.Partial`, the loop state is saved every `partial.every` steps and
   a rerun resumes from it, byte-identical to an uninterrupted run."""
   from acme_jax import resume
@@ -90,6 +97,8 @@ def fit(step, state, data, hp: StageHparams, desc: str, partial=None):
   n = len(data)
   batch_size = min(hp.batch_size, n)
   per_epoch = steps_per_epoch(n, hp.batch_size)
+  total = hp.total_steps(n)
+  epochs = -(-total // per_epoch)
   rng = np.random.default_rng(hp.seed)
   losses, epoch_loss, order, done = [], [], None, 0
   saved = partial.load(state)
@@ -99,19 +108,20 @@ def fit(step, state, data, hp: StageHparams, desc: str, partial=None):
     losses, done = loop['losses'], loop['steps']
     epoch_loss = [np.asarray(l, np.float32) for l in loop['epoch_loss']]
     order = np.asarray(loop['order'], np.int64)
-  progress = Progress(per_epoch * hp.epochs, hp.epochs, desc)
+  progress = Progress(total, epochs, desc)
   try:
-    for epoch in range(done // per_epoch, hp.epochs):
+    for epoch in range(done // per_epoch, epochs):
       if done % per_epoch == 0:  # a new epoch (not one resumed mid-way)
         order, epoch_loss = rng.permutation(n), []
-      for b in range(done % per_epoch, per_epoch):
+      for b in range(done % per_epoch, min(per_epoch,
+                                           total - epoch * per_epoch)):
         idx = order[b * batch_size:(b + 1) * batch_size]
         images = random_shift(data.images[idx], hp.max_shift, rng)
         state, loss = step(state, images, data.labels[idx])
         epoch_loss.append(loss)
         done += 1
         progress.step()
-        if partial.due(done) and done < per_epoch * hp.epochs:
+        if partial.due(done) and done < total:
           epoch_loss = list(jax.device_get(epoch_loss))
           partial.save(state, {
               'rng': resume.rng_state(rng), 'losses': losses, 'steps': done,

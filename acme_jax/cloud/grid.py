@@ -75,29 +75,73 @@ def measure_grid(model: ViT, params, data: Split, num_classes: int,
                  depth_mults, width_mults, batch_size: int,
                  par: Optional[mesh.Parallel] = None):
   """Records {depth_mult, width_mult, accuracy, per_class_accuracy, params,
-  bytes}. Each width's static form is sliced and placed once and serves
-  every depth of that width (only its layer gates differ)."""
+  bytes} of every grid subnet, largest first."""
+  return measure_points(model, params, data, num_classes,
+                        grid_points(depth_mults, width_mults), batch_size,
+                        par)
+
+
+def measure_points(model: ViT, params, data: Split, num_classes: int,
+                   points, batch_size: int,
+                   par: Optional[mesh.Parallel] = None):
+  """`measure_grid`'s records for the subnets at (depth, width) `points`,
+  in their order. Each width's static form is sliced and placed once and
+  serves every depth of that width (only its layer gates differ)."""
   par = par or mesh.single_device()
   params = jax.tree.map(np.asarray, params)
   by_width = {}
-  for width in sorted(width_mults, reverse=True):
+  for width in sorted({w for _, w in points}, reverse=True):
     sub_model, sliced, _ = subnet_lib.static_form(
         model, params, subnet_lib.for_model(model, width, 1.0))
     by_width[width] = (sub_model, par.params(sliced))
   records = []
-  for depth, width in grid_points(depth_mults, width_mults):
+  for depth, width in points:
     sub = subnet_lib.for_model(model, width, depth)
     sub_model, placed = by_width[width]
-    correct, total, nll, tokens = _count(
-        sub_model, placed, subnet_lib.layer_gates(model, sub), data,
-        num_classes, batch_size, par)
-    acc, per_class = accuracy_record(correct, total)
     n_params, n_bytes = subnet_lib.subnet_size(model, params, sub)
     records.append({'depth_mult': float(depth), 'width_mult': float(width),
-                    'accuracy': acc, 'per_class_accuracy': per_class,
+                    **_measured(sub_model, placed,
+                                subnet_lib.layer_gates(model, sub), data,
+                                num_classes, batch_size, par),
                     'params': n_params, 'bytes': n_bytes,
                     'layers': list(sub.layers), 'heads': sub.heads[0],
                     'neurons': sub.neurons[0]})
-    if tokens:  # a language model: exp(mean next-token NLL) on the split
-      records[-1]['perplexity'] = float(np.exp(nll / tokens))
   return records
+
+
+def measure_model(model, params, data: Split, num_classes: int,
+                  batch_size: int, par: Optional[mesh.Parallel] = None):
+  """{accuracy, per_class_accuracy[, perplexity]} of a dense model (every
+  layer run) on `data`."""
+  par = par or mesh.single_device()
+  return _measured(model, par.params(jax.tree.map(np.asarray, params)),
+                   np.ones((model.num_layers,), np.float32), data,
+                   num_classes, batch_size, par)
+
+
+def _measured(sub_model, placed, gates, data, num_classes, batch_size, par):
+  correct, total, nll, tokens = _count(sub_model, placed, gates, data,
+                                       num_classes, batch_size, par)
+  acc, per_class = accuracy_record(correct, total)
+  out = {'accuracy': acc, 'per_class_accuracy': per_class}
+  if tokens:  # a language model: exp(mean next-token NLL) on the split
+    out['perplexity'] = float(np.exp(nll / tokens))
+  return out
+
+
+def between_points(model: ViT, depth_mults, width_mults, shapes):
+  """The (depth, width) `shapes` that are subnets no grid cell is (widths
+  snap to whole heads, depths to whole layers, so many multipliers between
+  the grid's land on a cell), each distinct subnet once, in order; and, per
+  shape that is a cell's, that cell: ([(d, w)], {(d, w): (cell d, w)})."""
+  cells = {subnet_lib.for_model(model, w, d): (float(d), float(w))
+           for d, w in grid_points(depth_mults, width_mults)}
+  new, coincide, seen = [], {}, set()
+  for d, w in shapes:
+    sub = subnet_lib.for_model(model, w, d)
+    if sub in cells:
+      coincide[(float(d), float(w))] = cells[sub]
+    elif sub not in seen:
+      seen.add(sub)
+      new.append((float(d), float(w)))
+  return new, coincide

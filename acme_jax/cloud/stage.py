@@ -190,6 +190,20 @@ def _write_output(path, value):
     workdir_lib.atomic_write_json(path, value)
 
 
+SECONDS = 'cloud/seconds.json'
+
+
+def record_seconds(wd: workdir_lib.Workdir, name: str, seconds: float):
+  """Each stage's wall time when it was trained (`SECONDS`, by stage name):
+  what experiments.supernet_value charges the supernet."""
+  if not ownership.is_writer():
+    return
+  path = wd / SECONDS
+  times = workdir_lib.read_json(path) if path.is_file() else {}
+  times[name.split('/')[-1]] = seconds
+  workdir_lib.atomic_write_json(path, times)
+
+
 def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
         log=print) -> Trained:
   """Teacher, reordering, elastic stages and grid measurement (docs/method.md 3),
@@ -208,6 +222,7 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
                                                             SECTIONS))
     if not done:
       recomputed.append(name)
+      record_seconds(wd, name, time.time() - t0)
     log(f'[cloud] {name.split("/")[-1]} '
         f'{"loaded" if done else "trained"} ({time.time() - t0:.0f}s)')
     return params

@@ -27,16 +27,32 @@ def embed_flops(model, params, t: int) -> float:
   return 2.0 * (t - 1) * np.size(params['patch_embed']['kernel'])
 
 
-def forward_flops(model, masks: Masks, t: int) -> float:
-  """Forward FLOPs of one sample of `t` tokens through the encoder layers
-  `masks` keeps (query, key, value and output projections, attention
-  scores and mixing, the MLP) and the classifier."""
+def forward_flops(model, masks: Masks, t: int, lm: bool = False) -> float:
+  """Forward FLOPs of one sample of `t` tokens through the layers `masks`
+  keeps (query, key, value and output projections, attention scores and
+  mixing, the MLP) and the classifier; a decoder counts its KV groups (a
+  kept query head keeps its group's key and value heads), its gated MLP's
+  three projections and, with `lm` (a loss that reads the next-token
+  logits; otherwise XLA drops them), its LM head over every token."""
   heads, neurons, layers = (np.asarray(m) > 0 for m in masks)
   d = model.hidden_size
-  head_dim = d // model.num_heads
+  decoder = hasattr(model, 'num_kv_heads')
+  head_dim = (model.resolved_head_dim() if decoder
+              else d // model.num_heads)
+  group = (heads.shape[1] // _first(model.num_kv_heads)) if decoder else 1
+  mlp_matrices = 3 if decoder else 2
   total = 0.0
   for l in np.flatnonzero(layers):
     inner = heads[l].sum() * head_dim
-    total += t * (2 * (4 * d * inner + 2 * d * neurons[l].sum()) +
+    kv = -(-heads[l].sum() // group) * head_dim  # whole groups
+    projections = 2 * d * inner + 2 * d * kv
+    total += t * (2 * (projections + mlp_matrices * d * neurons[l].sum()) +
                   4 * t * inner)
-  return total + 2 * d * model.num_classes
+  total += 2 * d * model.num_classes
+  if lm and decoder and model.lm_head:
+    total += 2 * t * d * model.vocab_size
+  return total
+
+
+def _first(value) -> int:
+  return value[0] if isinstance(value, (tuple, list)) else value

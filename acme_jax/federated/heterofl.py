@@ -5,7 +5,18 @@ it, every holder counting once. As the paper: the Scaler divides a
 width-r submodel's attention and MLP outputs by r in training, and the
 masked cross-entropy trains (and a device predicts over) only the classes
 its data has, so a device holds only those columns of the head. The hidden
-size stays whole (the supernet's residual width is not elastic)."""
+size stays whole (the supernet's residual width is not elastic).
+
+Two departures from the authors' code, kept so every method and ACME
+share one optimizer and one family of shapes:
+* Width is cut in whole heads (the first h of H, each whole), where the
+  reference keeps every head and narrows each one's dimension by r. Our
+  supernet's width is elastic in whole heads, importance-reordered, and
+  FjORD and ACME's subnets are cut the same way; a narrowed head is a
+  shape none of them has.
+* No gradient-norm clipping, where the reference clips at 1: no method's
+  local SGD clips here (one optimizer for all, annealed to zero), so
+  clipping HeteroFL alone would give it a different optimizer."""
 import functools
 
 from acme_jax.federated import hierarchical

@@ -57,10 +57,12 @@ def _finite(x):
   return float(x) if np.isfinite(x) else None
 
 
-def run(hp: SelectionHparams, grid_records, arch) -> dict:
+def run(hp: SelectionHparams, grid_records, arch, between_grid=()) -> dict:
   """Predictor, costs, PFG and baselines on the fine grid (docs/method.md 4.1-4.3),
   and the edges' candidates (4.4). `arch` is the supernet's architecture
-  (`sizes.architecture`)."""
+  (`sizes.architecture`). `between_grid`: measured records of shapes
+  between the trained grid's points, offered to the edges too (flagged
+  `between_grid`); the predictor is fitted on the grid alone."""
   depth = np.array([r['depth_mult'] for r in grid_records])
   width = np.array([r['width_mult'] for r in grid_records])
   overall = predictor.fit(depth, width,
@@ -95,17 +97,19 @@ def run(hp: SelectionHparams, grid_records, arch) -> dict:
                'accuracy': acc.tolist(), 'params': raw.size.tolist(),
                'on_front': on_front.tolist(),
                'realisable': realisable.tolist()},
-      'candidates': edge_candidates(hp, grid_records, model, overall,
-                                    per_class),
+      'candidates': edge_candidates(hp, list(grid_records) +
+                                    list(between_grid), model, overall,
+                                    per_class, len(grid_records)),
   }
 
 
 def edge_candidates(hp: SelectionHparams, grid_records, cost_model, overall,
-                    per_class) -> list:
+                    per_class, trained=None) -> list:
   """The trained subnets the edges choose among (docs/method.md 3.3, 4.4), each
   scored by its measured or predicted (per-class) validation accuracy and
   flagged when on their exact non-dominated set (accuracy, size, latency,
-  energy)."""
+  energy). Records past the first `trained` are between the grid's
+  points."""
   depth = np.array([r['depth_mult'] for r in grid_records])
   width = np.array([r['width_mult'] for r in grid_records])
   trained_costs = cost_model(depth, width)
@@ -126,6 +130,8 @@ def edge_candidates(hp: SelectionHparams, grid_records, cost_model, overall,
                       else predicted_per_class.tolist()),
         'latency': float(trained_costs.latency[i]),
         'energy': float(trained_costs.energy[i])})
+    if trained is not None and i >= trained:
+      candidates[-1]['between_grid'] = True
   keep = set(pareto.non_dominated_min(
       -np.array([c['accuracy'] for c in candidates]),
       np.array([c['params'] for c in candidates], float),

@@ -1,0 +1,76 @@
+"""Checks of the sections behind `experiments.supernet_value`: the shapes
+between the trained grid's points (`between_grid`) and the comparison's own
+(`supernet_value`). Called from `config.validate`."""
+from acme_jax import choices
+from acme_jax.checks import (boolean, check, is_number, non_negative_int,
+                             non_negative_number, positive_int,
+                             positive_number, some_of, fraction)
+from acme_jax.errors import ConfigError
+
+
+def _paired_shapes(config, depths_field: str, widths_field: str,
+                   allow_empty: bool):
+  """Two equal-length lists of multipliers in (0, 1]: (depth, width) pairs."""
+  ok = lambda v: (len(v) > 0 or allow_empty) and all(  # noqa: E731
+      is_number(x) and 0 < x <= 1 for x in v)
+  allowed = 'must be a list of numbers in (0, 1]' + (
+      '' if allow_empty else ', not empty')
+  depths = check(config, depths_field, ok, allowed)
+  widths = check(config, widths_field, ok, allowed)
+  if len(depths) != len(widths):
+    raise ConfigError(widths_field, tuple(widths),
+                      f'must pair with {depths_field} (one width per depth: '
+                      f'{len(depths)} values, not {len(widths)})')
+  return list(zip(depths, widths))
+
+
+def compared_shapes(config) -> list:
+  """The (depth, width) grid cells experiments.supernet_value compares:
+  `supernet_value.depths` x `widths` paired, or, both empty, the grid's
+  diagonal (its sorted depths and widths paired, the shorter list's
+  largest repeated): smallest to full."""
+  section = config.supernet_value
+  if len(section.depths) or len(section.widths):
+    return [(float(d), float(w)) for d, w in zip(section.depths,
+                                                  section.widths)]
+  depths = sorted(float(d) for d in config.cloud.depth_mults)
+  widths = sorted(float(w) for w in config.cloud.width_mults)
+  n = max(len(depths), len(widths))
+  pad = lambda v: v + [v[-1]] * (n - len(v))  # noqa: E731
+  return list(zip(pad(depths), pad(widths)))
+
+
+def validate(config):
+  if 'between_grid' in config:
+    _paired_shapes(config, 'between_grid.depths', 'between_grid.widths',
+                   allow_empty=True)
+    boolean(config, 'between_grid.deliver')
+  if 'supernet_value' not in config:
+    return
+  s = 'supernet_value'
+  positive_int(config, f'{s}.repeats')
+  grid = {(float(d), float(w)) for d in config.cloud.depth_mults
+          for w in config.cloud.width_mults}
+  _paired_shapes(config, f'{s}.depths', f'{s}.widths', allow_empty=True)
+  shapes = compared_shapes(config)
+  for d, w in shapes:
+    if (float(d), float(w)) not in grid:
+      raise ConfigError(f'{s}.depths', tuple(config[s].depths),
+                        f'(depth {d}, width {w}) is not a cell of the '
+                        f'trained grid (cloud.depth_mults x '
+                        f'cloud.width_mults)')
+  if len(set(shapes)) != len(shapes):
+    raise ConfigError(f'{s}.depths', tuple(config[s].depths),
+                      'must not repeat a (depth, width) pair')
+  some_of(config, f'{s}.arms', choices.SUPERNET_VALUE_ARMS)
+  some_of(config, f'{s}.budgets', choices.SUPERNET_VALUE_BUDGETS)
+  check(config, f'{s}.budget_counts',
+        lambda v: len(v) > 0 and all(isinstance(x, int) and x > 0
+                                     for x in v),
+        'must be a non-empty list of positive whole numbers, e.g. 4,16,64')
+  boolean(config, f'{s}.baselines_from_supernet')
+  for name in ('learning_rate', 'clip_norm'):
+    positive_number(config, f'{s}.scratch.{name}')
+  non_negative_number(config, f'{s}.scratch.weight_decay')
+  fraction(config, f'{s}.scratch.warmup_fraction', low_open=False)
+  non_negative_int(config, f'{s}.scratch.max_shift')
