@@ -42,8 +42,17 @@ def compared_shapes(config) -> list:
 
 def validate(config):
   if 'between_grid' in config:
-    _paired_shapes(config, 'between_grid.depths', 'between_grid.widths',
-                   allow_empty=True)
+    shapes = _paired_shapes(config, 'between_grid.depths',
+                            'between_grid.widths', allow_empty=True)
+    for d, w in shapes:
+      for field, v, n, what in (
+          ('depths', d, config.model.num_layers, 'layers'),
+          ('widths', w, config.model.num_heads, 'heads')):
+        if int(round(v * n)) < 1:
+          raise ConfigError(
+              f'between_grid.{field}', v,
+              f'keeps round({v}*{n}) = 0 {what}; every shape keeps at '
+              f'least one')
     boolean(config, 'between_grid.deliver')
   if 'supernet_value' not in config:
     return

@@ -106,10 +106,13 @@ def cost_figure(value):
   c = value['cost']
   top = max(r['budgets'] for r in c['by_budgets'])
   n = list(range(1, top + 1))
+  models = [min(k, c['distinct_shapes']) for k in n]  # shapes, at most
   ways = {'one supernet': [c['shared_flops'] + c['elastic_flops']] * len(n),
           'N distilled': [c['shared_flops'] +
-                          k * c['per_model_flops']['distilled'] for k in n],
-          'N from scratch': [k * c['per_model_flops']['scratch'] for k in n]}
+                          m * c['per_model_flops']['distilled']
+                          for m in models],
+          'N from scratch': [m * c['per_model_flops']['scratch']
+                             for m in models]}
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   for label, flops in ways.items():
     ax.plot(n, flops, lw=2.5 if label == 'one supernet' else 1.5,

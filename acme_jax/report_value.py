@@ -43,37 +43,44 @@ def _shape_rows(config, repeats) -> list:
   return rows
 
 
-def _mean_seconds(repeats, arm):
-  """Mean measured wall time of one of `arm`'s equal-steps models (its
-  compile included), over the shapes trained and the repeats; or None."""
-  cells = [r[arm]['equal_steps']['seconds'] for rep in repeats
-           for r in rep['shapes'] if arm in r and 'equal_steps' in r[arm]]
-  return float(np.mean(cells)) if cells else None
+def _seconds_per_flop(repeats, arm):
+  """Measured wall seconds per training FLOP of `arm`'s equal-steps models
+  (compile included), over the shapes trained and the repeats; or None."""
+  cells = [r[arm]['equal_steps'] for rep in repeats for r in rep['shapes']
+           if arm in r and 'equal_steps' in r[arm]]
+  flops = sum(c['flops'] for c in cells)
+  return sum(c['seconds'] for c in cells) / flops if flops else None
 
 
 SHARED_STAGES = ('pretrain', 'teacher', 'reordered')
 ELASTIC_STAGES = ('width_stage', 'depth_stage')
 
 
-def _stage_seconds(times, names):
-  if times is None or not all(n in times for n in names if n != 'pretrain'):
+def _stage_seconds(times, names, optional=('pretrain', 'reordered')):
+  if times is None or not all(n in times for n in names
+                              if n not in optional):
     return None
   return float(sum(times.get(n, 0.0) for n in names))
 
 
 def _cost(config, repeats) -> dict:
   """Training FLOPs and wall seconds of serving N budgets each way: one
-  supernet, or N models of sizes spread as the grid's cells, each at the
-  supernet's steps (FLOPs: the grid cells' mean; seconds: the trained
-  shapes' measured mean)."""
+  supernet, or one model per budget, sizes spread as the grid's cells,
+  each at the supernet's steps (FLOPs: the grid cells' mean; seconds: those
+  FLOPs at the seconds per FLOP measured on the shapes trained). No more
+  models than the supernet has distinct uniform subnets are charged: past
+  that, N budgets share shapes either way."""
   first = repeats[0]
   by_stage = first['by_stage']
   elastic, shared = cost.elastic_total(by_stage), cost.shared_total(by_stage)
   steps = first['supernet_steps']
   per_model = {arm: float(np.mean([c[arm] for c in first['grid_flops']])) *
                steps for arm in ('distilled', 'scratch')}
-  per_seconds = {arm: _mean_seconds(repeats, arm)
-                 for arm in ('distilled', 'scratch')}
+  rates = {arm: _seconds_per_flop(repeats, arm)
+           for arm in ('distilled', 'scratch')}
+  per_seconds = {arm: None if rates[arm] is None
+                 else rates[arm] * per_model[arm] for arm in rates}
+  distinct = first['distinct_shapes']
   times = first.get('cloud_seconds')
   shared_s = _stage_seconds(times, SHARED_STAGES)
   retrained = [r['supernet_seconds'] for r in repeats
@@ -86,33 +93,43 @@ def _cost(config, repeats) -> dict:
 
   by_n = []
   for n in config.supernet_value.budget_counts:
-    scaled = {arm: None if per_seconds[arm] is None else n * per_seconds[arm]
-              for arm in per_seconds}
+    models = min(n, distinct)
+    scaled = {arm: None if per_seconds[arm] is None
+              else models * per_seconds[arm] for arm in per_seconds}
     by_n.append({
-        'budgets': n,
+        'budgets': n, 'models': models,
         'supernet': {'flops': shared + elastic,
                      'seconds': total(shared_s, elastic_s)},
-        'distilled': {'flops': shared + n * per_model['distilled'],
+        'distilled': {'flops': shared + models * per_model['distilled'],
                       'seconds': total(shared_s, scaled['distilled'])},
-        'scratch': {'flops': n * per_model['scratch'],
+        'scratch': {'flops': models * per_model['scratch'],
                     'seconds': total(scaled['scratch'])}})
   return {'by_stage': by_stage, 'elastic_flops': elastic,
           'shared_flops': shared, 'per_model_flops': per_model,
-          'per_model_seconds': per_seconds, 'shared_seconds': shared_s,
+          'per_model_seconds': per_seconds, 'seconds_per_flop': rates,
+          'shared_seconds': shared_s, 'distinct_shapes': distinct,
           'elastic_seconds': elastic_s,
           'break_even': {
-              'distilled': math.ceil(elastic / per_model['distilled']),
-              'scratch': math.ceil((shared + elastic) /
-                                   per_model['scratch'])},
+              'distilled': _cheaper_from(elastic, per_model['distilled'],
+                                         distinct),
+              'scratch': _cheaper_from(shared + elastic, per_model['scratch'],
+                                       distinct)},
           'break_even_seconds': {
-              'distilled': _ratio_up(elastic_s, per_seconds['distilled']),
-              'scratch': _ratio_up(total(shared_s, elastic_s),
-                                   per_seconds['scratch'])},
+              'distilled': _cheaper_from(elastic_s, per_seconds['distilled'],
+                                         distinct),
+              'scratch': _cheaper_from(total(shared_s, elastic_s),
+                                       per_seconds['scratch'], distinct)},
           'by_budgets': by_n}
 
 
-def _ratio_up(a, b):
-  return None if a is None or not b else math.ceil(a / b)
+def _cheaper_from(supernet, per_model, distinct):
+  """The fewest budgets N for which N separate models cost more than the
+  supernet (`supernet`: what it costs beyond what both need); None where
+  not measured or where even one model per distinct shape costs less."""
+  if supernet is None or not per_model:
+    return None
+  n = math.floor(supernet / per_model) + 1
+  return n if n <= distinct else None
 
 
 def _baselines(repeats) -> dict:
@@ -178,21 +195,11 @@ def supernet_value_table(s: dict) -> str:
         f"{stats.fmt_diff(r[a][b]['supernet_minus'])} "
         f"({r[a][b]['steps']:,} steps)" for a, b in arms) + ' |')
   c = s['cost']
-  lines += ['', f"Training cost of serving N budgets (FLOPs; seconds on this "
-            f"machine): the supernet's teacher and importance "
-            f"{_flops(c['shared_flops'])}, its elastic stages "
-            f"{_flops(c['elastic_flops'])}; per model at equal steps "
-            f"distilled {_flops(c['per_model_flops']['distilled'])}, "
-            f"scratch {_flops(c['per_model_flops']['scratch'])}. The "
-            f"supernet is cheaper from N = "
-            f"{c['break_even']['distilled']} distilled or "
-            f"{c['break_even']['scratch']} scratch models on (in measured "
-            f"seconds: {c['break_even_seconds']['distilled']} and "
-            f"{c['break_even_seconds']['scratch']}).", '',
-            '| N | one supernet | N distilled | N from scratch |',
-            '|---|---|---|---|']
+  lines += ['', _cost_line(c), '',
+            '| N budgets | models needed | one supernet | distilled models | '
+            'models from scratch |', '|---|---|---|---|---|']
   for r in c['by_budgets']:
-    lines.append(f"| {r['budgets']} | " + ' | '.join(
+    lines.append(f"| {r['budgets']} | {r['models']} | " + ' | '.join(
         _flops(r[k]['flops']) + (f" ({r[k]['seconds']:.0f} s)"
                                  if r[k]['seconds'] is not None else '')
         for k in ('supernet', 'distilled', 'scratch')) + ' |')
@@ -200,6 +207,26 @@ def supernet_value_table(s: dict) -> str:
   if 'baselines_from_supernet' in s:
     lines += _baseline_lines(s['baselines_from_supernet'])
   return '\n'.join(lines) + '\n'
+
+
+def _from(n) -> str:
+  return 'never (within its distinct shapes)' if n is None else f'N = {n}'
+
+
+def _cost_line(c) -> str:
+  be, bs = c['break_even'], c['break_even_seconds']
+  return (f"Training cost of serving N budgets, in FLOPs (and seconds on "
+          f"this machine): the teacher and its importance scores, which the "
+          f"supernet and the distilled models both need, "
+          f"{_flops(c['shared_flops'])}; the supernet's elastic stages "
+          f"{_flops(c['elastic_flops'])}; one model at equal steps, distilled "
+          f"{_flops(c['per_model_flops']['distilled'])}, from scratch "
+          f"{_flops(c['per_model_flops']['scratch'])}. The supernet holds "
+          f"{c['distinct_shapes']} distinct uniform subnets, so no more "
+          f"models are charged. The supernet costs less than distilled "
+          f"models from {_from(be['distilled'])} "
+          f"(seconds: {_from(bs['distilled'])}) and than models from scratch "
+          f"from {_from(be['scratch'])} (seconds: {_from(bs['scratch'])}).")
 
 
 def _between_lines(b) -> list:

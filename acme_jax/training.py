@@ -108,6 +108,9 @@ def fit(step, state, data, hp: StageHparams, desc: str, partial=None):
     losses, done = loop['losses'], loop['steps']
     epoch_loss = [np.asarray(l, np.float32) for l in loop['epoch_loss']]
     order = np.asarray(loop['order'], np.int64)
+    if done % per_epoch == 0 and epoch_loss:
+      # Saved on an epoch's last step, before its mean was taken.
+      losses = losses + [float(np.mean(epoch_loss))]
   progress = Progress(total, epochs, desc)
   try:
     for epoch in range(done // per_epoch, epochs):

@@ -48,6 +48,7 @@ import jax
 
 from acme_jax import config as config_lib
 from acme_jax import config_value
+from acme_jax import errors
 from acme_jax import figures
 from acme_jax import report_value
 from acme_jax import streams
@@ -70,10 +71,11 @@ SECTIONS = cloud_stage.SECTIONS + ('supernet_value', 'between_grid')
 
 def sections(config):
   """What a repeat depends on: the cloud's sections and the experiment's,
-  and the baselines' when it runs them."""
+  the devices' (their picks between the grid), and the baselines' when it
+  runs them."""
   if config.supernet_value.baselines_from_supernet:
     return tuple(dict.fromkeys(SECTIONS + baselines.SECTIONS))
-  return SECTIONS
+  return tuple(dict.fromkeys(SECTIONS + world_lib.DEVICE_SECTIONS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Plan:
   step_flops: dict               # arm -> [FLOPs of one step per shape]
   by_stage: dict                 # the cloud's FLOPs by stage
   grid_flops: list               # per grid cell its one-step FLOPs by arm
+  distinct_shapes: int           # uniform subnets the supernet holds
 
 
 def plan(world: world_lib.World) -> Plan:
@@ -114,6 +117,11 @@ def plan(world: world_lib.World) -> Plan:
                        cost.shared_total(by_stage)}
   supernet_steps = (hp.width_stage.total_steps(n) +
                     hp.depth_stage.total_steps(n))
+  if not supernet_steps:
+    raise errors.UserError(
+        'experiments.supernet_value: cloud.width_stage.epochs and '
+        'cloud.depth_stage.epochs are both 0, so the one-shape models have '
+        'no step budget; train the supernet for at least one epoch')
   steps = {arm: {'equal_steps': [supernet_steps] * len(shapes),
                  'equal_compute': cost.equal_compute_steps(
                      budget[arm], step_flops[arm], len(cells))}
@@ -122,7 +130,7 @@ def plan(world: world_lib.World) -> Plan:
                  **{arm: fn(model, params, d, w, batch)
                     for arm, fn in step_fns.items()}} for d, w in cells]
   return Plan(hp, distilled, scratch, shapes, steps, step_flops, by_stage,
-              grid_flops)
+              grid_flops, grid.distinct_uniform_shapes(model))
 
 
 def reordered_teacher(world: world_lib.World):
@@ -143,9 +151,13 @@ def train_cell(world, p: Plan, arm: str, budget: str, i: int,
         model, reordered_teacher(world), world.cloud_data, depth, width,
         alternatives.reseeded(p.distilled, repeat, steps=steps), par=par)
   else:
+    # Keyed by the shape's grid cell, not its place in the list compared:
+    # a cached model is the one a fresh run would train.
+    cell = grid.grid_points(p.cloud.depth_mults, p.cloud.width_mults).index(
+        (depth, width))
     key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
         jax.random.key(config.seed), streams.SUPERNET_VALUE_EXPERIMENT),
-        repeat), i)
+        repeat), cell)
     student, params, losses = alternatives.train_scratch(
         model, world.cloud.supernet, world.cloud_data, depth, width,
         alternatives.reseeded(p.scratch, repeat, steps=steps), key,
@@ -204,7 +216,8 @@ def one_repeat(world: world_lib.World, repeat: int, log) -> dict:
           f'experiments/{NAME}/repeat_{repeat}/{arm}_{budget}_'
           f'd{depth:g}_w{width:g}.json',
           dict(fingerprint, steps=p.steps[arm][budget][i],
-               **({'scratch': scratch_recipe} if arm == 'scratch' else {})),
+               **({'scratch': scratch_recipe, 'init': 'grid_cell'}
+                  if arm == 'scratch' else {})),
           functools.partial(train_cell, world, p, arm, budget, i, repeat))
                   for budget in config.supernet_value.budgets}
       log(f'[{NAME}] repeat {repeat} d{depth:g} w{width:g}: supernet '
@@ -213,6 +226,7 @@ def one_repeat(world: world_lib.World, repeat: int, log) -> dict:
     shapes.append(row)
   out = {'shapes': shapes, 'supernet_seconds': supernet_seconds,
          'by_stage': p.by_stage, 'grid_flops': p.grid_flops,
+         'distinct_shapes': p.distinct_shapes,
          'supernet_steps': p.steps['distilled']['equal_steps'][0]}
   if repeat == 0:
     out['between_grid'] = between_grid(world, log)

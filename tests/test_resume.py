@@ -120,3 +120,31 @@ def test_a_multi_host_run_neither_saves_nor_resumes_mid_stage(tmp_path,
   monkeypatch.undo()
   saved, loop = resume.Partial(tmp_path / 'stage', 1, {'x': 1}).load(tree)
   assert loop == {'epoch': 0} and np.array_equal(saved['w'], tree['w'])
+
+
+@pytest.mark.parametrize('every,stop', [(4, 5), (3, 4), (4, 9)])
+def test_a_resumed_budget_keeps_every_epochs_loss(tmp_path, monkeypatch,
+                                                  every, stop):
+  """A step budget (10 steps, 4 an epoch: the third epoch cut short),
+  interrupted after a save on an epoch's last step (4, 8) or mid-epoch
+  (3): the resumed loop ends with the uninterrupted one's state and every
+  epoch's mean loss."""
+  data = _data()
+  hp = training.StageHparams(epochs=99, learning_rate=1e-3, batch_size=5,
+                             seed=3, steps=10)
+
+  def step(state, images, labels):
+    loss = np.float32(state['n'] * 1.5 + float(labels[0]))
+    return {'n': state['n'] + 1}, loss
+
+  start = {'n': np.float32(0)}
+  through, through_losses = training.fit(step, start, data, hp, 'budget')
+  assert float(through['n']) == 10 and len(through_losses) == 3
+  partial = lambda: resume.Partial(tmp_path / 's', every, {'x': 1})  # noqa
+  restore = _interrupt_at(monkeypatch, stop)
+  with pytest.raises(Interrupt):
+    training.fit(step, start, data, hp, 'budget', partial())
+  restore()
+  resumed, losses = training.fit(step, start, data, hp, 'budget', partial())
+  assert float(resumed['n']) == 10
+  assert losses == through_losses

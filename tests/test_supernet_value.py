@@ -125,11 +125,14 @@ def test_decoder_flops_count_kv_groups_gated_mlp_and_the_lm_head():
   ours = flops_lib.forward_flops(model, full, t, lm=True)
   # The classifier (the last token's) is dropped from XLA's program here.
   assert 0.95 < xla / (ours - 2 * 64 * 3) < 1.1, (xla, ours)
-  # Half the query heads keep half the KV groups: fewer FLOPs than the
-  # full width, more than the MLP alone would explain.
-  half = subnet.masks(model, subnet.for_model(model, 0.5, 1.0))
-  assert flops_lib.forward_flops(model, half, t) < flops_lib.forward_flops(
-      model, full, t)
+  # Half the query heads keep half the KV groups: the extracted half-width
+  # model (one KV group) against XLA's count of it.
+  sub = subnet.for_model(model, 0.5, 1.0)
+  small, dense = subnet.extract(model, params, sub, with_head=True)
+  xla = _xla_flops(lambda p: small.apply({'params': p}, ids)['lm_logits'],
+                   dense)
+  ours = flops_lib.forward_flops(model, subnet.masks(model, sub), t, lm=True)
+  assert 0.95 < xla / (ours - 2 * 64 * 3) < 1.1, (xla, ours)
 
 
 def test_the_equal_compute_split_sums_to_the_supernet_cost():
@@ -145,29 +148,46 @@ def test_the_equal_compute_split_sums_to_the_supernet_cost():
 
 
 def test_the_supernet_cost_counts_every_subnet_and_teacher(tiny_vit):
-  """Width stage: 4 students at full depth and one teacher per step; the
-  depth stage's matched teachers run once per width."""
+  """Width stage: 2 students at full depth and one teacher per step; the
+  depth stage's matched teachers run once per width; importance only when
+  the teacher is reordered; the masked scheme runs all at full size and
+  remat adds a forward pass per student."""
+  import dataclasses
   from acme_jax.data import base
   model, params = tiny_vit
   model = model.clone(input_spec=base.InputSpec(8))
   stage = training.StageHparams(epochs=2, learning_rate=1e-3, batch_size=8)
   widths, depths = (1.0, 0.5), (1.0, 1 / 3)
 
+  @dataclasses.dataclass
   class Hp:
-    teacher, width_stage, depth_stage = stage, stage, stage
-    importance_batches, importance_batch_size = 1, 8
-    width_mults, depth_mults = widths, depths
-    stage2_teacher = 'width_stage'
+    teacher: object = stage
+    width_stage: object = stage
+    depth_stage: object = stage
+    importance_batches: int = 1
+    importance_batch_size: int = 8
+    width_mults: tuple = widths
+    depth_mults: tuple = depths
+    stage2_teacher: str = 'width_stage'
+    reorder: bool = True
 
   f = lambda d, w: cost.sample_flops(model, params, d, w)  # noqa: E731
   steps = 2 * (40 // 8)
-  by_stage = cost.supernet_flops(model, params, Hp, 40)
+  by_stage = cost.supernet_flops(model, params, Hp(), 40)
   assert by_stage['width_stage'] == pytest.approx(
       steps * 8 * (3 * (f(1, 1) + f(1, .5)) + f(1, 1)))
   assert by_stage['depth_stage'] == pytest.approx(steps * 8 * (
       3 * sum(f(d, w) for d in depths for w in widths) + f(1, 1) +
       f(1, .5)))
   assert by_stage['teacher'] == pytest.approx(steps * 8 * 3 * f(1, 1))
+  assert by_stage['importance'] == pytest.approx(8 * 3 * f(1, 1))
+  assert cost.supernet_flops(model, params, Hp(reorder=False),
+                             40)['importance'] == 0
+  masked = dataclasses.replace(stage, scheme='masked', remat=True)
+  by_stage = cost.supernet_flops(
+      model, params, Hp(depth_stage=masked, stage2_teacher='teacher'), 40)
+  assert by_stage['depth_stage'] == pytest.approx(
+      steps * 8 * (4 * 4 * f(1, 1) + f(1, 1)))
 
 
 def _parameter_formula(d, layers, heads, head_dim, mlp, classes, patches,
@@ -221,7 +241,7 @@ def _repeat(supernet_acc, distilled_acc, seconds=None):
                       'scratch': 3.0},
                      {'depth': 0.5, 'width': 0.5, 'distilled': 2.0,
                       'scratch': 1.0}],
-      'supernet_steps': 10,
+      'supernet_steps': 10, 'distinct_shapes': 16,
       'between_grid': {'shapes': [], 'coincide': [], 'devices': []}}
 
 
@@ -241,11 +261,19 @@ def test_the_summary_pairs_repeats_and_finds_the_break_even_count():
   # Per model: mean(4, 2) FLOPs per step x 10 steps = 30 distilled,
   # mean(3, 1) x 10 = 20 scratch; the elastic stages cost 400, shared 600.
   assert c['per_model_flops'] == {'distilled': 30.0, 'scratch': 20.0}
-  assert c['break_even'] == {'distilled': 14, 'scratch': 50}
-  n4 = c['by_budgets'][0]
+  # 14 distilled models (420) cost more than the elastic stages (400);
+  # 50 from scratch would tie the supernet's 1000, more than its 16
+  # distinct shapes: never cheaper there.
+  assert c['break_even'] == {'distilled': 14, 'scratch': None}
+  n4, n64 = c['by_budgets'][0], c['by_budgets'][-1]
   assert n4['budgets'] == 4 and n4['distilled']['flops'] == 600 + 4 * 30
   assert n4['supernet']['flops'] == 1000.0
-  assert 'N = 14 distilled' in report_value.supernet_value_table(s)
+  # Past the supernet's 16 distinct shapes, 64 budgets need 16 models.
+  assert n64['models'] == 16 and n64['scratch']['flops'] == 16 * 20
+  # Seconds: each model's FLOPs at the measured 2 s per 100 FLOPs.
+  assert c['per_model_seconds']['distilled'] == pytest.approx(0.6)
+  table = report_value.supernet_value_table(s)
+  assert 'distilled models from N = 14' in table
 
 
 def test_a_supernet_value_shape_off_the_grid_is_one_line():

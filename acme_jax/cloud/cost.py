@@ -43,21 +43,33 @@ def scratch_step(model, params, depth, width, batch_size: int) -> float:
 
 def elastic_step(model, params, depth_mults: Sequence[float],
                  width_mults: Sequence[float], teacher_widths: Sequence[float],
-                 batch_size: int) -> float:
+                 batch_size: int, scheme: str = 'static',
+                 remat: bool = False) -> float:
   """One elastic step: every (depth, width) student trained, and one
-  teacher forward pass at each of `teacher_widths` (full depth)."""
-  students = sum(sample_flops(model, params, d, w)
-                 for d in depth_mults for w in width_mults)
-  teachers = sum(sample_flops(model, params, 1.0, w) for w in teacher_widths)
-  return batch_size * (flops_lib.TRAIN_FACTOR * students + teachers)
+  teacher forward pass at each of `teacher_widths` (full depth), as the
+  step's `scheme` runs them: `static` and `sliced` run each subnet at its
+  own size (dropped layers skipped), `masked` every student and teacher at
+  full size; `remat` recomputes each student's forward pass once more."""
+  if scheme == 'masked':
+    full = sample_flops(model, params, 1.0, 1.0)
+    students = full * len(depth_mults) * len(width_mults)
+    teachers = full * len(teacher_widths)
+  else:
+    students = sum(sample_flops(model, params, d, w)
+                   for d in depth_mults for w in width_mults)
+    teachers = sum(sample_flops(model, params, 1.0, w)
+                   for w in teacher_widths)
+  factor = flops_lib.TRAIN_FACTOR + (1 if remat else 0)
+  return batch_size * (factor * students + teachers)
 
 
 def supernet_flops(model, params, hp, num_examples: int,
                    pretrain_steps: int = 0) -> Dict[str, float]:
   """The cloud's training FLOPs by stage (`hp`: `cloud_stage.CloudHparams`)
   on `num_examples` cloud examples: the shared ones (a fresh decoder's
-  pretraining, the teacher's fine-tuning, the importance scores) and the
-  supernet's own (the width and the width+depth stages)."""
+  pretraining, the teacher's fine-tuning, the importance scores when it
+  reorders) and the supernet's own (the width and the width+depth
+  stages, as their scheme runs them)."""
   full = sample_flops(model, params, 1.0, 1.0)
   factor = flops_lib.TRAIN_FACTOR
   width_hp, depth_hp = hp.width_stage, hp.depth_stage
@@ -67,13 +79,14 @@ def supernet_flops(model, params, hp, num_examples: int,
       'teacher': (hp.teacher.total_steps(num_examples) *
                   hp.teacher.batch_size * factor * full),
       'importance': (hp.importance_batches * hp.importance_batch_size *
-                     factor * full),
+                     factor * full) if hp.reorder else 0.0,
       'width_stage': width_hp.total_steps(num_examples) * elastic_step(
           model, params, (1.0,), hp.width_mults, (1.0,),
-          width_hp.batch_size),
+          width_hp.batch_size, width_hp.scheme, width_hp.remat),
       'depth_stage': depth_hp.total_steps(num_examples) * elastic_step(
           model, params, hp.depth_mults, hp.width_mults,
-          hp.width_mults if matched else (1.0,), depth_hp.batch_size),
+          hp.width_mults if matched else (1.0,), depth_hp.batch_size,
+          depth_hp.scheme, depth_hp.remat),
   }
 
 

@@ -145,3 +145,18 @@ def between_points(model: ViT, depth_mults, width_mults, shapes):
       seen.add(sub)
       new.append((float(d), float(w)))
   return new, coincide
+
+
+def distinct_uniform_shapes(model: ViT, resolution: int = 1024) -> int:
+  """How many distinct uniform subnets (every kept layer as wide) the
+  supernet holds at all: widths snap to whole heads (a decoder's MLP width
+  to whole neurons), depths to whole layers. No family of one model per
+  budget needs more models than this to match what it can deliver."""
+  shapes = set()
+  for k in range(1, model.num_layers + 1):
+    for w in np.arange(1, resolution + 1) / resolution:
+      try:
+        shapes.add(subnet_lib.for_model(model, float(w), k / model.num_layers))
+      except ValueError:  # too narrow to keep a head
+        continue
+  return len(shapes)
