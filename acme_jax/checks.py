@@ -119,3 +119,13 @@ def fraction(config, field, low_open=True, high_open=True):
     return above and below
 
   return check(config, field, ok, f'must be a number in {lo}0, 1{hi}')
+
+
+def optimizer_fields(config, prefix: str):
+  """A training section's AdamW fields: learning rate, clipping, weight
+  decay, warm-up, and the images' random shift."""
+  for name in ('learning_rate', 'clip_norm'):
+    positive_number(config, f'{prefix}.{name}')
+  non_negative_number(config, f'{prefix}.weight_decay')
+  fraction(config, f'{prefix}.warmup_fraction', low_open=False)
+  non_negative_int(config, f'{prefix}.max_shift')

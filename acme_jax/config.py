@@ -16,9 +16,9 @@ from acme_jax import memory
 from acme_jax import sizes
 from acme_jax.checks import (boolean, check, fraction, is_int, is_number,
                              is_positive, non_negative_int,
-                             non_negative_number, one_of, ordered,
-                             positive_int, positive_number, positive_numbers,
-                             some_of)
+                             non_negative_number, one_of, optimizer_fields,
+                             ordered, positive_int, positive_number,
+                             positive_numbers, some_of)
 from acme_jax.errors import ConfigError  # noqa: F401 (config_lib.ConfigError)
 from acme_jax.models import subnet as subnet_lib
 
@@ -68,11 +68,7 @@ def _multipliers(config, field, count: int, what: str):
 
 def _stage(config, prefix, elastic):
   non_negative_int(config, f'{prefix}.epochs')
-  for name in ('learning_rate', 'clip_norm'):
-    positive_number(config, f'{prefix}.{name}')
-  non_negative_number(config, f'{prefix}.weight_decay')
-  fraction(config, f'{prefix}.warmup_fraction', low_open=False)
-  non_negative_int(config, f'{prefix}.max_shift')
+  optimizer_fields(config, prefix)
   if elastic:
     for name in ('lambda_logits', 'lambda_hidden'):
       non_negative_number(config, f'{prefix}.{name}')

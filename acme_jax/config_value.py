@@ -2,9 +2,8 @@
 between the trained grid's points (`between_grid`) and the comparison's own
 (`supernet_value`). Called from `config.validate`."""
 from acme_jax import choices
-from acme_jax.checks import (boolean, check, is_number, non_negative_int,
-                             non_negative_number, positive_int,
-                             positive_number, some_of, fraction)
+from acme_jax.checks import (boolean, check, is_number, optimizer_fields,
+                             positive_int, some_of)
 from acme_jax.errors import ConfigError
 
 
@@ -78,8 +77,4 @@ def validate(config):
                                      for x in v),
         'must be a non-empty list of positive whole numbers, e.g. 4,16,64')
   boolean(config, f'{s}.baselines_from_supernet')
-  for name in ('learning_rate', 'clip_norm'):
-    positive_number(config, f'{s}.scratch.{name}')
-  non_negative_number(config, f'{s}.scratch.weight_decay')
-  fraction(config, f'{s}.scratch.warmup_fraction', low_open=False)
-  non_negative_int(config, f'{s}.scratch.max_shift')
+  optimizer_fields(config, f'{s}.scratch')

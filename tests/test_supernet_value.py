@@ -90,8 +90,7 @@ def _xla_flops(fn, *args):
   return analysis['flops']
 
 
-@pytest.mark.parametrize('depth,width', [(1.0, 1.0), (0.5, 0.5),
-                                         (0.25, 0.75)])
+@pytest.mark.parametrize('depth,width', [(1.0, 1.0), (0.25, 0.75)])
 def test_sample_flops_match_xla_on_a_vit_subnet(depth, width):
   """The counted forward FLOPs of a subnet against XLA's own count of the
   extracted model's forward pass: XLA adds norms, softmax and GELU, a few
@@ -221,10 +220,11 @@ def test_a_shape_between_the_grid_is_a_valid_subnet_of_its_formula_size():
   n = subnet.param_count(dense)
   assert n == _parameter_formula(48, 5, 8, 4, 64, 5, 4, 16)
   images = _split(4).images
-  masked = model.apply({'params': params}, images, subnet.masks(model, sub))
-  np.testing.assert_allclose(
-      small.apply({'params': dense}, images)['tokens'], masked['tokens'],
-      atol=1e-5)
+  masked = jax.jit(lambda p, m: model.apply({'params': p}, images, m))(
+      params, subnet.masks(model, sub))
+  extracted = jax.jit(lambda p: small.apply({'params': p}, images))(dense)
+  np.testing.assert_allclose(extracted['tokens'], masked['tokens'],
+                             atol=1e-5)
 
 
 def _repeat(supernet_acc, distilled_acc, seconds=None):
