@@ -385,3 +385,33 @@ def test_the_experiment_publishes_its_section_and_resumes_from_its_cache(
   monkeypatch.setattr(supernet_value.alternatives, 'retrain_supernet', trains)
   again = supernet_value.run(config, tmp_path, logs.append)
   assert again['shapes'] == s['shapes']
+
+
+def test_the_published_costs_are_what_the_code_counts():
+  """The published digits run's training FLOPs (docs/supernet_value.md's
+  snapshot) are what `cloud/cost.py` counts for the default config today:
+  by stage, and per model of each way."""
+  import json
+  import pathlib
+  from configs import default
+  from acme_jax.cloud import stage as cloud_stage
+  from acme_jax.data import stage as data_stage
+  snapshot = pathlib.Path(__file__).parents[1] / 'docs' / \
+      'readme_supernet_value_results.json'
+  published = json.loads(snapshot.read_text())['supernet_value']['cost']
+  config = default.get_config()
+  dataset, cloud_data, _ = data_stage.load(config, lambda *a: None)
+  model, params = cloud_stage.build_model(config, dataset,
+                                          jax.random.key(config.seed))
+  hp = cloud_stage.CloudHparams.from_config(config)
+  by_stage = cost.supernet_flops(model, params, hp, len(cloud_data))
+  assert by_stage == pytest.approx(published['by_stage'], rel=1e-12)
+  steps = (hp.width_stage.total_steps(len(cloud_data)) +
+           hp.depth_stage.total_steps(len(cloud_data)))
+  cells = grid.grid_points(hp.depth_mults, hp.width_mults)
+  batch = config.cloud.batch_size
+  for arm, fn in (('distilled', cost.distilled_step),
+                  ('scratch', cost.scratch_step)):
+    mean = np.mean([fn(model, params, d, w, batch) for d, w in cells])
+    assert mean * steps == pytest.approx(published['per_model_flops'][arm],
+                                         rel=1e-12)
