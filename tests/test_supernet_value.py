@@ -21,8 +21,9 @@ def _split(n=48, seed=0):
                'synthetic')
 
 
-@pytest.mark.parametrize('depth,width', [(2 / 3, 0.5), (1 / 3, 0.25),
-                                         (1.0, 1.0)])
+@pytest.mark.parametrize('depth,width', [
+    (2 / 3, 0.5), pytest.param(1 / 3, 0.25, marks=pytest.mark.slow),
+    pytest.param(1.0, 1.0, marks=pytest.mark.slow)])
 def test_the_distilled_arm_starts_from_the_teacher_cut_to_its_shape(
     tiny_vit, depth, width):
   """The start is the extracted subnet (same weights), and it computes what
@@ -38,7 +39,8 @@ def test_the_distilled_arm_starts_from_the_teacher_cut_to_its_shape(
       'logits'], masked['logits'], atol=1e-5)
 
 
-@pytest.mark.parametrize('depth,width', [(2 / 3, 0.5), (1 / 3, 0.75)])
+@pytest.mark.parametrize('depth,width', [
+    (2 / 3, 0.5), pytest.param(1 / 3, 0.75, marks=pytest.mark.slow)])
 def test_the_distilled_loss_is_the_elastic_stages_loss_for_that_subnet(
     tiny_vit, depth, width):
   """The dense one-shape model's loss equals the supernet's static-scheme
@@ -90,7 +92,8 @@ def _xla_flops(fn, *args):
   return analysis['flops']
 
 
-@pytest.mark.parametrize('depth,width', [(1.0, 1.0), (0.25, 0.75)])
+@pytest.mark.parametrize('depth,width', [
+    (0.25, 0.75), pytest.param(1.0, 1.0, marks=pytest.mark.slow)])
 def test_sample_flops_match_xla_on_a_vit_subnet(depth, width):
   """The counted forward FLOPs of a subnet against XLA's own count of the
   extracted model's forward pass: XLA adds norms, softmax and GELU, a few
