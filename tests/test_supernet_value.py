@@ -112,6 +112,7 @@ def test_sample_flops_match_xla_on_a_vit_subnet(depth, width):
   assert 0.98 < xla / ours < 1.08, (xla, ours)
 
 
+@pytest.mark.slow  # four XLA compiles of a decoder: the suite's 10 minutes
 def test_decoder_flops_count_kv_groups_gated_mlp_and_the_lm_head():
   """A GQA decoder's forward (LM head included) against XLA's count."""
   from acme_jax.models import decoder
