@@ -159,7 +159,7 @@ def train_cell(world, p: Plan, arm: str, budget: str, i: int,
         jax.random.key(config.seed), streams.SUPERNET_VALUE_EXPERIMENT),
         repeat), cell)
     student, params, losses = alternatives.train_scratch(
-        model, world.cloud.supernet, world.cloud_data, depth, width,
+        model, world.cloud.supernet, world.cloud_data, (depth, width),
         alternatives.reseeded(p.scratch, repeat, steps=steps), key,
         lm_weight=config.cloud.get('lm_weight', 1.0), par=par)
   seconds = time.time() - t0

@@ -16,7 +16,7 @@ state), `training.fit`'s loop over a step budget; the supernet's repeats
 retrain its two elastic stages with redrawn data order.
 """
 import dataclasses
-from typing import Optional
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -112,11 +112,12 @@ def scratch_init(model, params, data: Split, depth: float, width: float,
   return student, student.init(key, np.asarray(data.images[:1]))['params']
 
 
-def train_scratch(model, params, data: Split, depth: float, width: float,
+def train_scratch(model, params, data: Split, shape: Tuple[float, float],
                   hp: training.StageHparams, key, lm_weight: float = 1.0,
                   par: Optional[mesh.Parallel] = None):
-  """(model, host params, epoch losses) of shape (depth, width) trained from
-  a fresh initialisation with the teacher's supervised loss."""
+  """(model, host params, epoch losses) of `shape` (depth, width) trained
+  from a fresh initialisation with the teacher's supervised loss."""
+  depth, width = shape
   student, init = scratch_init(model, params, data, depth, width, key)
   trained, losses = teacher.train_teacher(
       student, init, data, hp, desc=f'scratch d{depth:g} w{width:g}',
