@@ -60,17 +60,20 @@ def teacher_params(world: world_lib.World):
   return orbax_io.restore(world.wd / name, world.cloud.supernet)
 
 
-def setup_splits(world: world_lib.World, setup: str, seed: int):
-  """The devices' splits under partition `setup`: a category setup takes
+def setup_partition(config, setup: str, seed=None):
+  """Partition `setup` of the devices' data: a category setup takes
   `aggregation.fraction_per_class` of each class, as the aggregation
   experiment."""
-  config = world.config
   fraction = (config.aggregation.fraction_per_class
               if setup in data_stage.partition.CATEGORY_SCHEMES else None)
-  return data_stage.device_splits(
-      data_stage.PartitionHparams.from_config(
-          config, scheme=setup, fraction_per_class=fraction, seed=seed),
-      world.device_data, world.num_classes)
+  return data_stage.PartitionHparams.from_config(
+      config, scheme=setup, fraction_per_class=fraction, seed=seed)
+
+
+def setup_splits(world: world_lib.World, setup: str, seed: int):
+  """The devices' splits under partition `setup` with seed `seed`."""
+  return data_stage.device_splits(setup_partition(world.config, setup, seed),
+                                  world.device_data, world.num_classes)
 
 
 def run_method(name: str, world: world_lib.World, params, splits,
@@ -261,14 +264,15 @@ def summarize(config, repeats) -> dict:
   return out
 
 
+def partitions(config, setups):
+  """What `world_lib.build` splits the devices' data by for `setups`."""
+  return [(setup_partition(config, s), 'federated.setups') for s in setups]
+
+
 def run(config, workdir, log=print) -> dict:
-  category = data_stage.partition.CATEGORY_SCHEMES
-  world = world_lib.build(config, workdir, log, partitions=[
-      (data_stage.PartitionHparams.from_config(
-          config, scheme=s,
-          fraction_per_class=(config.aggregation.fraction_per_class
-                              if s in category else None)),
-       'federated.setups') for s in config.federated.setups])
+  world = world_lib.build(config, workdir, log,
+                          partitions=partitions(config,
+                                                config.federated.setups))
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
   repeats = [{setup: world.wd.cached_stage(
       f'experiments/baselines/repeat_{r}/{setup}.json', fingerprint,

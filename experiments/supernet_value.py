@@ -58,7 +58,6 @@ from acme_jax import workdir as workdir_lib
 from acme_jax import sizes
 from acme_jax.cloud import alternatives, cost, grid
 from acme_jax.cloud import stage as cloud_stage
-from acme_jax.data import stage as data_stage
 from acme_jax.edge import stage as edge_stage
 from acme_jax.parallel import mesh
 from acme_jax.selection import stage as selection_stage
@@ -133,22 +132,20 @@ def plan(world: world_lib.World) -> Plan:
               grid_flops, grid.distinct_uniform_shapes(model))
 
 
-def reordered_teacher(world: world_lib.World):
-  return baselines.teacher_params(world)
-
-
-def train_cell(world, p: Plan, arm: str, budget: str, i: int,
+def train_cell(world, p: Plan, teacher, arm: str, budget: str, i: int,
                repeat: int) -> dict:
   """One model of shape `p.shapes[i]` trained `arm`'s way on `budget`,
-  measured on the cloud's test split."""
+  measured on the cloud's test split (`teacher()`: the reordered
+  teacher's weights)."""
   config, model = world.config, world.cloud.model
   depth, width = p.shapes[i]
   steps = p.steps[arm][budget][i]
   par = mesh.from_config(config.cloud)
+  reordered = teacher() if arm == 'distilled' else None  # not timed
   t0 = time.time()
   if arm == 'distilled':
     student, params, losses = alternatives.train_distilled(
-        model, reordered_teacher(world), world.cloud_data, depth, width,
+        model, reordered, world.cloud_data, depth, width,
         alternatives.reseeded(p.distilled, repeat, steps=steps), par=par)
   else:
     # Keyed by the shape's grid cell, not its place in the list compared:
@@ -171,7 +168,7 @@ def train_cell(world, p: Plan, arm: str, budget: str, i: int,
           'seconds': seconds, 'final_loss': losses[-1], **measured}
 
 
-def repeat_supernet(world, p: Plan, repeat: int, log):
+def repeat_supernet(world, p: Plan, teacher, repeat: int, log):
   """(params, training seconds or None) of repeat `repeat`'s supernet."""
   if repeat == 0:
     return world.cloud.supernet, None
@@ -179,9 +176,10 @@ def repeat_supernet(world, p: Plan, repeat: int, log):
   timing = {}
 
   def fit():
+    reordered = teacher()
     t0 = time.time()
     out = alternatives.retrain_supernet(
-        world.cloud.model, reordered_teacher(world), world.cloud_data,
+        world.cloud.model, reordered, world.cloud_data,
         p.cloud, repeat, par=mesh.from_config(world.config.cloud))
     timing['seconds'] = time.time() - t0
     return out
@@ -200,7 +198,11 @@ def repeat_supernet(world, p: Plan, repeat: int, log):
 def one_repeat(world: world_lib.World, repeat: int, log) -> dict:
   config = world.config
   p = plan(world)
-  supernet, supernet_seconds = repeat_supernet(world, p, repeat, log)
+  # Restored once per repeat, and only if a model is trained.
+  teacher = functools.cache(functools.partial(baselines.teacher_params,
+                                              world))
+  supernet, supernet_seconds = repeat_supernet(world, p, teacher, repeat,
+                                               log)
   records = grid.measure_points(world.cloud.model, supernet,
                                 world.dataset.test, world.num_classes,
                                 p.shapes, config.cloud.eval_batch_size)
@@ -218,7 +220,8 @@ def one_repeat(world: world_lib.World, repeat: int, log) -> dict:
           dict(fingerprint, steps=p.steps[arm][budget][i],
                **({'scratch': scratch_recipe, 'init': 'grid_cell'}
                   if arm == 'scratch' else {})),
-          functools.partial(train_cell, world, p, arm, budget, i, repeat))
+          functools.partial(train_cell, world, p, teacher, arm, budget, i,
+                            repeat))
                   for budget in config.supernet_value.budgets}
       log(f'[{NAME}] repeat {repeat} d{depth:g} w{width:g}: supernet '
           f'{row["supernet"]["accuracy"]:.3f}, {arm} ' + ', '.join(
@@ -343,15 +346,8 @@ def baselines_from_supernet(world: world_lib.World, repeat: int, log) -> dict:
 
 
 def partitions(config):
-  if not config.supernet_value.baselines_from_supernet:
-    return []
-  setup = config.federated.setups[0]
-  category = data_stage.partition.CATEGORY_SCHEMES
-  return [(data_stage.PartitionHparams.from_config(
-      config, scheme=setup,
-      fraction_per_class=(config.aggregation.fraction_per_class
-                          if setup in category else None)),
-           'federated.setups')]
+  return (baselines.partitions(config, config.federated.setups[:1])
+          if config.supernet_value.baselines_from_supernet else [])
 
 
 def run(config, workdir, log=print, shard=None):

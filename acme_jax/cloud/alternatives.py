@@ -137,14 +137,10 @@ def retrain_supernet(model, reordered, data: Split, hp, repeat: int,
   teacher, with repeat `repeat`'s data order (`hp`:
   `cloud_stage.CloudHparams`)."""
   width_params, _ = elastic.train_elastic(
-      model, reordered, reordered, data,
-      elastic.Stage.of((1.0,), hp.width_mults, name='width_stage'),
+      model, reordered, reordered, data, hp.width_stage_subnets(),
       reseeded(hp.width_stage, repeat), par=par)
-  stage2_teacher = reordered if hp.stage2_teacher == 'teacher' else width_params
   supernet, _ = elastic.train_elastic(
-      model, width_params, stage2_teacher, data,
-      elastic.Stage.of(hp.depth_mults, hp.width_mults,
-                       matched_teacher=hp.stage2_teacher == 'width_stage',
-                       name='depth_stage'),
-      reseeded(hp.depth_stage, repeat), par=par)
+      model, width_params, hp.depth_stage_teacher(reordered, width_params),
+      data, hp.depth_stage_subnets(), reseeded(hp.depth_stage, repeat),
+      par=par)
   return supernet

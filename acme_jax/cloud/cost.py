@@ -72,21 +72,22 @@ def supernet_flops(model, params, hp, num_examples: int,
   stages, as their scheme runs them)."""
   full = sample_flops(model, params, 1.0, 1.0)
   factor = flops_lib.TRAIN_FACTOR
-  width_hp, depth_hp = hp.width_stage, hp.depth_stage
-  matched = hp.stage2_teacher == 'width_stage'
+
+  def stage_flops(subnets, stage_hp):
+    teacher_widths = (subnets.width_mults if subnets.matched_teacher
+                      else (1.0,))
+    return stage_hp.total_steps(num_examples) * elastic_step(
+        model, params, subnets.depth_mults, subnets.width_mults,
+        teacher_widths, stage_hp.batch_size, stage_hp.scheme, stage_hp.remat)
+
   return {
       'pretrain': pretrain_steps * hp.teacher.batch_size * factor * full,
       'teacher': (hp.teacher.total_steps(num_examples) *
                   hp.teacher.batch_size * factor * full),
       'importance': (hp.importance_batches * hp.importance_batch_size *
                      factor * full) if hp.reorder else 0.0,
-      'width_stage': width_hp.total_steps(num_examples) * elastic_step(
-          model, params, (1.0,), hp.width_mults, (1.0,),
-          width_hp.batch_size, width_hp.scheme, width_hp.remat),
-      'depth_stage': depth_hp.total_steps(num_examples) * elastic_step(
-          model, params, hp.depth_mults, hp.width_mults,
-          hp.width_mults if matched else (1.0,), depth_hp.batch_size,
-          depth_hp.scheme, depth_hp.remat),
+      'width_stage': stage_flops(hp.width_stage_subnets(), hp.width_stage),
+      'depth_stage': stage_flops(hp.depth_stage_subnets(), hp.depth_stage),
   }
 
 

@@ -65,6 +65,23 @@ class CloudHparams:
                    config.seed + streams.DEPTH_STAGE_SEED, **elastic_fields),
                stage2_teacher=cloud.depth_stage.teacher)
 
+  def width_stage_subnets(self) -> elastic.Stage:
+    """Stage 1: every width at full depth."""
+    return elastic.Stage.of((1.0,), self.width_mults, name='width_stage')
+
+  def depth_stage_subnets(self) -> elastic.Stage:
+    """Stage 2: the whole grid, each subnet distilled from the same-width
+    teacher when the stage-2 teacher is the width stage's supernet."""
+    return elastic.Stage.of(
+        self.depth_mults, self.width_mults,
+        matched_teacher=self.stage2_teacher == 'width_stage',
+        name='depth_stage')
+
+  def depth_stage_teacher(self, reordered, width_params):
+    """Stage 2's teacher weights: the (reordered) fine-tuned teacher, or
+    stage 1's width-elastic supernet."""
+    return reordered if self.stage2_teacher == 'teacher' else width_params
+
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
@@ -275,17 +292,12 @@ def run(config, wd: workdir_lib.Workdir, dataset, cloud_data,
   reordered = (stage('cloud/reordered', fit_reordered) if hp.reorder
                else teacher_params)
   width_params = stage('cloud/width_stage', fit_elastic(
-      'width_stage', reordered, reordered,
-      elastic.Stage.of((1.0,), hp.width_mults, name='width_stage'),
+      'width_stage', reordered, reordered, hp.width_stage_subnets(),
       hp.width_stage))
-  stage2_teacher = (reordered if hp.stage2_teacher == 'teacher'
-                    else width_params)
   supernet = stage('cloud/depth_stage', fit_elastic(
-      'depth_stage', width_params, stage2_teacher,
-      elastic.Stage.of(hp.depth_mults, hp.width_mults,
-                       matched_teacher=hp.stage2_teacher == 'width_stage',
-                       name='depth_stage'),
-      hp.depth_stage))
+      'depth_stage', width_params,
+      hp.depth_stage_teacher(reordered, width_params),
+      hp.depth_stage_subnets(), hp.depth_stage))
 
   def measured(name, params, split):
     # A copy measured on weights since recomputed is measured again (the
