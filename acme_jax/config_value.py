@@ -1,8 +1,10 @@
-"""Checks of the sections behind `experiments.supernet_value`: the shapes
-between the trained grid's points (`between_grid`) and the comparison's own
-(`supernet_value`). Called from `config.validate`."""
+"""Checks of the sections behind `experiments.supernet_value` (the shapes
+between the trained grid's points, `between_grid`, and the comparison's own
+`supernet_value`) and `benchmarks.latency` (`latency`). Called from
+`config.validate`."""
 from acme_jax import choices
-from acme_jax.checks import (boolean, check, is_number, optimizer_fields,
+from acme_jax.checks import (boolean, check, fraction, is_int, is_number,
+                             non_negative_int, optimizer_fields,
                              positive_int, some_of)
 from acme_jax.errors import ConfigError
 
@@ -39,7 +41,27 @@ def compared_shapes(config) -> list:
   return list(zip(pad(depths), pad(widths)))
 
 
+def _validate_latency(config):
+  s = 'latency'
+  non_negative_int(config, f'{s}.warmup')
+  positive_int(config, f'{s}.repeats')
+  check(config, f'{s}.batches',
+        lambda v: len(v) > 0 and len(set(v)) == len(v) and all(
+            is_int(x) and x > 0 for x in v),
+        'must be a non-empty list of distinct positive whole numbers, '
+        'e.g. 1,32')
+  non_negative_int(config, f'{s}.between_samples')
+  positive_int(config, f'{s}.header_samples')
+  check(config, f'{s}.header_keeps',
+        lambda v: len(v) > 0 and all(is_number(x) and 0 < x <= 1
+                                     for x in v),
+        'must be a non-empty list of channel shares in (0, 1]')
+  fraction(config, f'{s}.test_share')
+
+
 def validate(config):
+  if 'latency' in config:
+    _validate_latency(config)
   if 'between_grid' in config:
     shapes = _paired_shapes(config, 'between_grid.depths',
                             'between_grid.widths', allow_empty=True)

@@ -23,6 +23,8 @@ DEPTH_STAGE_SEED = 2
 PRETRAIN_SEED = 3         # a fresh decoder's language-model pretraining
 DISTILLED_SEED = 4        # experiments.supernet_value's one-shape models:
 SCRATCH_SEED = 5          # distilled, and trained from scratch
+LATENCY_SAMPLES = 6       # benchmarks.latency: the shapes and headers drawn
+LATENCY_SPLIT = 7         # and the models held out of the predictors' fits
 
 # Folded into a device-stage key (the main job's, or an experiment setup's).
 HEADER_SEARCH = 0        # then folded with each device id

@@ -35,6 +35,7 @@ def get_config(arg=None):
   config.network = _network()
   config.between_grid = _between_grid()
   config.supernet_value = _supernet_value()
+  config.latency = _latency()
   # Mid-stage checkpoints of the long stages (teacher, both elastic stages,
   # header search, rounds): a rerun of an interrupted run resumes from the
   # last one. Not part of any stage's fingerprint. 0: off.
@@ -181,6 +182,21 @@ def _between_grid():
   # The main loop's edges may deliver them (measured on validation like
   # the grid); experiments.supernet_value compares both ways regardless.
   c.deliver = False
+  return c
+
+
+def _latency():
+  # benchmarks.latency: inference latency and peak memory of subnets and
+  # headers on this backend, and the predictors fitted on them.
+  c = ml_collections.ConfigDict()
+  c.warmup = 3                # untimed runs of each compiled program
+  c.repeats = 20              # timed runs: median, 10th, 90th percentile
+  c.batches = (1, 32)         # one input, and a device's batch
+  c.between_samples = 16      # shapes off the grid, drawn among all the
+                              # supernet's uniform ones (none on this ViT)
+  c.header_samples = 24       # headers: random cells, 1..max cells,
+  c.header_keeps = (1.0, 0.5, 0.25)  # pruned to these channel shares
+  c.test_share = 0.25         # of models held out of every fit
   return c
 
 

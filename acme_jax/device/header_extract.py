@@ -63,7 +63,8 @@ class ExtractedHeader(nn.Module):
             'stem_bias', nn.initializers.zeros, (len(stem),))
     x = scatter(x, stem)
     arch = np.asarray(lay.arch)
-    loose = np.flatnonzero(np.asarray(header.loose_ends(arch)) > 0)
+    with jax.ensure_compile_time_eval():  # static under jit too
+      loose = np.flatnonzero(np.asarray(header.loose_ends(arch)) > 0)
     prev = cur = x
     sep_iter = iter(lay.sep)
     for layer in range(lay.n_layers):

@@ -263,11 +263,13 @@ def exact_param_count(arch, depth_mult: float,
 
 
 def flops_per_token(arch, depth_mult: float, width_mult: float,
-                    seq_len: int) -> int:
+                    seq_len: int, lm_head: bool = True) -> int:
   """Forward FLOPs (2 per multiply-add) per token of the extracted backbone's
   encoder at sequence length `seq_len`: q, k, v and output projections, the
   MLP, and attention's scores and weighted sum (which grow with seq_len).
-  Embedding lookups cost no FLOPs; a ViT adds its patch projection."""
+  Embedding lookups cost no FLOPs; a ViT adds its patch projection, a
+  decoder its LM head's projection unless `lm_head` is False (a header
+  reads the tokens before it)."""
   d = arch.hidden_size
   heads, neurons, layers = subnet_shape(arch, depth_mult, width_mult)
   if isinstance(arch, DecoderArchitecture):
@@ -277,7 +279,8 @@ def flops_per_token(arch, depth_mult: float, width_mult: float,
     kv = 2 * (heads // (arch.num_heads // arch.num_kv_heads)) * arch.head_dim
     per_layer = (2 * (2 * d * inner + d * kv + 3 * d * neurons)
                  + 4 * seq_len * inner)
-    return int(max(layers, 0) * per_layer + 2 * d * arch.vocab_size)
+    return int(max(layers, 0) * per_layer +
+               (2 * d * arch.vocab_size if lm_head else 0))
   inner = heads * (d // arch.num_heads)
   per_layer = 2 * (4 * d * inner + 2 * d * neurons) + 4 * seq_len * inner
   embed = (2 * arch.patch_size ** 2 * arch.channels * d

@@ -1,0 +1,162 @@
+"""Latency and memory predictors fitted on measured models, chosen and scored
+on models they were never fitted on (docs/hardware.md).
+
+Two kinds per part, both linear in their features and fitted to minimise
+the squared *relative* error (a budget is met or missed by a share of it):
+
+  backbone  `features`   1, FLOPs, parameters, layers
+            `per_layer`  a fixed cost plus one cost per kept layer that
+                         depends on the layer's width: a piecewise-linear
+                         function of its heads with a knot at every width
+                         fitted on (nn-Meter's sum over kernels, with the
+                         block as the kernel)
+  header    `features`   1, FLOPs, parameters, cells
+            `per_op`     the stem and classifier, then per cell its final
+                         conv and each op it runs, each scaled by the share
+                         of channels its gates keep
+
+Models are split by architecture: a held-out share is set aside first and
+never fitted on; the kind is chosen by leave-one-out error on the rest
+(validation), refitted on all of the rest, and reported on the held-out
+models: RMSE, the share of predictions within 10% of the measurement, the
+largest relative error.
+"""
+import dataclasses
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+from acme_jax.device import header as header_lib
+
+KINDS = {'backbone': ('features', 'per_layer'),
+         'header': ('features', 'per_op')}
+TARGETS = ('median_ms', 'peak_memory_bytes')
+
+
+def _hats(values: np.ndarray, knots: Sequence[float]) -> np.ndarray:
+  """(N, K) weights of piecewise-linear interpolation at `values` between
+  `knots` (constant past the ends)."""
+  knots = np.asarray(sorted(knots), np.float64)
+  eye = np.eye(len(knots))
+  return np.stack([np.interp(values, knots, eye[k])
+                   for k in range(len(knots))], axis=1)
+
+
+def design(part: str, kind: str, rows: Sequence[dict],
+           knots: Tuple[float, ...] = ()) -> np.ndarray:
+  """(N, F) features of `rows` for predictor `kind` of `part`."""
+  col = lambda name: np.array([r[name] for r in rows], np.float64)  # noqa
+  ones = np.ones(len(rows))
+  if kind == 'features':
+    depth = col('layers') if part == 'backbone' else col('n_layers')
+    return np.stack([ones, col('flops'), col('params'), depth], axis=1)
+  if part == 'backbone' and kind == 'per_layer':
+    return np.concatenate([ones[:, None], col('layers')[:, None] *
+                           _hats(col('heads'), knots)], axis=1)
+  if part == 'header' and kind == 'per_op':
+    keep = col('keep')
+    per_op = [col(f'ops_{name}') * (1.0 if name == 'identity' else keep)
+              for name in header_lib.OPS]
+    return np.stack([ones, col('n_layers') * keep] + per_op, axis=1)
+  raise ValueError(f'no predictor kind {kind!r} for the {part}; '
+                   f'kinds: {KINDS.get(part)}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+  """One fitted predictor: y = design(rows) @ coefficients."""
+  part: str
+  kind: str
+  target: str
+  knots: Tuple[float, ...]
+  coefficients: Tuple[float, ...]
+
+  def __call__(self, rows: Sequence[dict]) -> np.ndarray:
+    return design(self.part, self.kind, rows, self.knots) @ np.asarray(
+        self.coefficients)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> 'Fitted':
+    return cls(d['part'], d['kind'], d['target'], tuple(d['knots']),
+               tuple(d['coefficients']))
+
+
+def fit(part: str, kind: str, rows: Sequence[dict],
+        target: str = 'median_ms') -> Fitted:
+  """Least squares on the relative error of `target` over `rows`."""
+  knots = (tuple(sorted({float(r['heads']) for r in rows}))
+           if kind == 'per_layer' else ())
+  x = design(part, kind, rows, knots)
+  y = np.array([r[target] for r in rows], np.float64)
+  if np.any(y <= 0):
+    raise ValueError(f'{target} must be positive to fit relative error')
+  # Columns scaled to unit size first: FLOPs and a constant differ by 1e9.
+  scale = np.maximum(np.abs(x).max(axis=0), 1e-30)
+  theta, *_ = np.linalg.lstsq(x / scale / y[:, None], np.ones(len(y)),
+                              rcond=None)
+  return Fitted(part, kind, target, knots, tuple((theta / scale).tolist()))
+
+
+def errors(predicted, measured) -> dict:
+  """RMSE, share within 10%, largest and mean relative error."""
+  predicted = np.asarray(predicted, np.float64)
+  measured = np.asarray(measured, np.float64)
+  relative = np.abs(predicted - measured) / measured
+  return {'rmse': float(np.sqrt(np.mean((predicted - measured) ** 2))),
+          'within_10pct': float(np.mean(relative <= 0.10)),
+          'max_rel_error': float(relative.max()),
+          'mean_rel_error': float(relative.mean()), 'n': int(len(measured))}
+
+
+def leave_one_out(part: str, kind: str, rows: Sequence[dict],
+                  target: str) -> np.ndarray:
+  """Each row's prediction by the predictor fitted on every other row."""
+  return np.array([fit(part, kind, rows[:i] + rows[i + 1:], target)(
+      [rows[i]])[0] for i in range(len(rows))])
+
+
+def held_out(keys: Sequence, share: float, seed: int) -> set:
+  """The distinct `keys` (architectures) set aside: a seeded `share` of
+  them, at least one, and at least two left to fit."""
+  distinct = sorted(set(keys))
+  if len(distinct) < 3:
+    raise ValueError(f'{len(distinct)} distinct models measured; a '
+                     f'predictor needs at least 3 (2 to fit, 1 to test)')
+  count = min(max(1, int(round(share * len(distinct)))), len(distinct) - 2)
+  order = np.random.default_rng(seed).permutation(len(distinct))
+  return {distinct[i] for i in order[:count]}
+
+
+def choose(part: str, rows: Sequence[dict], keys: Sequence, test: set,
+           target: str = 'median_ms') -> dict:
+  """Every kind's leave-one-out error on the rows not held out
+  (`validation`) and error on the held-out ones (`test`); the kind with
+  the lowest validation RMSE, refitted on all rows not held out."""
+  pool = [r for r, k in zip(rows, keys) if k not in test]
+  tested = [r for r, k in zip(rows, keys) if k in test]
+  y_pool = [r[target] for r in pool]
+  y_test = [r[target] for r in tested]
+  validation, scored, fitted = {}, {}, {}
+  for kind in KINDS[part]:
+    validation[kind] = errors(leave_one_out(part, kind, pool, target), y_pool)
+    fitted[kind] = fit(part, kind, pool, target)
+    scored[kind] = errors(fitted[kind](tested), y_test)
+  kind = min(KINDS[part], key=lambda k: validation[k]['rmse'])
+  return {'kind': kind, 'model': fitted[kind].to_dict(),
+          'validation': validation, 'test': scored,
+          'held_out': [dict(r, predicted=float(p)) for r, p in
+                       zip(tested, fitted[kind](tested))]}
+
+
+def by_group(rows: Sequence[dict], keys: Sequence, test: set,
+             target: str = 'median_ms') -> Dict[str, dict]:
+  """`choose` per part and batch: {'backbone@1': ..., 'header@32': ...}."""
+  groups = {}
+  for row, key in zip(rows, keys):
+    groups.setdefault(f"{row['part']}@{row['batch']}", []).append((row, key))
+  return {name: choose(members[0][0]['part'], [r for r, _ in members],
+                       [k for _, k in members], test, target)
+          for name, members in sorted(groups.items())}

@@ -1,0 +1,138 @@
+"""Inference latency and peak memory on this backend, and the predictors
+fitted on them (docs/hardware.md).
+
+  python -m benchmarks.latency --config=configs/default.py --workdir=W
+  python -m benchmarks.latency --config=configs/minilm_wordnet.py --workdir=W
+  python -m benchmarks.latency --config=configs/decoder_wordnet.py:fast \\
+      --workdir=W
+
+Measures every trained grid subnet and `latency.between_samples` uniform
+subnets off the grid (the backbone as a device runs it, from its stored
+input to the tokens its header reads), and `latency.header_samples` headers
+drawn from the search space (random cells, 1 to the most cells a device
+holds, pruned to each share of `latency.header_keeps`), each at every batch
+of `latency.batches` (`acme_jax/hardware/measure.py`). Then fits the
+latency and memory predictors per part and batch, chooses each kind on
+validation and reports its error on the models held out
+(`acme_jax/hardware/predictor.py`).
+
+Writes `W/latency.json` (`backend`, `machine`, `measured`, `predictor`) and
+`W/latency.md`. Latency does not depend on the weights' values, so the
+supernet is the config's initialisation (MiniLM's real checkpoint), not a
+trained one; nothing else of W is read. Run it on an otherwise idle machine:
+anything sharing the cores is in the numbers.
+"""
+import jax
+import numpy as np
+
+from acme_jax import sizes
+from acme_jax import streams
+from acme_jax import workdir as workdir_lib
+from acme_jax.cloud import grid as grid_lib
+from acme_jax.cloud import stage as cloud_stage
+from acme_jax.data import stage as data_stage
+from acme_jax.device import stage as device_stage
+from acme_jax.hardware import features, measure, predictor, table
+
+
+def backbone_shapes(config, model, rng) -> list:
+  """(depth, width, on the grid) of every grid cell, then up to
+  `latency.between_samples` distinct uniform subnets off it, drawn."""
+  cells = grid_lib.grid_points(config.cloud.depth_mults,
+                               config.cloud.width_mults)
+  every = [(k / model.num_layers, h / model.num_heads)
+           for k in range(1, model.num_layers + 1)
+           for h in range(1, model.num_heads + 1)]
+  off, _ = grid_lib.between_points(model, config.cloud.depth_mults,
+                                   config.cloud.width_mults, every)
+  count = min(config.latency.between_samples, len(off))
+  drawn = [off[i] for i in sorted(rng.choice(len(off), count,
+                                             replace=False))]
+  return ([(float(d), float(w), True) for d, w in cells] +
+          [(d, w, False) for d, w in drawn])
+
+
+def measure_backbones(config, model, params, arch, inputs, seq_len, rng,
+                      hp, log) -> list:
+  rows = []
+  source = config.header.features_from
+  for depth, width, on_grid in backbone_shapes(config, model, rng):
+    forward, dense = measure.backbone_program(model, params, depth, width,
+                                              source)
+    for batch in config.latency.batches:
+      x = measure.batch_of(inputs, batch)
+      row = dict(features.backbone_row(arch, depth, width, seq_len, batch),
+                 grid=on_grid, **measure.timed(forward, (dense, x), hp))
+      rows.append(row)
+      log(f'[latency] backbone d{depth:g} w{width:g} batch {batch}: '
+          f'{row["median_ms"]:.2f} ms, {row["peak_memory_bytes"] / 2**20:.1f}'
+          f' MiB')
+  return rows
+
+
+def measure_headers(config, spec, rng, hp, log) -> list:
+  rows = []
+  grid = sizes.feature_shape(config)[1:-1]
+  positions = int(np.prod(grid))
+  keeps = config.latency.header_keeps
+  for i in range(config.latency.header_samples):
+    arch = measure.random_arch(rng, spec.num_nodes)
+    n_layers = int(rng.integers(1, spec.max_layers + 1))
+    gates = features.keep_gates(spec, keeps[i % len(keeps)])
+    forward, variables, params = measure.header_program(
+        spec, arch, n_layers, gates, seed=i)
+    for batch in config.latency.batches:
+      tokens = rng.standard_normal((batch,) + tuple(grid) +
+                                   (spec.feature_dim,)).astype(np.float32)
+      row = dict(features.header_row(spec, arch, n_layers, gates, batch,
+                                     positions),
+                 sample=i, arch=arch.tolist(),
+                 **measure.timed(forward, (variables, tokens), hp))
+      assert row['params'] == params, (row['params'], params)
+      rows.append(row)
+      log(f'[latency] header {i} ({n_layers} cells, keep '
+          f'{row["keep"]:.2f}) batch {batch}: {row["median_ms"]:.2f} ms')
+  return rows
+
+
+def key_of(row: dict):
+  """The architecture a row measured: what the held-out split is by."""
+  if row['part'] == 'backbone':
+    return ('backbone', row['depth'], row['width'])
+  return ('header', row['sample'])
+
+
+def run(config, workdir, log=print) -> dict:
+  wd = workdir_lib.Workdir(workdir)
+  lat = config.latency
+  hp = measure.TimingHparams(lat.warmup, lat.repeats)
+  rng = np.random.default_rng(config.seed + streams.LATENCY_SAMPLES)
+  dataset, _, _ = data_stage.load(config, log)
+  model, params = cloud_stage.build_model(
+      config, dataset, jax.random.key(config.seed))
+  arch = sizes.architecture(config, dataset.num_classes)
+  inputs = dataset.test.images
+  seq_len = (arch.num_tokens if hasattr(arch, 'num_tokens')
+             else dataset.input_spec.max_length)
+  spec = device_stage.DeviceHparams.from_config(
+      config, dataset.num_classes).nas.spec
+  rows = (measure_backbones(config, model, params, arch, inputs, seq_len,
+                            rng, hp, log) +
+          measure_headers(config, spec, rng, hp, log))
+  keys = [key_of(r) for r in rows]
+  test = set()
+  for part in ('backbone', 'header'):
+    test |= predictor.held_out([k for k in keys if k[0] == part],
+                               lat.test_share,
+                               config.seed + streams.LATENCY_SPLIT)
+  result = table.build(config, rows, {
+      'latency': predictor.by_group(rows, keys, test, 'median_ms'),
+      'memory': predictor.by_group(rows, keys, test, 'peak_memory_bytes')})
+  table.write(wd, result)
+  log('\n' + table.markdown(result))
+  return result
+
+
+if __name__ == '__main__':
+  from acme_jax import cli
+  cli.main(run)

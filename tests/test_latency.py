@@ -1,0 +1,165 @@
+"""Latency measurement, the predictors and the latency table
+(acme_jax/hardware/, benchmarks/latency.py)."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from acme_jax import errors
+from acme_jax.device import features as device_features
+from acme_jax.device import header as header_lib
+from acme_jax.hardware import features, measure, predictor, table
+from acme_jax.models import subnet
+from acme_jax.selection import costs
+
+
+def _backbone_rows(latency, heads_levels=(1, 2, 3, 4), layer_levels=(1, 2, 3,
+                                                                     4)):
+  """Synthetic backbone rows over a 4 x 4 grid, `latency(row)` their
+  target."""
+  rows = []
+  for layers in layer_levels:
+    for heads in heads_levels:
+      row = {'part': 'backbone', 'depth': layers / 4, 'width': heads / 4,
+             'layers': layers, 'heads': heads, 'neurons': 8 * heads,
+             'seq_len': 17, 'batch': 1,
+             'params': 1000 + layers * (300 * heads + 50),
+             'flops': 5e4 + layers * (7e4 * heads + 2e3)}
+      row['median_ms'] = latency(row)
+      row['peak_memory_bytes'] = 4 * row['params'] + 1024
+      rows.append(row)
+  return rows
+
+
+def test_each_predictor_recovers_the_latency_law_it_can_express():
+  """Latency linear in (1, FLOPs, params, layers) is fitted exactly by
+  `features`; a fixed cost plus a per-layer cost that is piecewise linear
+  in the heads (here convex, so no linear law in FLOPs fits it) exactly by
+  `per_layer`, and not by `features`."""
+  linear = _backbone_rows(lambda r: 0.3 + 2e-6 * r['flops'] +
+                          1e-4 * r['params'] + 0.05 * r['layers'])
+  fitted = predictor.fit('backbone', 'features', linear)
+  np.testing.assert_allclose(fitted(linear), [r['median_ms'] for r in linear],
+                             rtol=1e-9)
+  per_head = {1: 0.1, 2: 0.15, 3: 0.4, 4: 1.0}
+  layered = _backbone_rows(lambda r: 0.2 + r['layers'] * per_head[r['heads']])
+  exact = predictor.fit('backbone', 'per_layer', layered)
+  np.testing.assert_allclose(exact(layered),
+                             [r['median_ms'] for r in layered], rtol=1e-9)
+  assert exact.knots == (1.0, 2.0, 3.0, 4.0)
+  # Halfway between two fitted widths the per-layer cost is interpolated.
+  between = dict(layered[0], heads=2.5, layers=2)
+  assert exact([between])[0] == pytest.approx(0.2 + 2 * (0.15 + 0.4) / 2)
+  rough = predictor.fit('backbone', 'features', layered)
+  assert predictor.errors(rough(layered), [r['median_ms'] for r in layered])[
+      'max_rel_error'] > 0.05
+
+
+def test_the_predictor_is_scored_only_on_models_it_was_not_fitted_on():
+  """The chosen model's coefficients are those of a fit on the pool alone;
+  changing a held-out model's measurement changes its test error and
+  nothing fitted; and the kind is chosen on the pool's leave-one-out
+  error, which a held-out model cannot move either."""
+  rng = np.random.default_rng(0)
+  rows = _backbone_rows(lambda r: (0.2 + 1e-5 * r['flops']) *
+                        (1 + 0.05 * rng.standard_normal()))
+  keys = [('backbone', r['depth'], r['width']) for r in rows]
+  test = predictor.held_out(keys, 0.25, seed=3)
+  assert len(test) == 4
+  chosen = predictor.choose('backbone', rows, keys, test)
+  pool = [r for r, k in zip(rows, keys) if k not in test]
+  assert chosen['model'] == predictor.fit('backbone', chosen['kind'],
+                                          pool).to_dict()
+  assert {(r['depth'], r['width']) for r in chosen['held_out']} == {
+      k[1:] for k in test}
+  moved = [dict(r, median_ms=r['median_ms'] * 3) if k in test else r
+           for r, k in zip(rows, keys)]
+  again = predictor.choose('backbone', moved, keys, test)
+  assert again['model'] == chosen['model']
+  assert again['validation'] == chosen['validation']
+  assert (again['test'][again['kind']]['rmse'] >
+          chosen['test'][chosen['kind']]['rmse'])
+  # The test error is the chosen model's on the held-out rows, by hand.
+  held = [r for r, k in zip(rows, keys) if k in test]
+  fitted = predictor.Fitted.from_dict(chosen['model'])
+  errs = np.array([fitted([r])[0] - r['median_ms'] for r in held])
+  assert chosen['test'][chosen['kind']]['rmse'] == pytest.approx(
+      np.sqrt(np.mean(errs ** 2)))
+  within = np.mean(np.abs(errs) <= 0.1 * np.array([r['median_ms']
+                                                   for r in held]))
+  assert chosen['test'][chosen['kind']]['within_10pct'] == within
+
+
+def test_too_few_models_for_a_held_out_split_is_refused():
+  with pytest.raises(ValueError, match='at least 3'):
+    predictor.held_out([('b', 1.0, 1.0), ('b', 0.5, 1.0)], 0.25, 0)
+
+
+def test_the_measured_backbone_computes_the_devices_features(tiny_vit):
+  """The timed program is the extracted backbone a device runs: its
+  output equals the tokens the device stage computes for that subnet; its
+  peak memory holds at least its weights and input, and the row's
+  parameters are the extracted weights'."""
+  from acme_jax.data import base
+  model, params = tiny_vit
+  model = model.clone(input_spec=base.InputSpec(8))
+  images = np.random.default_rng(0).integers(0, 16, (3, 8, 8, 1), np.uint8)
+  forward, dense = measure.backbone_program(model, params, 2 / 3, 0.5)
+  want = device_features.backbone_tokens(
+      model, params, subnet.for_model(model, 0.5, 2 / 3), images)
+  np.testing.assert_allclose(np.asarray(jax.jit(forward)(dense, images)),
+                             want, atol=1e-5)
+  record = measure.timed(forward, (dense, images),
+                         measure.TimingHparams(warmup=1, repeats=3))
+  weight_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(dense))
+  assert record['peak_memory_bytes'] >= weight_bytes + images.nbytes
+  assert record['p10_ms'] <= record['median_ms'] <= record['p90_ms']
+  arch = costs.ViTArchitecture.for_images(
+      8, num_layers=3, num_heads=4, hidden_size=16, mlp_dim=24, patch_size=4,
+      channels=1, num_classes=5)
+  row = features.backbone_row(arch, 2 / 3, 0.5, seq_len=5, batch=3)
+  assert row['params'] == subnet.param_count(dense)
+  assert (row['layers'], row['heads'], row['neurons']) == (2, 2, 12)
+
+
+def test_a_pruned_headers_row_counts_its_extracted_parameters():
+  """The header row's parameters (closed form, from its gates) are the
+  extracted header's, and its FLOP estimate is within a quarter of XLA's
+  count of the extracted header's forward pass (norms and activations are
+  not in the estimate)."""
+  spec = header_lib.Spec(num_classes=5, feature_dim=16, grid_rank=2,
+                         num_channels=16, num_nodes=3, max_layers=2)
+  rng = np.random.default_rng(1)
+  arch = measure.random_arch(rng, spec.num_nodes)
+  arch[:, 1] = arch[:, 3] = header_lib.OPS.index('sep_conv_3x3')
+  gates = features.keep_gates(spec, 0.5)
+  forward, variables, params = measure.header_program(spec, arch, 2, gates)
+  row = features.header_row(spec, arch, 2, gates, batch=2, positions=16)
+  assert row['params'] == params
+  assert row['keep'] == pytest.approx(0.5)
+  assert row['ops_sep_conv_3x3'] == 2 * 2 * spec.num_nodes
+  tokens = jnp.ones((2, 4, 4, 16))
+  record = measure.timed(forward, (variables, tokens),
+                         measure.TimingHparams(warmup=0, repeats=1))
+  assert 0.75 < record['xla_flops'] / row['flops'] < 1.25, (
+      record['xla_flops'], row['flops'])
+
+
+def _table(tmp_path, backend):
+  path = tmp_path / 'latency.json'
+  path.write_text(json.dumps({'backend': backend, 'machine': 'a GPU box',
+                              'predictor': {'latency': {}}}))
+  return path
+
+
+def test_a_latency_table_from_another_backend_is_refused_in_one_line(
+    tmp_path):
+  path = _table(tmp_path, 'gpu')
+  with pytest.raises(errors.UserError) as raised:
+    table.load(path, backend='cpu')
+  message = str(raised.value)
+  assert '\n' not in message
+  assert 'measured on gpu' in message and 'needs cpu' in message
+  assert table.load(_table(tmp_path, 'cpu'), backend='cpu')['backend'] == 'cpu'
