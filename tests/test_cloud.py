@@ -192,9 +192,11 @@ def test_elastic_step_equals_a_loop_over_dense_subnets(tiny_vit, scheme,
   reference = lambda p: _reference_stage_loss(  # noqa: E731
       model, p, teacher, images, depths, widths, matched, 1.0, 0.5)
   assert losses.shape == (4,)
-  np.testing.assert_allclose(float(np.sum(losses)), float(reference(params)),
+  # Jitted: eager dispatch of the reference's many small ops is slower
+  # than compiling it once.
+  ref_loss, ref_grads = jax.jit(jax.value_and_grad(reference))(params)
+  np.testing.assert_allclose(float(np.sum(losses)), float(ref_loss),
                              rtol=1e-5)
-  ref_grads = jax.grad(reference)(params)
   got = jax.tree.map(lambda a, b: a - b, params, new)
   for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-5)
@@ -205,12 +207,12 @@ def test_the_three_schemes_agree_per_subnet(tiny_vit):
   images = jnp.asarray(_split(n=5).images)
   stage = elastic.Stage.of((1.0, 2 / 3, 1 / 3), (1.0, 0.75, 0.25), True)
   teacher = jax.tree.map(lambda x: x * 0.9, params)
-  sliced = elastic.sliced_losses(model, params, teacher, images, stage, 1.0,
-                                 1.0)
-  masked = elastic.masked_losses(model, params, teacher, images, stage, 1.0,
-                                 1.0)
-  static = elastic.static_losses(model, params, teacher, images, stage, 1.0,
-                                 1.0)
+  # Jitted as training runs them (eager dispatch is slower than compiling).
+  sliced, masked, static = (
+      jax.jit(lambda p, t, x, fn=fn: fn(model, p, t, x, stage, 1.0, 1.0))(
+          params, teacher, images)
+      for fn in (elastic.sliced_losses, elastic.masked_losses,
+                 elastic.static_losses))
   np.testing.assert_allclose(sliced, masked, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(static, masked, rtol=1e-5, atol=1e-6)
 
@@ -230,8 +232,8 @@ def test_remat_keeps_losses_and_gradients(tiny_vit, scheme):
   def total(p, remat):
     return jnp.sum(fn(model, p, teacher, images, stage, 1.0, 1.0, remat))
 
-  plain = jax.grad(total)(params, False)
-  remat = jax.jit(jax.grad(total), static_argnums=1)(params, True)
+  grad = jax.jit(jax.grad(total), static_argnums=1)
+  plain, remat = grad(params, False), grad(params, True)
   for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -284,8 +286,9 @@ def test_adamw_does_not_decay_biases_or_layernorm_scales(tiny_vit):
   tx = training.adamw_with_warmup(0.1, 10, 0.0, weight_decay=0.5,
                                   clip_norm=1.0)
   zeros = jax.tree.map(jnp.zeros_like, params)
-  _, state = tx.update(zeros, tx.init(params), params)  # lr is 0 at step 0
-  updates, _ = tx.update(zeros, state, params)
+  update = jax.jit(tx.update)  # one compile, not hundreds of eager ops
+  _, state = update(zeros, tx.init(params), params)  # lr is 0 at step 0
+  updates, _ = update(zeros, state, params)
   # With zero gradients only the decay moves a weight: -lr * wd * w.
   decayed = jax.tree_util.tree_map_with_path(
       lambda path, u: bool(np.any(np.asarray(u) != 0)), updates)

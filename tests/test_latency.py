@@ -163,3 +163,19 @@ def test_a_latency_table_from_another_backend_is_refused_in_one_line(
   assert '\n' not in message
   assert 'measured on gpu' in message and 'needs cpu' in message
   assert table.load(_table(tmp_path, 'cpu'), backend='cpu')['backend'] == 'cpu'
+
+
+@pytest.mark.parametrize('field,value,allowed', [
+    ('batches', (1, 1), 'distinct positive'),
+    ('header_keeps', (0.5, 1.5), r'shares in \(0, 1\]'),
+    ('test_share', 1.0, r'in \(0, 1\)'),
+    ('repeats', 0, r'whole number in 1\.\.')])
+def test_a_wrong_latency_field_is_one_line_naming_it(field, value, allowed):
+  from acme_jax import config as config_lib
+  from configs import default
+  config = default.get_config()
+  config.latency[field] = value
+  with pytest.raises(config_lib.ConfigError,
+                     match=rf'latency\.{field} .*{allowed}') as raised:
+    config_lib.validate(config)
+  assert '\n' not in str(raised.value)

@@ -1,4 +1,6 @@
 """Masked supernet vs extracted dense subnets, SubnetConfig rules, exact sizes."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +44,11 @@ random_subnets = st.tuples(
     st.integers(0, 2**31 - 1))
 
 
+@functools.lru_cache(maxsize=None)
+def _masked_forward(model):
+  return jax.jit(lambda p, x, m: model.apply({'params': p}, x, m))
+
+
 @settings(max_examples=10, deadline=None)
 @given(random_subnets)
 def test_extract_matches_masked_supernet(tiny_vit, case):
@@ -50,9 +57,12 @@ def test_extract_matches_masked_supernet(tiny_vit, case):
   cfg = subnet.SubnetConfig(tuple(layers), tuple(heads[:len(layers)]),
                             tuple(neurons[:len(layers)]))
   images = jax.random.normal(jax.random.key(seed), (3, 8, 8, 1))
-  masked = model.apply({'params': params}, images, subnet.masks(model, cfg))
+  # Jitted: the masked program compiles once for every example (masks are
+  # data); eager dispatch of either model is slower than its compile.
+  masked = _masked_forward(model)(params, images, subnet.masks(model, cfg))
   sub_model, dense = subnet.extract(model, params, cfg, with_head=True)
-  dense_out = sub_model.apply({'params': dense}, images)
+  dense_out = jax.jit(lambda p, x: sub_model.apply({'params': p}, x))(
+      dense, images)
   np.testing.assert_allclose(dense_out['logits'], masked['logits'], atol=1e-5)
   # The hidden state after kept layer j equals the masked state there.
   np.testing.assert_allclose(dense_out['hidden'],
@@ -64,7 +74,8 @@ def test_extract_matches_masked_supernet(tiny_vit, case):
   # What a device receives: the same backbone without the cloud's head.
   backbone_model, backbone = subnet.extract(model, params, cfg)
   assert subnet.param_count(backbone) == expected - (16 * 5 + 5)
-  assert 'logits' not in backbone_model.apply({'params': backbone}, images)
+  assert 'logits' not in jax.jit(
+      lambda p, x: backbone_model.apply({'params': p}, x))(backbone, images)
 
 
 def test_one_compiled_program_serves_every_subnet(tiny_vit):
@@ -86,11 +97,11 @@ def test_vmap_over_stacked_subnets_equals_one_by_one(tiny_vit):
           [(1.0, 1.0), (0.5, 2 / 3), (0.25, 1 / 3)]]
   stacked = subnet.stack_masks([subnet.masks(model, c) for c in cfgs])
   images = jax.random.normal(jax.random.key(3), (2, 8, 8, 1))
-  batched = jax.vmap(lambda m: model.apply({'params': params}, images, m)[
-      'logits'])(stacked)
+  forward = lambda m: model.apply({'params': params}, images, m)[  # noqa
+      'logits']
+  batched = jax.jit(jax.vmap(forward))(stacked)
   for i, cfg in enumerate(cfgs):
-    single = model.apply({'params': params}, images,
-                         subnet.masks(model, cfg))['logits']
+    single = jax.jit(forward)(subnet.masks(model, cfg))
     np.testing.assert_allclose(batched[i], single, atol=1e-6)
 
 
