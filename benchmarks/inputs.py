@@ -117,6 +117,13 @@ def config(config, what: str):
   return config
 
 
+def latency(config):
+  """benchmarks.latency: its --config as the main job checks it (every
+  family: the latency section, the grid, the header)."""
+  from acme_jax import config as config_lib
+  return config_lib.validate(config)
+
+
 def header(config_, steps, samples):
   """benchmarks.header, before the data is loaded."""
   config(config_, 'benchmarks.header')

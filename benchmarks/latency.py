@@ -33,6 +33,7 @@ from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import stage as data_stage
 from acme_jax.device import stage as device_stage
 from acme_jax.hardware import features, measure, predictor, table
+from benchmarks import inputs
 
 
 def backbone_shapes(config, model, rng) -> list:
@@ -103,6 +104,7 @@ def key_of(row: dict):
 
 
 def run(config, workdir, log=print) -> dict:
+  inputs.latency(config)
   wd = workdir_lib.Workdir(workdir)
   lat = config.latency
   hp = measure.TimingHparams(lat.warmup, lat.repeats)
@@ -111,12 +113,12 @@ def run(config, workdir, log=print) -> dict:
   model, params = cloud_stage.build_model(
       config, dataset, jax.random.key(config.seed))
   arch = sizes.architecture(config, dataset.num_classes)
-  inputs = dataset.test.images
+  stored = dataset.test.images
   seq_len = (arch.num_tokens if hasattr(arch, 'num_tokens')
              else dataset.input_spec.max_length)
   spec = device_stage.DeviceHparams.from_config(
       config, dataset.num_classes).nas.spec
-  rows = (measure_backbones(config, model, params, arch, inputs, seq_len,
+  rows = (measure_backbones(config, model, params, arch, stored, seq_len,
                             rng, hp, log) +
           measure_headers(config, spec, rng, hp, log))
   keys = [key_of(r) for r in rows]

@@ -134,13 +134,15 @@ def test_networked(tmp_path):
 
 
 def test_every_benchmark_checks_its_flags_first():
-  """Each entry point of benchmarks/ calls its `inputs` check in main,
-  before its first line of work."""
+  """Each entry point of benchmarks/ calls its `inputs` check in main (or
+  in run, where `cli.main(run)` gives it --config and --workdir), before
+  its first line of work."""
   for path in sorted((ROOT / 'benchmarks').glob('*.py')):
     text = path.read_text()
     if "if __name__ == '__main__':" not in text:
       continue
-    body = text[text.index('\ndef main('):]
+    entry = '\ndef run(' if 'cli.main(run)' in text else '\ndef main('
+    body = text[text.index(entry):]
     assert re.search(r"\n  (\w+ = )?inputs\.\w+\(", body), path.name
 
 

@@ -20,7 +20,7 @@ def build(config, rows: list, fits: dict) -> dict:
   chosen = fits['latency'][first]
   scored = chosen['test'][chosen['kind']]
   return {'backend': measure.backend(), 'machine': measure.machine(),
-          'provenance': provenance.provenance(),
+          'provenance': {'latency': provenance.provenance()},
           'family': config.model.get('family', 'vit'),
           'latency_config': config.latency.to_dict(),
           'measured': rows,

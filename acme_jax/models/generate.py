@@ -108,12 +108,14 @@ def recompute_greedy(model, params, input_ids, attention_mask,
   lengths = jnp.sum(jnp.asarray(attention_mask) > 0, axis=1)
   ids = jnp.pad(ids, ((0, 0), (0, max_new_tokens)))
   rows = jnp.arange(ids.shape[0])
+  # One compile: the padded ids keep their shape, the mask is data.
+  forward = jax.jit(lambda p, x, m, a: model.apply(
+      {'params': p}, x, masks=m, attention_mask=a)['lm_logits'])
   tokens = []
   for i in range(max_new_tokens):
     mask = jnp.arange(ids.shape[1])[None] < (lengths + i)[:, None]
-    out = model.apply({'params': params}, ids, masks=masks,
-                      attention_mask=mask)
-    token = jnp.argmax(out['lm_logits'][rows, lengths + i - 1], axis=-1)
+    logits = forward(params, ids, masks, mask)
+    token = jnp.argmax(logits[rows, lengths + i - 1], axis=-1)
     ids = ids.at[rows, lengths + i].set(token.astype(jnp.int32))
     tokens.append(token)
   return jnp.stack(tokens, axis=1).astype(jnp.int32)

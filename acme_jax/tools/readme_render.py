@@ -175,6 +175,13 @@ def render(results: dict) -> str:
   return '\n\n'.join(parts)
 
 
+def render_latency(results: dict) -> str:
+  """benchmarks.latency's tables, with their source."""
+  from acme_jax.hardware import table
+  return '\n\n'.join([f"_Source: {_source(results, 'latency')}._",
+                       table.markdown(results).strip()])
+
+
 def render_supernet_value(results: dict) -> str:
   """experiments.supernet_value's tables, with their source."""
   from acme_jax import report_value

@@ -11,6 +11,8 @@ results.json.
   python -m acme_jax.tools.readme_tables --block=networked \
       --results=runs/networked/networked.json \
       --scaling=runs/bench_networked/results.json
+  python -m acme_jax.tools.readme_tables --block=latency_vit \
+      --results=runs/latency_vit/latency.json
   python -m acme_jax.tools.readme_tables --check
 
 Each block lives between its markers in one markdown file: `paper` (the
@@ -21,7 +23,8 @@ data per user, `configs/minilm_prototype.py`) in docs/text.md, `decoder`
 (`make tables-decoder`: the decoder's main job, personal language
 modelling and the baselines) in docs/decoder.md, `networked`
 (the default's networked run and its scaling benchmark) in
-docs/networked.md.
+docs/networked.md, `latency_vit`, `latency_text` and `latency_decoder`
+(`benchmarks.latency` of each family) in docs/hardware.md.
 The first copies the run's results to the block's snapshot in docs/
 (committed: the numbers' source, with the commit and machine they came
 from) and rewrites, each in its own file and atomically, every block
@@ -92,6 +95,13 @@ BLOCKS = {'paper': Block('paper', 'readme_results.json', 'docs/results.md'),
               'docs/supernet_value.md', 'supernet value, digits ViT',
               readme_render.render_supernet_value, {'supernet_value': dict},
               {}),
+          **{f'latency_{family}': Block(
+              f'latency_{family}', f'readme_latency_{family}.json',
+              'docs/hardware.md', f'latency, {what}',
+              readme_render.render_latency, results_check.LATENCY, {})
+             for family, what in (('vit', 'digits ViT'),
+                                  ('text', 'MiniLM'),
+                                  ('decoder', 'decoder'))},
           'networked': Block('networked', 'readme_networked_results.json',
                              'docs/networked.md', 'networked',
                              readme_render.render_networked,

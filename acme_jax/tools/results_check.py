@@ -24,9 +24,12 @@ TABLES = {'headers': dict, 'aggregation': dict, 'header_budget': dict,
 NETWORKED = {'devices': list, 'edges': dict, 'bytes': dict}
 NETWORKED_EXTRAS = {'reply_seconds': dict, 'impostors': list,
                      'restarts': (dict, type(None)), 'scaling': list}
+LATENCY = {'measured': list, 'predictor': dict}
 MAKERS = {name: f'python -m experiments.{name}' for name in TABLES}
 # What a block's --results is, where it is not a run's results.json.
-SOURCES = {'networked': 'the networked.json experiments.networked writes'}
+SOURCES = {'networked': 'the networked.json experiments.networked writes',
+           **{f'latency_{family}': 'the latency.json benchmarks.latency '
+              'writes' for family in ('vit', 'text', 'decoder')}}
 JSON_TYPES = {dict: 'an object', list: 'a list', str: 'a string',
               int: 'a number', float: 'a number', bool: 'a boolean',
               type(None): 'null'}
