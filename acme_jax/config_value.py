@@ -45,6 +45,7 @@ def _validate_latency(config):
   s = 'latency'
   non_negative_int(config, f'{s}.warmup')
   positive_int(config, f'{s}.repeats')
+  positive_int(config, f'{s}.round_robin')
   check(config, f'{s}.batches',
         lambda v: len(v) > 0 and len(set(v)) == len(v) and all(
             is_int(x) and x > 0 for x in v),

@@ -11,7 +11,8 @@ subnets off the grid (the backbone as a device runs it, from its stored
 input to the tokens its header reads), and `latency.header_samples` headers
 drawn from the search space (random cells, 1 to the most cells a device
 holds, pruned to each share of `latency.header_keeps`), each at every batch
-of `latency.batches` (`acme_jax/hardware/measure.py`). Then fits the
+of `latency.batches`, timed round-robin `latency.round_robin` programs at
+a time (`acme_jax/hardware/measure.py`). Then fits the
 latency and memory predictors per part and batch, chooses each kind on
 validation and reports its error on the models held out
 (`acme_jax/hardware/predictor.py`).
@@ -53,28 +54,24 @@ def backbone_shapes(config, model, rng) -> list:
           [(d, w, False) for d, w in drawn])
 
 
-def measure_backbones(config, model, params, arch, inputs, seq_len, rng,
-                      hp, log) -> list:
-  rows = []
-  source = config.header.features_from
+def backbone_programs(config, model, params, arch, stored, seq_len,
+                      rng) -> list:
+  """(row features, forward, args) per backbone shape and batch."""
+  out = []
   for depth, width, on_grid in backbone_shapes(config, model, rng):
     forward, dense = measure.backbone_program(model, params, depth, width,
-                                              source)
+                                              config.header.features_from)
     for batch in config.latency.batches:
-      x = measure.batch_of(inputs, batch)
-      row = dict(features.backbone_row(arch, depth, width, seq_len, batch),
-                 grid=on_grid, **measure.timed(forward, (dense, x), hp))
-      rows.append(row)
-      log(f'[latency] backbone d{depth:g} w{width:g} batch {batch}: '
-          f'{row["median_ms"]:.2f} ms, {row["peak_memory_bytes"] / 2**20:.1f}'
-          f' MiB')
-  return rows
+      out.append((dict(features.backbone_row(arch, depth, width, seq_len,
+                                             batch), grid=on_grid),
+                  forward, (dense, measure.batch_of(stored, batch))))
+  return out
 
 
-def measure_headers(config, spec, rng, hp, log) -> list:
-  rows = []
+def header_programs(config, spec, rng) -> list:
+  """(row features, forward, args) per drawn header and batch."""
+  out = []
   grid = sizes.feature_shape(config)[1:-1]
-  positions = int(np.prod(grid))
   keeps = config.latency.header_keeps
   for i in range(config.latency.header_samples):
     arch = measure.random_arch(rng, spec.num_nodes)
@@ -86,13 +83,35 @@ def measure_headers(config, spec, rng, hp, log) -> list:
       tokens = rng.standard_normal((batch,) + tuple(grid) +
                                    (spec.feature_dim,)).astype(np.float32)
       row = dict(features.header_row(spec, arch, n_layers, gates, batch,
-                                     positions),
-                 sample=i, arch=arch.tolist(),
-                 **measure.timed(forward, (variables, tokens), hp))
-      assert row['params'] == params, (row['params'], params)
-      rows.append(row)
-      log(f'[latency] header {i} ({n_layers} cells, keep '
-          f'{row["keep"]:.2f}) batch {batch}: {row["median_ms"]:.2f} ms')
+                                     int(np.prod(grid))),
+                 sample=i, arch=arch.tolist())
+      if row['params'] != params:
+        raise AssertionError(f'header {i}: the closed-form count '
+                             f'{row["params"]} is not the extracted '
+                             f'header\'s {params}')
+      out.append((row, forward, (variables, tokens)))
+  return out
+
+
+def _describe(row) -> str:
+  if row['part'] == 'backbone':
+    return f"backbone d{row['depth']:g} w{row['width']:g}"
+  return (f"header {row['sample']} ({row['n_layers']} cells, keep "
+          f"{row['keep']:.2f})")
+
+
+def measure_all(programs, hp, chunk: int, log) -> list:
+  """The rows of `programs`, timed `chunk` at a time round-robin."""
+  rows = []
+  for at in range(0, len(programs), chunk):
+    part = programs[at:at + chunk]
+    records = measure.timed_together([(fn, args) for _, fn, args in part],
+                                     hp)
+    for (row, _, _), record in zip(part, records):
+      rows.append(dict(row, **record))
+      log(f"[latency] {_describe(row)} batch {row['batch']}: "
+          f"{record['median_ms']:.2f} ms, "
+          f"{record['peak_memory_bytes'] / 2**20:.1f} MiB")
   return rows
 
 
@@ -118,9 +137,10 @@ def run(config, workdir, log=print) -> dict:
              else dataset.input_spec.max_length)
   spec = device_stage.DeviceHparams.from_config(
       config, dataset.num_classes).nas.spec
-  rows = (measure_backbones(config, model, params, arch, stored, seq_len,
-                            rng, hp, log) +
-          measure_headers(config, spec, rng, hp, log))
+  programs = (backbone_programs(config, model, params, arch, stored,
+                                seq_len, rng) +
+              header_programs(config, spec, rng))
+  rows = measure_all(programs, hp, lat.round_robin, log)
   keys = [key_of(r) for r in rows]
   test = set()
   for part in ('backbone', 'header'):

@@ -189,8 +189,11 @@ def _latency():
   # benchmarks.latency: inference latency and peak memory of subnets and
   # headers on this backend, and the predictors fitted on them.
   c = ml_collections.ConfigDict()
-  c.warmup = 3                # untimed runs of each compiled program
-  c.repeats = 20              # timed runs: median, 10th, 90th percentile
+  c.warmup = 10               # untimed runs of each compiled program
+  c.repeats = 100             # timed runs: median, 10th, 90th percentile
+  c.round_robin = 16          # programs timed in turn, one call each (their
+                              # weights held at once): a slow spell of the
+                              # machine lands on all of them
   c.batches = (1, 32)         # one input, and a device's batch
   c.between_samples = 16      # shapes off the grid, drawn among all the
                               # supernet's uniform ones (none on this ViT)

@@ -179,3 +179,15 @@ def test_a_wrong_latency_field_is_one_line_naming_it(field, value, allowed):
                      match=rf'latency\.{field} .*{allowed}') as raised:
     config_lib.validate(config)
   assert '\n' not in str(raised.value)
+
+
+def test_programs_timed_together_keep_their_order_and_own_memory():
+  """Round-robin timing returns each program's own record: XLA's FLOPs and
+  peak memory of a 64 x 64 product and of a 256 x 256 one, in order."""
+  small, large = (jnp.ones((64, 64)),) * 2, (jnp.ones((256, 256)),) * 2
+  records = measure.timed_together(
+      [(jnp.matmul, large), (jnp.matmul, small)],
+      measure.TimingHparams(warmup=1, repeats=3))
+  assert [r['xla_flops'] for r in records] == [2 * 256 ** 3, 2 * 64 ** 3]
+  assert [r['peak_memory_bytes'] for r in records] == [3 * 4 * 256 ** 2,
+                                                        3 * 4 * 64 ** 2]

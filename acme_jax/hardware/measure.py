@@ -6,8 +6,8 @@ weights, no classifier) from the device's stored input to the tokens its
 header reads, and the extracted header (live channels only) from those
 tokens to logits. Each is compiled once for its shape and batch, run
 `warmup` times, then timed `repeats` times with the result awaited
-(`block_until_ready`); the record keeps the median and the 10th and 90th
-percentiles. Peak memory is what XLA's compiled program plans to hold at
+(`block_until_ready`), round-robin with the other programs measured beside
+it; the record keeps the median and the 10th and 90th percentiles. Peak memory is what XLA's compiled program plans to hold at
 once: its arguments (weights and batch), outputs and temporaries, less the
 buffers it aliases. It is the same number on every run, and it is also what
 a GPU allocates for the program; the process's own overhead (the runtime,
@@ -15,7 +15,7 @@ the Python interpreter) is not in it.
 """
 import dataclasses
 import time
-from typing import Callable, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,8 @@ from acme_jax.models import subnet as subnet_lib
 
 @dataclasses.dataclass(frozen=True)
 class TimingHparams:
-  warmup: int = 3
-  repeats: int = 20
+  warmup: int = 10    # config.latency's defaults
+  repeats: int = 100
 
 
 def backend() -> str:
@@ -60,22 +60,36 @@ def peak_memory_bytes(compiled) -> int:
              stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
-def timed(fn: Callable, args: Tuple, hp: TimingHparams) -> dict:
-  """Median and percentiles (ms) of `fn(*args)` compiled once, its peak
-  memory (bytes) and XLA's count of its FLOPs."""
-  compiled = jax.jit(fn).lower(*args).compile()
-  for _ in range(hp.warmup):
-    jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(hp.repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append((time.perf_counter() - start) * 1e3)
-  p10, median, p90 = np.percentile(times, [10, 50, 90])
+def _stats(times_ms) -> dict:
+  p10, median, p90 = np.percentile(times_ms, [10, 50, 90])
   return {'median_ms': float(median), 'p10_ms': float(p10),
-          'p90_ms': float(p90), 'spread_ms': float(p90 - p10),
-          'peak_memory_bytes': peak_memory_bytes(compiled),
-          'xla_flops': _xla_flops(compiled)}
+          'p90_ms': float(p90), 'spread_ms': float(p90 - p10)}
+
+
+def timed_together(programs: Sequence[Tuple[Callable, Tuple]],
+                   hp: TimingHparams) -> List[dict]:
+  """Per (fn, args): median and percentiles (ms) of `fn(*args)` compiled
+  once, its peak memory (bytes) and XLA's count of its FLOPs. The programs
+  are timed round-robin (one call of each, `repeats` times over), so a slow
+  spell of a shared machine lands on all of them rather than on whichever
+  ran then."""
+  compiled = [jax.jit(fn).lower(*args).compile() for fn, args in programs]
+  for c, (_, args) in zip(compiled, programs):
+    for _ in range(hp.warmup):
+      jax.block_until_ready(c(*args))
+  times = [[] for _ in programs]
+  for _ in range(hp.repeats):
+    for i, (c, (_, args)) in enumerate(zip(compiled, programs)):
+      start = time.perf_counter()
+      jax.block_until_ready(c(*args))
+      times[i].append((time.perf_counter() - start) * 1e3)
+  return [dict(_stats(t), peak_memory_bytes=peak_memory_bytes(c),
+               xla_flops=_xla_flops(c)) for c, t in zip(compiled, times)]
+
+
+def timed(fn: Callable, args: Tuple, hp: TimingHparams) -> dict:
+  """`timed_together` of one program."""
+  return timed_together([(fn, args)], hp)[0]
 
 
 def backbone_program(model, params, depth: float, width: float,

@@ -1,8 +1,9 @@
 """Latency and memory predictors fitted on measured models, chosen and scored
 on models they were never fitted on (docs/hardware.md).
 
-Two kinds per part, both linear in their features and fitted to minimise
-the squared *relative* error (a budget is met or missed by a share of it):
+Two kinds per part and target, each linear in its features and fitted to
+minimise the squared *relative* error (a budget is met or missed by a share
+of it). Latency:
 
   backbone  `features`   1, FLOPs, parameters, layers
             `per_layer`  a fixed cost plus one cost per kept layer that
@@ -14,6 +15,12 @@ the squared *relative* error (a budget is met or missed by a share of it):
             `per_op`     the stem and classifier, then per cell its final
                          conv and each op it runs, each scaled by the share
                          of channels its gates keep
+
+Peak memory: `features` as above, or what a program holds: the backbone's
+`activations` (1, parameters, tokens x neurons for the MLP's hidden layer,
+tokens x heads x sequence length for the attention weights), the header's
+`weights` (1, parameters: its activations stay C channels wide whatever it
+keeps).
 
 Models are split by architecture: a held-out share is set aside first and
 never fitted on; the kind is chosen by leave-one-out error on the rest
@@ -28,9 +35,11 @@ import numpy as np
 
 from acme_jax.device import header as header_lib
 
-KINDS = {'backbone': ('features', 'per_layer'),
-         'header': ('features', 'per_op')}
-TARGETS = ('median_ms', 'peak_memory_bytes')
+# The kinds tried per target and part.
+KINDS = {'median_ms': {'backbone': ('features', 'per_layer'),
+                       'header': ('features', 'per_op')},
+         'peak_memory_bytes': {'backbone': ('features', 'activations'),
+                               'header': ('features', 'weights')}}
 
 
 def _hats(values: np.ndarray, knots: Sequence[float]) -> np.ndarray:
@@ -53,13 +62,18 @@ def design(part: str, kind: str, rows: Sequence[dict],
   if part == 'backbone' and kind == 'per_layer':
     return np.concatenate([ones[:, None], col('layers')[:, None] *
                            _hats(col('heads'), knots)], axis=1)
+  if part == 'backbone' and kind == 'activations':
+    tokens = col('batch') * col('seq_len')
+    return np.stack([ones, col('params'), tokens * col('neurons'),
+                     tokens * col('heads') * col('seq_len')], axis=1)
+  if part == 'header' and kind == 'weights':
+    return np.stack([ones, col('params')], axis=1)
   if part == 'header' and kind == 'per_op':
     keep = col('keep')
     per_op = [col(f'ops_{name}') * (1.0 if name == 'identity' else keep)
               for name in header_lib.OPS]
     return np.stack([ones, col('n_layers') * keep] + per_op, axis=1)
-  raise ValueError(f'no predictor kind {kind!r} for the {part}; '
-                   f'kinds: {KINDS.get(part)}')
+  raise ValueError(f'no predictor kind {kind!r} for the {part}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +154,12 @@ def choose(part: str, rows: Sequence[dict], keys: Sequence, test: set,
   y_pool = [r[target] for r in pool]
   y_test = [r[target] for r in tested]
   validation, scored, fitted = {}, {}, {}
-  for kind in KINDS[part]:
+  kinds = KINDS[target][part]
+  for kind in kinds:
     validation[kind] = errors(leave_one_out(part, kind, pool, target), y_pool)
     fitted[kind] = fit(part, kind, pool, target)
     scored[kind] = errors(fitted[kind](tested), y_test)
-  kind = min(KINDS[part], key=lambda k: validation[k]['rmse'])
+  kind = min(kinds, key=lambda k: validation[k]['rmse'])
   return {'kind': kind, 'model': fitted[kind].to_dict(),
           'validation': validation, 'test': scored,
           'held_out': [dict(r, predicted=float(p)) for r, p in
