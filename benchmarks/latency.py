@@ -122,6 +122,19 @@ def key_of(row: dict):
   return ('header', row['sample'])
 
 
+def fit_predictors(rows: list, test_share: float, seed: int) -> dict:
+  """The latency and memory predictors of `rows`, each part holding out a
+  seeded `test_share` of its architectures (`predictor.held_out`)."""
+  keys = [key_of(r) for r in rows]
+  test = set()
+  for part in ('backbone', 'header'):
+    test |= predictor.held_out([k for k in keys if k[0] == part],
+                               test_share, seed)
+  return {'latency': predictor.by_group(rows, keys, test, 'median_ms'),
+          'memory': predictor.by_group(rows, keys, test,
+                                       'peak_memory_bytes')}
+
+
 def run(config, workdir, log=print) -> dict:
   inputs.latency(config)
   wd = workdir_lib.Workdir(workdir)
@@ -141,15 +154,8 @@ def run(config, workdir, log=print) -> dict:
                                 seq_len, rng) +
               header_programs(config, spec, rng))
   rows = measure_all(programs, hp, lat.round_robin, log)
-  keys = [key_of(r) for r in rows]
-  test = set()
-  for part in ('backbone', 'header'):
-    test |= predictor.held_out([k for k in keys if k[0] == part],
-                               lat.test_share,
-                               config.seed + streams.LATENCY_SPLIT)
-  result = table.build(config, rows, {
-      'latency': predictor.by_group(rows, keys, test, 'median_ms'),
-      'memory': predictor.by_group(rows, keys, test, 'peak_memory_bytes')})
+  result = table.build(config, rows, fit_predictors(
+      rows, lat.test_share, config.seed + streams.LATENCY_SPLIT))
   table.write(wd, result)
   log('\n' + table.markdown(result))
   return result

@@ -9,6 +9,8 @@ glosses into WordNet supersenses.
       --workdir=runs/decoder_smoke    # a few minutes on a 2-core CPU
   make tables-decoder                 # :fast in runs/decoder_fast: the
                                       # published results (docs/decoder.md)
+  python -m benchmarks.latency --config=configs/decoder_wordnet.py:fast \
+      --workdir=runs/latency_decoder  # latency, memory, predictors
 
 `:fast` is the full data and loop with a smaller decoder (4 layers, 128
 wide, 4 query heads in 2 KV groups, MLP 384, vocabulary 4,096) and the

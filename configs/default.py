@@ -12,6 +12,8 @@ prototype's where they fit this scale; scaled-down values say so.
       --workdir=runs/networked   # every tier its own process, on Flower
   python -m experiments.supernet_value --config=configs/default.py \
       --workdir=runs/default   # subnets vs one model per shape
+  python -m benchmarks.latency --config=configs/default.py \
+      --workdir=runs/latency_vit   # latency, memory and their predictors
 """
 import ml_collections
 

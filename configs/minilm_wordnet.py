@@ -18,6 +18,8 @@ gloss, prefixed by its first lemma, labelled with its lexicographer file
       --workdir=runs/minilm
   python -m experiments.supernet_value --config=configs/minilm_wordnet.py \
       --workdir=runs/minilm          # subnets vs one model per shape
+  python -m benchmarks.latency --config=configs/minilm_wordnet.py \
+      --workdir=runs/latency_text    # latency, memory and their predictors
 
 The model is the real 6-layer, 384-hidden, 12-head MiniLM; the default grid
 keeps 12/9/6/3 heads and 6/4/3/2 layers (docs/method.md 3). Every device gets a

@@ -191,3 +191,19 @@ def test_programs_timed_together_keep_their_order_and_own_memory():
   assert [r['xla_flops'] for r in records] == [2 * 256 ** 3, 2 * 64 ** 3]
   assert [r['peak_memory_bytes'] for r in records] == [3 * 4 * 256 ** 2,
                                                         3 * 4 * 64 ** 2]
+
+
+@pytest.mark.parametrize('family', ['vit', 'text', 'decoder'])
+def test_the_published_predictors_are_what_the_code_fits(family):
+  """docs/hardware.md's predictors, refitted here from the published
+  measurements: the same kinds, coefficients and errors."""
+  import pathlib
+  from benchmarks import latency as latency_bench
+  snapshot = json.loads((pathlib.Path(__file__).parents[1] / 'docs' /
+                         f'readme_latency_{family}.json').read_text())
+  fits = latency_bench.fit_predictors(
+      snapshot['measured'], snapshot['latency_config']['test_share'],
+      snapshot['split_seed'])
+  published = snapshot['predictor']
+  assert json.loads(json.dumps(fits)) == {k: published[k]
+                                          for k in ('latency', 'memory')}

@@ -7,6 +7,7 @@ import pathlib
 from acme_jax import errors
 from acme_jax import provenance
 from acme_jax import report
+from acme_jax import streams
 from acme_jax import workdir as workdir_lib
 from acme_jax.hardware import measure
 from acme_jax.hardware import predictor as predictor_lib
@@ -23,6 +24,7 @@ def build(config, rows: list, fits: dict) -> dict:
           'provenance': {'latency': provenance.provenance()},
           'family': config.model.get('family', 'vit'),
           'latency_config': config.latency.to_dict(),
+          'split_seed': config.seed + streams.LATENCY_SPLIT,
           'measured': rows,
           'predictor': {'kind': chosen['kind'], 'part': first,
                         'rmse_ms': scored['rmse'],
