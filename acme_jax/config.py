@@ -32,7 +32,17 @@ def subset(config, sections) -> dict:
   if ('selection' in sections and 'between_grid' in full and
       full['between_grid'].get('deliver')):
     out['between_grid'] = full['between_grid']
+  # Devices as hardware enter a fingerprint only once set: at their
+  # defaults (no latency table, no budgets, free links) they change nothing.
+  if 'system' in out and out['system'].get('hardware') == HARDWARE_OFF:
+    out['system'] = {k: v for k, v in out['system'].items()
+                     if k != 'hardware'}
   return out
+
+
+HARDWARE_OFF = {'latency_table': '', 'batch': 1, 'slowdown': [1.0],
+                'latency_budget_ms': [0.0], 'memory_budget_mb': [0.0],
+                'uplink_mbps': [0.0], 'downlink_mbps': [0.0]}
 
 
 def repeat_fingerprint(config, sections) -> dict:
@@ -333,6 +343,26 @@ def _validate_federated(config):
   positive_number(config, f'{f}.kd_temperature')
 
 
+def _validate_hardware(config, num_devices: int):
+  from acme_jax.hardware import profile
+  h = 'system.hardware'
+  check(config, f'{h}.latency_table', lambda v: isinstance(v, str),
+        "must be a path to a benchmarks.latency latency.json, or '' (none)")
+  positive_int(config, f'{h}.batch')
+  for name in profile.FIELDS:
+    problem = profile.spec_problem(config.system.hardware[name], num_devices)
+    if problem:
+      raise ConfigError(f'{h}.{name}', tuple(config.system.hardware[name]),
+                        problem)
+  for name in ('latency_budget_ms', 'memory_budget_mb'):
+    spec = tuple(config.system.hardware[name])
+    if (not config.system.hardware.latency_table and
+        profile.draw(spec, num_devices, 0) != (0.0,) * num_devices):
+      raise ConfigError(f'{h}.{name}', spec,
+                        f'needs {h}.latency_table (a benchmarks.latency '
+                        f'latency.json) to predict the models\' costs from')
+
+
 def _check_header_allowance(config):
   from acme_jax import data as data_lib
   allowance = config.system.header_allowance
@@ -396,3 +426,5 @@ def _validate_selection_and_system(config):
     if not (is_number(value) and value >= 0):
       raise ConfigError(f'system.profile.{name}', value,
                         'must be a finite number >= 0')
+  if 'hardware' in config.system:
+    _validate_hardware(config, num_devices)

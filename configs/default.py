@@ -247,6 +247,14 @@ def _system():
   c.profile = ml_collections.ConfigDict(dict(
       g_n=100.0, delta_g=10.0, l_n=1.0, delta_l=0.1, p=128.0, g_beta=50.0,
       k=10.0))                            # docs/method.md 4.2, prototype constants
+  # Devices as hardware (docs/hardware.md; acme_jax/hardware/profile.py):
+  # a benchmarks.latency table of this backend, the batch a deployed
+  # model's latency is read at, and per device (a spec: (x,) all, one per
+  # device, ('uniform', lo, hi), ('choice', v, ...)) its slowdown against
+  # the table's machine, latency and memory budgets (0: none) and links.
+  c.hardware = ml_collections.ConfigDict(dict(
+      latency_table='', batch=1, slowdown=(1.0,), latency_budget_ms=(0.0,),
+      memory_budget_mb=(0.0,), uplink_mbps=(0.0,), downlink_mbps=(0.0,)))
   return c
 
 

@@ -207,3 +207,52 @@ def test_the_published_predictors_are_what_the_code_fits(family):
   published = snapshot['predictor']
   assert json.loads(json.dumps(fits)) == {k: published[k]
                                           for k in ('latency', 'memory')}
+
+
+def test_hardware_specs_draw_per_device_values_and_budgets_hold():
+  """Each spec form gives one value per device; a device fits a model
+  whose slowed-down latency and memory are within its budgets (0: none);
+  transfers take bytes over the link's bits per second."""
+  from acme_jax.hardware import profile
+  assert profile.draw((2.0,), 3, 0) == (2.0, 2.0, 2.0)
+  assert profile.draw((1.0, 2.0, 3.0), 3, 0) == (1.0, 2.0, 3.0)
+  drawn = profile.draw(('uniform', 1.0, 4.0), 50, 7)
+  assert all(1.0 <= v <= 4.0 for v in drawn) and len(set(drawn)) == 50
+  assert drawn == profile.draw(('uniform', 1.0, 4.0), 50, 7)
+  assert set(profile.draw(('choice', 1.0, 8.0), 50, 7)) == {1.0, 8.0}
+  assert profile.spec_problem(('uniform', 4.0, 1.0), 3)
+  assert profile.spec_problem((1.0, 2.0), 3)
+  slow = profile.Hardware(slowdown=2.0, latency_budget_ms=10.0,
+                          memory_budget_mb=1.0, uplink_mbps=8.0,
+                          downlink_mbps=80.0)
+  assert slow.fits(5.0, 2 ** 20) and not slow.fits(5.1, 2 ** 20)
+  assert not slow.fits(1.0, 2 ** 20 + 1)
+  assert profile.Hardware().fits(1e9, 1e12)
+  assert slow.transfer_seconds(1e6, 1e6) == pytest.approx(1.0 + 0.1)
+
+
+def test_a_latency_budget_without_a_latency_table_is_one_line():
+  from acme_jax import config as config_lib
+  from configs import default
+  config = default.get_config()
+  config.system.hardware.memory_budget_mb = ('choice', 4.0, 8.0)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'memory_budget_mb .*needs system.hardware.'
+                           r'latency_table'):
+    config_lib.validate(config)
+
+
+def test_devices_as_hardware_enter_fingerprints_only_once_set():
+  """At its defaults the hardware section leaves every stage's fingerprint
+  what it was before the section existed (cached runs stay valid); any
+  field set enters it."""
+  from acme_jax import config as config_lib
+  from configs import default
+  config = default.get_config()
+  before = default.get_config()
+  del before.system['hardware']
+  assert config_lib.subset(config, ('system', 'cloud')) == \
+      config_lib.subset(before, ('system', 'cloud'))
+  config.system.hardware.downlink_mbps = (50.0,)
+  assert config_lib.subset(config, ('system',))['system']['hardware'][
+      'downlink_mbps'] == [50.0]
