@@ -350,7 +350,8 @@ def _validate_hardware(config, num_devices: int):
         "must be a path to a benchmarks.latency latency.json, or '' (none)")
   positive_int(config, f'{h}.batch')
   for name in profile.FIELDS:
-    problem = profile.spec_problem(config.system.hardware[name], num_devices)
+    problem = profile.spec_problem(config.system.hardware[name], num_devices,
+                                   positive=name == 'slowdown')
     if problem:
       raise ConfigError(f'{h}.{name}', tuple(config.system.hardware[name]),
                         problem)

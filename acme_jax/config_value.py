@@ -52,7 +52,9 @@ def _validate_latency(config):
         'must be a non-empty list of distinct positive whole numbers, '
         'e.g. 1,32')
   non_negative_int(config, f'{s}.between_samples')
-  positive_int(config, f'{s}.header_samples')
+  check(config, f'{s}.header_samples', lambda v: is_int(v) and v >= 3,
+        'must be a whole number >= 3 (the predictors fit 2 and test 1 at '
+        'least)')
   check(config, f'{s}.header_keeps',
         lambda v: len(v) > 0 and all(is_number(x) and 0 < x <= 1
                                      for x in v),

@@ -26,6 +26,7 @@ anything sharing the cores is in the numbers.
 import jax
 import numpy as np
 
+from acme_jax import errors
 from acme_jax import sizes
 from acme_jax import streams
 from acme_jax import workdir as workdir_lib
@@ -34,6 +35,7 @@ from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import stage as data_stage
 from acme_jax.device import stage as device_stage
 from acme_jax.hardware import features, measure, predictor, table
+from acme_jax.selection import costs
 from benchmarks import inputs
 
 
@@ -47,9 +49,24 @@ def backbone_shapes(config, model, rng) -> list:
            for h in range(1, model.num_heads + 1)]
   off, _ = grid_lib.between_points(model, config.cloud.depth_mults,
                                    config.cloud.width_mults, every)
-  count = min(config.latency.between_samples, len(off))
-  drawn = [off[i] for i in sorted(rng.choice(len(off), count,
-                                             replace=False))]
+  # One per cost-distinct shape: multipliers that keep as many layers,
+  # heads and neurons as a grid cell (other layer indices) are its twins.
+  arch = sizes.architecture(config, model.num_classes or 1)
+  shape = lambda d, w: costs.subnet_shape(arch, d, w)  # noqa: E731
+  seen = {shape(d, w) for d, w in cells}
+  distinct = []
+  for d, w in off:
+    if shape(d, w) not in seen:
+      seen.add(shape(d, w))
+      distinct.append((d, w))
+  count = min(config.latency.between_samples, len(distinct))
+  drawn = [distinct[i] for i in sorted(rng.choice(len(distinct), count,
+                                                  replace=False))]
+  if len(cells) + len(drawn) < 3:
+    raise errors.UserError(
+        f'{len(cells) + len(drawn)} distinct backbone shapes to measure; '
+        f'the predictors need at least 3: raise latency.between_samples '
+        f'(this supernet has {len(distinct)} off the grid) or widen the grid')
   return ([(float(d), float(w), True) for d, w in cells] +
           [(d, w, False) for d, w in drawn])
 
@@ -118,7 +135,7 @@ def measure_all(programs, hp, chunk: int, log) -> list:
 def key_of(row: dict):
   """The architecture a row measured: what the held-out split is by."""
   if row['part'] == 'backbone':
-    return ('backbone', row['depth'], row['width'])
+    return ('backbone', row['layers'], row['heads'], row['neurons'])
   return ('header', row['sample'])
 
 
@@ -154,8 +171,9 @@ def run(config, workdir, log=print) -> dict:
                                 seq_len, rng) +
               header_programs(config, spec, rng))
   rows = measure_all(programs, hp, lat.round_robin, log)
-  result = table.build(config, rows, fit_predictors(
-      rows, lat.test_share, config.seed + streams.LATENCY_SPLIT))
+  seed = config.seed + streams.LATENCY_SPLIT
+  result = table.build(config, rows,
+                       fit_predictors(rows, lat.test_share, seed), seed)
   table.write(wd, result)
   log('\n' + table.markdown(result))
   return result

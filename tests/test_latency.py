@@ -36,8 +36,8 @@ def _backbone_rows(latency, heads_levels=(1, 2, 3, 4), layer_levels=(1, 2, 3,
 def test_each_predictor_recovers_the_latency_law_it_can_express():
   """Latency linear in (1, FLOPs, params, layers) is fitted exactly by
   `features`; a fixed cost plus a per-layer cost that is piecewise linear
-  in the heads (here convex, so no linear law in FLOPs fits it) exactly by
-  `per_layer`, and not by `features`."""
+  in the layer's width (here convex, so no linear law in FLOPs fits it)
+  exactly by `per_layer`, and not by `features`."""
   linear = _backbone_rows(lambda r: 0.3 + 2e-6 * r['flops'] +
                           1e-4 * r['params'] + 0.05 * r['layers'])
   fitted = predictor.fit('backbone', 'features', linear)
@@ -48,9 +48,9 @@ def test_each_predictor_recovers_the_latency_law_it_can_express():
   exact = predictor.fit('backbone', 'per_layer', layered)
   np.testing.assert_allclose(exact(layered),
                              [r['median_ms'] for r in layered], rtol=1e-9)
-  assert exact.knots == (1.0, 2.0, 3.0, 4.0)
+  assert exact.knots == (8.0, 16.0, 24.0, 32.0)  # one per width's neurons
   # Halfway between two fitted widths the per-layer cost is interpolated.
-  between = dict(layered[0], heads=2.5, layers=2)
+  between = dict(layered[0], heads=2.5, neurons=20, layers=2)
   assert exact([between])[0] == pytest.approx(0.2 + 2 * (0.15 + 0.4) / 2)
   rough = predictor.fit('backbone', 'features', layered)
   assert predictor.errors(rough(layered), [r['median_ms'] for r in layered])[
@@ -165,6 +165,44 @@ def test_a_latency_table_from_another_backend_is_refused_in_one_line(
   assert table.load(_table(tmp_path, 'cpu'), backend='cpu')['backend'] == 'cpu'
 
 
+def test_a_latency_table_of_another_family_is_refused_in_one_line(tmp_path):
+  path = tmp_path / 'latency.json'
+  path.write_text(json.dumps({'backend': 'cpu', 'family': 'vit',
+                              'predictor': {}}))
+  with pytest.raises(errors.UserError, match='measured a vit supernet; '
+                     'this run.s is a bert') as raised:
+    table.load(path, backend='cpu', family='bert')
+  assert '\n' not in str(raised.value)
+
+
+def test_a_held_out_architecture_is_held_out_at_every_batch():
+  """fit_predictors splits by architecture (layers, heads, neurons): a
+  shape held out at batch 1 is held out at batch 32 too, and two rows of
+  one shape under other multipliers share its fate."""
+  from benchmarks import latency as latency_bench
+  rows = []
+  for batch in (1, 32):
+    for r in _backbone_rows(lambda r: 1.0 + 1e-5 * r['flops']):
+      rows.append(dict(r, batch=batch, median_ms=r['median_ms'] * batch))
+  twin = dict(rows[5], depth=0.3)  # the same shape under another depth
+  rows.append(twin)
+  rows += [{'part': 'header', 'sample': i, 'batch': 1, 'n_layers': 1,
+            'keep': 1.0, 'params': 100 * (i + 1), 'flops': 1e4 * (i + 1),
+            'loose_ends': 1, 'median_ms': 0.1 * (i + 1),
+            'peak_memory_bytes': 1000 * (i + 1),
+            **{f'ops_{name}': i % 2 for name in header_lib.OPS}}
+           for i in range(8)]
+  fits = latency_bench.fit_predictors(rows, 0.25, seed=0)
+  held = {g: {(r['layers'], r['heads'], r['neurons'])
+              for r in fits['latency'][g]['held_out']}
+          for g in ('backbone@1', 'backbone@32')}
+  assert held['backbone@1'] == held['backbone@32'] and held['backbone@1']
+  twin_shape = (twin['layers'], twin['heads'], twin['neurons'])
+  in_test = [r for r in fits['latency']['backbone@1']['held_out']
+             if (r['layers'], r['heads'], r['neurons']) == twin_shape]
+  assert len(in_test) in (0, 2)
+
+
 @pytest.mark.parametrize('field,value,allowed', [
     ('batches', (1, 1), 'distinct positive'),
     ('header_keeps', (0.5, 1.5), r'shares in \(0, 1\]'),
@@ -181,6 +219,8 @@ def test_a_wrong_latency_field_is_one_line_naming_it(field, value, allowed):
   assert '\n' not in str(raised.value)
 
 
+@pytest.mark.skipif(jax.default_backend() != 'cpu',
+                    reason='exact buffer sizes: an accelerator adds workspace')
 def test_programs_timed_together_keep_their_order_and_own_memory():
   """Round-robin timing returns each program's own record: XLA's FLOPs and
   peak memory of a 64 x 64 product and of a 256 x 256 one, in order."""
@@ -205,8 +245,17 @@ def test_the_published_predictors_are_what_the_code_fits(family):
       snapshot['measured'], snapshot['latency_config']['test_share'],
       snapshot['split_seed'])
   published = snapshot['predictor']
-  assert json.loads(json.dumps(fits)) == {k: published[k]
-                                          for k in ('latency', 'memory')}
+  refit = json.loads(json.dumps(fits))
+  for target in ('latency', 'memory'):
+    assert refit[target].keys() == published[target].keys()
+    for name, group in refit[target].items():
+      want = published[target][name]
+      assert group['kind'] == want['kind'], (target, name)
+      assert group['model']['coefficients'] == pytest.approx(
+          want['model']['coefficients'], rel=1e-6), (target, name)
+      assert group['test'] == pytest.approx(want['test'], rel=1e-6)
+      assert [r['predicted'] for r in group['held_out']] == pytest.approx(
+          [r['predicted'] for r in want['held_out']], rel=1e-6)
 
 
 def test_hardware_specs_draw_per_device_values_and_budgets_hold():

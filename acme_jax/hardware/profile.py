@@ -54,25 +54,28 @@ class Hardware:
     return seconds
 
 
-def spec_problem(spec, num_devices: int) -> str:
+def spec_problem(spec, num_devices: int, positive: bool = False) -> str:
   """Why `spec` is not a hardware spec over `num_devices` devices ('' when
-  it is one)."""
+  it is one); `positive`: every value must be > 0 (a slowdown)."""
   spec = tuple(spec)
   is_number = lambda v: (isinstance(v, (int, float)) and  # noqa: E731
                          not isinstance(v, bool) and np.isfinite(v) and
-                         v >= 0)
+                         (v > 0 if positive else v >= 0))
   if spec and spec[0] == 'uniform':
     if len(spec) != 3 or not all(map(is_number, spec[1:])) or \
         spec[1] > spec[2]:
-      return "('uniform', lo, hi) needs two numbers 0 <= lo <= hi"
+      return (f"('uniform', lo, hi) needs two numbers "
+              f"0 {'<' if positive else '<='} lo <= hi")
     return ''
   if spec and spec[0] == 'choice':
     if len(spec) < 2 or not all(map(is_number, spec[1:])):
-      return "('choice', v, ...) needs at least one number >= 0"
+      return (f"('choice', v, ...) needs at least one number "
+              f"{'> 0' if positive else '>= 0'}")
     return ''
   if len(spec) not in (1, num_devices) or not all(map(is_number, spec)):
-    return (f'must be one number >= 0 for every device, {num_devices} '
-            f"(one per device), ('uniform', lo, hi) or ('choice', v, ...)")
+    return (f"must be one number {'> 0' if positive else '>= 0'} for "
+            f'every device, {num_devices} (one per device), '
+            f"('uniform', lo, hi) or ('choice', v, ...)")
   return ''
 
 

@@ -7,16 +7,15 @@ import pathlib
 from acme_jax import errors
 from acme_jax import provenance
 from acme_jax import report
-from acme_jax import streams
 from acme_jax import workdir as workdir_lib
 from acme_jax.hardware import measure
 from acme_jax.hardware import predictor as predictor_lib
 
 
-def build(config, rows: list, fits: dict) -> dict:
+def build(config, rows: list, fits: dict, split_seed: int) -> dict:
   """latency.json's content. `fits`: {'latency': predictor.by_group(...),
   'memory': ...}. Its top-level `predictor` fields are the backbone's at the
-  first batch measured."""
+  first batch measured; `split_seed` drew the held-out models."""
   first = f"backbone@{config.latency.batches[0]}"
   chosen = fits['latency'][first]
   scored = chosen['test'][chosen['kind']]
@@ -24,7 +23,7 @@ def build(config, rows: list, fits: dict) -> dict:
           'provenance': {'latency': provenance.provenance()},
           'family': config.model.get('family', 'vit'),
           'latency_config': config.latency.to_dict(),
-          'split_seed': config.seed + streams.LATENCY_SPLIT,
+          'split_seed': split_seed,
           'measured': rows,
           'predictor': {'kind': chosen['kind'], 'part': first,
                         'rmse_ms': scored['rmse'],
@@ -38,9 +37,10 @@ def write(wd, result: dict):
   workdir_lib.atomic_write_text(wd / 'latency.md', markdown(result))
 
 
-def load(path, backend: str = None) -> dict:
+def load(path, backend: str = None, family: str = None) -> dict:
   """A latency table, refused in one line when it was measured on a backend
-  other than `backend` (default: this process's)."""
+  other than `backend` (default: this process's) or for another model
+  family than `family` (when given)."""
   path = pathlib.Path(path)
   try:
     table = workdir_lib.read_json(path)
@@ -56,6 +56,11 @@ def load(path, backend: str = None) -> dict:
         f'{path} was measured on {table.get("backend")} '
         f'({table.get("machine")}); this run needs {want} latencies: '
         f'measure them here with python -m benchmarks.latency')
+  if family is not None and table.get('family') != family:
+    raise errors.UserError(
+        f'{path} measured a {table.get("family")} supernet; this run\'s is '
+        f'a {family}: measure it with python -m benchmarks.latency and this '
+        f'run\'s --config')
   return table
 
 
