@@ -119,14 +119,15 @@ def markdown(result: dict) -> str:
       scored = g['test'][g['kind']]
       fit_rows.append(
           [name, g['kind']] +
-          [f"{g['validation'][k]['rmse'] * scale:.3g}"
+          [f"{g['validation'][k]['relative_rmse']:.0%}"
            if k in g['validation'] else '' for k in kinds] +
           [f"{scored['rmse'] * scale:.3g}",
            f"{scored['within_10pct']:.0%}",
            f"{scored['max_rel_error']:.0%}", scored['n']])
-    lines += ['', f'{target.capitalize()} predictors: validation RMSE '
-              f'({unit}, leave-one-out) of each kind, and the chosen '
-              f"kind's error on the held-out models:", '',
+    lines += ['', f'{target.capitalize()} predictors: the relative RMSE '
+              f'of each kind on validation (leave-one-out; the lowest is '
+              f"chosen), and the chosen kind's error on the held-out "
+              f'models:', '',
               report.markdown_table(
                   ['part@batch', 'chosen'] + [f'val. {k}' for k in kinds] +
                   [f'test RMSE ({unit})', 'within 10%', 'worst', 'held out'],
