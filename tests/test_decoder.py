@@ -228,9 +228,13 @@ def test_decoder_importance_scores_are_finite_differences():
   heads, neurons = importance.importance_scores(model, params, data, 3, 1)
   full = decoder_lib.full_masks(model)
 
+  # Jitted once: the finite differences evaluate it many times.
+  jitted = jax.jit(lambda p, m: training.task_loss(
+      model.apply({'params': p}, e['input_ids'], m), labels,
+      e['input_ids'], 0))
+
   def loss(p, masks=full):
-    out = model.apply({'params': p}, e['input_ids'], masks)
-    return float(training.task_loss(out, labels, e['input_ids'], 0))
+    return float(jitted(p, masks))
 
   def scaled(layer, name, index, axis, alpha):
     block = dict(params[f'block_{layer}'])
