@@ -7,8 +7,6 @@ must hold) from `sizes`; of the tiers, validation reads only the data
 tier's class count and a checkpoint's config.json, inside the checks that
 need them.
 """
-import json
-
 from acme_jax import checkpoint_fit
 from acme_jax import config_value
 from acme_jax import choices
@@ -20,38 +18,13 @@ from acme_jax.checks import (boolean, check, fraction, is_int, is_number,
                              ordered, positive_int, positive_number,
                              positive_numbers, some_of)
 from acme_jax.errors import ConfigError  # noqa: F401 (config_lib.ConfigError)
+from acme_jax import fingerprint
 from acme_jax.models import subnet as subnet_lib
 
 
-def subset(config, sections) -> dict:
-  """The JSON of `config`'s top-level `sections` (a stage's fingerprint)."""
-  full = json.loads(config.to_json_best_effort())
-  out = {k: full[k] for k in sections if k in full}
-  # Shapes between the grid's points shape the device stages only when
-  # the edges may deliver them; off, they leave every fingerprint as it was.
-  if ('selection' in sections and 'between_grid' in full and
-      full['between_grid'].get('deliver')):
-    out['between_grid'] = full['between_grid']
-  # Devices as hardware enter a fingerprint only once set: at their
-  # defaults (no latency table, no budgets, free links) they change nothing.
-  if 'system' in out and out['system'].get('hardware') == HARDWARE_OFF:
-    out['system'] = {k: v for k, v in out['system'].items()
-                     if k != 'hardware'}
-  return out
-
-
-HARDWARE_OFF = {'latency_table': '', 'batch': 1, 'slowdown': [1.0],
-                'latency_budget_ms': [0.0], 'memory_budget_mb': [0.0],
-                'uplink_mbps': [0.0], 'downlink_mbps': [0.0]}
-
-
-def repeat_fingerprint(config, sections) -> dict:
-  """`subset` without any section's `repeats`: repeat r of an experiment
-  draws its keys and data from r alone, so a cached repeat serves a run
-  with more (or fewer) repeats."""
-  return {k: ({f: v for f, v in section.items() if f != 'repeats'}
-              if isinstance(section, dict) else section)
-          for k, section in subset(config, sections).items()}
+# Where every caller has looked for them.
+subset = fingerprint.subset
+repeat_fingerprint = fingerprint.repeat_fingerprint
 
 
 def _is_param_count(v) -> bool:
@@ -343,27 +316,6 @@ def _validate_federated(config):
   positive_number(config, f'{f}.kd_temperature')
 
 
-def _validate_hardware(config, num_devices: int):
-  from acme_jax.hardware import profile
-  h = 'system.hardware'
-  check(config, f'{h}.latency_table', lambda v: isinstance(v, str),
-        "must be a path to a benchmarks.latency latency.json, or '' (none)")
-  positive_int(config, f'{h}.batch')
-  for name in profile.FIELDS:
-    problem = profile.spec_problem(config.system.hardware[name], num_devices,
-                                   positive=name == 'slowdown')
-    if problem:
-      raise ConfigError(f'{h}.{name}', tuple(config.system.hardware[name]),
-                        problem)
-  for name in ('latency_budget_ms', 'memory_budget_mb'):
-    spec = tuple(config.system.hardware[name])
-    if (not config.system.hardware.latency_table and
-        profile.draw(spec, num_devices, 0) != (0.0,) * num_devices):
-      raise ConfigError(f'{h}.{name}', spec,
-                        f'needs {h}.latency_table (a benchmarks.latency '
-                        f'latency.json) to predict the models\' costs from')
-
-
 def _check_header_allowance(config):
   from acme_jax import data as data_lib
   allowance = config.system.header_allowance
@@ -428,4 +380,4 @@ def _validate_selection_and_system(config):
       raise ConfigError(f'system.profile.{name}', value,
                         'must be a finite number >= 0')
   if 'hardware' in config.system:
-    _validate_hardware(config, num_devices)
+    config_value.validate_hardware(config, num_devices)

@@ -1,7 +1,7 @@
 """Checks of the sections behind `experiments.supernet_value` (the shapes
 between the trained grid's points, `between_grid`, and the comparison's own
-`supernet_value`) and `benchmarks.latency` (`latency`). Called from
-`config.validate`."""
+`supernet_value`), `benchmarks.latency` (`latency`) and the devices as
+hardware (`system.hardware`). Called from `config.validate`."""
 from acme_jax import choices
 from acme_jax.checks import (boolean, check, fraction, is_int, is_number,
                              non_negative_int, optimizer_fields,
@@ -60,6 +60,28 @@ def _validate_latency(config):
                                      for x in v),
         'must be a non-empty list of channel shares in (0, 1]')
   fraction(config, f'{s}.test_share')
+
+
+def validate_hardware(config, num_devices: int):
+  """config.system.hardware (devices as hardware)."""
+  from acme_jax.hardware import profile
+  h = 'system.hardware'
+  check(config, f'{h}.latency_table', lambda v: isinstance(v, str),
+        "must be a path to a benchmarks.latency latency.json, or '' (none)")
+  positive_int(config, f'{h}.batch')
+  for name in profile.FIELDS:
+    problem = profile.spec_problem(config.system.hardware[name], num_devices,
+                                   positive=name == 'slowdown')
+    if problem:
+      raise ConfigError(f'{h}.{name}', tuple(config.system.hardware[name]),
+                        problem)
+  for name in ('latency_budget_ms', 'memory_budget_mb'):
+    spec = tuple(config.system.hardware[name])
+    if (not config.system.hardware.latency_table and
+        profile.draw(spec, num_devices, 0) != (0.0,) * num_devices):
+      raise ConfigError(f'{h}.{name}', spec,
+                        f'needs {h}.latency_table (a benchmarks.latency '
+                        f'latency.json) to predict the models\' costs from')
 
 
 def validate(config):
