@@ -36,8 +36,10 @@ def _shape_rows(config, repeats) -> list:
                                            for r in per])),
                     supernet_minus=stats.paired(ours, theirs))
         if lm:
-          cell['perplexity'] = _cell([r[arm][budget]['perplexity']
-                                      for r in per])
+          ppl = [r[arm][budget]['perplexity'] for r in per]
+          cell['perplexity'] = _cell(ppl)
+          cell['perplexity_supernet_minus'] = stats.paired(
+              [r['supernet']['perplexity'] for r in per], ppl)
         row[arm][budget] = cell
     rows.append(row)
   return rows
@@ -194,6 +196,8 @@ def supernet_value_table(s: dict) -> str:
     lines.append(f"| {r['depth']:g} | {r['width']:g} | " + ' | '.join(
         f"{stats.fmt_diff(r[a][b]['supernet_minus'])} "
         f"({r[a][b]['steps']:,} steps)" for a, b in arms) + ' |')
+  if 'perplexity' in rows[0]['supernet']:
+    lines += _perplexity_lines(rows, arms)
   c = s['cost']
   lines += ['', _cost_line(c), '',
             '| N budgets | models needed | one supernet | distilled models | '
@@ -207,6 +211,26 @@ def supernet_value_table(s: dict) -> str:
   if 'baselines_from_supernet' in s:
     lines += _baseline_lines(s['baselines_from_supernet'])
   return '\n'.join(lines) + '\n'
+
+
+def _perplexity_lines(rows, arms) -> list:
+  """A language model's test perplexity per arm (lower is better), and the
+  supernet's minus each arm's, paired over repeats."""
+  fmt = lambda c: stats.fmt({'mean': c['mean'], 'ci': c['ci95']},  # noqa
+                            1)
+  lines = ['', 'Test perplexity (lower is better), mean ± 95% CI; then the '
+           "supernet's minus each arm's, paired (* where the CI excludes 0; "
+           'negative: the supernet is better):', '',
+           '| depth | width | supernet | ' + ' | '.join(
+               f'{a} ({b.replace("_", " ")})' for a, b in arms) + ' |',
+           '|---' * (3 + len(arms)) + '|']
+  for r in rows:
+    lines.append(f"| {r['depth']:g} | {r['width']:g} | "
+                 f"{fmt(r['supernet']['perplexity'])} | " + ' | '.join(
+                     f"{fmt(r[a][b]['perplexity'])} "
+                     f"({stats.fmt_diff(r[a][b]['perplexity_supernet_minus'], 1)})"
+                     for a, b in arms) + ' |')
+  return lines
 
 
 def _from(n) -> str:

@@ -437,3 +437,28 @@ def test_the_published_costs_are_what_the_code_counts():
     mean = np.mean([fn(model, params, d, w, batch) for d, w in cells])
     assert mean * steps == pytest.approx(published['per_model_flops'][arm],
                                          rel=1e-12)
+
+
+def test_a_language_models_perplexity_is_paired_and_tabled():
+  """With perplexities, each arm's cell pairs the supernet's against its
+  own over repeats, and the table shows them (lower is better)."""
+  from configs import default
+  config = default.get_config()
+  config.supernet_value.arms = ('distilled',)
+  config.supernet_value.budgets = ('equal_steps',)
+  reps = []
+  for ours, theirs in ((600.0, 480.0), (610.0, 470.0), (590.0, 490.0)):
+    rep = _repeat(0.07, 0.09)
+    shape = rep['shapes'][0]
+    shape['supernet']['perplexity'] = ours
+    shape['distilled']['equal_steps']['perplexity'] = theirs
+    reps.append(rep)
+  s = report_value.summarize(config, reps)
+  cell = s['shapes'][0]['distilled']['equal_steps']
+  assert cell['perplexity']['mean'] == pytest.approx(480.0)
+  diff = cell['perplexity_supernet_minus']
+  assert diff['mean'] == pytest.approx(np.mean([120.0, 140.0, 100.0]))
+  assert diff['holds']
+  table = report_value.supernet_value_table(s)
+  assert 'Test perplexity (lower is better)' in table
+  assert '| 1 | 1 | 600.0 ± ' in table and '480.0 ± ' in table
