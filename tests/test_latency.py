@@ -306,3 +306,60 @@ def test_devices_as_hardware_enter_fingerprints_only_once_set():
   config.system.hardware.downlink_mbps = (50.0,)
   assert config_lib.subset(config, ('system',))['system']['hardware'][
       'downlink_mbps'] == [50.0]
+
+
+def test_the_edge_never_picks_a_backbone_over_a_devices_latency_budget():
+  """With a latency table's predictor, every device's pick, at its
+  slowdown and with the header reserve, meets its latency and memory
+  budgets, for drawn budgets and slowdowns; a device that no backbone
+  within its parameter budget can serve is one clear error."""
+  from acme_jax.edge import choice
+  from acme_jax.hardware import budgets, profile
+  arch = costs.ViTArchitecture.for_images(
+      16, num_layers=4, num_heads=4, hidden_size=32, mlp_dim=64,
+      patch_size=4, channels=1, num_classes=5)
+  shapes = [(d, w) for d in (0.25, 0.5, 0.75, 1.0)
+            for w in (0.25, 0.5, 0.75, 1.0)]
+  # A table whose predictors are known laws: ms = 0.1 + 1e-6 FLOPs,
+  # bytes = 4 params + 1000.
+  law = lambda target, coef: predictor.Fitted(  # noqa: E731
+      'backbone', 'features', target, (), coef).to_dict()
+  tab = {'predictor': {
+      'latency': {'backbone@1': {'model': law('median_ms',
+                                              (0.1, 1e-6, 0.0, 0.0))}},
+      'memory': {'backbone@1': {'model': law('peak_memory_bytes',
+                                             (1000.0, 0.0, 4.0, 0.0))}}}}
+  ms, nbytes = budgets.backbone_costs(tab, arch, shapes, 17, 1)
+  rows = [features.backbone_row(arch, d, w, 17, 1) for d, w in shapes]
+  np.testing.assert_allclose(ms, [0.1 + 1e-6 * r['flops'] for r in rows])
+  np.testing.assert_allclose(nbytes, [1000 + 4 * r['params'] for r in rows])
+  rng = np.random.default_rng(0)
+  params = [r['params'] for r in rows]
+  accuracy = np.tile(np.linspace(0.2, 0.9, 16)[:, None], (1, 5))
+  reserve = (0.05, 5000.0)
+  served = 0
+  for trial in range(20):
+    devices = [profile.Hardware(
+        slowdown=float(rng.uniform(1, 4)),
+        latency_budget_ms=float(rng.uniform(0.6, 4 * ms.max())),
+        memory_budget_mb=float(rng.uniform(0.02, 0.2)))
+               for _ in range(6)]
+    ok = budgets.feasible(devices, ms, nbytes, reserve)
+    try:
+      picks = choice.choose_backbones(params, accuracy,
+                                      np.ones((6, 5)), [10 ** 9] * 6, 0,
+                                      feasible=ok)
+    except ValueError as e:
+      assert 'latency and memory budgets' in str(e)
+      continue
+    for hw, pick in zip(devices, picks):
+      assert hw.slowdown * (ms[pick.candidate] + reserve[0]) <= \
+          hw.latency_budget_ms
+      assert nbytes[pick.candidate] + reserve[1] <= \
+          hw.memory_budget_mb * 2 ** 20
+      # The most accurate feasible candidate: here the latest in order.
+      fitting = [n for n in range(16) if hw.fits(ms[n] + reserve[0],
+                                                  nbytes[n] + reserve[1])]
+      assert pick.candidate == fitting[-1]
+    served += 1
+  assert 5 <= served < 20  # both outcomes drawn

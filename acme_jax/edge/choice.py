@@ -23,7 +23,7 @@ class Choice:
 
 def choose_backbones(candidate_params: Sequence[int], per_class_accuracy,
                      histograms, budgets: Sequence[int], header_allowance: int,
-                     on_front=None) -> List[Choice]:
+                     on_front=None, feasible=None) -> List[Choice]:
   """One `Choice` per device.
 
   Args:
@@ -34,6 +34,8 @@ def choose_backbones(candidate_params: Sequence[int], per_class_accuracy,
     header_allowance: parameters reserved for the header.
     on_front: (N,) bool; candidates off the front are used only when no front
       candidate fits a device (then `fallback` is True). Default: all on front.
+    feasible: (D, N) bool; False where a candidate misses a device's latency
+      or memory budget (`hardware.budgets.feasible`). Default: all feasible.
 
   Raises:
     ValueError: if some device's budget fits no candidate at all.
@@ -48,6 +50,12 @@ def choose_backbones(candidate_params: Sequence[int], per_class_accuracy,
   choices = []
   for device, budget in enumerate(budgets):
     fits = params + header_allowance <= budget
+    if feasible is not None:
+      if not (fits & np.asarray(feasible[device], bool)).any() and fits.any():
+        raise ValueError(
+            f'device {device}: no backbone within its parameter budget '
+            f'{budget} meets its latency and memory budgets')
+      fits = fits & np.asarray(feasible[device], bool)
     pool, fallback = fits & front, False
     if not pool.any():
       pool, fallback = fits, True
