@@ -11,6 +11,8 @@ results.json.
   python -m acme_jax.tools.readme_tables --block=networked \
       --results=runs/networked/networked.json \
       --scaling=runs/bench_networked/results.json
+  python -m acme_jax.tools.readme_tables --block=supernet_value_decoder \
+      --results=runs/decoder_fast/results.json
   python -m acme_jax.tools.readme_tables --block=latency_vit \
       --results=runs/latency_vit/latency.json
   python -m acme_jax.tools.readme_tables --check
@@ -93,6 +95,12 @@ BLOCKS = {'paper': Block('paper', 'readme_results.json', 'docs/results.md'),
           'supernet_value': Block(
               'supernet_value', 'readme_supernet_value_results.json',
               'docs/supernet_value.md', 'supernet value, digits ViT',
+              readme_render.render_supernet_value, {'supernet_value': dict},
+              {}),
+          'supernet_value_decoder': Block(
+              'supernet_value_decoder',
+              'readme_supernet_value_decoder_results.json',
+              'docs/supernet_value.md', 'supernet value, decoder',
               readme_render.render_supernet_value, {'supernet_value': dict},
               {}),
           **{f'latency_{family}': Block(
