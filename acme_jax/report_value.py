@@ -121,6 +121,12 @@ def _cost(config, repeats) -> dict:
                                          distinct),
               'scratch': _cheaper_from(total(shared_s, elastic_s),
                                        per_seconds['scratch'], distinct)},
+          # A None break-even above means "never" only where both sides'
+          # seconds were measured.
+          'seconds_measured': {
+              'distilled': None not in (elastic_s, per_seconds['distilled']),
+              'scratch': None not in (shared_s, elastic_s,
+                                      per_seconds['scratch'])},
           'by_budgets': by_n}
 
 
@@ -233,12 +239,15 @@ def _perplexity_lines(rows, arms) -> list:
   return lines
 
 
-def _from(n) -> str:
+def _from(n, measured: bool = True) -> str:
+  if not measured:
+    return 'not measured'
   return 'never (within its distinct shapes)' if n is None else f'N = {n}'
 
 
 def _cost_line(c) -> str:
   be, bs = c['break_even'], c['break_even_seconds']
+  known = c.get('seconds_measured', {'distilled': True, 'scratch': True})
   return (f"Training cost of serving N budgets, in FLOPs (and seconds on "
           f"this machine): the teacher and its importance scores, which the "
           f"supernet and the distilled models both need, "
@@ -249,8 +258,9 @@ def _cost_line(c) -> str:
           f"{c['distinct_shapes']} distinct uniform subnets, so no more "
           f"models are charged. The supernet costs less than distilled "
           f"models from {_from(be['distilled'])} "
-          f"(seconds: {_from(bs['distilled'])}) and than models from scratch "
-          f"from {_from(be['scratch'])} (seconds: {_from(bs['scratch'])}).")
+          f"(seconds: {_from(bs['distilled'], known['distilled'])}) and than "
+          f"models from scratch from {_from(be['scratch'])} "
+          f"(seconds: {_from(bs['scratch'], known['scratch'])}).")
 
 
 def _between_lines(b) -> list:

@@ -462,3 +462,19 @@ def test_a_language_models_perplexity_is_paired_and_tabled():
   table = report_value.supernet_value_table(s)
   assert 'Test perplexity (lower is better)' in table
   assert '| 1 | 1 | 600.0 ± ' in table and '480.0 ± ' in table
+
+
+def test_a_break_even_in_unmeasured_seconds_is_not_called_never():
+  """Without the cloud's stage times the supernet's seconds are unknown:
+  its seconds break-even against models from scratch is 'not measured',
+  not 'never'."""
+  from configs import default
+  config = default.get_config()
+  config.supernet_value.arms = ('distilled',)
+  config.supernet_value.budgets = ('equal_steps',)
+  s = report_value.summarize(config, [_repeat(0.8, 0.7), _repeat(0.8, 0.7)])
+  assert s['cost']['seconds_measured'] == {'distilled': False,
+                                           'scratch': False}
+  table = report_value.supernet_value_table(s)
+  assert 'seconds: not measured' in table
+  assert 'seconds: never' not in table
