@@ -178,6 +178,7 @@ def tiny_task(seed=0, rows=16):
   return (embed[ids], ids, mask), (lambda h, w: h @ w), (jnp.asarray(w),)
 
 
+@pytest.mark.slow  # ~14 s: the suite's 10 minutes
 def test_training_steps_reduce_the_loss():
   data, lm_head, lm_params = tiny_task()
   heads = [(ch.apply, ch.init_variables(SPEC, 5)['params'], ALL_OPS),

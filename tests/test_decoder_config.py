@@ -42,6 +42,9 @@ def test_bad_decoder_fields_are_one_line(field, value, named):
   assert named in str(info.value) and '\n' not in str(info.value)
 
 
+# ~14 s: the suite's 10 minutes. test_selection checks the closed-form
+# sizes against extracted ViT subnets in the default suite.
+@pytest.mark.slow
 def test_grid_sizes_equal_the_extracted_subnets():
   """sizes.grid's closed form against counting the leaves of each
   extracted subnet of the supernet the cloud builds."""

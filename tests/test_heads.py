@@ -33,8 +33,12 @@ def test_padded_batches_mark_padding_and_cover_every_sample():
   assert sorted(seen) == list(range(10))
 
 
+# The mixer and the CNN head (~20 s together) run with the slow tests: the
+# suite's 10 minutes.
 @pytest.mark.parametrize('kind, learning_rate', [
-    ('linear', 5e-2), ('mlp', 1e-2), ('mixer', 1e-2), ('cnn_project', 1e-2)])
+    ('linear', 5e-2), ('mlp', 1e-2),
+    pytest.param('mixer', 1e-2, marks=pytest.mark.slow),
+    pytest.param('cnn_project', 1e-2, marks=pytest.mark.slow)])
 def test_each_head_learns_separable_features(kind, learning_rate):
   out = heads.train_and_test(kind, 3, _device_data(), epochs=40,
                              batch_size=8, learning_rate=learning_rate, seed=0)

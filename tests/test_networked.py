@@ -160,6 +160,7 @@ def test_relays_forward_untouched_and_count_each_way():
     server.close()
 
 
+@pytest.mark.slow  # ~18 s: the suite's 10 minutes
 def test_an_edge_admits_only_registered_device_keys(tmp_path):
   """A SuperLink with TLS and node authentication: the registered device
   joins, one with an unknown key is refused and exits."""
