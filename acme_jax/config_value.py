@@ -2,6 +2,8 @@
 between the trained grid's points, `between_grid`, and the comparison's own
 `supernet_value`), `benchmarks.latency` (`latency`) and the devices as
 hardware (`system.hardware`). Called from `config.validate`."""
+import os
+
 from acme_jax import choices
 from acme_jax.checks import (boolean, check, fraction, is_int, is_number,
                              non_negative_int, optimizer_fields,
@@ -49,8 +51,8 @@ def _validate_latency(config):
   check(config, f'{s}.batches',
         lambda v: len(v) > 0 and len(set(v)) == len(v) and all(
             is_int(x) and x > 0 for x in v),
-        'must be a non-empty list of distinct positive whole numbers, '
-        'e.g. 1,32')
+        'must be a non-empty list of distinct whole numbers in '
+        '1..2147483647, e.g. 1,32')
   non_negative_int(config, f'{s}.between_samples')
   check(config, f'{s}.header_samples', lambda v: is_int(v) and v >= 3,
         'must be a whole number >= 3 (the predictors fit 2 and test 1 at '
@@ -66,8 +68,10 @@ def validate_hardware(config, num_devices: int):
   """config.system.hardware (devices as hardware)."""
   from acme_jax.hardware import profile
   h = 'system.hardware'
-  check(config, f'{h}.latency_table', lambda v: isinstance(v, str),
-        "must be a path to a benchmarks.latency latency.json, or '' (none)")
+  check(config, f'{h}.latency_table',
+        lambda v: isinstance(v, str) and (not v or os.path.isfile(v)),
+        "must be the path of an existing benchmarks.latency latency.json, "
+        "or '' (none)")
   positive_int(config, f'{h}.batch')
   for name in profile.FIELDS:
     problem = profile.spec_problem(config.system.hardware[name], num_devices,

@@ -363,3 +363,13 @@ def test_the_edge_never_picks_a_backbone_over_a_devices_latency_budget():
       assert pick.candidate == fitting[-1]
     served += 1
   assert 5 <= served < 20  # both outcomes drawn
+
+
+def test_a_missing_latency_table_is_one_line_before_any_work(tmp_path):
+  from acme_jax import config as config_lib
+  from configs import default
+  config = default.get_config()
+  config.system.hardware.latency_table = str(tmp_path / 'nowhere.json')
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'latency_table .*existing benchmarks.latency'):
+    config_lib.validate(config)
