@@ -204,7 +204,7 @@ def test_a_held_out_architecture_is_held_out_at_every_batch():
 
 
 @pytest.mark.parametrize('field,value,allowed', [
-    ('batches', (1, 1), 'distinct positive'),
+    ('batches', (1, 1), 'distinct whole numbers'),
     ('header_keeps', (0.5, 1.5), r'shares in \(0, 1\]'),
     ('test_share', 1.0, r'in \(0, 1\)'),
     ('repeats', 0, r'whole number in 1\.\.')])
