@@ -39,7 +39,7 @@ from acme_jax.selection import costs
 from benchmarks import inputs
 
 
-def backbone_shapes(config, model, rng) -> list:
+def backbone_shapes(config, model, arch, rng) -> list:
   """(depth, width, on the grid) of every grid cell, then up to
   `latency.between_samples` distinct uniform subnets off it, drawn."""
   cells = grid_lib.grid_points(config.cloud.depth_mults,
@@ -51,7 +51,6 @@ def backbone_shapes(config, model, rng) -> list:
                                    config.cloud.width_mults, every)
   # One per cost-distinct shape: multipliers that keep as many layers,
   # heads and neurons as a grid cell (other layer indices) are its twins.
-  arch = sizes.architecture(config, model.num_classes or 1)
   shape = lambda d, w: costs.subnet_shape(arch, d, w)  # noqa: E731
   seen = {shape(d, w) for d, w in cells}
   distinct = []
@@ -75,7 +74,7 @@ def backbone_programs(config, model, params, arch, stored, seq_len,
                       rng) -> list:
   """(row features, forward, args) per backbone shape and batch."""
   out = []
-  for depth, width, on_grid in backbone_shapes(config, model, rng):
+  for depth, width, on_grid in backbone_shapes(config, model, arch, rng):
     forward, dense = measure.backbone_program(model, params, depth, width,
                                               config.header.features_from)
     for batch in config.latency.batches:
