@@ -35,6 +35,8 @@ from acme_jax.device import stage as device_stage
 from acme_jax.device import state as state_lib
 from acme_jax.edge import stage as edge_stage
 from acme_jax.federated import acme
+from acme_jax.hardware import fleet as fleet_lib
+from acme_jax.hardware import measure
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.hierarchy import ledger as ledger_lib
 from acme_jax.hierarchy import transfers
@@ -46,6 +48,11 @@ def run(config, workdir, log=print):
   log('[selection] ' + report.selection_line(world.selection))
   fingerprint = config_lib.repeat_fingerprint(config,
                                              world_lib.DEVICE_SECTIONS)
+  if world.fleet is not None:
+    # The devices' budgets read the table's content, and their deployed
+    # models are timed as config.latency says.
+    fingerprint.update(latency_table_sha256=world.fleet.table_sha256,
+                       latency=config.latency.to_dict())
   # The header search and the rounds save their state mid-way
   # (config.resume.every_steps).
   partials = {name: resume.Partial(world.wd / f'devices.{name}',
@@ -67,8 +74,8 @@ def customize(world: world_lib.World, log=print, splits=None,
   `resume.Partial`) of the header search and the rounds."""
   partials = partials or {}
   config = world.config
-  device_hp = device_stage.DeviceHparams.from_config(config,
-                                                     world.num_classes)
+  device_hp = device_stage.DeviceHparams.from_config(
+      config, world.num_classes, world.fleet)
   rounds_hp = acme.RoundsHparams.from_config(config)
   if key is None:
     key = jax.random.fold_in(jax.random.key(config.seed), streams.DEVICES)
@@ -131,6 +138,8 @@ def close(world: world_lib.World, hp: device_stage.DeviceHparams,
         f'<= {record["budget"]:,}; test accuracy '
         f'{record["nas_test_accuracy"]:.3f} after NAS, {acc:.3f} after '
         f'{config.aggregation.rounds} {config.aggregation.mode} rounds')
+  if world.fleet is not None:
+    deployed_hardware(world, devices, headers, delivery, log)
   ledger = delivery.ledger
   transfers.report_metrics(ledger, topology, {
       d['device']: np.asarray([d['test_accuracy'], d['total_params']],
@@ -140,6 +149,30 @@ def close(world: world_lib.World, hp: device_stage.DeviceHparams,
                  for d in topology.devices]
   return {'devices': devices, 'ledger': ledger.to_records(),
           'model_bytes': model_bytes}
+
+
+def deployed_hardware(world: world_lib.World, devices, headers,
+                      delivery: edge_stage.Delivery, log=print):
+  """Each device's deployed model (backbone and pruned header): its
+  predicted latency and memory through the latency table, and both measured
+  on this machine, at the device's slowdown."""
+  fleet, config = world.fleet, world.config
+  measured = fleet_lib.measure_deployed(
+      fleet, world.cloud.model, world.cloud.supernet, devices, headers,
+      [delivery.splits[d['device']][2] for d in devices],
+      config.header.features_from,
+      measure.TimingHparams(config.latency.warmup, config.latency.repeats))
+  for record, header, timed in zip(devices, headers, measured):
+    record.update(fleet.deployed(record, header.arch, header.n_layers,
+                                 header.gates), **timed)
+    missed = fleet_lib.within(record)
+    log(f'[hardware] device {record["device"]}: predicted '
+        f'{record["predicted_latency_ms"]:.2f} ms, measured '
+        f'{record["measured_latency_ms"]:.2f} ms (budget '
+        f'{record["latency_budget_ms"] or "none"}), '
+        f'{record["predicted_memory_mb"]:.1f} MiB predicted'
+        + (f'; misses its {" and ".join(missed)} budget by the prediction'
+           if missed else ''))
 
 
 def write_report(world: world_lib.World, customized: dict, log=print):

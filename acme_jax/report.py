@@ -71,6 +71,28 @@ def devices_table(devices) -> str:
         if final else []) for d in devices])
 
 
+def hardware_table(devices) -> str:
+  """Per device its slowdown and budgets beside its deployed model's
+  latency (predicted through the latency table, measured here; both at
+  its slowdown) and peak memory."""
+  budget = lambda v, unit: f'{v:g} {unit}' if v else 'none'  # noqa: E731
+  rows = [[d['device'], f"{d['slowdown']:g}x",
+           budget(d['latency_budget_ms'], 'ms'),
+           f"{d['predicted_latency_ms']:.2f}",
+           f"{d['measured_latency_ms']:.2f}",
+           f"{d['predicted_latency_ms'] / d['measured_latency_ms'] - 1:+.0%}",
+           budget(d['memory_budget_mb'], 'MiB'),
+           f"{d['predicted_memory_mb']:.2f}",
+           f"{d['measured_memory_mb']:.2f}"] for d in devices]
+  return (markdown_table(
+      ['device', 'slowdown', 'latency budget', 'predicted ms',
+       'measured ms', 'predicted vs measured', 'memory budget',
+       'predicted MiB', 'measured MiB'], rows) +
+      f"\n\nMeasured on {devices[0]['measured_on']}, batch as "
+      f"system.hardware.batch; each device's times are this machine's "
+      f"times its slowdown.")
+
+
 def headers_table(headers) -> str:
   """Mean device test accuracy (± 95% CI over repeats) by backbone depth
   fraction, NAS header vs fixed heads, and the paired difference NAS - head
@@ -322,6 +344,11 @@ def markdown_report(results) -> str:
         f"{'n/a' if gain is None else f'{gain:+.1%}'}",
         '## Devices: backbone chosen at the edge',
         devices_table(results['devices']),
+    ]
+    if 'predicted_latency_ms' in results['devices'][0]:
+      parts += ['## Devices as hardware: deployed model, predicted and '
+                'measured', hardware_table(results['devices'])]
+    parts += [
         '## Communication ledger',
         ledger_table(results['ledger']),
     ]

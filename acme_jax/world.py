@@ -8,7 +8,7 @@ finished workdir loads the trained supernet instead of training it again.
 """
 import dataclasses
 import time
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import jax
 
@@ -20,6 +20,8 @@ from acme_jax import workdir as workdir_lib
 from acme_jax.cloud import grid as grid_lib
 from acme_jax.cloud import stage as cloud_stage
 from acme_jax.data import stage as data_stage
+from acme_jax.device import stage as device_stage
+from acme_jax.hardware import fleet as fleet_lib
 from acme_jax.selection import stage as selection_stage
 from acme_jax.parallel import mesh
 from acme_jax.hierarchy import topology as topology_lib
@@ -48,6 +50,9 @@ class World:
   cloud: cloud_stage.Trained
   selection: dict
   topology: topology_lib.Topology
+  # The devices as hardware, when they budget latency or memory through a
+  # latency table (config.system.hardware); None: parameters alone.
+  fleet: Optional[fleet_lib.Fleet] = None
 
   @property
   def num_classes(self) -> int:
@@ -93,16 +98,22 @@ def build(config, workdir, log=print,
       dataset.num_classes)
   for hp, field in partitions:
     data_stage.check_partition(hp, device_data, dataset.num_classes, field)
+  # Before any training: a latency table of another backend or family, or
+  # without the batch the devices are budgeted at, is refused here.
+  fleet = fleet_lib.Fleet.from_config(
+      config, dataset, device_stage.header_spec(config, dataset.num_classes),
+      sum(sizes.devices_per_edge(config)))
   cloud = cloud_stage.run(config, wd, dataset, cloud_data, log)
   log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')
   selection = selection_stage.run(
       selection_stage.SelectionHparams.from_config(config), cloud.grid,
       sizes.architecture(config, dataset.num_classes),
-      between_grid=delivered_between_grid(config, wd, dataset, cloud))
+      between_grid=delivered_between_grid(config, wd, dataset, cloud),
+      hardware_costs=None if fleet is None else fleet.backbone_costs)
   if ownership.is_writer():
     workdir_lib.atomic_write_json(wd / 'selection.json', selection)
   return World(config, wd, dataset, cloud_data, device_data, splits, cloud,
-               selection, topology(config, cloud.grid))
+               selection, topology(config, cloud.grid), fleet)
 
 
 def delivered_between_grid(config, wd: workdir_lib.Workdir, dataset,

@@ -14,6 +14,13 @@ prototype's where they fit this scale; scaled-down values say so.
       --workdir=runs/default   # subnets vs one model per shape
   python -m benchmarks.latency --config=configs/default.py \
       --workdir=runs/latency_vit   # latency, memory and their predictors
+  python -m experiments.main --config=configs/default.py:latency \
+      --workdir=runs/latency   # devices budgeted in ms through that table
+
+`:latency` (after the benchmarks.latency command above, on this machine):
+devices 1x, 2x or 4x slower than the table's machine, each with a 3 ms
+budget at batch 1 and a 0.5 or 1 MiB memory budget besides its parameter
+budget.
 """
 import ml_collections
 
@@ -21,7 +28,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  common.parse_arg(arg, 'configs/default.py')  # no variants
+  variant = common.parse_arg(arg, 'configs/default.py',
+                             variants=('base', 'latency')).variant
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data = _data()
@@ -42,6 +50,12 @@ def get_config(arg=None):
   # header search, rounds): a rerun of an interrupted run resumes from the
   # last one. Not part of any stage's fingerprint. 0: off.
   config.resume = ml_collections.ConfigDict(dict(every_steps=200))
+  if variant == 'latency':
+    config.system.hardware.update(dict(
+        latency_table='runs/latency_vit/latency.json', batch=1,
+        slowdown=('choice', 1.0, 2.0, 4.0), latency_budget_ms=(3.0,),
+        memory_budget_mb=('choice', 0.5, 1.0), uplink_mbps=('choice', 5.0, 20.0),
+        downlink_mbps=(50.0,)))
   return config
 
 

@@ -88,7 +88,7 @@ def _cases(tmp, port):
       (MAIN + ['--workdir='], {}, '--workdir is required and must not be '
        'empty'),
       ([PY, '-m', 'experiments.main', '--config=configs/default.py:bogus', w],
-       {}, "configs/default.py takes no argument, not 'bogus'"),
+       {}, "configs/default.py takes base, latency, not 'bogus'"),
       (MAIN + [w, '--config.cloud.batch_size=100000'], {},
        'must be at most 629, the cloud\'s training samples'),
       (MAIN + ['--config=configs/paper_tables.py', w], {},

@@ -49,7 +49,7 @@ def _masked_forward(model):
   return jax.jit(lambda p, x, m: model.apply({'params': p}, x, m))
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(random_subnets)
 def test_extract_matches_masked_supernet(tiny_vit, case):
   model, params = tiny_vit
@@ -74,8 +74,9 @@ def test_extract_matches_masked_supernet(tiny_vit, case):
   # What a device receives: the same backbone without the cloud's head.
   backbone_model, backbone = subnet.extract(model, params, cfg)
   assert subnet.param_count(backbone) == expected - (16 * 5 + 5)
-  assert 'logits' not in jax.jit(
-      lambda p, x: backbone_model.apply({'params': p}, x))(backbone, images)
+  # Traced, not compiled: only the output's structure is asked.
+  assert 'logits' not in jax.eval_shape(
+      lambda p, x: backbone_model.apply({'params': p}, x), backbone, images)
 
 
 def test_one_compiled_program_serves_every_subnet(tiny_vit):

@@ -82,7 +82,7 @@ def test_full_width_targets_give_every_header_the_whole_allowance(world):
   assert [t.edge for t in deep] == [d.edge_id for d in devices]
   assert {t.limit for t in deep} == {config.system.header_allowance}
   assert {t.cells for t in deep} == {
-      device_stage.header_cells(inputs.hp, 1.0, 1.0)}
+      device_stage.header_cells(inputs.hp.num_layers, 1.0, 1.0)}
   for a, b in zip(shallow, deep):
     np.testing.assert_array_equal(jax.random.key_data(a.key),
                                   jax.random.key_data(b.key))

@@ -15,7 +15,7 @@ pruning state and data size in a bucket. `evaluate` tests whole splits.
 import dataclasses
 import functools
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,10 @@ class NasConfig:
   baseline_decay: float = 0.99
   reward_scale: float = 100.0    # prototype rewards accuracy in percent
   resample_tries: int = 10
+  # The header's predicted latency and memory on a latency table's machine
+  # (`hardware.budgets.HeaderCost`), when devices budget them: the search
+  # then keeps each device's header within its `cost_limit` too.
+  header_cost: Any = None
 
 
 class ChildState(NamedTuple):
@@ -69,6 +73,8 @@ class DeviceState(NamedTuple):
   taylor_squared: dict      # sums over steps of (g dL/dg)^2 ...
   taylor_linear: dict       # ... and of g dL/dg, per gate channel
   steps: jax.Array
+  cost_limit: jax.Array     # (ms, bytes) the header may take on the latency
+                            # table's machine (inf: no such budget)
 
 
 def child_optimizer(cfg: NasConfig) -> optax.GradientTransformation:
@@ -95,10 +101,11 @@ def init_seeds(key):
 
 
 def init_state(cfg: NasConfig, key, limit: int, n_layers: int, child=None,
-               arch=None, gates=None) -> DeviceState:
-  """A device's state: fresh child (or `child`) and controller, its budget,
-  layer count, architecture (default: the cheapest) and gates (default: all
-  on)."""
+               arch=None, gates=None, cost_limit=None) -> DeviceState:
+  """A device's state: fresh child (or `child`) and controller, its budget
+  (parameters; `cost_limit`: (ms, bytes) on the latency table's machine,
+  default none), layer count, architecture (default: the cheapest) and
+  gates (default: all on)."""
   child_seed, ctrl_seed, key = init_seeds(key)
   ctrl_params = cfg.controller.init(ctrl_seed)
   gates = header_lib.full_gates(cfg.spec) if gates is None else gates
@@ -115,7 +122,13 @@ def init_state(cfg: NasConfig, key, limit: int, n_layers: int, child=None,
       arch=jnp.asarray(smallest if arch is None else arch, jnp.int32),
       gates=gates, seen_correct=jnp.zeros(()), seen_count=jnp.zeros(()),
       best_running=jnp.zeros(()), epoch_arch=jnp.asarray(smallest),
-      taylor_squared=zeros, taylor_linear=zeros, steps=jnp.zeros(()))
+      taylor_squared=zeros, taylor_linear=zeros, steps=jnp.zeros(()),
+      cost_limit=jnp.asarray(no_cost_limit() if cost_limit is None
+                             else cost_limit, jnp.float32))
+
+
+def no_cost_limit():
+  return (np.inf, np.inf)
 
 
 # ----------------------------------------------------------- pure functions
@@ -156,8 +169,16 @@ def eval_sums(cfg: NasConfig, child: ChildState, arch, n_layers, gates, x, y,
   return jnp.sum((jnp.argmax(logits, -1) == y) * w), jnp.sum(w)
 
 
-def fits(cfg: NasConfig, limit, n_layers):
-  return lambda arch: header_lib.param_count(cfg.spec, arch, n_layers) <= limit
+def fits(cfg: NasConfig, limit, n_layers, cost_limit=None):
+  """Whether a header arch keeps within `limit` parameters and, where the
+  config predicts header costs, `cost_limit` (ms, bytes); jittable."""
+  def within(arch):
+    ok = header_lib.param_count(cfg.spec, arch, n_layers) <= limit
+    if cfg.header_cost is not None and cost_limit is not None:
+      ms, nbytes = cfg.header_cost(cfg.spec, arch, n_layers)
+      ok = ok & (ms <= cost_limit[0]) & (nbytes <= cost_limit[1])
+    return ok
+  return within
 
 
 class Programs(NamedTuple):
@@ -181,7 +202,7 @@ def programs(cfg: NasConfig) -> Programs:
         batch['sample'] > 0,
         lambda: controller_lib.sample_within(
             cfg.controller, state.ctrl_params, arch_key,
-            fits(cfg, state.limit, state.n_layers), smallest,
+            fits(cfg, state.limit, state.n_layers, state.cost_limit), smallest,
             cfg.resample_tries),
         lambda: state.arch)
     rows = {'x': consts.x[batch['idx']], 'y': consts.y[batch['idx']],
@@ -210,7 +231,7 @@ def programs(cfg: NasConfig) -> Programs:
     x, y = consts.x[batch['idx']], consts.y[batch['idx']]
     correct, total = eval_sums(cfg, state.child, arch, state.n_layers,
                                state.gates, x, y, batch['w'])
-    feasible = fits(cfg, state.limit, state.n_layers)(arch)
+    feasible = fits(cfg, state.limit, state.n_layers, state.cost_limit)(arch)
     reward = (jnp.where(feasible, cfg.reward_scale * correct / total, 0.0) +
               cfg.entropy_weight * entropy)
     baseline = jnp.where(state.has_baseline > 0, state.baseline - (

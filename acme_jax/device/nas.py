@@ -48,11 +48,13 @@ class SearchHparams:
 
 
 class Device(NamedTuple):
-  """One device's search: its PRNG key, the parameters its header may have
-  and the header's cell count."""
+  """One device's search: its PRNG key, the parameters its header may have,
+  the header's cell count and the (ms, bytes) it may take on a latency
+  table's machine (None: no such budget)."""
   key: Any
   limit: int
   n_layers: int
+  cost_limit: Any = None
 
 
 def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded,
@@ -75,7 +77,8 @@ def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded,
     raise ValueError(f'derive must be one of {DERIVES}, got {hp.derive!r}')
   p = child_lib.programs(cfg)
   keys = [d.key for d in devices]
-  states = [child_lib.init_state(cfg, d.key, d.limit, d.n_layers)
+  states = [child_lib.init_state(cfg, d.key, d.limit, d.n_layers,
+                                 cost_limit=d.cost_limit)
             for d in devices]
   rngs = [child_lib.seeded_rng(k, streams.SEARCH_BATCHES) for k in keys]
   best = [(-1.0, None)] * len(states)
@@ -144,7 +147,7 @@ def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded,
           states, archs), padded, 'val', strategy), archs))
     best = []
     for d, s in enumerate(states):
-      ok_fits = child_lib.fits(cfg, s.limit, s.n_layers)
+      ok_fits = child_lib.fits(cfg, s.limit, s.n_layers, s.cost_limit)
       # Highest validation accuracy among feasible draws; ties: first drawn.
       ok = [(accs[d], -i, archs[d]) for i, (accs, archs) in enumerate(scored)
             if bool(ok_fits(archs[d]))]
@@ -154,8 +157,8 @@ def search(cfg: child_lib.NasConfig, hp: SearchHparams, padded: Padded,
   results = []
   for d, s in enumerate(states):
     acc, arch = best[d]
-    if (arch is None or
-        not bool(child_lib.fits(cfg, s.limit, s.n_layers)(arch))):
+    within = child_lib.fits(cfg, s.limit, s.n_layers, s.cost_limit)
+    if arch is None or not bool(within(arch)):
       arch = header_lib.smallest_arch(cfg.spec.num_nodes)
     arch = np.asarray(arch, np.int32)
     results.append({'arch': arch, 'val_accuracy': float(acc),

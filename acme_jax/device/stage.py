@@ -6,7 +6,7 @@ the found architecture, and the fixed heads a header is compared with.
 the typed values the device modules read; everything below takes it.
 """
 import dataclasses
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -34,6 +34,19 @@ class FixedHeadsHparams:
   num_channels: int        # the header's C: the heads' hidden sizes follow it
 
 
+def header_spec(config, num_classes: int) -> header_lib.Spec:
+  """The devices' header search space (config.header) over the features of
+  the config's backbone."""
+  feature_shape = sizes.feature_shape(config)
+  return header_lib.Spec(num_classes=num_classes,
+                         feature_dim=int(feature_shape[-1]),
+                         grid_rank=len(feature_shape) - 2,
+                         num_channels=config.header.num_channels,
+                         num_nodes=config.header.num_nodes,
+                         max_layers=sizes.max_header_cells(config),
+                         dropout_rate=config.header.dropout_rate)
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceHparams:
   """config.header and config.engine, typed: one compile per `nas`."""
@@ -50,16 +63,12 @@ class DeviceHparams:
   fixed_heads: FixedHeadsHparams
 
   @classmethod
-  def from_config(cls, config, num_classes: int) -> 'DeviceHparams':
+  def from_config(cls, config, num_classes: int,
+                  fleet=None) -> 'DeviceHparams':
+    """`fleet` (a `hardware.fleet.Fleet`): the headers' search keeps within
+    the devices' latency and memory budgets too."""
     header = config.header
-    feature_shape = sizes.feature_shape(config)
-    spec = header_lib.Spec(num_classes=num_classes,
-                           feature_dim=int(feature_shape[-1]),
-                           grid_rank=len(feature_shape) - 2,
-                           num_channels=header.num_channels,
-                           num_nodes=header.num_nodes,
-                           max_layers=sizes.max_header_cells(config),
-                           dropout_rate=header.dropout_rate)
+    spec = header_spec(config, num_classes)
     ctrl = controller_lib.Controller(header.num_nodes,
                                      hidden=header.controller_hidden,
                                      temperature=header.temperature,
@@ -73,7 +82,9 @@ class DeviceHparams:
                                controller_lr=header.controller_lr,
                                entropy_weight=header.entropy_weight,
                                baseline_decay=header.baseline_decay,
-                               reward_scale=header.reward_scale)
+                               reward_scale=header.reward_scale,
+                               header_cost=(None if fleet is None
+                                            else fleet.header_cost()))
     search = nas.SearchHparams(
         epochs=header.search_epochs,
         batch_size=header.batch_size,
@@ -113,14 +124,17 @@ class DeviceHparams:
 class Target(NamedTuple):
   """What one device's header search needs besides its data: its id and
   edge, its PRNG key, the parameters its budget leaves the header, its
-  header's cell count, and the seed of its fresh header weights (one per
-  edge, so the edge's devices' gate channels correspond)."""
+  header's cell count, the seed of its fresh header weights (one per
+  edge, so the edge's devices' gate channels correspond) and the (ms,
+  bytes) its latency and memory budgets leave the header on the latency
+  table's machine (None: no such budgets)."""
   device: int
   edge: int
   key: jax.Array
   limit: int
   cells: int
   init_seed: int
+  cost_limit: Any = None
 
 
 def header_init_seed(key, edge: int) -> int:
@@ -139,8 +153,9 @@ def targets(hp: 'DeviceHparams', records, key) -> List[Target]:
       device=r['device'], edge=r['edge'],
       key=jax.random.fold_in(search, r['device']),
       limit=r['budget'] - r['params'],
-      cells=header_cells(hp, r['width_mult'], r['depth_mult']),
-      init_seed=header_init_seed(key, r['edge'])) for r in records]
+      cells=header_cells(hp.num_layers, r['width_mult'], r['depth_mult']),
+      init_seed=header_init_seed(key, r['edge']),
+      cost_limit=r.get('header_cost_limit')) for r in records]
 
 
 # -------------------------------------------------------------- features
@@ -194,11 +209,11 @@ def linear_probe(local: features.LocalFeatures, seed: int) -> float:
 # ----------------------------------------------------------------- header
 
 
-def header_cells(hp: DeviceHparams, width_mult: float,
+def header_cells(num_layers: int, width_mult: float,
                  depth_mult: float) -> int:
-  """Cells of a device's header: num_layers + 2 (the prototype's child)."""
-  layers = hp.num_layers or header_lib.default_num_layers(width_mult,
-                                                          depth_mult)
+  """Cells of a device's header over this backbone: num_layers + 2 (the
+  prototype's child; num_layers 0: its rule from the multipliers)."""
+  layers = num_layers or header_lib.default_num_layers(width_mult, depth_mult)
   return layers + 2
 
 
@@ -211,6 +226,15 @@ def _check_budgets(hp: DeviceHparams, targets: Sequence[Target]):
       raise ValueError(f'a header budget of {t.limit} parameters is below '
                        f'the smallest header ({smallest} with {t.cells} '
                        f'cells and {spec.num_channels} channels)')
+    if t.cost_limit is not None and hp.nas.header_cost is not None:
+      ms, nbytes = (float(v) for v in hp.nas.header_cost(
+          spec, header_lib.smallest_arch(spec.num_nodes), t.cells))
+      if ms > t.cost_limit[0] or nbytes > t.cost_limit[1]:
+        raise ValueError(
+            f'device {t.device}: its latency and memory budgets leave the '
+            f'header {t.cost_limit[0]:.3g} ms and {t.cost_limit[1]:.3g} '
+            f'bytes, below the smallest header ({ms:.3g} ms, {nbytes:.3g} '
+            f'bytes predicted)')
 
 
 def finetune(hp: DeviceHparams, states, padded: local_data.Padded, keys,
@@ -259,7 +283,8 @@ def search_headers(hp: DeviceHparams,
   keys = [t.key for t in targets]
   if archs is None:
     found = nas.search(cfg, hp.search, padded,
-                       [nas.Device(t.key, t.limit, t.cells) for t in targets],
+                       [nas.Device(t.key, t.limit, t.cells, t.cost_limit)
+                        for t in targets],
                        hp.strategy, log, partial)
   else:
     found = [{'arch': np.asarray(a, np.int32), 'val_accuracy': None,
@@ -267,7 +292,8 @@ def search_headers(hp: DeviceHparams,
               'controller_steps': 0,
               'header_params': int(header_lib.param_count(cfg.spec, a,
                                                           t.cells)),
-              'state': child_lib.init_state(cfg, t.key, t.limit, t.cells, arch=a)}
+              'state': child_lib.init_state(cfg, t.key, t.limit, t.cells,
+                                            arch=a, cost_limit=t.cost_limit)}
              for a, t in zip(archs, targets)]
   fresh = archs is not None or hp.final_weights == 'scratch'
   # Fresh weights from the edge's seed (not the device's): every header of
@@ -308,7 +334,7 @@ def random_archs(hp: DeviceHparams, targets: Sequence[Target]) -> list:
     while True:
       key, sub = jax.random.split(key)
       arch = np.asarray(controller_lib.uniform_arch(sub, spec.num_nodes))
-      if int(header_lib.param_count(spec, arch, t.cells)) <= t.limit:
+      if bool(child_lib.fits(hp.nas, t.limit, t.cells, t.cost_limit)(arch)):
         out.append(arch)
         break
   return out

@@ -36,12 +36,15 @@ class EdgeHparams:
     return cls(config.system.header_allowance, config.seed)
 
 
-def choose(hp: EdgeHparams, front, histograms, budgets):
+def choose(hp: EdgeHparams, front, histograms, budgets, feasible=None):
   """The edge's choice (docs/method.md 4.4) for devices with these label histograms
-  and budgets, from the front payload alone: what an edge decides with."""
+  and budgets, from the front payload alone: what an edge decides with.
+  `feasible` (D, N): which candidates meet each device's latency and
+  memory budgets (`hardware.fleet.Fleet.feasible`)."""
   return choice.choose_backbones(
       front['params'].astype(np.int64), front['per_class'], histograms,
-      budgets, hp.header_allowance, on_front=front['on_front'] > 0)
+      budgets, hp.header_allowance, on_front=front['on_front'] > 0,
+      feasible=feasible)
 
 
 def label_histograms(splits, num_classes: int) -> list:
@@ -50,12 +53,21 @@ def label_histograms(splits, num_classes: int) -> list:
 
 
 def edge_choice(hp: EdgeHparams, selection, topology, splits,
-                num_classes: int):
+                num_classes: int, fleet=None):
   """(label histograms, picks): each device's backbone chosen at its edge,
-  from the front payload the edge receives (`transfers.front_payload`)."""
+  from the front payload the edge receives (`transfers.front_payload`);
+  with a `fleet`, within each device's latency and memory budgets too."""
   histograms = label_histograms(splits, num_classes)
-  picks = choose(hp, transfers.front_payload(selection['candidates']),
-                 histograms, [d.budget for d in topology.devices])
+  front = transfers.front_payload(selection['candidates'])
+  candidates = selection['candidates']
+  # The multipliers as the devices will read them (not float32-rounded):
+  # they set the header's cell count, hence its reserve.
+  feasible = (None if fleet is None else fleet.feasible(
+      [c['depth_mult'] for c in candidates],
+      [c['width_mult'] for c in candidates], front['latency_ms'],
+      front['memory_bytes']))
+  picks = choose(hp, front, histograms, [d.budget for d in topology.devices],
+                 feasible)
   return histograms, picks
 
 
@@ -84,7 +96,7 @@ def deliver(config, world, splits, device_hp: device_stage.DeviceHparams,
   candidates = world.selection['candidates']
   topology = world.topology
   histograms, picks = edge_choice(hp, world.selection, topology, splits,
-                                  world.num_classes)
+                                  world.num_classes, world.fleet)
   if one_per_edge:
     lead = {}
     for device in sorted(topology.devices, key=lambda d: (d.budget, d.id)):
@@ -122,6 +134,9 @@ def deliver(config, world, splits, device_hp: device_stage.DeviceHparams,
             int).tolist(),
         'local_samples': [len(s) for s in splits[device.id]],
         'linear_probe_test_accuracy': probe})
+    if world.fleet is not None:
+      records[-1].update(world.fleet.device_fields(
+          device.id, cand['latency_ms'], cand['memory_bytes']))
     log(f'[edge] device {device.id} (edge {device.edge_id}, budget '
         f'{device.budget:,}): depth {cand["depth_mult"]:g} width '
         f'{cand["width_mult"]:g}, {pick.params:,} params, probe {probe:.3f}')

@@ -2,6 +2,7 @@
 architecture features of a backbone subnet and of a header, computed in
 closed form (no weights, no compile), the same at measurement and at
 prediction time."""
+import jax.numpy as jnp
 import numpy as np
 
 from acme_jax.device import header as header_lib
@@ -34,6 +35,37 @@ def keep_gates(spec: header_lib.Spec, keep: float) -> dict:
   return gates
 
 
+def header_terms(spec: header_lib.Spec, arch, n_layers, gates, batch: int,
+                 positions: int) -> dict:
+  """`header_row`'s numbers as jnp scalars, traceable in `arch` and
+  `n_layers`: what the header search's latency limit reads (`cost_fits`)."""
+  arch = jnp.asarray(arch)
+  params = header_lib.param_count(spec, arch, n_layers, gates)
+  ops = jnp.concatenate([arch[:, 1], arch[:, 3]])
+  active = header_lib.active_gates(spec, arch, n_layers)
+  live = sum(jnp.sum(jnp.asarray(g) * a) for g, a in zip(
+      (gates['cells'], gates['final']), (active['cells'], active['final'])))
+  held = sum(jnp.sum(a) for a in (active['cells'], active['final']))
+  n_layers = jnp.asarray(n_layers, jnp.float32)
+  pools = n_layers * jnp.sum(
+      (ops == header_lib.OPS.index('avg_pool_3x3')) |
+      (ops == header_lib.OPS.index('max_pool_3x3')))
+  terms = {'n_layers': n_layers,
+           'keep': jnp.where(held > 0, live / jnp.maximum(held, 1.0), 1.0),
+           'batch': jnp.float32(batch), 'positions': jnp.float32(positions),
+           'params': params,
+           # A 3x3 pool reads 9 values per output: it runs C wide whatever
+           # the gates keep (tensors between ops stay C wide).
+           'flops': ((2.0 * params + 9.0 * pools * spec.num_channels) *
+                     positions * batch),
+           'loose_ends': jnp.sum(header_lib.loose_ends(arch)),
+           # Integer counts header_row makes its floats from, exactly.
+           '_live': live, '_held': held, '_pools': pools}
+  for op, name in enumerate(header_lib.OPS):
+    terms[f'ops_{name}'] = n_layers * jnp.sum(ops == op)
+  return terms
+
+
 def header_row(spec: header_lib.Spec, arch, n_layers: int, gates,
                batch: int, positions: int) -> dict:
   """A header's features: its cells, the ops its cell uses (counted over
@@ -43,24 +75,15 @@ def header_row(spec: header_lib.Spec, arch, n_layers: int, gates,
   and every 3x3 pool reads 9 values per channel and position, over `batch`
   inputs of `positions` grid positions."""
   arch = header_lib.validate_arch(arch, spec.num_nodes)
-  params = int(header_lib.param_count(spec, arch, n_layers, gates))
-  ops = np.concatenate([arch[:, 1], arch[:, 3]])
-  active = header_lib.active_gates(spec, arch, n_layers)
-  live = sum(float(np.sum(np.asarray(g) * np.asarray(a))) for g, a in zip(
-      (gates['cells'], gates['final']), (active['cells'], active['final'])))
-  held = sum(float(np.sum(np.asarray(a))) for a in (active['cells'],
-                                                    active['final']))
-  pools = int(n_layers) * int(np.sum(
-      (ops == header_lib.OPS.index('avg_pool_3x3')) |
-      (ops == header_lib.OPS.index('max_pool_3x3'))))
-  row = {'part': 'header', 'n_layers': int(n_layers),
-         'keep': live / held if held else 1.0, 'batch': int(batch),
-         'positions': int(positions), 'params': params,
-         # A 3x3 pool reads 9 values per output: it runs C wide whatever
-         # the gates keep (tensors between ops stay C wide).
-         'flops': float((2 * params + 9 * pools * spec.num_channels) *
-                        positions * batch),
-         'loose_ends': int(np.sum(np.asarray(header_lib.loose_ends(arch))))}
-  for op, name in enumerate(header_lib.OPS):
-    row[f'ops_{name}'] = int(n_layers) * int(np.sum(ops == op))
-  return row
+  terms = header_terms(spec, arch, n_layers, gates, batch, positions)
+  counts = {name: int(np.rint(np.asarray(value)))
+            for name, value in terms.items() if name not in ('keep', 'flops')}
+  live, held, pools = (counts.pop(k) for k in ('_live', '_held', '_pools'))
+  row = {'part': 'header', **counts}
+  row['keep'] = live / held if held else 1.0
+  row['flops'] = float((2 * row['params'] + 9 * pools * spec.num_channels) *
+                       positions * batch)
+  order = ('part', 'n_layers', 'keep', 'batch', 'positions', 'params',
+           'flops', 'loose_ends')
+  return {k: row[k] for k in order + tuple(
+      f'ops_{name}' for name in header_lib.OPS)}

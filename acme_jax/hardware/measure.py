@@ -117,15 +117,23 @@ def header_program(spec: header_lib.Spec, arch, n_layers: int, gates,
   """(forward(variables, tokens) -> logits, variables, parameters): the
   extracted header of `arch` with `gates`' channels live, in evaluation
   mode, as a device deploys it after pruning."""
-  variables = header_lib.init_variables(spec, seed)
+  forward, dense_vars = deployed_header_program(
+      spec, header_lib.init_variables(spec, seed), arch, n_layers, gates)
+  return forward, dense_vars, int(
+      header_extract.count_params(dense_vars['params']))
+
+
+def deployed_header_program(spec: header_lib.Spec, variables, arch,
+                            n_layers: int, gates):
+  """(forward(variables, tokens) -> logits, the extracted variables) of a
+  header with these `variables` (params and batch_stats)."""
   dense, dense_vars = header_extract.extract(spec, variables, arch, n_layers,
                                              gates)
 
   def forward(v, tokens):
     return dense.apply(v, tokens)
 
-  return forward, jax.tree.map(jnp.asarray, dense_vars), int(
-      header_extract.count_params(dense_vars['params']))
+  return forward, jax.tree.map(jnp.asarray, dense_vars)
 
 
 def batch_of(x: np.ndarray, batch: int) -> np.ndarray:

@@ -44,39 +44,46 @@ KINDS = {'median_ms': {'backbone': ('features', 'per_layer'),
                                'header': ('features', 'weights')}}
 
 
-def _hats(values: np.ndarray, knots: Sequence[float]) -> np.ndarray:
+def _hats(values, knots: Sequence[float], xp=np):
   """(N, K) weights of piecewise-linear interpolation at `values` between
   `knots` (constant past the ends)."""
   knots = np.asarray(sorted(knots), np.float64)
   eye = np.eye(len(knots))
-  return np.stack([np.interp(values, knots, eye[k])
+  return xp.stack([xp.interp(values, knots, eye[k])
                    for k in range(len(knots))], axis=1)
 
 
 def design(part: str, kind: str, rows: Sequence[dict],
-           knots: Tuple[float, ...] = ()) -> np.ndarray:
-  """(N, F) features of `rows` for predictor `kind` of `part`."""
-  col = lambda name: np.array([r[name] for r in rows], np.float64)  # noqa
-  ones = np.ones(len(rows))
+           knots: Tuple[float, ...] = (), xp=np):
+  """(N, F) features of `rows` for predictor `kind` of `part`; with
+  `xp=jax.numpy` the rows' values may be traced (the header search's
+  limit)."""
+  dtype = np.float64 if xp is np else np.float32
+  if xp is np:
+    col = lambda name: np.array([r[name] for r in rows], dtype)  # noqa: E731
+  else:
+    col = lambda name: xp.stack([xp.asarray(r[name], dtype)  # noqa: E731
+                                 for r in rows])
+  ones = xp.ones(len(rows), dtype)
   if kind == 'features':
     depth = col('layers') if part == 'backbone' else col('n_layers')
-    return np.stack([ones, col('flops'), col('params'), depth], axis=1)
+    return xp.stack([ones, col('flops'), col('params'), depth], axis=1)
   if part == 'backbone' and kind == 'per_layer':
-    return np.concatenate([ones[:, None], col('layers')[:, None] *
-                           _hats(col('neurons'), knots)], axis=1)
+    return xp.concatenate([ones[:, None], col('layers')[:, None] *
+                           _hats(col('neurons'), knots, xp)], axis=1)
   if part == 'backbone' and kind == 'activations':
     tokens = col('batch') * col('seq_len')
-    return np.stack([ones, col('params'), tokens * col('neurons'),
+    return xp.stack([ones, col('params'), tokens * col('neurons'),
                      tokens * col('heads') * col('seq_len')], axis=1)
   if part == 'header' and kind == 'weights':
-    return np.stack([ones, col('params')], axis=1)
+    return xp.stack([ones, col('params')], axis=1)
   if part == 'header' and kind == 'per_op':
     # Sep convs run on the channels kept; pools and identity C wide; each
     # cell's final conv reads every loose end.
     keep = col('keep')
     per_op = [col(f'ops_{name}') * (keep if name.startswith('sep') else 1.0)
               for name in header_lib.OPS]
-    return np.stack([ones, col('n_layers') * col('loose_ends') * keep] +
+    return xp.stack([ones, col('n_layers') * col('loose_ends') * keep] +
                     per_op, axis=1)
   raise ValueError(f'no predictor kind {kind!r} for the {part}')
 
@@ -90,9 +97,9 @@ class Fitted:
   knots: Tuple[float, ...]
   coefficients: Tuple[float, ...]
 
-  def __call__(self, rows: Sequence[dict]) -> np.ndarray:
-    return design(self.part, self.kind, rows, self.knots) @ np.asarray(
-        self.coefficients)
+  def __call__(self, rows: Sequence[dict], xp=np):
+    return design(self.part, self.kind, rows, self.knots, xp) @ xp.asarray(
+        np.asarray(self.coefficients, np.float64 if xp is np else np.float32))
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

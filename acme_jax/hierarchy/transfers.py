@@ -13,14 +13,19 @@ from acme_jax.hierarchy.topology import Topology
 
 FRONT_FIELDS = ('depth_mult', 'width_mult', 'accuracy', 'per_class', 'params',
                 'on_front')
+HARDWARE_FIELDS = ('latency_ms', 'memory_bytes')
 
 
 def front_payload(candidates) -> dict:
   """What the cloud sends each edge (docs/method.md 4.4): per trained subnet its
   multipliers, accuracy, per-class accuracy, exact size and whether it is
-  on the non-dominated set; float32 arrays, as they travel."""
+  on the non-dominated set, and, when the devices budget latency and memory
+  (`hardware.fleet`), its predicted ms and peak bytes on the latency
+  table's machine; float32 arrays, as they travel."""
+  fields = FRONT_FIELDS + tuple(k for k in HARDWARE_FIELDS
+                                if candidates and k in candidates[0])
   return {k: np.asarray([c[k] for c in candidates], np.float32)
-          for k in FRONT_FIELDS}
+          for k in fields}
 
 
 def deliver_backbones(ledger: Ledger, topology: Topology, front,

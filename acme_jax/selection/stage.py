@@ -8,6 +8,7 @@ per-class accuracy and exact size, flagged when on their exact
 non-dominated set: the candidates the edges choose among.
 """
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
@@ -57,12 +58,17 @@ def _finite(x):
   return float(x) if np.isfinite(x) else None
 
 
-def run(hp: SelectionHparams, grid_records, arch, between_grid=()) -> dict:
+def run(hp: SelectionHparams, grid_records, arch, between_grid=(),
+        hardware_costs=None) -> dict:
   """Predictor, costs, PFG and baselines on the fine grid (docs/method.md 4.1-4.3),
   and the edges' candidates (4.4). `arch` is the supernet's architecture
   (`sizes.architecture`). `between_grid`: measured records of shapes
   between the trained grid's points, offered to the edges too (flagged
-  `between_grid`); the predictor is fitted on the grid alone."""
+  `between_grid`); the predictor is fitted on the grid alone.
+  `hardware_costs(depths, widths) -> (ms, bytes)`: a latency table's
+  predictions (`hardware.fleet.Fleet.backbone_costs`); then the latency
+  axis is predicted milliseconds and each candidate carries its
+  `latency_ms` and `memory_bytes`."""
   depth = np.array([r['depth_mult'] for r in grid_records])
   width = np.array([r['width_mult'] for r in grid_records])
   overall = predictor.fit(depth, width,
@@ -72,7 +78,8 @@ def run(hp: SelectionHparams, grid_records, arch, between_grid=()) -> dict:
       [r['accuracy'] if a is None else a for a in r['per_class_accuracy']]
       for r in grid_records]), reduce_degree=True)
   d, w, acc = predictor.predict_grid(overall, hp.grid_size)
-  model = costs.make_cost_model(hp.cost_model, hp.profile, arch)
+  model = with_measured_latency(
+      costs.make_cost_model(hp.cost_model, hp.profile, arch), hardware_costs)
   raw = model(d, w)
   realisable = (raw.heads >= 1) & (raw.layers >= 1)
   grid = pareto.candidates(d, w, acc, raw.size, raw.latency, raw.energy,
@@ -130,6 +137,10 @@ def edge_candidates(hp: SelectionHparams, grid_records, cost_model, overall,
                       else predicted_per_class.tolist()),
         'latency': float(trained_costs.latency[i]),
         'energy': float(trained_costs.energy[i])})
+    if hasattr(trained_costs, 'memory_bytes'):
+      candidates[-1].update(
+          latency_ms=float(trained_costs.latency[i]),
+          memory_bytes=float(trained_costs.memory_bytes[i]))
     if trained is not None and i >= trained:
       candidates[-1]['between_grid'] = True
   keep = set(pareto.non_dominated_min(
@@ -139,3 +150,36 @@ def edge_candidates(hp: SelectionHparams, grid_records, cost_model, overall,
   for i, c in enumerate(candidates):
     c['on_front'] = i in keep
   return candidates
+
+
+class MeasuredCosts(NamedTuple):
+  """A cost model's costs with the latency a latency table predicts (ms)
+  and its predicted peak memory (bytes)."""
+  size: np.ndarray
+  latency: np.ndarray
+  energy: np.ndarray
+  heads: np.ndarray
+  layers: np.ndarray
+  memory_bytes: np.ndarray
+
+
+def with_measured_latency(cost_model, hardware_costs):
+  """`cost_model` with its latency replaced by `hardware_costs`' predicted
+  milliseconds (as is when None). Shapes that keep no head or no layer
+  are not realisable: they get the largest realisable latency, so they
+  neither stretch the normalisation nor win on latency."""
+  if hardware_costs is None:
+    return cost_model
+
+  def model(depth, width):
+    raw = cost_model(depth, width)
+    ok = (np.asarray(raw.heads) >= 1) & (np.asarray(raw.layers) >= 1)
+    ms = np.zeros(len(ok))
+    nbytes = np.zeros(len(ok))
+    if ok.any():
+      got = hardware_costs(np.asarray(depth)[ok], np.asarray(width)[ok])
+      ms[ok], nbytes[ok] = got
+      ms[~ok], nbytes[~ok] = ms[ok].max(), nbytes[ok].max()
+    return MeasuredCosts(raw.size, ms, raw.energy, raw.heads, raw.layers,
+                         nbytes)
+  return model

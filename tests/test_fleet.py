@@ -1,0 +1,253 @@
+"""Devices as hardware in the main job (acme_jax/hardware/fleet.py): the
+front, the edge and the header search read a latency table's predictions,
+and never give a device a model its budgets do not allow."""
+import json
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from acme_jax import sizes
+from acme_jax.device import child as child_lib
+from acme_jax.device import controller as controller_lib
+from acme_jax.device import header as header_lib
+from acme_jax.hardware import budgets, features, fleet, measure, predictor
+
+# Known laws the table's predictors state: backbone ms = 0.1 + 1e-6 FLOPs,
+# bytes = 4 params + 1000; header ms = 0.05 + 2e-6 FLOPs + 0.01 cells,
+# bytes = 4 params + 500.
+BACKBONE_MS = (0.1, 1e-6, 0.0, 0.0)
+BACKBONE_BYTES = (1000.0, 0.0, 4.0, 0.0)
+HEADER_MS = (0.05, 2e-6, 0.0, 0.01)
+HEADER_BYTES = (500.0, 0.0, 4.0, 0.0)
+
+
+def law_table(family='vit', batch=1) -> dict:
+  def law(part, target, coef):
+    return {'model': predictor.Fitted(part, 'features', target, (),
+                                      coef).to_dict()}
+  return {'backend': measure.backend(), 'machine': 'law', 'family': family,
+          'predictor': {
+              'latency': {f'backbone@{batch}': law('backbone', 'median_ms',
+                                                   BACKBONE_MS),
+                          f'header@{batch}': law('header', 'median_ms',
+                                                 HEADER_MS)},
+              'memory': {f'backbone@{batch}': law(
+                  'backbone', 'peak_memory_bytes', BACKBONE_BYTES),
+                         f'header@{batch}': law(
+                             'header', 'peak_memory_bytes', HEADER_BYTES)}}}
+
+
+def hardware_config(path, **hardware):
+  from configs import default
+  config = default.get_config()
+  json.dump(law_table(), open(path, 'w'))
+  config.system.hardware.latency_table = str(path)
+  config.system.hardware.update(hardware)
+  return config
+
+
+def _spec(num_layers=4):
+  return header_lib.Spec(num_classes=3, feature_dim=5, grid_rank=2,
+                         num_channels=4, num_nodes=2, max_layers=num_layers)
+
+
+def test_the_header_cost_traced_in_the_search_is_the_tables_prediction():
+  """The search's traced header cost equals each predictor kind evaluated
+  on the header's numpy features row, for drawn cells, cell counts and
+  pruned gates."""
+  spec = _spec()
+  rng = np.random.default_rng(0)
+  kinds = {kind: predictor.Fitted(
+      'header', kind, 'median_ms', (),
+      tuple(rng.uniform(0.1, 1.0, predictor.design(
+          'header', kind, [features.header_row(
+              spec, header_lib.smallest_arch(2), 1,
+              header_lib.full_gates(spec), 1, 6)]).shape[1]) * scale))
+      for kind, scale in (('features', np.array([1, 1e-5, 1e-4, 1])),
+                          ('per_op', 1.0))}
+  for kind, fitted in kinds.items():
+    cost = budgets.HeaderCost(fitted, fitted, 8, 6)
+    traced = jax.jit(lambda a, n, g, cost=cost: cost(spec, a, n, g))
+    for _ in range(6):
+      arch = measure.random_arch(rng, spec.num_nodes)
+      n_layers = int(rng.integers(1, 5))
+      gates = features.keep_gates(spec, float(rng.choice([1.0, 0.5, 0.25])))
+      row = features.header_row(spec, arch, n_layers, gates, 8, 6)
+      want = fitted([row])[0]
+      ms, _ = traced(arch, n_layers, gates)
+      np.testing.assert_allclose(float(ms), want, rtol=1e-5)
+
+
+def test_the_search_admits_a_header_only_within_every_limit():
+  """`child.fits` under a cost limit is the conjunction of the parameter
+  limit and the table's header latency and memory against theirs."""
+  spec = _spec()
+  cost = budgets.HeaderCost(
+      predictor.Fitted('header', 'features', 'median_ms', (), HEADER_MS),
+      predictor.Fitted('header', 'features', 'peak_memory_bytes', (),
+                       HEADER_BYTES), 1, 6)
+  cfg = child_lib.NasConfig(spec, controller_lib.Controller(2),
+                            header_cost=cost)
+  rng = np.random.default_rng(1)
+  rows = [(arch, features.header_row(spec, arch, 3,
+                                     header_lib.full_gates(spec), 1, 6))
+          for arch in (measure.random_arch(rng, 2) for _ in range(40))]
+  ms = np.array([0.05 + 2e-6 * r['flops'] + 0.01 * 3 for _, r in rows])
+  nbytes = np.array([500 + 4 * r['params'] for _, r in rows])
+  params = np.array([r['params'] for _, r in rows])
+  limit, ms_limit, bytes_limit = (np.median(params), np.median(ms),
+                                  np.median(nbytes) * 1.1)
+  fits = jax.jit(child_lib.fits(cfg, limit, 3, (ms_limit, bytes_limit)))
+  got = np.array([bool(fits(arch)) for arch, _ in rows])
+  want = (params <= limit) & (ms <= ms_limit) & (nbytes <= bytes_limit)
+  assert want.any() and not want.all()
+  np.testing.assert_array_equal(got, want)
+  # Without a cost limit only the parameters count.
+  plain = jax.jit(child_lib.fits(cfg, limit, 3))
+  np.testing.assert_array_equal([bool(plain(a)) for a, _ in rows],
+                                params <= limit)
+
+
+def test_a_devices_header_gets_what_its_backbone_leaves_of_its_budgets(
+    tmp_path):
+  config = hardware_config(tmp_path / 'latency.json',
+                           slowdown=(2.0,), latency_budget_ms=(3.0,),
+                           memory_budget_mb=(1.0,))
+  dataset = types.SimpleNamespace(num_classes=10)
+  from acme_jax.device import stage as device_stage
+  f = fleet.Fleet.from_config(config, dataset,
+                              device_stage.header_spec(config, 10), 6)
+  assert f.header_cost_limit(0, 1.0, 2 ** 19) == (3.0 / 2 - 1.0, 2 ** 19)
+  fields = f.device_fields(0, 1.0, 2 ** 19)
+  assert fields['predicted_backbone_ms'] == 2.0
+  config.system.hardware.memory_budget_mb = (0.0,)
+  f = fleet.Fleet.from_config(config, dataset,
+                              device_stage.header_spec(config, 10), 6)
+  assert f.header_cost_limit(0, 1.0, 2 ** 19)[1] == np.inf
+
+
+def _grid(config, num_classes=10):
+  records = []
+  for g in sizes.grid(config):
+    acc = 0.3 + 0.4 * g['depth_mult'] + 0.25 * g['width_mult']
+    records.append(dict(g, accuracy=acc, per_class_accuracy=[
+        acc + 0.01 * c for c in range(num_classes)], bytes=4 * g['params']))
+  return records
+
+
+def test_the_front_and_the_edge_read_the_tables_milliseconds(tmp_path):
+  """The candidates carry the table's predicted ms and bytes, their front
+  is the non-dominated set under those ms, and the edge gives every device
+  a backbone that, with the header reserve, meets its latency budget at
+  its slowdown and its memory budget; the budgets bind (some device gets a
+  smaller backbone than its parameter budget alone would give it)."""
+  from acme_jax.device import stage as device_stage
+  from acme_jax.edge import stage as edge_stage
+  from acme_jax.hierarchy import topology as topology_lib
+  from acme_jax.selection import pareto
+  from acme_jax.selection import stage as selection_stage
+  config = hardware_config(tmp_path / 'latency.json',
+                           slowdown=(1.0, 2.0, 4.0),
+                           latency_budget_ms=(8.0,),
+                           memory_budget_mb=(0.5,))
+  dataset = types.SimpleNamespace(num_classes=10)
+  f = fleet.Fleet.from_config(config, dataset,
+                              device_stage.header_spec(config, 10), 3)
+  arch = sizes.architecture(config, 10)
+  records = _grid(config)
+  selection = selection_stage.run(
+      selection_stage.SelectionHparams.from_config(config), records, arch,
+      hardware_costs=f.backbone_costs)
+  candidates = selection['candidates']
+  rows = [features.backbone_row(arch, c['depth_mult'], c['width_mult'],
+                                arch.num_tokens, 1) for c in candidates]
+  ms = np.array([0.1 + 1e-6 * r['flops'] for r in rows])
+  nbytes = np.array([1000.0 + 4 * r['params'] for r in rows])
+  np.testing.assert_allclose([c['latency_ms'] for c in candidates], ms)
+  np.testing.assert_allclose([c['memory_bytes'] for c in candidates], nbytes)
+  front = set(pareto.non_dominated_min(
+      -np.array([c['accuracy'] for c in candidates]),
+      np.array([c['params'] for c in candidates], float), ms,
+      np.array([c['energy'] for c in candidates])).tolist())
+  assert [c['on_front'] for c in candidates] == [
+      i in front for i in range(len(candidates))]
+  big = max(c['params'] for c in candidates) + config.system.header_allowance
+  topology = topology_lib.build_topology(1, 3, [big] * 3)
+
+  class Train:
+    labels = np.arange(10)
+
+  hp = edge_stage.EdgeHparams.from_config(config)
+  _, picks = edge_stage.edge_choice(hp, selection, topology,
+                                    [(Train, None, None)] * 3, 10, f)
+  _, unbudgeted = edge_stage.edge_choice(hp, selection, topology,
+                                         [(Train, None, None)] * 3, 10)
+  # Each backbone's cheapest header: the smallest cell, as many cells as
+  # the prototype's rule gives that backbone's headers.
+  spec = device_stage.header_spec(config, 10)
+  cheapest = [features.header_row(
+      spec, header_lib.smallest_arch(spec.num_nodes),
+      header_lib.default_num_layers(c['width_mult'], c['depth_mult']) + 2,
+      header_lib.full_gates(spec), 1, 16) for c in candidates]
+  reserve_ms = [0.05 + 2e-6 * r['flops'] + 0.01 * r['n_layers']
+                for r in cheapest]
+  reserve_bytes = [500.0 + 4 * r['params'] for r in cheapest]
+  for hw, pick in zip(f.devices, picks):
+    n = pick.candidate
+    assert hw.slowdown * (ms[n] + reserve_ms[n]) <= 8.0 * (1 + 1e-6)
+    assert nbytes[n] + reserve_bytes[n] <= 0.5 * 2 ** 20 * (1 + 1e-6)
+  assert any(p.params < u.params for p, u in zip(picks, unbudgeted))
+
+
+def test_the_latency_variant_without_its_table_is_one_line(tmp_path,
+                                                          monkeypatch):
+  from acme_jax import config as config_lib
+  from configs import default
+  monkeypatch.chdir(tmp_path)
+  config = default.get_config('latency')
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'latency_table .*existing benchmarks.latency'):
+    config_lib.validate(config)
+  (tmp_path / 'runs/latency_vit').mkdir(parents=True)
+  json.dump(law_table(), open(tmp_path / 'runs/latency_vit/latency.json',
+                              'w'))
+  config_lib.validate(config)
+
+
+@pytest.mark.slow  # the tiny main job (~45 s)
+def test_the_main_job_keeps_every_deployed_model_within_its_budgets(
+    tmp_path):
+  """The tiny main job with devices budgeted in ms and bytes through a
+  table of known laws: every device's deployed model (backbone and pruned
+  header) is predicted within its latency and memory budgets, its header
+  within what its backbone leaves, and its latency is also measured here."""
+  from conftest import tiny_config
+  from acme_jax import pipeline
+  config = tiny_config()
+  json.dump(law_table(), open(tmp_path / 'latency.json', 'w'))
+  config.system.hardware.update(dict(
+      latency_table=str(tmp_path / 'latency.json'),
+      slowdown=(1.0, 3.0, 6.0) * 2, latency_budget_ms=(1.4,),
+      memory_budget_mb=(0.25,)))
+  config.latency.repeats, config.latency.warmup = 5, 1
+  results = pipeline.run(config, tmp_path / 'run', log=lambda *_: None)
+  devices = results['devices']
+  for d in devices:
+    assert d['predicted_latency_ms'] <= d['latency_budget_ms'] * (1 + 1e-6)
+    assert d['predicted_memory_mb'] <= d['memory_budget_mb'] * (1 + 1e-6)
+    assert d['measured_latency_ms'] > 0 and d['measured_memory_mb'] > 0
+    # The whole model's prediction is its backbone's plus its header's,
+    # at the device's slowdown.
+    header_ms = (d['predicted_latency_ms'] - d['predicted_backbone_ms']) / \
+        d['slowdown']
+    assert header_ms <= d['header_cost_limit'][0] * (1 + 1e-6)
+  # The latency budget binds: the slowest device with the largest
+  # parameter budget gets less than the largest backbone that fits it.
+  candidates = json.load(open(tmp_path / 'run/selection.json'))['candidates']
+  last = devices[-1]
+  assert last['slowdown'] == 6.0
+  allowed = max(c['params'] for c in candidates if c['params'] +
+                config.system.header_allowance <= last['budget'])
+  assert last['params'] < allowed
