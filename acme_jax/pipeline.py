@@ -37,6 +37,7 @@ from acme_jax.edge import stage as edge_stage
 from acme_jax.federated import acme
 from acme_jax.hardware import fleet as fleet_lib
 from acme_jax.hardware import measure
+from acme_jax.hardware import virtual_time
 from acme_jax.models import subnet as subnet_lib
 from acme_jax.hierarchy import ledger as ledger_lib
 from acme_jax.hierarchy import transfers
@@ -49,10 +50,7 @@ def run(config, workdir, log=print):
   fingerprint = config_lib.repeat_fingerprint(config,
                                              world_lib.DEVICE_SECTIONS)
   if world.fleet is not None:
-    # The devices' budgets read the table's content, and their deployed
-    # models are timed as config.latency says.
-    fingerprint.update(latency_table_sha256=world.fleet.table_sha256,
-                       latency=config.latency.to_dict())
+    fingerprint.update(world.fleet.fingerprint(config))
   # The header search and the rounds save their state mid-way
   # (config.resume.every_steps).
   partials = {name: resume.Partial(world.wd / f'devices.{name}',
@@ -147,8 +145,16 @@ def close(world: world_lib.World, hp: device_stage.DeviceHparams,
   model_bytes = [subnet_lib.param_bytes(
       delivery.backbones[delivery.device_backbone[d.id]]) + 4 * params[d.id]
                  for d in topology.devices]
-  return {'devices': devices, 'ledger': ledger.to_records(),
-          'model_bytes': model_bytes}
+  out = {'devices': devices, 'ledger': ledger.to_records(),
+         'model_bytes': model_bytes}
+  if world.fleet is not None:
+    out['simulated_time'] = virtual_time.acme_run(
+        world.fleet, world.cloud.model, world.cloud.supernet, config,
+        devices, out['ledger'])
+    log(f"[hardware] simulated time {out['simulated_time']['seconds']:.1f} s"
+        f", {out['simulated_time']['straggler_share']:.0%} of it waiting "
+        f"for stragglers")
+  return out
 
 
 def deployed_hardware(world: world_lib.World, devices, headers,
@@ -202,6 +208,8 @@ def write_report(world: world_lib.World, customized: dict, log=print):
       'devices': devices,
       'ledger': ledger_summary,
   }
+  if 'simulated_time' in customized:
+    results['simulated_time'] = {'acme': customized['simulated_time']}
   workdir_lib.atomic_write_json(wd / 'ledger.json', ledger.to_records())
   workdir_lib.atomic_write_text(wd / 'cloud/grid.md',
                                 report.grid_table(results['cloud']['grid']) +

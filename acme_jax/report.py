@@ -3,6 +3,8 @@ import pathlib
 
 from acme_jax import errors
 from acme_jax import stats
+from acme_jax.markdown import markdown_table  # noqa: F401 (re-exported)
+from acme_jax.report_hardware import hardware_table, simulated_table
 from acme_jax import workdir as workdir_lib
 from acme_jax.provenance import provenance  # noqa: F401 (re-exported)
 
@@ -24,13 +26,6 @@ def merge_grid(validation, test, teacher_cut_test):
       rows[-1].update(test_perplexity=tst['perplexity'],
                       teacher_cut_test_perplexity=cut['perplexity'])
   return rows
-
-
-def markdown_table(headers, rows) -> str:
-  lines = ['| ' + ' | '.join(headers) + ' |',
-           '|' + '|'.join('---:' for _ in headers) + '|']
-  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-  return '\n'.join(lines)
 
 
 def grid_table(grid) -> str:
@@ -69,28 +64,6 @@ def devices_table(devices) -> str:
          f"{d['total_params']:,} / {d['budget']:,}",
          f"{d['nas_test_accuracy']:.3f}", f"{d['test_accuracy']:.3f}"]
         if final else []) for d in devices])
-
-
-def hardware_table(devices) -> str:
-  """Per device its slowdown and budgets beside its deployed model's
-  latency (predicted through the latency table, measured here; both at
-  its slowdown) and peak memory."""
-  budget = lambda v, unit: f'{v:g} {unit}' if v else 'none'  # noqa: E731
-  rows = [[d['device'], f"{d['slowdown']:g}x",
-           budget(d['latency_budget_ms'], 'ms'),
-           f"{d['predicted_latency_ms']:.2f}",
-           f"{d['measured_latency_ms']:.2f}",
-           f"{d['predicted_latency_ms'] / d['measured_latency_ms'] - 1:+.0%}",
-           budget(d['memory_budget_mb'], 'MiB'),
-           f"{d['predicted_memory_mb']:.2f}",
-           f"{d['measured_memory_mb']:.2f}"] for d in devices]
-  return (markdown_table(
-      ['device', 'slowdown', 'latency budget', 'predicted ms',
-       'measured ms', 'predicted vs measured', 'memory budget',
-       'predicted MiB', 'measured MiB'], rows) +
-      f"\n\nMeasured on {devices[0]['measured_on']}, batch as "
-      f"system.hardware.batch; each device's times are this machine's "
-      f"times its slowdown.")
 
 
 def headers_table(headers) -> str:
@@ -348,6 +321,9 @@ def markdown_report(results) -> str:
     if 'predicted_latency_ms' in results['devices'][0]:
       parts += ['## Devices as hardware: deployed model, predicted and '
                 'measured', hardware_table(results['devices'])]
+    if 'simulated_time' in results:
+      parts += ['## Simulated time (devices as hardware)',
+                simulated_table(results['simulated_time'])]
     parts += [
         '## Communication ledger',
         ledger_table(results['ledger']),

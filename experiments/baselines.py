@@ -44,8 +44,8 @@ from acme_jax.federated import algorithm as algorithm_lib
 from acme_jax.federated import flops as flops_lib
 from acme_jax.federated import holdings as holdings_lib
 from acme_jax.federated.method import FederatedHparams
+from acme_jax.hardware import virtual_time
 from acme_jax.hierarchy.ledger import Ledger
-from acme_jax.models import subnet as subnet_lib
 
 SECTIONS = world_lib.DEVICE_SECTIONS + ('federated',)
 METHODS = {'fedavg': fedavg, 'fedper': fedper, 'heterofl': heterofl,
@@ -93,7 +93,8 @@ def run_method(name: str, world: world_lib.World, params, splits,
   if not devices:
     hp = dataclasses.replace(hp, lrs=(None,))
   tried = [_one_rate(module, model, dataclasses.replace(hp, lr=lr), params,
-                     devices) if devices else _nothing() for lr in hp.lrs]
+                     devices, world.fleet) if devices else _nothing()
+           for lr in hp.lrs]
   best = int(np.argmax([np.mean(t['val'] or [0.0]) for t in tried]))  # 1st tie
   run, ledger = tried[best], tried[best]['ledger']
   traffic = ledger.by_device()
@@ -117,6 +118,8 @@ def run_method(name: str, world: world_lib.World, params, splits,
              val_by_lr=[float(np.mean(t['val'] or [0.0])) for t in tried],
              bytes=ledger.total(), bytes_unweighted=ledger.total(False),
              rounds=hp.rounds, seconds=time.time() - t0)
+  if 'simulated_time' in run:
+    out['simulated_time'] = run['simulated_time']
   return out
 
 
@@ -124,8 +127,10 @@ def _nothing() -> dict:
   return {'val': [], 'test': [], 'flops': [], 'ledger': Ledger()}
 
 
-def _one_rate(module, model, hp: FederatedHparams, params, devices) -> dict:
-  """The method's rounds and deployment at one peak rate."""
+def _one_rate(module, model, hp: FederatedHparams, params, devices,
+              fleet=None) -> dict:
+  """The method's rounds and deployment at one peak rate; with a `fleet`
+  (devices as hardware), their simulated time too."""
   ledger = Ledger()
   state, history = algorithm_lib.run(
       module.algorithm(model, hp, params, devices), devices, ledger)
@@ -133,9 +138,14 @@ def _one_rate(module, model, hp: FederatedHparams, params, devices) -> dict:
            for d in devices}
   deployed = hierarchical.deploy(module.METHOD, model, hp, state, devices,
                                  ledger)
-  return {'val': deployed['val'], 'test': deployed['test'], 'ledger': ledger,
-          'flops': [flops[d.id] + f for d, f in zip(devices,
-                                                    deployed['flops'])]}
+  out = {'val': deployed['val'], 'test': deployed['test'], 'ledger': ledger,
+         'flops': [flops[d.id] + f for d, f in zip(devices,
+                                                   deployed['flops'])]}
+  if fleet is not None:
+    out['simulated_time'] = virtual_time.baseline_run(
+        fleet, history, {d.id: f for d, f in zip(devices, deployed['flops'])},
+        ledger.to_records(), hp.rounds)
+  return out
 
 
 def run_acme(world: world_lib.World, splits, key) -> dict:
@@ -150,34 +160,21 @@ def run_acme(world: world_lib.World, splits, key) -> dict:
               'bytes_down': traffic[d['device']]['down'],
               'bytes_up': traffic[d['device']]['up']}
              for d in customized['devices']]
-  return {'devices': devices, 'bytes': ledger.total(),
-          'bytes_unweighted': ledger.total(False),
-          'rounds': world.config.aggregation.rounds,
-          'seconds': time.time() - t0}
+  out = {'devices': devices, 'bytes': ledger.total(),
+         'bytes_unweighted': ledger.total(False),
+         'rounds': world.config.aggregation.rounds,
+         'seconds': time.time() - t0}
+  if 'simulated_time' in customized:
+    out['simulated_time'] = customized['simulated_time']
+  return out
 
 
 def acme_flops(world: world_lib.World, record: dict) -> float:
-  """ACME's device-side training FLOPs, estimated: the backbone run once
-  over the local data (the cached features), and every header step
-  (search, final training at each rate, the rounds) at 2 FLOPs per header
-  weight per token, three times for a training step."""
-  model, config = world.cloud.model, world.config
-  sub = subnet_lib.for_model(model, record['width_mult'],
-                             record['depth_mult'])
-  samples = sum(record['local_samples'])
-  t = flops_lib.tokens(model)
-  backbone = (flops_lib.embed_flops(model, world.cloud.supernet, t) +
-              flops_lib.forward_flops(model, subnet_lib.masks(model, sub), t))
-  positions = t - 1
-  per_sample = 2.0 * record['nas_header_params'] * positions
-  header, rounds = config.header, config.aggregation
-  train = record['local_samples'][0]
-  search = header.search_epochs * (3 * train + header.batch_size *
-                                   header.controller_steps_per_epoch)
-  final = 3 * train * header.finetune_epochs * len(header.finetune_lrs)
-  rounds_ = 3 * train * rounds.rounds * (rounds.local_epochs +
-                                         rounds.finetune_epochs)
-  return backbone * samples + per_sample * (search + final + rounds_)
+  """ACME's device-side training FLOPs (`flops.acme_phase_flops`), all
+  phases."""
+  phases = flops_lib.acme_phase_flops(world.cloud.model, world.cloud.supernet,
+                                      world.config, record)
+  return phases['setup'] + world.config.aggregation.rounds * phases['round']
 
 
 def repeat_setup(world: world_lib.World, repeat: int, s: int):
@@ -231,7 +228,19 @@ def _cell(runs: list) -> dict:
           'lrs': [r.get('lr') for r in runs],
           'rounds': runs[0]['rounds'],
           'wall_seconds': float(np.mean([r['seconds'] for r in runs])),
-          'devices': runs[0]['devices']}
+          'devices': runs[0]['devices'],
+          **_simulated(runs)}
+
+
+def _simulated(runs: list) -> dict:
+  """The simulated seconds to the final accuracy and those spent waiting
+  for stragglers (mean ± 95% CI over repeats), when the devices are
+  hardware."""
+  if 'simulated_time' not in runs[0]:
+    return {}
+  return {f'simulated_{k}': stats.mean_ci(
+      [r['simulated_time'][k] for r in runs])
+          for k in ('seconds', 'straggler_seconds')}
 
 
 def summarize(config, repeats) -> dict:
@@ -258,10 +267,28 @@ def summarize(config, repeats) -> dict:
              'worst_ci95': main[n]['worst']['ci'],
              'bytes': main[n]['bytes'],
              'bytes_vs_acme': main[n]['bytes_vs_acme'],
-             'devices': main[n]['devices']} for n in names}
+             'devices': main[n]['devices'],
+             **{k: main[n][k] for k in ('simulated_seconds',
+                                        'simulated_straggler_seconds')
+                if k in main[n]}} for n in names}
   out.update(setups=setups, methods=names, repeats=len(repeats),
              by_setup=by_setup, acme_minus=acme_minus)
   return out
+
+
+def simulated_section(wd, result) -> dict:
+  """results.json's `simulated_time` with every method's (ACME's among
+  them, on the baselines' partitions and repeats) beside the main job's."""
+  path = wd / 'results.json'
+  section = (workdir_lib.read_json(path).get('simulated_time', {})
+             if path.exists() else {})
+  section['methods'] = {
+      n: {'seconds': result[n]['simulated_seconds'],
+          'straggler_seconds': result[n]['simulated_straggler_seconds'],
+          'mean_test_accuracy': result[n]['mean_test_accuracy'],
+          'setup': result['setups'][0], 'repeats': result['repeats']}
+      for n in result['methods']}
+  return section
 
 
 def partitions(config, setups):
@@ -274,6 +301,8 @@ def run(config, workdir, log=print) -> dict:
                           partitions=partitions(config,
                                                 config.federated.setups))
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
+  if world.fleet is not None:
+    fingerprint.update(world.fleet.fingerprint(config))
   repeats = [{setup: world.wd.cached_stage(
       f'experiments/baselines/repeat_{r}/{setup}.json', fingerprint,
       lambda r=r, s=s: one_setup(world, r, s, log))
@@ -283,7 +312,10 @@ def run(config, workdir, log=print) -> dict:
   workdir_lib.atomic_write_json(world.wd / 'baselines.json', result)
   workdir_lib.atomic_save_figure(world.wd / 'baselines.png',
                                  figures.baselines_figure(result))
-  report.write_results(world.wd, {'baselines': result}, config)
+  sections = {'baselines': result}
+  if world.fleet is not None:
+    sections['simulated_time'] = simulated_section(world.wd, result)
+  report.write_results(world.wd, sections, config)
   log('\n' + report.baselines_table(result))
   return result
 

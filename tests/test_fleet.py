@@ -243,6 +243,13 @@ def test_the_main_job_keeps_every_deployed_model_within_its_budgets(
     header_ms = (d['predicted_latency_ms'] - d['predicted_backbone_ms']) / \
         d['slowdown']
     assert header_ms <= d['header_cost_limit'][0] * (1 + 1e-6)
+  simulated = results['simulated_time']['acme']
+  assert simulated['seconds'] == pytest.approx(
+      sum(p['seconds'] for p in simulated['phases']))
+  assert [p['phase'] for p in simulated['phases']] == (
+      ['setup'] + [f'round {r}' for r in range(config.aggregation.rounds)] +
+      ['closing'])
+  assert 0 <= simulated['straggler_seconds'] < simulated['seconds']
   # The latency budget binds: the slowest device with the largest
   # parameter budget gets less than the largest backbone that fits it.
   candidates = json.load(open(tmp_path / 'run/selection.json'))['candidates']
@@ -251,3 +258,54 @@ def test_the_main_job_keeps_every_deployed_model_within_its_budgets(
   allowed = max(c['params'] for c in candidates if c['params'] +
                 config.system.header_allowance <= last['budget'])
   assert last['params'] < allowed
+
+
+def test_virtual_time_is_the_hand_computation_on_a_two_device_toy():
+  """One edge, two devices: 1e9 and 5e8 FLOP/s; device 0's links 8 Mbps up
+  and 80 down, device 1's 4 Mbps up and a free downlink. Every phase lasts
+  as long as its slowest device; cloud-edge links take no time."""
+  from acme_jax.hardware import profile, virtual_time
+  from acme_jax.hierarchy.ledger import Ledger
+  ledger = Ledger()
+  ledger.send(('cloud', 0), ('edge', 0), 'front', 10 ** 9)  # not a device's
+  ledger.send(('edge', 0), ('device', 0), 'backbone', 10 ** 6)
+  ledger.send(('edge', 0), ('device', 1), 'backbone', 2 * 10 ** 6)
+  for r in range(2):
+    for d in range(2):
+      ledger.send(('device', d), ('edge', 0), 'importance', 10 ** 5, round=r)
+      ledger.send(('edge', 0), ('device', d), 'importance', 10 ** 5, round=r)
+  for d in range(2):
+    ledger.send(('device', d), ('edge', 0), 'metrics', 100)
+  phases = virtual_time.ledger_phases(
+      ledger.to_records(), {0: 2e9, 1: 1e9}, [{0: 1e9, 1: 1e9}] * 2)
+  hardware = [profile.Hardware(uplink_mbps=8.0, downlink_mbps=80.0),
+              profile.Hardware(slowdown=2.0, uplink_mbps=4.0)]
+  got = virtual_time.timeline(phases, [1e9, 5e8], hardware)
+  setup = max(2.0 + 0.1, 2.0)               # device 0: 2 s + 1 MB at 10 MB/s
+  each_round = max(1.0 + 0.1 + 0.01,        # 0.1 MB up at 1 MB/s, down
+                   2.0 + 0.2)               # device 1: up at 0.5 MB/s
+  closing = max(100 / 1e6, 100 / 5e5)
+  assert [p['phase'] for p in got['phases']] == [
+      'setup', 'round 0', 'round 1', 'closing']
+  np.testing.assert_allclose([p['seconds'] for p in got['phases']],
+                             [setup, each_round, each_round, closing])
+  assert got['seconds'] == pytest.approx(setup + 2 * each_round + closing)
+  waited = ((2.1 - 2.05) + 2 * (2.2 - (1.11 + 2.2) / 2) +
+            (2e-4 - 1.5e-4))
+  assert got['straggler_seconds'] == pytest.approx(waited)
+  assert [p['slowest_device'] for p in got['phases']] == [0, 1, 1, 1]
+
+
+def test_a_devices_rate_is_the_tables_full_backbone_flops_per_second(
+    tmp_path):
+  from acme_jax.device import stage as device_stage
+  from acme_jax.hardware import virtual_time
+  config = hardware_config(tmp_path / 'latency.json',
+                           slowdown=(1.0, 4.0, 1.0, 4.0, 1.0, 4.0))
+  f = fleet.Fleet.from_config(config, types.SimpleNamespace(num_classes=10),
+                              device_stage.header_spec(config, 10), 6)
+  arch = sizes.architecture(config, 10)
+  flops = features.backbone_row(arch, 1.0, 1.0, arch.num_tokens, 1)['flops']
+  rate = flops / ((0.1 + 1e-6 * flops) / 1e3)
+  np.testing.assert_allclose(virtual_time.device_rates(f),
+                             [rate, rate / 4] * 3)

@@ -3,6 +3,7 @@
 worth: forward, and the backward pass's two)."""
 import numpy as np
 
+from acme_jax.models import subnet as subnet_lib
 from acme_jax.models.encoder import Masks
 
 TRAIN_FACTOR = 3
@@ -56,3 +57,30 @@ def forward_flops(model, masks: Masks, t: int, lm: bool = False) -> float:
 
 def _first(value) -> int:
   return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def acme_phase_flops(model, supernet, config, record: dict) -> dict:
+  """ACME's device-side FLOPs for one device (its main-job `record`),
+  estimated by phase: `setup`, the backbone run once over the local data
+  (the cached features), the header search and its final training at each
+  rate; `round`, one aggregation round's header training (local epochs and
+  fine-tuning). A header step costs 2 FLOPs per header weight per token,
+  three times for a training step."""
+  sub = subnet_lib.for_model(model, record['width_mult'],
+                             record['depth_mult'])
+  samples = sum(record['local_samples'])
+  t = tokens(model)
+  backbone = (embed_flops(model, supernet, t) +
+              forward_flops(model, subnet_lib.masks(model, sub), t))
+  positions = t - 1
+  per_sample = 2.0 * record['nas_header_params'] * positions
+  header, rounds = config.header, config.aggregation
+  train = record['local_samples'][0]
+  search = header.search_epochs * (TRAIN_FACTOR * train + header.batch_size *
+                                   header.controller_steps_per_epoch)
+  final = (TRAIN_FACTOR * train * header.finetune_epochs *
+           len(header.finetune_lrs))
+  per_round = TRAIN_FACTOR * train * (rounds.local_epochs +
+                                      rounds.finetune_epochs)
+  return {'setup': backbone * samples + per_sample * (search + final),
+          'round': per_sample * per_round}

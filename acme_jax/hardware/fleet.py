@@ -81,6 +81,13 @@ class Fleet:
                arch, int(seq_len), spec, int(np.prod(grid)), int(hw.batch),
                int(config.header.num_layers))
 
+  def fingerprint(self, config) -> dict:
+    """What a cached device stage adds to its fingerprint: the table's
+    content (the budgets read it) and config.latency (the deployed models
+    are timed as it says)."""
+    return {'latency_table_sha256': self.table_sha256,
+            'latency': config.latency.to_dict()}
+
   def backbone_costs(self, depths, widths) -> Tuple[np.ndarray, np.ndarray]:
     """(ms, bytes) the table predicts for these backbone subnets."""
     return budgets.backbone_costs(self.table, self.arch,
