@@ -209,7 +209,9 @@ def write_report(world: world_lib.World, customized: dict, log=print):
       'ledger': ledger_summary,
   }
   if 'simulated_time' in customized:
-    results['simulated_time'] = {'acme': customized['simulated_time']}
+    # experiments.baselines adds every method's beside it.
+    results['simulated_time'] = report.merged_section(
+        wd, 'simulated_time', {'acme': customized['simulated_time']})
   workdir_lib.atomic_write_json(wd / 'ledger.json', ledger.to_records())
   workdir_lib.atomic_write_text(wd / 'cloud/grid.md',
                                 report.grid_table(results['cloud']['grid']) +

@@ -288,6 +288,15 @@ def check_results(path):
           f'move the file away (each job writes its section again)')
 
 
+def merged_section(wd, name: str, update: dict) -> dict:
+  """results.json's section `name` with `update`'s keys replaced, the rest
+  kept (a section several jobs write parts of)."""
+  path = wd / 'results.json'
+  section = (workdir_lib.read_json(path).get(name, {})
+             if path.exists() else {})
+  return {**section, **update}
+
+
 def write_results(wd, sections: dict, config=None) -> dict:
   """Merges `sections` into results.json (with each section's provenance)
   and rewrites report.md."""

@@ -279,16 +279,12 @@ def summarize(config, repeats) -> dict:
 def simulated_section(wd, result) -> dict:
   """results.json's `simulated_time` with every method's (ACME's among
   them, on the baselines' partitions and repeats) beside the main job's."""
-  path = wd / 'results.json'
-  section = (workdir_lib.read_json(path).get('simulated_time', {})
-             if path.exists() else {})
-  section['methods'] = {
+  return report.merged_section(wd, 'simulated_time', {'methods': {
       n: {'seconds': result[n]['simulated_seconds'],
           'straggler_seconds': result[n]['simulated_straggler_seconds'],
           'mean_test_accuracy': result[n]['mean_test_accuracy'],
           'setup': result['setups'][0], 'repeats': result['repeats']}
-      for n in result['methods']}
-  return section
+      for n in result['methods']}})
 
 
 def partitions(config, setups):

@@ -309,3 +309,16 @@ def test_a_devices_rate_is_the_tables_full_backbone_flops_per_second(
   rate = flops / ((0.1 + 1e-6 * flops) / 1e3)
   np.testing.assert_allclose(virtual_time.device_rates(f),
                              [rate, rate / 4] * 3)
+
+
+def test_the_main_job_and_the_baselines_each_keep_the_others_simulated_time(
+    tmp_path):
+  from acme_jax import report
+  from acme_jax import workdir as workdir_lib
+  wd = workdir_lib.Workdir(tmp_path)
+  report.write_results(wd, {'simulated_time': report.merged_section(
+      wd, 'simulated_time', {'methods': {'fedavg': 1}})})
+  report.write_results(wd, {'simulated_time': report.merged_section(
+      wd, 'simulated_time', {'acme': 2})})
+  assert workdir_lib.read_json(tmp_path / 'results.json')[
+      'simulated_time'] == {'methods': {'fedavg': 1}, 'acme': 2}
