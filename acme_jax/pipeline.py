@@ -45,7 +45,7 @@ from acme_jax.hierarchy import transfers
 
 def run(config, workdir, log=print):
   """Run (or resume) ACME on `config`, writing everything under `workdir`."""
-  world = world_lib.build(config, workdir, log)
+  world = world_lib.build(config, workdir, log, hardware=True)
   log('[selection] ' + report.selection_line(world.selection))
   fingerprint = config_lib.repeat_fingerprint(config,
                                              world_lib.DEVICE_SECTIONS)
@@ -172,6 +172,7 @@ def deployed_hardware(world: world_lib.World, devices, headers,
     record.update(fleet.deployed(record, header.arch, header.n_layers,
                                  header.gates), **timed)
     missed = fleet_lib.within(record)
+    record['budgets_missed'] = list(missed)
     log(f'[hardware] device {record["device"]}: predicted '
         f'{record["predicted_latency_ms"]:.2f} ms, measured '
         f'{record["measured_latency_ms"]:.2f} ms (budget '

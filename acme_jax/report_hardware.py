@@ -17,11 +17,14 @@ def hardware_table(devices) -> str:
            f"{d['predicted_latency_ms'] / d['measured_latency_ms'] - 1:+.0%}",
            budget(d['memory_budget_mb'], 'MiB'),
            f"{d['predicted_memory_mb']:.2f}",
-           f"{d['measured_memory_mb']:.2f}"] for d in devices]
+           f"{d['measured_memory_mb']:.2f}",
+           'misses ' + ' and '.join(d['budgets_missed'])
+           if d.get('budgets_missed') else 'yes'] for d in devices]
   return (markdown_table(
       ['device', 'slowdown', 'latency budget', 'predicted ms',
        'measured ms', 'predicted vs measured', 'memory budget',
-       'predicted MiB', 'measured MiB'], rows) +
+       'predicted MiB', 'measured MiB', 'within budgets (predicted)'],
+      rows) +
       f"\n\nMeasured on {devices[0]['measured_on']}, batch as "
       f"system.hardware.batch; each device's times are this machine's "
       f"times its slowdown.")

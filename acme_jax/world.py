@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Tuple
 import jax
 
 from acme_jax import config as config_lib
+from acme_jax import errors
 from acme_jax import report
 from acme_jax import sizes
 from acme_jax import ownership
@@ -82,11 +83,15 @@ def prepare(config, workdir, shared: bool = False) -> workdir_lib.Workdir:
 
 def build(config, workdir, log=print,
           partitions: Sequence[Tuple[data_stage.PartitionHparams, str]] = (),
-          shared: bool = False) -> World:
+          shared: bool = False, hardware: bool = False) -> World:
   """The world of `config` in `workdir`. Every partition a job will draw
   (`partitions`: (hparams, config field to blame), besides the config's
   own) is checked before any training. `shared`: a shard's world, beside
-  other shards: it loads the cloud stages and trains none."""
+  other shards: it loads the cloud stages and trains none. `hardware`: the
+  job budgets devices in ms and MiB (`world.fleet`); any other refuses a
+  latency table rather than ignore the budgets it sets."""
+  if config.system.hardware.latency_table and not hardware:
+    raise errors.UserError(fleet_lib.UNSUPPORTED)
   wd = prepare(config, workdir, shared)
   if shared:
     cloud_stage.require_trained(wd, config)
@@ -103,6 +108,12 @@ def build(config, workdir, log=print,
   fleet = fleet_lib.Fleet.from_config(
       config, dataset, device_stage.header_spec(config, dataset.num_classes),
       sum(sizes.devices_per_edge(config)))
+  if fleet is not None and not config.between_grid.deliver:
+    # Grid cells are all the edges can deliver: their sizes and predicted
+    # costs are known before training.
+    cells = sizes.grid(config)
+    fleet.check_servable(cells, [d.budget for d in topology(
+        config, cells).devices], config.system.header_allowance)
   cloud = cloud_stage.run(config, wd, dataset, cloud_data, log)
   log(f'[cloud] grid measured ({time.time() - t0:.0f}s)')
   selection = selection_stage.run(

@@ -92,8 +92,9 @@ def run_method(name: str, world: world_lib.World, params, splits,
                           world.num_classes, module.METHOD.label_split)
   if not devices:
     hp = dataclasses.replace(hp, lrs=(None,))
+  nothing = _nothing(world.fleet is not None)
   tried = [_one_rate(module, model, dataclasses.replace(hp, lr=lr), params,
-                     devices, world.fleet) if devices else _nothing()
+                     devices, world.fleet) if devices else nothing
            for lr in hp.lrs]
   best = int(np.argmax([np.mean(t['val'] or [0.0]) for t in tried]))  # 1st tie
   run, ledger = tried[best], tried[best]['ledger']
@@ -123,8 +124,12 @@ def run_method(name: str, world: world_lib.World, params, splits,
   return out
 
 
-def _nothing() -> dict:
-  return {'val': [], 'test': [], 'flops': [], 'ledger': Ledger()}
+def _nothing(hardware: bool = False) -> dict:
+  """A method that serves no device: it trains and sends nothing."""
+  out = {'val': [], 'test': [], 'flops': [], 'ledger': Ledger()}
+  if hardware:
+    out['simulated_time'] = virtual_time.timeline([], [], [])
+  return out
 
 
 def _one_rate(module, model, hp: FederatedHparams, params, devices,
@@ -295,7 +300,8 @@ def partitions(config, setups):
 def run(config, workdir, log=print) -> dict:
   world = world_lib.build(config, workdir, log,
                           partitions=partitions(config,
-                                                config.federated.setups))
+                                                config.federated.setups),
+                          hardware=True)
   fingerprint = config_lib.repeat_fingerprint(config, SECTIONS)
   if world.fleet is not None:
     fingerprint.update(world.fleet.fingerprint(config))

@@ -53,10 +53,31 @@ def _spec(num_layers=4):
                          num_channels=4, num_nodes=2, max_layers=num_layers)
 
 
+def _reference_header_row(spec, arch, n_layers, keep, batch, positions):
+  """A header's features counted by hand from its cell: each op's uses
+  over the cells it runs, the cell entries no node reads, the channel
+  share its gates keep (every gated conv keeps ceil(keep C) of C), the
+  FLOP estimate from the exact parameter count."""
+  ops = list(arch[:, 1]) + list(arch[:, 3])
+  read = set(arch[:, 0]) | set(arch[:, 2])
+  c = spec.num_channels
+  params = int(header_lib.param_count(spec, arch, n_layers,
+                                      features.keep_gates(spec, keep)))
+  pools = n_layers * sum(header_lib.OPS[o].endswith('pool_3x3')
+                         for o in ops)
+  row = {'n_layers': n_layers, 'keep': max(1, int(np.ceil(keep * c))) / c,
+         'params': params,
+         'loose_ends': sum(i not in read for i in range(spec.num_nodes + 2)),
+         'flops': float((2 * params + 9 * pools * c) * positions * batch)}
+  for op, name in enumerate(header_lib.OPS):
+    row[f'ops_{name}'] = n_layers * ops.count(op)
+  return row
+
+
 def test_the_header_cost_traced_in_the_search_is_the_tables_prediction():
-  """The search's traced header cost equals each predictor kind evaluated
-  on the header's numpy features row, for drawn cells, cell counts and
-  pruned gates."""
+  """A header's features row is the hand count of its cell, and the
+  search's traced header cost equals each predictor kind evaluated on it,
+  for drawn cells, cell counts and pruned gates."""
   spec = _spec()
   rng = np.random.default_rng(0)
   kinds = {kind: predictor.Fitted(
@@ -73,9 +94,12 @@ def test_the_header_cost_traced_in_the_search_is_the_tables_prediction():
     for _ in range(6):
       arch = measure.random_arch(rng, spec.num_nodes)
       n_layers = int(rng.integers(1, 5))
-      gates = features.keep_gates(spec, float(rng.choice([1.0, 0.5, 0.25])))
+      keep = float(rng.choice([1.0, 0.5, 0.25]))
+      gates = features.keep_gates(spec, keep)
       row = features.header_row(spec, arch, n_layers, gates, 8, 6)
-      want = fitted([row])[0]
+      reference = _reference_header_row(spec, arch, n_layers, keep, 8, 6)
+      assert {k: row[k] for k in reference} == pytest.approx(reference)
+      want = fitted([reference])[0]
       ms, _ = traced(arch, n_layers, gates)
       np.testing.assert_allclose(float(ms), want, rtol=1e-5)
 
@@ -322,3 +346,80 @@ def test_the_main_job_and_the_baselines_each_keep_the_others_simulated_time(
       wd, 'simulated_time', {'acme': 2})})
   assert workdir_lib.read_json(tmp_path / 'results.json')[
       'simulated_time'] == {'methods': {'fedavg': 1}, 'acme': 2}
+
+
+@pytest.mark.slow  # compiles every grid cell's backbone and the headers (~1 min)
+def test_the_latency_benchmark_writes_a_table_the_main_job_reads(tmp_path):
+  """benchmarks.latency on the tiny config: every grid cell and header at
+  every batch, a predictor per part and batch, and a table the run's fleet
+  loads and predicts from."""
+  from conftest import tiny_config
+  from benchmarks import latency as bench
+  from acme_jax.device import stage as device_stage
+  from acme_jax.hardware import table
+  config = tiny_config()
+  config.latency.update(dict(warmup=1, repeats=3, header_samples=4,
+                             between_samples=2))
+  bench.run(config, tmp_path, log=lambda *_: None)
+  saved = table.load(tmp_path / 'latency.json', family='vit')
+  assert (tmp_path / 'latency.md').read_text().startswith('Latency on ')
+  grid = {(g['depth_mult'], g['width_mult']) for g in sizes.grid(config)}
+  for batch in config.latency.batches:
+    rows = [r for r in saved['measured'] if r['batch'] == batch]
+    assert grid <= {(r['depth'], r['width']) for r in rows
+                    if r['part'] == 'backbone'}
+    assert sum(r['part'] == 'header' for r in rows) == 4
+    assert all(r['median_ms'] > 0 and r['peak_memory_bytes'] > 0
+               for r in rows)
+    for target in ('latency', 'memory'):
+      for part in ('backbone', 'header'):
+        assert f'{part}@{batch}' in saved['predictor'][target]
+  config.system.hardware.latency_table = str(tmp_path / 'latency.json')
+  f = fleet.Fleet.from_config(config, types.SimpleNamespace(num_classes=10),
+                              device_stage.header_spec(config, 10), 6)
+  ms, nbytes = f.backbone_costs([1.0], [1.0])
+  full = [r for r in saved['measured'] if r['part'] == 'backbone' and
+          r['batch'] == 1 and (r['depth'], r['width']) == (1.0, 1.0)][0]
+  # Times on a shared machine are no test's business; memory is XLA's
+  # plan, the same every run: its fitted prediction is near it.
+  assert ms[0] > 0
+  assert 0.5 < nbytes[0] / full['peak_memory_bytes'] < 2.0
+
+
+def test_a_job_that_ignores_the_budgets_refuses_a_latency_table(tmp_path):
+  """The table experiments and the networked run would ignore latency and
+  memory budgets: each refuses a latency table in one line, before any
+  work."""
+  from acme_jax import errors
+  from acme_jax import world as world_lib
+  from acme_jax.networked import settings
+  config = hardware_config(tmp_path / 'latency.json')
+  with pytest.raises(errors.UserError, match=r'^system.hardware.latency_'
+                     r'table is set, but only experiments.main and '
+                     r'experiments.baselines budget'):
+    world_lib.build(config, tmp_path / 'run')
+  assert not (tmp_path / 'run').exists()
+  with pytest.raises(errors.ConfigError, match=r'latency_table = .* only '
+                     r'experiments.main'):
+    settings.validate(config)
+
+
+def test_budgets_no_trained_subnet_can_meet_are_refused_before_training(
+    tmp_path):
+  from acme_jax import errors, pipeline
+  config = hardware_config(tmp_path / 'latency.json', slowdown=(100.0,),
+                           latency_budget_ms=(1.0,))
+  with pytest.raises(errors.UserError, match=r'^device 0: no trained subnet '
+                     r'within its parameter budget [0-9,]+ meets its budgets '
+                     r'of 1.0 ms and no MiB at 100x slowdown \(the fastest'):
+    pipeline.run(config, tmp_path / 'run', log=lambda *_: None)
+  assert not (tmp_path / 'run/cloud/teacher').exists()
+
+
+def test_a_baseline_that_serves_no_device_takes_no_simulated_time():
+  from acme_jax.hardware import virtual_time
+  from experiments import baselines
+  assert baselines._nothing(True)['simulated_time'] == \
+      virtual_time.timeline([], [], [])
+  assert virtual_time.timeline([], [], [])['seconds'] == 0
+  assert 'simulated_time' not in baselines._nothing(False)

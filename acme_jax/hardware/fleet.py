@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Tuple
 import jax
 import numpy as np
 
+from acme_jax import errors
 from acme_jax import sizes
 from acme_jax import workdir as workdir_lib
 from acme_jax.device import features as device_features
@@ -39,6 +40,18 @@ from acme_jax.hardware import table as table_lib
 # Added to config.seed: the devices' drawn profiles (+ each field's place
 # in profile.FIELDS).
 PROFILE_SEED = 100
+
+# The jobs whose devices honour latency and memory budgets; every other
+# refuses a latency table in this one line before any work.
+ONLY = ('only experiments.main and experiments.baselines budget devices in '
+        'ms and MiB (not the table experiments, which share one backbone '
+        'per edge or fix the headers, nor the networked run)')
+UNSUPPORTED = (f'system.hardware.latency_table is set, but {ONLY}: unset it '
+               f'for this job')
+
+# Relative slack of a budget check against the float32 the search and the
+# front payload compute in.
+TOLERANCE = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +128,32 @@ class Fleet:
     budgets."""
     return budgets.feasible(self.devices, backbone_ms, backbone_bytes,
                             self.header_reserve(depths, widths))
+
+  def check_servable(self, cells: Sequence[dict], budgets: Sequence[int],
+                     allowance: int):
+    """Refuses, in one line before any training, a device that no grid
+    cell (`sizes.grid`) within its parameter budget can serve within its
+    latency and memory budgets."""
+    depths = [c['depth_mult'] for c in cells]
+    widths = [c['width_mult'] for c in cells]
+    ms, nbytes = self.backbone_costs(depths, widths)
+    reserve_ms, reserve_bytes = self.header_reserve(depths, widths)
+    ok = self.feasible(depths, widths, ms, nbytes)
+    params = np.array([c['params'] for c in cells])
+    for device, budget in enumerate(budgets):
+      within = params + allowance <= budget
+      if within.any() and not (within & ok[device]).any():
+        hw = self.devices[device]
+        fastest = hw.slowdown * float((ms + reserve_ms)[within].min())
+        smallest = float((nbytes + reserve_bytes)[within].min()) / 2 ** 20
+        raise errors.UserError(
+            f'device {device}: no trained subnet within its parameter '
+            f'budget {budget:,} meets its budgets of '
+            f'{hw.latency_budget_ms or "no"} ms and '
+            f'{hw.memory_budget_mb or "no"} MiB at {hw.slowdown:g}x '
+            f'slowdown (the fastest, with its cheapest header, is predicted '
+            f'at {fastest:.2f} ms; the smallest at {smallest:.2f} MiB): '
+            f'raise system.hardware\'s budgets or lower its slowdown')
 
   def header_cost_limit(self, device: int, backbone_ms: float,
                         backbone_bytes: float) -> Tuple[float, float]:
@@ -195,7 +234,7 @@ def measure_deployed(fleet: Fleet, model, supernet, records, headers,
   return out
 
 
-def within(record: dict, tolerance: float = 1e-9) -> Sequence[str]:
+def within(record: dict, tolerance: float = TOLERANCE) -> Sequence[str]:
   """The budgets a device's deployed model misses by the prediction (empty
   when it meets them all)."""
   missed = []

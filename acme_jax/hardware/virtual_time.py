@@ -63,15 +63,19 @@ def device_seconds(phase: Phase, device: int, rate: float,
 def timeline(phases: Sequence[Phase], rates: Sequence[float],
              hardware: Sequence[profile.Hardware]) -> dict:
   """The run's virtual seconds, its phases' (each its slowest device's),
-  and what stragglers cost: per phase the wait past its median device,
-  summed."""
+  and what stragglers cost: per phase the wait past the median of the
+  devices taking part in it, summed."""
   rows = []
   for phase in phases:
-    each = np.array([device_seconds(phase, d, rates[d], hw)
-                     for d, hw in enumerate(hardware)])
+    # The devices taking part: a method that serves some devices leaves
+    # the others idle, and they wait for no one.
+    taking = [d for d in range(len(hardware)) if phase.flops.get(d) or
+              phase.up.get(d) or phase.down.get(d)] or [0]
+    each = np.array([device_seconds(phase, d, rates[d], hardware[d])
+                     for d in taking])
     rows.append({'phase': phase.name, 'seconds': float(each.max()),
                  'median_device_seconds': float(np.median(each)),
-                 'slowest_device': int(each.argmax())})
+                 'slowest_device': int(taking[int(each.argmax())])})
   total = sum(r['seconds'] for r in rows)
   straggling = sum(r['seconds'] - r['median_device_seconds'] for r in rows)
   return {'seconds': total, 'straggler_seconds': straggling,

@@ -45,6 +45,11 @@ def _seconds(v) -> bool:
 
 def validate(config):
   """The networked mode's section (`experiments.networked`)."""
+  if config.system.hardware.latency_table:
+    from acme_jax.hardware import fleet
+    raise ConfigError('system.hardware.latency_table',
+                      config.system.hardware.latency_table,
+                      f'{fleet.ONLY}: leave it empty')
   if 'network' not in config:
     raise ConfigError('network', None, 'the networked mode needs a network '
                       'section (configs/default.py has one)')

@@ -182,6 +182,20 @@ def render_latency(results: dict) -> str:
                        table.markdown(results).strip()])
 
 
+def render_hardware(results: dict) -> str:
+  """The main job's devices as hardware: each deployed model's predicted
+  and measured latency and memory, and the simulated time (with every
+  baseline's once experiments.baselines has run), with their sources."""
+  from acme_jax import report_hardware
+  parts = [f"_Source: {_source(results, 'devices')}._",
+           report_hardware.hardware_table(results['devices'])]
+  if 'baselines' in results:
+    parts.append(f"_Simulated time of the methods: "
+                 f"{_source(results, 'baselines')}._")
+  parts.append(report_hardware.simulated_table(results['simulated_time']))
+  return '\n\n'.join(parts)
+
+
 def render_supernet_value(results: dict) -> str:
   """experiments.supernet_value's tables, with their source."""
   from acme_jax import report_value

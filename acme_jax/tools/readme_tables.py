@@ -26,7 +26,8 @@ data per user, `configs/minilm_prototype.py`) in docs/text.md, `decoder`
 modelling and the baselines) in docs/decoder.md, `networked`
 (the default's networked run and its scaling benchmark) in
 docs/networked.md, `latency_vit`, `latency_text` and `latency_decoder`
-(`benchmarks.latency` of each family) in docs/hardware.md.
+(`benchmarks.latency` of each family) and `hardware_devices` (the main job
+on configs/default.py:latency) in docs/hardware.md.
 The first copies the run's results to the block's snapshot in docs/
 (committed: the numbers' source, with the commit and machine they came
 from) and rewrites, each in its own file and atomically, every block
@@ -110,6 +111,11 @@ BLOCKS = {'paper': Block('paper', 'readme_results.json', 'docs/results.md'),
              for family, what in (('vit', 'digits ViT'),
                                   ('text', 'MiniLM'),
                                   ('decoder', 'decoder'))},
+          'hardware_devices': Block(
+              'hardware_devices', 'readme_hardware_devices_results.json',
+              'docs/hardware.md', 'devices as hardware, digits ViT',
+              readme_render.render_hardware,
+              {'devices': list, 'simulated_time': dict}, {'baselines': dict}),
           'networked': Block('networked', 'readme_networked_results.json',
                              'docs/networked.md', 'networked',
                              readme_render.render_networked,
