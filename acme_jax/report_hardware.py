@@ -48,13 +48,16 @@ def simulated_table(section) -> str:
   methods = section.get('methods')
   if methods:
     rows = [[name, stats.fmt(m['seconds'], 1),
+             '' if name == 'acme' else stats.fmt_diff(m['minus_acme'], 1),
              stats.fmt(m['straggler_seconds'], 1),
              f"{m['mean_test_accuracy']:.3f}"]
             for name, m in methods.items()]
     first = next(iter(methods.values()))
     parts.append(markdown_table(
         ['method', 'simulated seconds to its final accuracy',
-         'of them waiting for stragglers', 'mean test accuracy'], rows) +
+         'minus ACME\'s (paired)', 'of them waiting for stragglers',
+         'mean test accuracy'], rows) +
         f"\n\n{first['setup']} partition, {first['repeats']} repeat(s); "
-        f"± = 95% CI over repeats.")
+        f"± = 95% CI over repeats; * = the paired difference's CI "
+        f"excludes 0.")
   return '\n\n'.join(parts)

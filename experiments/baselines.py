@@ -284,9 +284,13 @@ def summarize(config, repeats) -> dict:
 def simulated_section(wd, result) -> dict:
   """results.json's `simulated_time` with every method's (ACME's among
   them, on the baselines' partitions and repeats) beside the main job's."""
+  acme = result['acme']['simulated_seconds']['values']
   return report.merged_section(wd, 'simulated_time', {'methods': {
       n: {'seconds': result[n]['simulated_seconds'],
           'straggler_seconds': result[n]['simulated_straggler_seconds'],
+          # Paired over repeats (the same partition and devices).
+          'minus_acme': stats.paired(
+              result[n]['simulated_seconds']['values'], acme),
           'mean_test_accuracy': result[n]['mean_test_accuracy'],
           'setup': result['setups'][0], 'repeats': result['repeats']}
       for n in result['methods']}})
