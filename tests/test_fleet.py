@@ -146,6 +146,9 @@ def test_a_devices_header_gets_what_its_backbone_leaves_of_its_budgets(
   assert f.header_cost_limit(0, 1.0, 2 ** 19) == (3.0 / 2 - 1.0, 2 ** 19)
   fields = f.device_fields(0, 1.0, 2 ** 19)
   assert fields['predicted_backbone_ms'] == 2.0
+  # Compared with a cached stage's saved (JSON) fingerprint.
+  assert f.fingerprint(config) == json.loads(json.dumps(
+      f.fingerprint(config)))
   config.system.hardware.memory_budget_mb = (0.0,)
   f = fleet.Fleet.from_config(config, dataset,
                               device_stage.header_spec(config, 10), 6)
@@ -258,6 +261,14 @@ def test_the_main_job_keeps_every_deployed_model_within_its_budgets(
   config.latency.repeats, config.latency.warmup = 5, 1
   results = pipeline.run(config, tmp_path / 'run', log=lambda *_: None)
   devices = results['devices']
+  # A rerun loads every stage, the devices' included.
+  real = pipeline.customize
+  pipeline.customize = lambda *a, **k: pytest.fail('devices recomputed')
+  try:
+    again = pipeline.run(config, tmp_path / 'run', log=lambda *_: None)
+  finally:
+    pipeline.customize = real
+  assert again['devices'] == devices
   for d in devices:
     assert d['predicted_latency_ms'] <= d['latency_budget_ms'] * (1 + 1e-6)
     assert d['predicted_memory_mb'] <= d['memory_budget_mb'] * (1 + 1e-6)
@@ -423,3 +434,42 @@ def test_a_baseline_that_serves_no_device_takes_no_simulated_time():
       virtual_time.timeline([], [], [])
   assert virtual_time.timeline([], [], [])['seconds'] == 0
   assert 'simulated_time' not in baselines._nothing(False)
+
+
+def test_the_published_devices_are_what_the_published_table_predicts():
+  """docs/hardware.md's devices table (configs/default.py:latency): each
+  deployed model's predicted latency and memory are the published digits
+  table's predictions, recomputed here from the device's backbone shape
+  and its header's cell, cells and parameters, at its slowdown; each meets
+  its budgets."""
+  import pathlib
+  from configs import default
+  from acme_jax.device import stage as device_stage
+  from acme_jax.hardware import table
+  docs = pathlib.Path(__file__).resolve().parents[1] / 'docs'
+  results = json.loads((docs / 'readme_hardware_devices_results.json')
+                       .read_text())
+  tab = json.loads((docs / 'readme_latency_vit.json').read_text())
+  config = default.get_config('latency')
+  arch = sizes.architecture(config, 10)
+  spec = device_stage.header_spec(config, 10)
+  for part in ('latency', 'memory'):  # what the header row below feeds
+    assert tab['predictor'][part]['header@1']['kind'] == 'features'
+  for d in results['devices']:
+    backbone = features.backbone_row(arch, d['depth_mult'], d['width_mult'],
+                                     arch.num_tokens, 1)
+    cell = np.asarray(d['header_arch'])
+    pools = d['header_cells'] * sum(
+        header_lib.OPS[o].endswith('pool_3x3')
+        for o in list(cell[:, 1]) + list(cell[:, 3]))
+    header = {'n_layers': d['header_cells'], 'params': d['header_params'],
+              'flops': (2 * d['header_params'] + 9 * pools *
+                        spec.num_channels) * 16}
+    ms = sum(table.fitted(tab, part, 1, 'latency')([row])[0]
+             for part, row in (('backbone', backbone), ('header', header)))
+    nbytes = sum(table.fitted(tab, part, 1, 'memory')([row])[0]
+                 for part, row in (('backbone', backbone), ('header', header)))
+    assert d['predicted_latency_ms'] == pytest.approx(d['slowdown'] * ms)
+    assert d['predicted_memory_mb'] == pytest.approx(nbytes / 2 ** 20)
+    assert d['predicted_latency_ms'] <= d['latency_budget_ms']
+    assert d['predicted_memory_mb'] <= d['memory_budget_mb']

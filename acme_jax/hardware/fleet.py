@@ -19,6 +19,7 @@ line). Then:
               measured on this machine, both at the device's slowdown.
 """
 import dataclasses
+import json
 import pathlib
 from typing import Optional, Sequence, Tuple
 
@@ -98,8 +99,10 @@ class Fleet:
     """What a cached device stage adds to its fingerprint: the table's
     content (the budgets read it) and config.latency (the deployed models
     are timed as it says)."""
-    return {'latency_table_sha256': self.table_sha256,
-            'latency': config.latency.to_dict()}
+    # As JSON has it (lists, not tuples): a cached stage compares it with
+    # the fingerprint it saved.
+    return json.loads(json.dumps({'latency_table_sha256': self.table_sha256,
+                                  'latency': config.latency.to_dict()}))
 
   def backbone_costs(self, depths, widths) -> Tuple[np.ndarray, np.ndarray]:
     """(ms, bytes) the table predicts for these backbone subnets."""
