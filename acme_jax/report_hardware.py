@@ -48,7 +48,9 @@ def simulated_table(section) -> str:
   methods = section.get('methods')
   if methods:
     rows = [[name, stats.fmt(m['seconds'], 1),
-             '' if name == 'acme' else stats.fmt_diff(m['minus_acme'], 1),
+             # (absent from a section written before it was recorded)
+             stats.fmt_diff(m['minus_acme'], 1)
+             if name != 'acme' and 'minus_acme' in m else '',
              stats.fmt(m['straggler_seconds'], 1),
              f"{m['mean_test_accuracy']:.3f}"]
             for name, m in methods.items()]
