@@ -473,3 +473,24 @@ def test_the_published_devices_are_what_the_published_table_predicts():
     assert d['predicted_memory_mb'] == pytest.approx(nbytes / 2 ** 20)
     assert d['predicted_latency_ms'] <= d['latency_budget_ms']
     assert d['predicted_memory_mb'] <= d['memory_budget_mb']
+
+
+def test_a_baselines_deployment_after_its_last_round_is_its_closing_phase():
+  """A baseline's ledger numbers its rounds 0..R-1 and its deployment R
+  (federated/hierarchical.py): the deployment's downloads and fine-tuning
+  are the closing phase."""
+  from acme_jax.hardware import profile, virtual_time
+  from acme_jax.hierarchy.ledger import Ledger
+  ledger = Ledger()
+  for r in range(3):
+    ledger.send(('edge', 0), ('device', 0), 'weights', 1000, round=r)
+  history = {0: [{'flops': 1e9}, {'flops': 1e9}]}
+  got = virtual_time.timeline(
+      virtual_time.ledger_phases(ledger.to_records(), {},
+                                 [{0: h['flops']} for h in history[0]],
+                                 {0: 5e8}, setup_kinds=(), closing_kinds=()),
+      [1e9], [profile.Hardware(downlink_mbps=8.0)])
+  assert [p['phase'] for p in got['phases']] == [
+      'setup', 'round 0', 'round 1', 'closing']
+  np.testing.assert_allclose([p['seconds'] for p in got['phases']],
+                             [0.0, 1.001, 1.001, 0.5 + 0.001])
