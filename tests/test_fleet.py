@@ -359,7 +359,7 @@ def test_the_main_job_and_the_baselines_each_keep_the_others_simulated_time(
       'simulated_time'] == {'methods': {'fedavg': 1}, 'acme': 2}
 
 
-@pytest.mark.slow  # compiles every grid cell's backbone and the headers (~1 min)
+@pytest.mark.slow  # compiles every grid backbone and header (~1 min)
 def test_the_latency_benchmark_writes_a_table_the_main_job_reads(tmp_path):
   """benchmarks.latency on the tiny config: every grid cell and header at
   every batch, a predictor per part and batch, and a table the run's fleet
